@@ -1,0 +1,11 @@
+//! vmq_warden's core: everything the plugin decides and remembers, with no
+//! dependency on Rustler or the BEAM, so it is unit-tested with `cargo test`.
+//!
+//! The NIF crate (`warden_nif`) only converts Erlang terms into the types of
+//! [`types`] and back.
+#![forbid(unsafe_code)]
+
+pub mod credentials;
+pub mod types;
+
+pub use ipnet::IpNet;
