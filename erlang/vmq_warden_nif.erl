@@ -5,7 +5,13 @@
 -module(vmq_warden_nif).
 
 -export([load/0, loaded/0]).
--export([ping/0]).
+-export([ping/0,
+         auth_begin/1, auth_password/2, auth_password_slow/2,
+         registered/7, queue_event/4,
+         configure/1, load_files/2,
+         lookup/2, list/2, counts/0, stats/0, recent_endings/1, sweep/0, clear_registry/0,
+         bans/0, clear_bans/1,
+         drain_logs/1, set_log_level/1, debug_panic/0]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
 
@@ -49,3 +55,33 @@ loaded() ->
     end.
 
 ping() -> ?NOT_LOADED.
+
+%% Hooks (see vmq_warden_hooks for the argument shapes).
+auth_begin(_Request) -> ?NOT_LOADED.
+auth_password(_Ctx, _Password) -> ?NOT_LOADED.
+auth_password_slow(_Ctx, _Password) -> ?NOT_LOADED.
+registered(_Mountpoint, _ClientId, _ConnPid, _Ip, _Port, _User, _Proto) -> ?NOT_LOADED.
+queue_event(_Event, _Mountpoint, _ClientId, _QueuePid) -> ?NOT_LOADED.
+
+%% Configuration (vmq_warden_config).
+configure(_Settings) -> ?NOT_LOADED.
+load_files(_PolicyPath, _PasswordPath) -> ?NOT_LOADED.
+
+%% Registry and firewall state (vmq_warden).
+lookup(_Mountpoint, _ClientId) -> ?NOT_LOADED.
+list(_FilterSpec, _Limit) -> ?NOT_LOADED.
+counts() -> ?NOT_LOADED.
+stats() -> ?NOT_LOADED.
+recent_endings(_Limit) -> ?NOT_LOADED.
+sweep() -> ?NOT_LOADED.
+clear_registry() -> ?NOT_LOADED.
+bans() -> ?NOT_LOADED.
+clear_bans(_Selector) -> ?NOT_LOADED.
+
+%% Logging bridge (vmq_warden_log).
+drain_logs(_Max) -> ?NOT_LOADED.
+set_log_level(_Level) -> ?NOT_LOADED.
+
+%% Forces a Rust panic inside a NIF: tests show Rustler turns it into an
+%% Erlang error and the VM and the hooks survive.
+debug_panic() -> ?NOT_LOADED.

@@ -6,4 +6,6 @@ start_link() ->
     supervisor:start_link({local, ?MODULE}, ?MODULE, []).
 
 init([]) ->
-    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, []}}.
+    Children = [#{id => vmq_warden_log, start => {vmq_warden_log, start_link, []}},
+                #{id => vmq_warden_reloader, start => {vmq_warden_reloader, start_link, []}}],
+    {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, Children}}.

@@ -1,9 +1,50 @@
-//! The NIF library behind `vmq_warden_nif`. Term conversion only: every
-//! decision is made in `warden_core`.
+//! The NIF library behind the Erlang module `vmq_warden_nif`.
+//!
+//! Term conversion only: `decode` turns hook arguments into `warden_core`
+//! types, `encode` turns core results into the terms VerneMQ expects, and
+//! every decision is made in `warden_core`. One `Warden` (registry +
+//! firewall) lives for as long as the library is loaded.
+
+mod admin;
+mod decode;
+mod encode;
+mod hooks;
+mod logbridge;
+mod state;
+
+rustler::atoms! {
+    ok,
+    error,
+    next,
+    undefined,
+    not_found,
+    invalid_credentials,
+    reason_code,
+    warden_need_password = "$warden_need_password",
+    warden_need_slow_hash = "$warden_need_slow_hash",
+    wakeup,
+    offline,
+    gone,
+    expired,
+    applied,
+    stale,
+    duplicate,
+    unknown,
+    all,
+    peer,
+    username,
+    properties,
+    p_session_expiry_interval,
+}
 
 #[rustler::nif]
 fn ping() -> &'static str {
     "pong"
 }
 
-rustler::init!("vmq_warden_nif");
+fn on_load(env: rustler::Env, _info: rustler::Term) -> bool {
+    logbridge::install();
+    env.register::<hooks::AuthContext>().is_ok()
+}
+
+rustler::init!("vmq_warden_nif", load = on_load);

@@ -1,0 +1,113 @@
+%% @doc Operator API: who is connected, since when, from where, and what
+%% happened to each session; the firewall's bans; reloading the policy.
+%% Results are plain maps (documented in the README). Other plugins may call
+%% these functions too.
+-module(vmq_warden).
+
+-export([lookup/1, sessions/0, sessions/1, counts/0, stats/0,
+         recent_endings/1, reload/0, bans/0, clear_bans/1]).
+
+-type subscriber_id() :: {string() | binary(), binary()}.
+-type session() :: #{atom() => term()}.
+-export_type([session/0]).
+
+%% @doc One subscriber's session record.
+-spec lookup(subscriber_id()) -> {ok, session()} | not_found | {error, term()}.
+lookup(SubscriberId) ->
+    {Mountpoint, ClientId} = vmq_warden_hooks:normalize_subscriber_id(SubscriberId),
+    call(fun() ->
+                 case vmq_warden_nif:lookup(Mountpoint, ClientId) of
+                     not_found -> not_found;
+                     Session -> {ok, with_node(Session)}
+                 end
+         end).
+
+sessions() -> sessions(#{}).
+
+%% @doc Sessions matching every given filter: `state' (atom), `username'
+%% (binary), `mountpoint' (string), `client_id' (prefix, binary), `peer'
+%% (CIDR, e.g. <<"10.0.0.0/8">> or "::1/128"), `limit' (default 1000).
+-spec sessions(map()) -> [session()] | {error, term()}.
+sessions(Filter) when is_map(Filter) ->
+    Spec = {opt(state, Filter), opt(username, Filter), opt(mountpoint, Filter),
+            opt(client_id, Filter), opt(peer, Filter)},
+    Limit = case maps:get(limit, Filter, 1000) of
+                L when is_integer(L), L >= 0 -> L;
+                _ -> 1000
+            end,
+    call(fun() ->
+                 case vmq_warden_nif:list(Spec, Limit) of
+                     List when is_list(List) -> [with_node(S) || S <- List];
+                     Error -> Error
+                 end
+         end);
+sessions(_) ->
+    {error, badarg}.
+
+opt(Key, Filter) ->
+    case maps:get(Key, Filter, undefined) of
+        undefined -> undefined;
+        V when is_atom(V) -> atom_to_binary(V, utf8);
+        V when is_list(V) -> unicode:characters_to_binary(V);
+        V -> V
+    end.
+
+%% @doc Live records per state.
+-spec counts() -> #{authenticated | online | offline => non_neg_integer()} | {error, term()}.
+counts() ->
+    call(fun vmq_warden_nif:counts/0).
+
+%% @doc Every counter of the plugin (decisions, hook calls, registry, cache,
+%% bans, reloads, verification time).
+-spec stats() -> map().
+stats() ->
+    Local = vmq_warden_stats:read(),
+    case call(fun vmq_warden_nif:stats/0) of
+        #{decisions := Decisions} = Stats ->
+            Stats#{decisions => Decisions#{failed => maps:get(failed, Local)},
+                   log_suppressed => maps:get(log_suppressed, Local)};
+        _ ->
+            #{decisions => #{failed => maps:get(failed, Local)}, nif_loaded => false}
+    end.
+
+%% @doc The most recent session endings, newest first.
+-spec recent_endings(non_neg_integer()) -> [map()] | {error, term()}.
+recent_endings(Limit) when is_integer(Limit), Limit >= 0 ->
+    call(fun() -> [with_node(E) || E <- vmq_warden_nif:recent_endings(Limit)] end).
+
+%% @doc Re-read the policy and password files now. On error the running
+%% policy stays and the error names the file, line and reason.
+-spec reload() -> ok | {error, term()}.
+reload() ->
+    vmq_warden_config:reload().
+
+-spec bans() -> [map()] | {error, term()}.
+bans() ->
+    call(fun vmq_warden_nif:bans/0).
+
+%% @doc Lift bans: `all', `{peer, "10.0.0.1"}' or `{username, <<"bob">>}'.
+-spec clear_bans(all | {peer, string() | binary()} | {username, binary()}) ->
+          {ok, non_neg_integer()} | {error, term()}.
+clear_bans(all) ->
+    call(fun() -> {ok, vmq_warden_nif:clear_bans(all)} end);
+clear_bans({peer, Ip}) when is_list(Ip); is_binary(Ip) ->
+    case inet:parse_address(unicode:characters_to_list(Ip)) of
+        {ok, Addr} -> call(fun() -> {ok, vmq_warden_nif:clear_bans({peer, Addr})} end);
+        {error, _} -> {error, bad_address}
+    end;
+clear_bans({username, User}) when is_binary(User) ->
+    call(fun() -> {ok, vmq_warden_nif:clear_bans({username, User})} end);
+clear_bans(_) ->
+    {error, badarg}.
+
+with_node(Map) when is_map(Map) -> Map#{node => node()};
+with_node(Other) -> Other.
+
+call(Fun) ->
+    try
+        Fun()
+    catch
+        error:nif_not_loaded -> {error, nif_not_loaded};
+        error:badarg -> {error, badarg};
+        Class:Reason -> {error, {Class, Reason}}
+    end.

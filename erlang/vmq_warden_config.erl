@@ -1,0 +1,104 @@
+%% @doc The plugin's settings: read from the application environment (which
+%% cuttlefish fills from vernemq.conf, see priv/vmq_warden.schema), checked,
+%% and handed to the Rust core; policy and password files loaded from disk.
+-module(vmq_warden_config).
+
+-export([defaults/0, settings/0, apply/0, reload/0, watched_files/0]).
+
+-include_lib("kernel/include/logger.hrl").
+
+%% Every setting with its default (docs/DESIGN.md, README "Settings").
+-spec defaults() -> #{atom() => term()}.
+defaults() ->
+    #{policy_file => undefined,
+      password_file => undefined,
+      reload_interval => 5000,
+      failure_decision => deny,
+      unknown_user => next,
+      default_decision => next,
+      allow_anonymous => false,
+      auth_cache_size => 10000,
+      auth_cache_ttl => 60000,
+      auth_fail_ttl => 5000,
+      rate_per_peer => 0,
+      burst_per_peer => 10,
+      rate_per_user => 0,
+      burst_per_user => 10,
+      ban_threshold => 10,
+      ban_window => 60000,
+      ban_duration => 300000,
+      history_size => 1000,
+      pending_ttl => 60000,
+      log_level => info}.
+
+%% @doc The effective settings, or the first invalid one.
+-spec settings() -> {ok, #{atom() => term()}} | {error, {invalid_setting, atom(), term()}}.
+settings() ->
+    Defaults = defaults(),
+    maps:fold(fun(_Key, _Default, {error, _} = E) -> E;
+                 (Key, Default, {ok, Acc}) ->
+                      Value = application:get_env(vmq_warden, Key, Default),
+                      case valid(Key, Value) of
+                          true -> {ok, Acc#{Key => Value}};
+                          false -> {error, {invalid_setting, Key, Value}}
+                      end
+              end, {ok, #{}}, Defaults).
+
+valid(K, V) when K =:= policy_file; K =:= password_file ->
+    V =:= undefined orelse io_lib:char_list(V) orelse is_binary(V);
+valid(failure_decision, V) -> lists:member(V, [deny, next]);
+valid(unknown_user, V) -> lists:member(V, [next, deny]);
+valid(default_decision, V) -> lists:member(V, [allow, deny, next]);
+valid(allow_anonymous, V) -> is_boolean(V);
+valid(log_level, V) -> lists:member(V, [debug, info, notice, warning, error]);
+valid(K, V) when K =:= rate_per_peer; K =:= rate_per_user -> is_number(V) andalso V >= 0;
+valid(_, V) -> is_integer(V) andalso V >= 0.
+
+%% @doc Push the settings into the Rust core and load the files. A bad
+%% setting or file leaves whatever was running untouched.
+-spec apply() -> ok | {error, term()}.
+apply() ->
+    case settings() of
+        {ok, Settings} ->
+            ok = vmq_warden_nif:configure(Settings),
+            load_files(Settings);
+        {error, _} = Error ->
+            Error
+    end.
+
+-spec reload() -> ok | {error, term()}.
+reload() ->
+    try apply()
+    catch
+        error:nif_not_loaded -> {error, nif_not_loaded}
+    end.
+
+load_files(#{policy_file := Policy, password_file := Passwd}) ->
+    case vmq_warden_nif:load_files(path(Policy), path(Passwd)) of
+        {ok, Report} ->
+            log_report(Report),
+            ok;
+        {error, Reason} ->
+            ?LOG_ERROR(#{msg => "vmq_warden: policy not loaded, the running one stays",
+                         reason => Reason}, #{domain => [vmq_warden]}),
+            {error, Reason}
+    end.
+
+log_report(#{warnings := Warnings} = Report) ->
+    [?LOG_WARNING(#{msg => "vmq_warden: skipped a line", warning => W},
+                  #{domain => [vmq_warden]}) || W <- Warnings],
+    ?LOG_INFO(#{msg => "vmq_warden: policy loaded", report => maps:remove(warnings, Report)},
+              #{domain => [vmq_warden]});
+log_report(_) ->
+    ok.
+
+path(undefined) -> undefined;
+path(P) when is_list(P) -> unicode:characters_to_binary(P);
+path(P) when is_binary(P) -> P.
+
+%% @doc The files the reloader watches for changes.
+-spec watched_files() -> [file:filename()].
+watched_files() ->
+    [F || Key <- [policy_file, password_file],
+          F <- [application:get_env(vmq_warden, Key, undefined)],
+          F =/= undefined].

@@ -1,0 +1,243 @@
+%% @doc VerneMQ hook callbacks. Each callback normalises what the broker
+%% passes (facts page, section 2) and forwards it into the Rust core.
+%%
+%% Two rules hold for every function here, because VerneMQ catches nothing
+%% (facts page, section 3): a hook never raises, and an auth hook never
+%% returns anything the broker does not understand. When the NIF is missing
+%% or fails, auth hooks answer with the configured failure decision and
+%% lifecycle hooks log and return `ok'.
+-module(vmq_warden_hooks).
+
+-export([auth_on_register/5, auth_on_register/6,
+         auth_on_register_m5/6, auth_on_register_m5/7,
+         on_register/3, on_register_m5/4,
+         on_client_wakeup/1, on_client_offline/1, on_client_gone/1,
+         on_session_expired/1]).
+
+%% Exported for the operator API and tests.
+-export([failure_decision/2, normalize_subscriber_id/1, normalize_peer/1]).
+
+-include_lib("kernel/include/logger.hrl").
+
+-define(IS_BYTE(X), (is_integer(X) andalso X >= 0 andalso X =< 255)).
+-define(IS_WORD(X), (is_integer(X) andalso X >= 0 andalso X =< 65535)).
+-define(NEED_PASSWORD, '$warden_need_password').
+-define(NEED_SLOW_HASH, '$warden_need_slow_hash').
+
+%%--------------------------------------------------------------------
+%% auth_on_register (all_till_ok)
+%%--------------------------------------------------------------------
+
+auth_on_register(Peer, SubscriberId, User, Password, CleanSession) ->
+    authorize(3, Peer, SubscriberId, User, Password, CleanSession, #{}).
+
+%% VerneMQ 2.1+ calls /6 instead of /5 on listeners with forward_connection_opts.
+auth_on_register(Peer, SubscriberId, User, Password, CleanSession, Meta) ->
+    authorize(3, Peer, SubscriberId, User, Password, CleanSession, Meta).
+
+auth_on_register_m5(Peer, SubscriberId, User, Password, CleanStart, _Properties) ->
+    authorize(5, Peer, SubscriberId, User, Password, CleanStart, #{}).
+
+auth_on_register_m5(Peer, SubscriberId, User, Password, CleanStart, _Properties, Meta) ->
+    authorize(5, Peer, SubscriberId, User, Password, CleanStart, Meta).
+
+authorize(Proto, Peer, SubscriberId, User, Password, Clean, Meta) ->
+    try
+        Request = auth_request(Proto, Peer, SubscriberId, User, Password, Clean, Meta),
+        case vmq_warden_nif:auth_begin(Request) of
+            {?NEED_PASSWORD, Ctx} -> with_password(Proto, Ctx, Password);
+            Decision -> Decision
+        end
+    catch
+        Class:Reason ->
+            failure_decision(Proto, {auth_on_register, Class, Reason})
+    end.
+
+%% The password is decrypted only here, once, and only when the decision
+%% needs it (facts page, section 2: a decrypt costs 7-10 us).
+with_password(Proto, Ctx, Password) ->
+    Plain = plaintext(Password),
+    case vmq_warden_nif:auth_password(Ctx, Plain) of
+        ?NEED_SLOW_HASH ->
+            %% bcrypt/argon2/PBKDF2: runs on a dirty CPU scheduler.
+            vmq_warden_nif:auth_password_slow(Ctx, Plain);
+        Decision ->
+            _ = Proto,
+            Decision
+    end.
+
+plaintext(undefined) -> undefined;
+plaintext(Bin) when is_binary(Bin) -> Bin;
+plaintext({plaintext, Bin}) when is_binary(Bin) -> Bin;
+plaintext({encrypted, _} = Encrypted) ->
+    %% VerneMQ 2.x wraps passwords with credentials_obfuscation.
+    case erlang:function_exported(credentials_obfuscation, decrypt, 1)
+        orelse code:ensure_loaded(credentials_obfuscation) =:= {module, credentials_obfuscation} of
+        true ->
+            case credentials_obfuscation:decrypt(Encrypted) of
+                Bin when is_binary(Bin) -> Bin;
+                List when is_list(List) -> iolist_to_binary(List);
+                _ -> undefined
+            end;
+        false ->
+            undefined
+    end;
+plaintext(_) ->
+    undefined.
+
+%% The request tuple the NIF decodes (see warden_nif::hooks::AuthRequestTerm).
+auth_request(Proto, Peer, SubscriberId, User, Password, Clean, Meta) ->
+    {Mountpoint, ClientId} = normalize_subscriber_id(SubscriberId),
+    {Ip, Port} = normalize_peer(Peer),
+    Listener = listener(Meta),
+    {Proto, Mountpoint, ClientId, Ip, Port, normalize_user(User),
+     Password =/= undefined, normalize_flag(Clean), Listener, client_cert(Meta),
+     self()}.
+
+listener(Meta) when is_map(Meta) ->
+    {int_or_undefined(maps:get(listener_port, Meta, undefined)),
+     atom_or_binary(maps:get(listener_type, Meta, undefined)),
+     ip_or_undefined(maps:get(listener_addr, Meta, undefined))};
+listener(_) ->
+    {undefined, undefined, undefined}.
+
+client_cert(Meta) when is_map(Meta) ->
+    case maps:get(client_cert, Meta, undefined) of
+        Der when is_binary(Der) -> Der;
+        _ -> undefined
+    end;
+client_cert(_) ->
+    undefined.
+
+%%--------------------------------------------------------------------
+%% on_register (all): runs in the connection process
+%%--------------------------------------------------------------------
+
+on_register(Peer, SubscriberId, User) ->
+    registered(3, Peer, SubscriberId, User).
+
+on_register_m5(Peer, SubscriberId, User, _Properties) ->
+    registered(5, Peer, SubscriberId, User).
+
+registered(Proto, Peer, SubscriberId, User) ->
+    lifecycle(on_register,
+              fun() ->
+                      {Mountpoint, ClientId} = normalize_subscriber_id(SubscriberId),
+                      {Ip, Port} = normalize_peer(Peer),
+                      vmq_warden_nif:registered(Mountpoint, ClientId, self(), Ip, Port,
+                                                normalize_user(User), Proto)
+              end).
+
+%%--------------------------------------------------------------------
+%% Queue lifecycle (all): runs in the subscriber's queue process, so
+%% self() tells an old queue's late event from the live session's.
+%%--------------------------------------------------------------------
+
+on_client_wakeup(SubscriberId) -> queue_event(wakeup, on_client_wakeup, SubscriberId).
+on_client_offline(SubscriberId) -> queue_event(offline, on_client_offline, SubscriberId).
+on_client_gone(SubscriberId) -> queue_event(gone, on_client_gone, SubscriberId).
+on_session_expired(SubscriberId) -> queue_event(expired, on_session_expired, SubscriberId).
+
+queue_event(Event, Hook, SubscriberId) ->
+    lifecycle(Hook,
+              fun() ->
+                      {Mountpoint, ClientId} = normalize_subscriber_id(SubscriberId),
+                      vmq_warden_nif:queue_event(Event, Mountpoint, ClientId, self())
+              end).
+
+%% The broker ignores the result of `all' hooks but not their exceptions:
+%% one here would crash the queue holding the client's offline messages.
+lifecycle(Hook, Fun) ->
+    try
+        _ = Fun(),
+        ok
+    catch
+        Class:Reason ->
+            log_failure(Hook, Class, Reason),
+            ok
+    end.
+
+%%--------------------------------------------------------------------
+%% Normalisation (facts page, section 2)
+%%--------------------------------------------------------------------
+
+%% Mountpoint is a charlist (usually ""), client id a binary. Anything else
+%% is passed on as an empty value that no rule can mistake for a real id.
+-spec normalize_subscriber_id(term()) -> {binary(), binary()}.
+normalize_subscriber_id({Mountpoint, ClientId}) ->
+    {to_bin(Mountpoint), to_bin(ClientId)};
+normalize_subscriber_id(_) ->
+    {<<>>, <<>>}.
+
+-spec normalize_peer(term()) -> {inet:ip_address() | undefined, inet:port_number() | undefined}.
+normalize_peer({Ip, Port}) ->
+    {ip_or_undefined(Ip), int_or_undefined(Port)};
+normalize_peer(_) ->
+    {undefined, undefined}.
+
+ip_or_undefined({A, B, C, D} = Ip)
+  when ?IS_BYTE(A), ?IS_BYTE(B), ?IS_BYTE(C), ?IS_BYTE(D) -> Ip;
+ip_or_undefined({A, B, C, D, E, F, G, H} = Ip)
+  when ?IS_WORD(A), ?IS_WORD(B), ?IS_WORD(C), ?IS_WORD(D),
+       ?IS_WORD(E), ?IS_WORD(F), ?IS_WORD(G), ?IS_WORD(H) -> Ip;
+ip_or_undefined(_) -> undefined.
+
+int_or_undefined(I) when is_integer(I), I >= 0, I =< 65535 -> I;
+int_or_undefined(_) -> undefined.
+
+atom_or_binary(A) when is_atom(A), A =/= undefined -> atom_to_binary(A, utf8);
+atom_or_binary(B) when is_binary(B) -> B;
+atom_or_binary(_) -> undefined.
+
+normalize_user(User) when is_binary(User) -> User;
+normalize_user(_) -> undefined.
+
+normalize_flag(true) -> true;
+normalize_flag(1) -> true;
+normalize_flag(_) -> false.
+
+to_bin(B) when is_binary(B) -> B;
+to_bin(L) when is_list(L) ->
+    try unicode:characters_to_binary(L) of
+        B when is_binary(B) -> B;
+        _ -> <<>>
+    catch
+        _:_ -> <<>>
+    end;
+to_bin(A) when is_atom(A) -> atom_to_binary(A, utf8);
+to_bin(_) -> <<>>.
+
+%%--------------------------------------------------------------------
+%% Failure handling
+%%--------------------------------------------------------------------
+
+%% What an auth hook answers when it cannot decide (NIF not loaded, bad
+%% term, internal error): `deny' by default (fail closed), or `next'.
+-spec failure_decision(3 | 5, term()) -> next | {error, term()}.
+failure_decision(Proto, Why) ->
+    log_failure(auth_on_register, failed, Why),
+    vmq_warden_stats:bump(failed),
+    case application:get_env(vmq_warden, failure_decision, deny) of
+        next -> next;
+        _ when Proto =:= 5 -> {error, #{reason_code => server_unavailable}};
+        _ -> {error, plugin_unavailable}
+    end.
+
+log_failure(Hook, Class, Reason) ->
+    case vmq_warden_stats:should_log() of
+        true ->
+            ?LOG_ERROR(#{msg => "vmq_warden hook failed", hook => Hook,
+                         class => Class, reason => redact(Reason)},
+                       #{domain => [vmq_warden]});
+        false ->
+            ok
+    end.
+
+%% A failure reason may carry hook arguments; never log a password.
+redact({nif_not_loaded, _} = R) -> R;
+redact({_, _, nif_not_loaded} = R) -> R;
+redact(R) when is_atom(R) -> R;
+redact({auth_on_register, Class, Reason}) -> {auth_on_register, Class, redact(Reason)};
+redact({badarg, _}) -> badarg;
+redact(R) when is_tuple(R), tuple_size(R) > 0, is_atom(element(1, R)) -> element(1, R);
+redact(_) -> internal_error.

@@ -1,0 +1,194 @@
+//! `warden_core` results -> the terms VerneMQ and operators see.
+
+use std::net::IpAddr;
+
+use rustler::types::tuple::make_tuple;
+use rustler::{Atom, Encoder, Env, NewBinary, Term};
+use warden_core::firewall::{Decision, ModValue, Modifiers, RefusalCode};
+use warden_core::registry::{Ending, SessionView};
+use warden_core::types::{Peer, Protocol, SubscriberKey};
+
+use crate::atoms;
+
+pub fn bin<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
+    let mut b = NewBinary::new(env, bytes.len());
+    b.as_mut_slice().copy_from_slice(bytes);
+    Term::from(b)
+}
+
+pub fn opt_bin<'a>(env: Env<'a>, bytes: Option<&[u8]>) -> Term<'a> {
+    match bytes {
+        Some(b) => bin(env, b),
+        None => atoms::undefined().encode(env),
+    }
+}
+
+/// VerneMQ mountpoints are charlists.
+pub fn charlist<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
+    let chars: Vec<u32> = String::from_utf8_lossy(bytes).chars().map(u32::from).collect();
+    chars.encode(env)
+}
+
+pub fn ip<'a>(env: Env<'a>, ip: IpAddr) -> Term<'a> {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            (o[0], o[1], o[2], o[3]).encode(env)
+        }
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            let parts: Vec<Term> = s.iter().map(|w| w.encode(env)).collect();
+            make_tuple(env, &parts)
+        }
+    }
+}
+
+pub fn peer<'a>(env: Env<'a>, peer: Option<Peer>) -> Term<'a> {
+    match peer {
+        Some(p) => make_tuple(env, &[ip(env, p.ip), p.port.encode(env)]),
+        None => atoms::undefined().encode(env),
+    }
+}
+
+fn atom<'a>(env: Env<'a>, name: &str) -> Term<'a> {
+    // Names come from fixed tables in warden_core, never from client input.
+    Atom::from_str(env, name).map(|a| a.encode(env)).unwrap_or_else(|_| atoms::undefined().encode(env))
+}
+
+/// The hook answer, in the shape the broker expects for the protocol
+/// (facts page, section 3).
+pub fn decision<'a>(env: Env<'a>, decision: &Decision, protocol: Protocol) -> Term<'a> {
+    match decision {
+        Decision::Next => atoms::next().encode(env),
+        Decision::Accept(mods) => {
+            let entries = mods.entries(protocol);
+            if entries.is_empty() {
+                return atoms::ok().encode(env);
+            }
+            (atoms::ok(), modifiers(env, &entries, protocol)).encode(env)
+        }
+        Decision::Refuse(refusal) => match (protocol, refusal.code) {
+            (Protocol::Mqtt3, RefusalCode::BadUsernameOrPassword) => {
+                (atoms::error(), atoms::invalid_credentials()).encode(env)
+            }
+            (Protocol::Mqtt3, code) => (atoms::error(), atom(env, code.as_str())).encode(env),
+            (Protocol::Mqtt5, code) => {
+                let reason = Term::map_new(env)
+                    .map_put(atoms::reason_code(), atom(env, code.as_str()))
+                    .unwrap_or_else(|_| Term::map_new(env));
+                (atoms::error(), reason).encode(env)
+            }
+        },
+    }
+}
+
+fn mod_value<'a>(env: Env<'a>, value: &ModValue) -> Term<'a> {
+    match value {
+        ModValue::Int(i) => i.encode(env),
+        ModValue::Bool(b) => b.encode(env),
+        ModValue::Atom(a) => atom(env, a.as_ref()),
+        ModValue::SubscriberId { mountpoint, client_id } => {
+            make_tuple(env, &[charlist(env, mountpoint), bin(env, client_id)])
+        }
+    }
+}
+
+/// MQTT 3: a proplist. MQTT 5: a map, with the session expiry inside
+/// `properties` as `p_session_expiry_interval`, where the broker reads it.
+fn modifiers<'a>(env: Env<'a>, entries: &[(&'static str, ModValue)], protocol: Protocol) -> Term<'a> {
+    match protocol {
+        Protocol::Mqtt3 => {
+            let list: Vec<Term> = entries
+                .iter()
+                .map(|(k, v)| make_tuple(env, &[atom(env, k), mod_value(env, v)]))
+                .collect();
+            list.encode(env)
+        }
+        Protocol::Mqtt5 => {
+            let mut map = Term::map_new(env);
+            for (k, v) in entries {
+                let (key, value) = if *k == "session_expiry_interval" {
+                    let props = Term::map_new(env)
+                        .map_put(atoms::p_session_expiry_interval(), mod_value(env, v))
+                        .unwrap_or_else(|_| Term::map_new(env));
+                    (atoms::properties().encode(env), props)
+                } else {
+                    (atom(env, k), mod_value(env, v))
+                };
+                map = map.map_put(key, value).unwrap_or(map);
+            }
+            map
+        }
+    }
+}
+
+/// The subscriber id the client will register with once the broker applied
+/// the modifiers.
+pub fn registered_key(key: &SubscriberKey, mods: &Modifiers, protocol: Protocol) -> SubscriberKey {
+    for (k, v) in mods.entries(protocol) {
+        if let ("subscriber_id", ModValue::SubscriberId { mountpoint, client_id }) = (k, v) {
+            return SubscriberKey::new(mountpoint, client_id);
+        }
+    }
+    key.clone()
+}
+
+pub fn effective_clean_session(requested: bool, mods: &Modifiers, protocol: Protocol) -> bool {
+    for (k, v) in mods.entries(protocol) {
+        if let ("clean_session" | "clean_start", ModValue::Bool(b)) = (k, v) {
+            return b;
+        }
+    }
+    requested
+}
+
+fn put<'a>(map: Term<'a>, key: &str, value: Term<'a>) -> Term<'a> {
+    let env = map.get_env();
+    map.map_put(atom(env, key), value).unwrap_or(map)
+}
+
+pub fn session<'a>(env: Env<'a>, s: &SessionView) -> Term<'a> {
+    let mut m = Term::map_new(env);
+    m = put(m, "mountpoint", charlist(env, &s.key.mountpoint));
+    m = put(m, "client_id", bin(env, &s.key.client_id));
+    m = put(m, "state", atom(env, s.state.as_str()));
+    m = put(m, "generation", s.generation.encode(env));
+    m = put(m, "pending_generation", s.pending_generation.map_or(atoms::undefined().encode(env), |g| g.encode(env)));
+    m = put(m, "peer", peer(env, s.peer));
+    m = put(m, "username", opt_bin(env, s.username.as_deref()));
+    m = put(m, "clean_session", s.clean_session.encode(env));
+    m = put(m, "protocol", protocol_num(s.protocol).encode(env));
+    m = put(m, "first_connect", s.first_connect.encode(env));
+    m = put(m, "last_connect", s.last_connect.encode(env));
+    m = put(m, "last_change", s.last_change.encode(env));
+    m = put(m, "connect_count", s.connect_count.encode(env));
+    let last_end = match s.last_end {
+        Some((reason, at)) => (atom(env, reason.as_str()), at).encode(env),
+        None => atoms::undefined().encode(env),
+    };
+    put(m, "last_end", last_end)
+}
+
+pub fn ending<'a>(env: Env<'a>, e: &Ending) -> Term<'a> {
+    let mut m = Term::map_new(env);
+    m = put(m, "mountpoint", charlist(env, &e.key.mountpoint));
+    m = put(m, "client_id", bin(env, &e.key.client_id));
+    m = put(m, "generation", e.generation.encode(env));
+    m = put(m, "reason", atom(env, e.reason.as_str()));
+    m = put(m, "peer", peer(env, e.peer));
+    m = put(m, "username", opt_bin(env, e.username.as_deref()));
+    m = put(m, "started", e.started.encode(env));
+    put(m, "ended", e.ended.encode(env))
+}
+
+pub fn protocol_num(p: Protocol) -> u8 {
+    match p {
+        Protocol::Mqtt3 => 3,
+        Protocol::Mqtt5 => 5,
+    }
+}
+
+/// A map from (name, value) pairs with atom keys.
+pub fn map_of<'a>(env: Env<'a>, pairs: &[(&str, Term<'a>)]) -> Term<'a> {
+    pairs.iter().fold(Term::map_new(env), |m, (k, v)| put(m, k, *v))
+}

@@ -1,0 +1,150 @@
+//! Bridges `tracing` events from the Rust core into OTP `logger`.
+//!
+//! A hook never waits on logging: events go into a bounded in-memory queue
+//! (oldest dropped and counted when full) that the Erlang process
+//! `vmq_warden_log` drains with `drain_logs/1` and hands to `logger`, so they
+//! land in VerneMQ's log files with level, target and fields.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+use rustler::{Encoder, Env, Term};
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+use crate::encode;
+
+const QUEUE_BOUND: usize = 4096;
+
+pub struct LogLine {
+    level: Level,
+    target: String,
+    message: String,
+    fields: Vec<(String, String)>,
+}
+
+static QUEUE: Lazy<Mutex<VecDeque<LogLine>>> = Lazy::new(|| Mutex::new(VecDeque::with_capacity(256)));
+static DROPPED: AtomicU64 = AtomicU64::new(0);
+/// 0 error .. 4 trace; events above it are not even formatted.
+static MAX_LEVEL: AtomicU8 = AtomicU8::new(2);
+
+fn level_rank(level: &Level) -> u8 {
+    match *level {
+        Level::ERROR => 0,
+        Level::WARN => 1,
+        Level::INFO => 2,
+        Level::DEBUG => 3,
+        Level::TRACE => 4,
+    }
+}
+
+/// `log_level` of the app env: debug | info | notice | warning | error.
+pub fn set_level(name: &str) {
+    let rank = match name {
+        "error" => 0,
+        "warning" => 1,
+        "debug" => 3,
+        _ => 2,
+    };
+    MAX_LEVEL.store(rank, Ordering::Relaxed);
+}
+
+struct QueueLayer;
+
+#[derive(Default)]
+struct Collect {
+    message: String,
+    fields: Vec<(String, String)>,
+}
+
+impl Visit for Collect {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let mut s = String::new();
+        let _ = write!(s, "{value:?}");
+        if field.name() == "message" {
+            self.message = s;
+        } else {
+            self.fields.push((field.name().to_string(), s));
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_string();
+        } else {
+            self.fields.push((field.name().to_string(), value.to_string()));
+        }
+    }
+}
+
+impl<S: Subscriber> Layer<S> for QueueLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        if level_rank(meta.level()) > MAX_LEVEL.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut c = Collect::default();
+        event.record(&mut c);
+        let line = LogLine { level: *meta.level(), target: meta.target().to_string(), message: c.message, fields: c.fields };
+        let mut q = QUEUE.lock();
+        if q.len() >= QUEUE_BOUND {
+            q.pop_front();
+            DROPPED.fetch_add(1, Ordering::Relaxed);
+        }
+        q.push_back(line);
+    }
+}
+
+/// Called once per library load. A second global subscriber in the same
+/// library image is refused by tracing; that is fine (the first one stays).
+pub fn install() {
+    let subscriber = tracing_subscriber::registry().with(QueueLayer);
+    let _ = tracing::subscriber::set_global_default(subscriber);
+}
+
+fn level_atom(level: &Level) -> &'static str {
+    match *level {
+        Level::ERROR => "error",
+        Level::WARN => "warning",
+        Level::INFO => "info",
+        Level::DEBUG | Level::TRACE => "debug",
+    }
+}
+
+/// Up to `max` queued lines as `{Level, Target, Message, [{Field, Value}]}`,
+/// plus how many were dropped since the last drain.
+#[rustler::nif]
+fn drain_logs(env: Env<'_>, max: usize) -> Term<'_> {
+    let lines: Vec<LogLine> = {
+        let mut q = QUEUE.lock();
+        let n = max.min(q.len());
+        q.drain(..n).collect()
+    };
+    let terms: Vec<Term> = lines
+        .iter()
+        .map(|l| {
+            let fields: Vec<Term> = l
+                .fields
+                .iter()
+                .map(|(k, v)| (encode::bin(env, k.as_bytes()), encode::bin(env, v.as_bytes())).encode(env))
+                .collect();
+            (
+                rustler::Atom::from_str(env, level_atom(&l.level)).map(|a| a.encode(env)).unwrap_or_else(|_| 0.encode(env)),
+                encode::bin(env, l.target.as_bytes()),
+                encode::bin(env, l.message.as_bytes()),
+                fields,
+            )
+                .encode(env)
+        })
+        .collect();
+    (terms, DROPPED.swap(0, Ordering::Relaxed)).encode(env)
+}
+
+#[rustler::nif]
+fn set_log_level(level: String) -> &'static str {
+    set_level(&level);
+    "ok"
+}
