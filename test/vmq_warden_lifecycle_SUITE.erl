@@ -1,0 +1,387 @@
+%% Session lifecycle through the real hook functions and the real NIF, with
+%% hooks dispatched the way VerneMQ does (vmq_hook_chain) from the processes
+%% VerneMQ uses: auth/on_register in a connection process, wakeup/offline/
+%% gone/expired in a queue process. Orders are the ones observed on a real
+%% broker (facts page, section 4).
+-module(vmq_warden_lifecycle_SUITE).
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-compile([export_all, nowarn_export_all]).
+
+-define(PEER, {{127, 0, 0, 1}, 34678}).
+-define(CHAIN, vmq_hook_chain).
+
+all() ->
+    [hooks_are_registered_and_exported,
+     clean_connect_and_disconnect,
+     persistent_connect_offline_reconnect,
+     takeover_persistent_to_persistent,
+     takeover_persistent_to_clean,
+     takeover_clean_to_persistent,
+     takeover_clean_to_clean,
+     late_gone_of_old_queue_is_stale,
+     late_offline_of_old_queue_is_stale,
+     clean_connect_discards_offline_session,
+     wakeup_of_client_authorised_by_another_plugin,
+     session_expiry,
+     mqtt5_hooks,
+     ipv6_peer_and_network_filter,
+     encrypted_and_plaintext_passwords,
+     next_passes_to_the_next_plugin,
+     garbage_arguments_never_raise,
+     operator_api].
+
+init_per_suite(Config) ->
+    {ok, _} = application:ensure_all_started(vmq_warden),
+    Config.
+
+end_per_suite(_Config) ->
+    _ = application:stop(vmq_warden),
+    ok.
+
+init_per_testcase(_Case, Config) ->
+    reset_env(),
+    set_env(#{default_decision => allow}),
+    vmq_warden_nif:clear_registry(),
+    Config.
+
+end_per_testcase(_Case, _Config) ->
+    catch meck:unload(),
+    ok.
+
+reset_env() ->
+    [application:unset_env(vmq_warden, K) || K <- maps:keys(vmq_warden_config:defaults())],
+    ok.
+
+set_env(Map) ->
+    maps:foreach(fun(K, V) -> application:set_env(vmq_warden, K, V) end, Map),
+    ok = vmq_warden_config:apply().
+
+%%--------------------------------------------------------------------
+%% Helpers: one call per hook, in the right process
+%%--------------------------------------------------------------------
+
+sid(ClientId) -> {"", ClientId}.
+
+auth(Conn, Sid, Clean) -> auth(Conn, Sid, Clean, undefined, undefined).
+auth(Conn, Sid, Clean, User, Password) ->
+    ?CHAIN:in_proc(Conn, fun() ->
+        ?CHAIN:all_till_ok(auth_on_register, [?PEER, Sid, User, Password, Clean], ?CHAIN:plugins())
+    end).
+
+register(Conn, Sid) -> register(Conn, Sid, undefined).
+register(Conn, Sid, User) ->
+    ?CHAIN:in_proc(Conn, fun() -> ?CHAIN:all(on_register, [?PEER, Sid, User], ?CHAIN:plugins()) end).
+
+queue(Queue, Hook, Sid) ->
+    ?CHAIN:in_proc(Queue, fun() -> ?CHAIN:all(Hook, [Sid], ?CHAIN:plugins()) end).
+
+wakeup(Q, Sid) -> queue(Q, on_client_wakeup, Sid).
+offline(Q, Sid) -> queue(Q, on_client_offline, Sid).
+gone(Q, Sid) -> queue(Q, on_client_gone, Sid).
+expired(Q, Sid) -> queue(Q, on_session_expired, Sid).
+
+procs(N) -> [?CHAIN:spawn_proc() || _ <- lists:seq(1, N)].
+
+%% Normal connect (facts page: wakeup comes before on_register).
+connect(Conn, Queue, Sid, Clean) ->
+    ok = auth(Conn, Sid, Clean),
+    ok = wakeup(Queue, Sid),
+    ok = register(Conn, Sid).
+
+session(Sid) ->
+    {ok, S} = vmq_warden:lookup(Sid),
+    S.
+
+stale() -> maps:get(stale_events, maps:get(registry, vmq_warden:stats())).
+
+last_ending(Sid) ->
+    {_, ClientId} = Sid,
+    [E | _] = [E || #{client_id := C} = E <- vmq_warden:recent_endings(100), C =:= ClientId],
+    E.
+
+%%--------------------------------------------------------------------
+%% Cases
+%%--------------------------------------------------------------------
+
+hooks_are_registered_and_exported(_Config) ->
+    {ok, Hooks} = application:get_env(vmq_warden, vmq_plugin_hooks),
+    Expected = [{auth_on_register, 5}, {auth_on_register, 6}, {auth_on_register_m5, 6},
+                {auth_on_register_m5, 7}, {on_register, 3}, {on_register_m5, 4},
+                {on_client_wakeup, 1}, {on_client_offline, 1}, {on_client_gone, 1},
+                {on_session_expired, 1}],
+    ?assertEqual(lists:sort(Expected), lists:sort([{F, A} || {_M, F, A, _} <- Hooks])),
+    [?assert(erlang:function_exported(M, F, A)) || {M, F, A, _} <- Hooks],
+    ok.
+
+clean_connect_and_disconnect(_Config) ->
+    [S, Q] = procs(2),
+    Sid = sid(<<"clean-1">>),
+    connect(S, Q, Sid, true),
+    ?assertMatch(#{state := online, generation := 1, clean_session := true,
+                   peer := ?PEER, connect_count := 1, protocol := 3}, session(Sid)),
+    ?assertEqual(1, maps:get(online, vmq_warden:counts())),
+    ok = gone(Q, Sid),
+    ?assertEqual(not_found, vmq_warden:lookup(Sid)),
+    ?assertMatch(#{reason := gone, generation := 1}, last_ending(Sid)),
+    ?assertEqual(0, maps:get(online, vmq_warden:counts())).
+
+persistent_connect_offline_reconnect(_Config) ->
+    [S1, S2, Q] = procs(3),
+    Sid = sid(<<"persist-1">>),
+    connect(S1, Q, Sid, false),
+    ok = offline(Q, Sid),
+    ?assertMatch(#{state := offline, generation := 1, last_end := {offline, _}}, session(Sid)),
+    connect(S2, Q, Sid, false),
+    ?assertMatch(#{state := online, generation := 2, connect_count := 2}, session(Sid)).
+
+%% auth@S2, offline@Q1, on_register@S2, wakeup@Q1
+takeover_persistent_to_persistent(_Config) ->
+    [S1, S2, Q1] = procs(3),
+    Sid = sid(<<"ff">>),
+    connect(S1, Q1, Sid, false),
+    ok = auth(S2, Sid, false),
+    ok = offline(Q1, Sid),
+    ok = register(S2, Sid),
+    ok = wakeup(Q1, Sid),
+    ?assertMatch(#{state := online, generation := 2, connect_count := 2}, session(Sid)),
+    ?assertMatch(#{reason := taken_over, generation := 1}, last_ending(Sid)).
+
+%% auth@S2, gone@Q1, wakeup@Q2, on_register@S2
+takeover_persistent_to_clean(_Config) ->
+    [S1, S2, Q1, Q2] = procs(4),
+    Sid = sid(<<"ft">>),
+    connect(S1, Q1, Sid, false),
+    ok = auth(S2, Sid, true),
+    ok = gone(Q1, Sid),
+    ?assertMatch({ok, _}, vmq_warden:lookup(Sid)),
+    ok = wakeup(Q2, Sid),
+    ok = register(S2, Sid),
+    ?assertMatch(#{state := online, generation := 2, clean_session := true}, session(Sid)),
+    ?assertMatch(#{reason := taken_over, generation := 1}, last_ending(Sid)),
+    %% the new clean session ends normally from its own queue
+    ok = gone(Q2, Sid),
+    ?assertEqual(not_found, vmq_warden:lookup(Sid)).
+
+%% auth@S2, gone@Q1, on_register@S2, wakeup@Q1 (queue reused)
+takeover_clean_to_persistent(_Config) ->
+    [S1, S2, Q1] = procs(3),
+    Sid = sid(<<"tf">>),
+    connect(S1, Q1, Sid, true),
+    ok = auth(S2, Sid, false),
+    ok = gone(Q1, Sid),
+    ok = register(S2, Sid),
+    ok = wakeup(Q1, Sid),
+    ?assertMatch(#{state := online, generation := 2, clean_session := false}, session(Sid)),
+    ok = offline(Q1, Sid),
+    ?assertMatch(#{state := offline, generation := 2}, session(Sid)).
+
+%% auth@S2, gone@Q1, wakeup@Q2, on_register@S2
+takeover_clean_to_clean(_Config) ->
+    [S1, S2, Q1, Q2] = procs(4),
+    Sid = sid(<<"tt">>),
+    connect(S1, Q1, Sid, true),
+    ok = auth(S2, Sid, true),
+    ok = gone(Q1, Sid),
+    ok = wakeup(Q2, Sid),
+    ok = register(S2, Sid),
+    ?assertMatch(#{state := online, generation := 2}, session(Sid)),
+    ?assertMatch(#{reason := taken_over, generation := 1}, last_ending(Sid)).
+
+%% The race of facts page section 4: the old queue replies to the cleanup
+%% before it calls on_client_gone, so its gone arrives after the new queue's
+%% wakeup. Applying it would mark a live client as gone.
+late_gone_of_old_queue_is_stale(_Config) ->
+    [S1, S2, Q1, Q2] = procs(4),
+    Sid = sid(<<"race">>),
+    connect(S1, Q1, Sid, true),
+    Stale0 = stale(),
+    ok = auth(S2, Sid, true),
+    ok = wakeup(Q2, Sid),
+    ok = register(S2, Sid),
+    ok = gone(Q1, Sid),
+    ?assertMatch(#{state := online, generation := 2}, session(Sid)),
+    ?assertEqual(Stale0 + 1, stale()),
+    ?assertEqual(1, maps:get(online, vmq_warden:counts())),
+    %% and the live session still ends from its own queue
+    ok = gone(Q2, Sid),
+    ?assertEqual(not_found, vmq_warden:lookup(Sid)).
+
+%% Persistent takeover where the new connection's on_register runs before
+%% the old queue's offline (two processes, no order between them).
+late_offline_of_old_queue_is_stale(_Config) ->
+    [S1, S2, Q1] = procs(3),
+    Sid = sid(<<"race-ff">>),
+    connect(S1, Q1, Sid, false),
+    ok = auth(S2, Sid, false),
+    ok = register(S2, Sid),
+    ok = offline(Q1, Sid),
+    ok = wakeup(Q1, Sid),
+    ?assertMatch(#{state := online, generation := 2}, session(Sid)).
+
+%% A clean client over an offline persistent session: the broker removes
+%% the old queue and calls no hook for it.
+clean_connect_discards_offline_session(_Config) ->
+    [S1, S2, Q1, Q2] = procs(4),
+    Sid = sid(<<"discard">>),
+    connect(S1, Q1, Sid, false),
+    ok = offline(Q1, Sid),
+    connect(S2, Q2, Sid, true),
+    ?assertMatch(#{state := online, generation := 2, clean_session := true}, session(Sid)),
+    ?assertMatch(#{reason := discarded, generation := 1}, last_ending(Sid)).
+
+wakeup_of_client_authorised_by_another_plugin(_Config) ->
+    set_env(#{default_decision => next}),
+    [S, Q] = procs(2),
+    Sid = sid(<<"other-plugin">>),
+    ok = auth(S, Sid, true, <<"fake-user">>, <<"fake-pass">>),
+    ?assertEqual(not_found, vmq_warden:lookup(Sid)),
+    ok = wakeup(Q, Sid),
+    ok = register(S, Sid, <<"fake-user">>),
+    ?assertMatch(#{state := online, generation := 1, username := <<"fake-user">>,
+                   peer := ?PEER}, session(Sid)).
+
+session_expiry(_Config) ->
+    [S, Q] = procs(2),
+    Sid = sid(<<"expire">>),
+    connect(S, Q, Sid, false),
+    ok = offline(Q, Sid),
+    ok = expired(Q, Sid),
+    ?assertEqual(not_found, vmq_warden:lookup(Sid)),
+    ?assertMatch(#{reason := expired}, last_ending(Sid)).
+
+mqtt5_hooks(_Config) ->
+    [S, Q] = procs(2),
+    Sid = sid(<<"m5">>),
+    Props = #{p_session_expiry_interval => 0},
+    ok = ?CHAIN:in_proc(S, fun() ->
+        ?CHAIN:all_till_ok(auth_on_register_m5, [?PEER, Sid, undefined, undefined, true, Props],
+                           ?CHAIN:plugins()) end),
+    ok = wakeup(Q, Sid),
+    ok = ?CHAIN:in_proc(S, fun() ->
+        ?CHAIN:all(on_register_m5, [?PEER, Sid, undefined, Props], ?CHAIN:plugins()) end),
+    ?assertMatch(#{state := online, protocol := 5}, session(Sid)),
+    %% the 7-arity variant with the 2.2 metadata map
+    Meta = #{listener_addr => {127, 0, 0, 1}, listener_port => 1883, listener_type => mqtt},
+    [S2] = procs(1),
+    ?assertEqual(ok, ?CHAIN:in_proc(S2, fun() ->
+        vmq_warden_hooks:auth_on_register_m5(?PEER, sid(<<"m5b">>), undefined, undefined,
+                                             true, Props, Meta) end)),
+    %% and the 6-arity MQTT 3 variant (forward_connection_opts listeners)
+    ?assertEqual(ok, ?CHAIN:in_proc(S2, fun() ->
+        vmq_warden_hooks:auth_on_register(?PEER, sid(<<"m3b">>), undefined, undefined,
+                                          true, #{client_cert => <<1, 2, 3>>}) end)),
+    %% a refusal in MQTT 5 shape
+    set_env(#{default_decision => deny}),
+    ?assertMatch({error, #{reason_code := _}},
+                 vmq_warden_hooks:auth_on_register_m5(?PEER, sid(<<"m5c">>), undefined,
+                                                      undefined, true, Props)).
+
+ipv6_peer_and_network_filter(_Config) ->
+    [S, Q] = procs(2),
+    Sid = sid(<<"v6">>),
+    Peer = {{16#2001, 16#db8, 0, 0, 0, 0, 0, 1}, 41000},
+    ok = ?CHAIN:in_proc(S, fun() ->
+        ?CHAIN:all_till_ok(auth_on_register, [Peer, Sid, undefined, undefined, true],
+                           ?CHAIN:plugins()) end),
+    ok = wakeup(Q, Sid),
+    ok = ?CHAIN:in_proc(S, fun() -> ?CHAIN:all(on_register, [Peer, Sid, undefined], ?CHAIN:plugins()) end),
+    ?assertMatch(#{peer := Peer}, session(Sid)),
+    ?assertMatch([#{client_id := <<"v6">>}], vmq_warden:sessions(#{peer => <<"2001:db8::/32">>})),
+    ?assertEqual([], vmq_warden:sessions(#{peer => <<"10.0.0.0/8">>})).
+
+%% VerneMQ 2.x passes {encrypted, Bin}; the plugin decrypts it once with
+%% credentials_obfuscation. 1.x passes a plain binary.
+encrypted_and_plaintext_passwords(Config) ->
+    Dir = ?config(priv_dir, Config),
+    File = filename:join(Dir, "passwd"),
+    ok = file:write_file(File, ["alice:", sha512_line(<<"s3cret">>), "\n"]),
+    set_env(#{password_file => File, default_decision => next, unknown_user => next}),
+    meck:new(credentials_obfuscation, [non_strict]),
+    meck:expect(credentials_obfuscation, decrypt, fun({encrypted, <<"enc:", P/binary>>}) -> P end),
+    [S] = procs(1),
+    ?assertEqual(ok, auth(S, sid(<<"a1">>), true, <<"alice">>, {encrypted, <<"enc:s3cret">>})),
+    ?assertEqual({error, invalid_credentials},
+                 auth(S, sid(<<"a2">>), true, <<"alice">>, {encrypted, <<"enc:wrong">>})),
+    ?assertEqual(ok, auth(S, sid(<<"a3">>), true, <<"alice">>, <<"s3cret">>)),
+    ?assertEqual(ok, auth(S, sid(<<"a4">>), true, <<"alice">>, {plaintext, <<"s3cret">>})),
+    ?assertEqual({error, invalid_credentials}, auth(S, sid(<<"a5">>), true, <<"alice">>, undefined)),
+    %% decrypted once per connect that needed it, and not for an unknown user
+    ?assertEqual(next, vmq_warden_hooks:auth_on_register(?PEER, sid(<<"a7">>), <<"stranger">>,
+                                                         {encrypted, <<"enc:x">>}, true)),
+    ?assertEqual(2, meck:num_calls(credentials_obfuscation, decrypt, '_')),
+    meck:unload(credentials_obfuscation),
+    %% without credentials_obfuscation an encrypted password cannot match
+    ?assertEqual({error, invalid_credentials},
+                 auth(S, sid(<<"a6">>), true, <<"alice">>, {encrypted, <<"enc:s3cret">>})).
+
+sha512_line(Password) ->
+    Salt = crypto:strong_rand_bytes(12),
+    Hash = crypto:hash(sha512, <<Password/binary, Salt/binary>>),
+    ["$6$", base64:encode(Salt), "$", base64:encode(Hash)].
+
+next_passes_to_the_next_plugin(Config) ->
+    Dir = ?config(priv_dir, Config),
+    File = filename:join(Dir, "passwd-next"),
+    ok = file:write_file(File, ["alice:", sha512_line(<<"pw">>), "\n"]),
+    set_env(#{password_file => File, default_decision => next, unknown_user => next}),
+    [S] = procs(1),
+    ?assertEqual(next, ?CHAIN:in_proc(S, fun() ->
+        vmq_warden_hooks:auth_on_register(?PEER, sid(<<"n1">>), <<"fake-user">>, <<"fake-pass">>, true)
+    end)),
+    ?assertEqual(ok, auth(S, sid(<<"n1">>), true, <<"fake-user">>, <<"fake-pass">>)),
+    ?assertEqual({error, no_matching_hook_found}, auth(S, sid(<<"n2">>), true, <<"nobody">>, <<"x">>)),
+    %% unknown users can be refused outright instead
+    set_env(#{password_file => File, default_decision => next, unknown_user => deny}),
+    ?assertMatch({error, _}, auth(S, sid(<<"n3">>), true, <<"fake-user">>, <<"fake-pass">>)).
+
+%% Wrong types, huge binaries, invalid UTF-8: every hook answers with a
+%% value VerneMQ accepts and the registry is untouched.
+garbage_arguments_never_raise(_Config) ->
+    [S, Q] = procs(2),
+    connect(S, Q, sid(<<"keeper">>), false),
+    Before = vmq_warden:counts(),
+    Huge = binary:copy(<<"x">>, 1 bsl 20),
+    Garbage = [undefined, 42, foo, [], {}, {a, b, c}, <<255, 254, 0>>, Huge, self(),
+               make_ref(), #{a => 1}, [1, 2 | 3], {"", 42}, {[300], <<"c">>},
+               {{999, 0, 0, 1}, 1}, {{1, 2, 3, 4}, -1}, {"mp", Huge}, -1.5],
+    Valid = fun(ok) -> true; (next) -> true; ({ok, L}) when is_list(L); is_map(L) -> true;
+               ({error, _}) -> true; (_) -> false end,
+    [begin
+         R5 = vmq_warden_hooks:auth_on_register(A, B, C, D, E),
+         ?assert(Valid(R5), {R5, [A, B, C, D, E]}),
+         ?assert(Valid(vmq_warden_hooks:auth_on_register(A, B, C, D, E, A))),
+         ?assert(Valid(vmq_warden_hooks:auth_on_register_m5(A, B, C, D, E, A))),
+         ?assert(Valid(vmq_warden_hooks:auth_on_register_m5(A, B, C, D, E, A, B))),
+         ok = vmq_warden_hooks:on_register(A, B, C),
+         ok = vmq_warden_hooks:on_register_m5(A, B, C, D),
+         ok = vmq_warden_hooks:on_client_wakeup(B),
+         ok = vmq_warden_hooks:on_client_offline(B),
+         ok = vmq_warden_hooks:on_client_gone(B),
+         ok = vmq_warden_hooks:on_session_expired(B)
+     end || A <- Garbage, B <- [lists:nth(rand:uniform(length(Garbage)), Garbage)],
+            C <- [lists:nth(rand:uniform(length(Garbage)), Garbage)],
+            D <- [lists:nth(rand:uniform(length(Garbage)), Garbage)],
+            E <- [lists:nth(rand:uniform(length(Garbage)), Garbage)]],
+    %% invalid UTF-8 client id is a valid subscriber: stored byte for byte
+    Odd = sid(<<255, 0, 254>>),
+    connect(S, Q, Odd, true),
+    ?assertMatch(#{client_id := <<255, 0, 254>>}, session(Odd)),
+    ok = gone(Q, Odd),
+    ?assertEqual(Before, vmq_warden:counts()),
+    ?assertMatch(#{state := online}, session(sid(<<"keeper">>))).
+
+operator_api(_Config) ->
+    [S1, S2, Q1, Q2] = procs(4),
+    connect(S1, Q1, sid(<<"op-a">>), true),
+    connect(S2, Q2, sid(<<"op-b">>), false),
+    ok = offline(Q2, sid(<<"op-b">>)),
+    ?assertMatch(#{online := 1, offline := 1}, vmq_warden:counts()),
+    ?assertMatch([#{client_id := <<"op-b">>, node := _}], vmq_warden:sessions(#{state => offline})),
+    ?assertEqual(2, length(vmq_warden:sessions(#{client_id => <<"op-">>}))),
+    ?assertEqual(1, length(vmq_warden:sessions(#{limit => 1}))),
+    ?assertMatch({error, _}, vmq_warden:sessions(#{peer => <<"not-a-network">>})),
+    Stats = vmq_warden:stats(),
+    ?assertMatch(#{events := #{auth_on_register := N}} when N >= 2, Stats),
+    ?assertMatch(#{registry := #{online := 1, offline := 1}}, Stats).
