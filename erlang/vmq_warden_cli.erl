@@ -25,9 +25,6 @@
 %% flag typecasts
 -export([to_binary/1, to_state/1, to_cidr/1, to_ip/1, to_limit/1]).
 
--ignore_xref([{clique, register_command, 4}, {clique, register_usage, 2},
-              {clique_status, table, 1}, {clique_status, text, 1},
-              {clique_status, alert, 1}]).
 
 -include_lib("kernel/include/logger.hrl").
 
