@@ -1,0 +1,218 @@
+//! Configuration, the operator API's reads (lookup, list, counts, stats,
+//! endings, bans) and test hooks. Bulk reads and file loading run on dirty
+//! schedulers: they may take longer than a scheduler slice.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use rustler::types::map::MapIterator;
+use rustler::{Atom, Encoder, Env, Error, NifResult, Term, TermType};
+use warden_core::firewall::{BanSelector, DefaultDecision, FirewallConfig, UnknownUser};
+use warden_core::registry::{Filter, SessionState};
+use warden_core::IpNet;
+
+use crate::state::{now, WARDEN};
+use crate::{atoms, decode, encode, logbridge};
+
+/// `Settings` is the map built by `vmq_warden_config:settings/0` (already
+/// validated there); missing keys keep their defaults.
+#[rustler::nif]
+fn configure(settings: Term) -> NifResult<Atom> {
+    let iter = MapIterator::new(settings).ok_or(Error::BadArg)?;
+    let mut cfg = FirewallConfig::default();
+    for (k, v) in iter {
+        let key: Atom = k.decode()?;
+        let name = key.to_term(settings.get_env()).atom_to_string()?;
+        let int = || v.decode::<u64>();
+        match name.as_str() {
+            "unknown_user" => cfg.unknown_user = if atom_is(v, "deny") { UnknownUser::Deny } else { UnknownUser::Next },
+            "default_decision" => {
+                cfg.default_decision = if atom_is(v, "allow") {
+                    DefaultDecision::Allow
+                } else if atom_is(v, "deny") {
+                    DefaultDecision::Deny
+                } else {
+                    DefaultDecision::Next
+                }
+            }
+            "allow_anonymous" => cfg.allow_anonymous = v.decode()?,
+            "auth_cache_size" => cfg.cache_size = int()? as usize,
+            "auth_cache_ttl" => cfg.cache_ok_ttl_ms = int()?,
+            "auth_fail_ttl" => cfg.cache_fail_ttl_ms = int()?,
+            "rate_per_peer" => cfg.rate_per_peer = number(v)?,
+            "burst_per_peer" => cfg.burst_per_peer = int()? as u32,
+            "rate_per_user" => cfg.rate_per_user = number(v)?,
+            "burst_per_user" => cfg.burst_per_user = int()? as u32,
+            "ban_threshold" => cfg.ban_threshold = int()? as u32,
+            "ban_window" => cfg.ban_window_ms = int()?,
+            "ban_duration" => cfg.ban_duration_ms = int()?,
+            "history_size" => WARDEN.registry.set_history_size(int()? as usize),
+            "pending_ttl" => WARDEN.registry.set_pending_ttl(int()?),
+            "log_level" => logbridge::set_level(&v.atom_to_string()?),
+            _ => {}
+        }
+    }
+    WARDEN.firewall.reconfigure(cfg);
+    Ok(atoms::ok())
+}
+
+fn atom_is(term: Term, name: &str) -> bool {
+    term.atom_to_string().map(|s| s == name).unwrap_or(false)
+}
+
+fn number(term: Term) -> NifResult<f64> {
+    match term.get_type() {
+        TermType::Float => term.decode(),
+        _ => term.decode::<u64>().map(|i| i as f64),
+    }
+}
+
+fn opt_path(term: Term) -> NifResult<Option<PathBuf>> {
+    Ok(decode::opt_bytes(term)?.map(|b| PathBuf::from(String::from_utf8_lossy(&b).into_owned())))
+}
+
+/// Parse both files, then swap them in at once; on error the running policy
+/// stays and the error names file, line and reason.
+#[rustler::nif(schedule = "DirtyIo")]
+fn load_files<'a>(env: Env<'a>, policy: Term<'a>, passwords: Term<'a>) -> NifResult<Term<'a>> {
+    let policy = opt_path(policy)?;
+    let passwords = opt_path(passwords)?;
+    Ok(match WARDEN.firewall.load(policy.as_deref(), passwords.as_deref()) {
+        Ok(report) => {
+            let warnings: Vec<Term> = report.warnings.iter().map(|w| w.to_string().encode(env)).collect();
+            let map = encode::map_of(
+                env,
+                &[
+                    ("warnings", warnings.encode(env)),
+                    ("users", report.users.encode(env)),
+                    ("rules", report.rules.encode(env)),
+                ],
+            );
+            (atoms::ok(), map).encode(env)
+        }
+        Err(e) => (atoms::error(), e.to_string()).encode(env),
+    })
+}
+
+#[rustler::nif]
+fn lookup<'a>(env: Env<'a>, mountpoint: Term<'a>, client_id: Term<'a>) -> NifResult<Term<'a>> {
+    let key = decode::key(mountpoint, client_id)?;
+    Ok(match WARDEN.registry.lookup(&key) {
+        Some(view) => encode::session(env, &view),
+        None => atoms::not_found().encode(env),
+    })
+}
+
+/// `Spec` is `{State, Username, Mountpoint, ClientIdPrefix, PeerCidr}`, each
+/// a binary or `undefined`.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn list<'a>(env: Env<'a>, spec: Term<'a>, limit: usize) -> NifResult<Term<'a>> {
+    let [state, user, mp, cid, network] = decode::tuple::<5>(spec)?;
+    let state = match decode::opt_bytes(state)? {
+        None => None,
+        Some(s) => match parse_state(&s) {
+            Some(st) => Some(st),
+            None => return Ok((atoms::error(), "unknown state").encode(env)),
+        },
+    };
+    let network = match decode::opt_bytes(network)? {
+        None => None,
+        Some(n) => match IpNet::from_str(&String::from_utf8_lossy(&n)) {
+            Ok(net) => Some(net),
+            Err(_) => return Ok((atoms::error(), "peer must be a CIDR network, e.g. 10.0.0.0/8").encode(env)),
+        },
+    };
+    let filter = Filter {
+        state,
+        username: decode::opt_bytes(user)?,
+        mountpoint: decode::opt_bytes(mp)?,
+        client_id_prefix: decode::opt_bytes(cid)?,
+        network,
+    };
+    let views = WARDEN.registry.list(&filter, limit);
+    Ok(views.iter().map(|v| encode::session(env, v)).collect::<Vec<Term>>().encode(env))
+}
+
+fn parse_state(s: &[u8]) -> Option<SessionState> {
+    [SessionState::Authenticated, SessionState::Online, SessionState::Offline]
+        .into_iter()
+        .find(|st| st.as_str().as_bytes() == s)
+}
+
+#[rustler::nif]
+fn counts(env: Env) -> Term {
+    let c = WARDEN.registry.counts();
+    encode::map_of(
+        env,
+        &[
+            ("authenticated", c.authenticated.encode(env)),
+            ("online", c.online.encode(env)),
+            ("offline", c.offline.encode(env)),
+        ],
+    )
+}
+
+#[rustler::nif]
+fn recent_endings(env: Env, limit: usize) -> Term {
+    let endings = WARDEN.registry.recent_endings(limit);
+    endings.iter().map(|e| encode::ending(env, e)).collect::<Vec<Term>>().encode(env)
+}
+
+#[rustler::nif]
+fn sweep() -> usize {
+    WARDEN.registry.sweep(now())
+}
+
+/// Tests start each case from an empty registry.
+#[rustler::nif]
+fn clear_registry() -> Atom {
+    WARDEN.registry.clear();
+    atoms::ok()
+}
+
+#[rustler::nif]
+fn bans(env: Env) -> Term {
+    let bans = WARDEN.firewall.bans(now());
+    bans.iter()
+        .map(|b| {
+            let subject = match &b.subject {
+                warden_core::limits::BanSubject::Peer(ip) => (atoms::peer(), encode::ip(env, *ip)).encode(env),
+                warden_core::limits::BanSubject::Username(u) => (atoms::username(), encode::bin(env, u)).encode(env),
+            };
+            encode::map_of(
+                env,
+                &[
+                    ("subject", subject),
+                    ("until", b.until.encode(env)),
+                    ("failures", b.failures.encode(env)),
+                ],
+            )
+        })
+        .collect::<Vec<Term>>()
+        .encode(env)
+}
+
+/// `all`, `{peer, IpTuple}` or `{username, Bin}`.
+#[rustler::nif]
+fn clear_bans(selector: Term) -> NifResult<usize> {
+    let sel = if selector.is_atom() && atom_is(selector, "all") {
+        BanSelector::All
+    } else {
+        let [kind, value] = decode::tuple::<2>(selector)?;
+        if atom_is(kind, "peer") {
+            BanSelector::Peer(decode::ip(value)?.ok_or(Error::BadArg)?)
+        } else if atom_is(kind, "username") {
+            BanSelector::Username(decode::bytes(value)?)
+        } else {
+            return Err(Error::BadArg);
+        }
+    };
+    Ok(WARDEN.firewall.clear_bans(sel))
+}
+
+/// Forces a panic inside a NIF. Rustler catches it at the boundary and
+/// raises an Erlang error instead; tests use this to prove the VM survives.
+#[rustler::nif]
+fn debug_panic() -> Atom {
+    panic!("debug_panic called: testing the panic boundary")
+}
