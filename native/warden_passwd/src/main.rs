@@ -37,7 +37,8 @@ usage: vmq-warden-passwd [-c] [-b] [--scheme argon2id|bcrypt|sha512|pbkdf2] [--c
   -c            create FILE (overwrites an existing one)
   -b            take PASSWORD from the command line (else: read it twice from stdin)
   -D            delete USER from FILE
-  --scheme S    hash scheme (default argon2id m=19456,t=2,p=1)
+  --scheme S    hash scheme: argon2id (default, m=19456,t=2,p=1), bcrypt (cost 10),
+                pbkdf2 (mosquitto $7$, 100000 iterations), sha512 ($6$, fast: legacy only)
   --cost N      argon2id time cost, bcrypt cost or pbkdf2 iterations
   --memory KIB  argon2id memory in KiB";
 

@@ -6,7 +6,7 @@
 //! | vmq_passwd / mosquitto 1.x | `$6$SALT$HASH` | SHA-512(password ++ salt) | no |
 //! | mosquitto 2.x | `$7$ITER$SALT$HASH` | PBKDF2-HMAC-SHA512, 64-byte hash | if ITER > 1000 |
 //! | mosquitto-go-auth | `PBKDF2$sha256\|sha512$ITER$SALT$HASH` | PBKDF2-HMAC-SHA256/512, key length = hash length | if ITER > 1000 |
-//! | bcrypt | `$2a$`, `$2b$`, `$2y$` | bcrypt | yes |
+//! | bcrypt | `$2a$`, `$2b$`, `$2y$` | bcrypt (passwords beyond 72 bytes are truncated, as everywhere) | yes |
 //! | argon2 | `$argon2id$v=19$m=..,t=..,p=..$SALT$HASH` (also `argon2i`, `argon2d`) | Argon2 | yes |
 //!
 //! SALT/HASH are standard-alphabet base64; padding is optional everywhere.
@@ -550,9 +550,12 @@ pub enum HashScheme {
 impl HashScheme {
     /// OWASP's minimum recommendation, argon2 crate default: m=19456, t=2, p=1.
     pub const ARGON2ID_DEFAULT: HashScheme = HashScheme::Argon2id { memory_kib: 19 * 1024, time: 2, lanes: 1 };
-    pub const BCRYPT_DEFAULT: HashScheme = HashScheme::Bcrypt { cost: 12 };
-    /// Much stronger than mosquitto_passwd's 101 iterations; mosquitto reads any count.
-    pub const PBKDF2_DEFAULT: HashScheme = HashScheme::Pbkdf2 { iterations: 210_000 };
+    /// Cost 10 (go-auth's default); the defaults all verify in tens of
+    /// milliseconds, which a broker pays on every uncached connect.
+    pub const BCRYPT_DEFAULT: HashScheme = HashScheme::Bcrypt { cost: 10 };
+    /// Much stronger than mosquitto_passwd's 101 iterations (mosquitto reads
+    /// any count); go-auth's default count.
+    pub const PBKDF2_DEFAULT: HashScheme = HashScheme::Pbkdf2 { iterations: 100_000 };
 }
 
 impl Default for HashScheme {
