@@ -635,9 +635,24 @@ pub fn hash_password(scheme: HashScheme, password: &[u8]) -> Result<String, Hash
 
 /// The decoy [`dummy_verify`] checks against: an argon2id hash with the
 /// default parameters [`hash_password`] writes.
-static DEFAULT_DECOY: Lazy<PasswordHash> = Lazy::new(|| {
-    let s = hash_password(HashScheme::ARGON2ID_DEFAULT, b"vmq_warden decoy").expect("default parameters are valid");
-    PasswordHash::parse(&s).expect("own output parses").decoy()
+pub(super) static DEFAULT_DECOY: Lazy<PasswordHash> = Lazy::new(|| {
+    let HashScheme::Argon2id { memory_kib, time, lanes } = HashScheme::ARGON2ID_DEFAULT else {
+        unreachable!("the default scheme is argon2id")
+    };
+    let template = PasswordHash {
+        kind: Kind::Argon2 {
+            variant: Argon2Variant::Argon2id,
+            version: 0x13,
+            m: memory_kib,
+            t: time,
+            p: lanes,
+            salt: vec![0; 16],
+            hash: vec![0; 32],
+        },
+        fingerprint: 0,
+    };
+    // Random salt and hash, same cost as what hash_password writes.
+    template.decoy()
 });
 
 /// Work equivalent to a real verification of a hash in the default scheme

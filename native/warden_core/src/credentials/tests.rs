@@ -321,6 +321,10 @@ fn decoys_keep_scheme_and_cost_and_never_match() {
 fn dummy_verify_runs() {
     dummy_verify(b"whatever");
     assert!(dummy_is_slow());
+    // Same cost as what hash_password writes by default.
+    let real = ok(&hash_password(HashScheme::default(), b"pw").unwrap());
+    assert_eq!(hash::DEFAULT_DECOY.cost_class(), real.cost_class());
+    assert!(!hash::DEFAULT_DECOY.verify(b"pw"));
 }
 
 // ---- password files ----
