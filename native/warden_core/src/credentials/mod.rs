@@ -5,193 +5,62 @@
 //! - `PasswordHash::parse(&str) -> Result<PasswordHash, HashError>`
 //! - `PasswordHash::verify(&self, password: &[u8]) -> bool` (constant time)
 //! - `PasswordHash::is_slow(&self) -> bool` (true: must run on a dirty scheduler)
+//! - `PasswordHash::fingerprint(&self) -> u64` (non-secret, changes with the stored hash)
 //! - `PasswordFile::parse(text, source_name) -> PasswordFile` (+ `warnings()`),
 //!   `PasswordFile::load(path) -> Result<PasswordFile, LoadError>`,
-//!   `PasswordFile::get(user) -> Option<&PasswordHash>`
-//! - `dummy_verify(password)`: burns the same work as a real check, for unknown users.
+//!   `PasswordFile::get(user) -> Option<&PasswordHash>`, `len()`
+//! - `LoadWarning {source, line, reason}` (line 0: about the whole file, e.g.
+//!   [`READABLE_BY_OTHERS`]), `LoadError {source, reason}`
+//! - `dummy_verify(password)`: burns the work of a real check (default scheme),
+//!   for unknown users; `PasswordFile::dummy_verify(password)` matches the
+//!   file's typical scheme and cost and is preferred when a file is loaded.
+//! - `AuthCache::new(capacity, ok_ttl_ms, fail_ttl_ms)`, `check`, `remember`,
+//!   `clear`, `len`, `stats() -> CacheStats`, `reconfigure`.
+//! - `hash_password(HashScheme, password) -> Result<String, HashError>`.
+//!
+//! Formats, limits and the slow/fast split: see [`hash`].
 
-use std::collections::HashMap;
-use std::fmt;
-use std::path::Path;
+pub mod cache;
+pub mod file;
+pub mod hash;
 
-use base64::Engine;
-use sha2::{Digest, Sha512};
-use subtle::ConstantTimeEq;
+pub use cache::{AuthCache, CacheStats};
+pub use file::{LoadError, LoadWarning, PasswordFile, READABLE_BY_OTHERS};
+pub use hash::{dummy_is_slow, dummy_verify, hash_password, HashError, HashScheme, PasswordHash, SchemeKind};
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HashError {
-    /// The string does not start with a scheme this module knows.
-    UnknownScheme,
-    /// A known scheme with a malformed body; the text says which part.
-    Malformed(&'static str),
-}
+use sha2::{Digest, Sha256};
 
-impl fmt::Display for HashError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HashError::UnknownScheme => f.write_str("unknown password hash scheme"),
-            HashError::Malformed(what) => write!(f, "malformed password hash: {what}"),
-        }
+/// Fills `buf` from the OS random source. Should that ever fail, falls back
+/// to a SHA-256 stream over process-local entropy (std's random hasher seed,
+/// time, a counter) rather than panicking inside the VM.
+pub(crate) fn fill_random(buf: &mut [u8]) {
+    if getrandom::fill(buf).is_ok() {
+        return;
+    }
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let seed = h.finish();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    for (i, chunk) in buf.chunks_mut(32).enumerate() {
+        let mut d = Sha256::new();
+        d.update(seed.to_le_bytes());
+        d.update(now.to_le_bytes());
+        d.update((i as u64).to_le_bytes());
+        d.update((chunk.as_ptr() as usize).to_le_bytes());
+        let out = d.finalize();
+        chunk.copy_from_slice(&out[..chunk.len()]);
     }
 }
 
-/// One stored password hash. `Debug` never prints the hash material.
-#[derive(Clone)]
-pub enum PasswordHash {
-    /// vmq_passwd / mosquitto `$6$SALT$HASH`: SHA-512(password ++ salt).
-    Sha512Salted { salt: Vec<u8>, hash: Vec<u8> },
-}
-
-impl fmt::Debug for PasswordHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PasswordHash::Sha512Salted { .. } => f.write_str("PasswordHash::Sha512Salted(<redacted>)"),
-        }
-    }
-}
-
-fn b64(s: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::STANDARD.decode(s).ok()
-}
-
-impl PasswordHash {
-    pub fn parse(s: &str) -> Result<PasswordHash, HashError> {
-        let s = s.trim();
-        if let Some(rest) = s.strip_prefix("$6$") {
-            let (salt, hash) = rest.split_once('$').ok_or(HashError::Malformed("missing '$' after salt"))?;
-            let salt = b64(salt).ok_or(HashError::Malformed("salt is not base64"))?;
-            let hash = b64(hash).ok_or(HashError::Malformed("hash is not base64"))?;
-            if hash.len() != 64 {
-                return Err(HashError::Malformed("SHA-512 hash must be 64 bytes"));
-            }
-            return Ok(PasswordHash::Sha512Salted { salt, hash });
-        }
-        Err(HashError::UnknownScheme)
-    }
-
-    pub fn verify(&self, password: &[u8]) -> bool {
-        match self {
-            PasswordHash::Sha512Salted { salt, hash } => {
-                let mut h = Sha512::new();
-                h.update(password);
-                h.update(salt);
-                h.finalize().as_slice().ct_eq(hash).into()
-            }
-        }
-    }
-
-    /// Whether a verification costs more than a scheduler slice (~1 ms).
-    pub fn is_slow(&self) -> bool {
-        match self {
-            PasswordHash::Sha512Salted { .. } => false,
-        }
-    }
-}
-
-/// Work equivalent to a real verification, so an unknown user is not told
-/// apart from a known one by timing.
-pub fn dummy_verify(password: &[u8]) {
-    let _ = PasswordHash::Sha512Salted { salt: vec![0; 12], hash: vec![0; 64] }.verify(password);
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LoadWarning {
-    pub source: String,
-    pub line: usize,
-    pub reason: String,
-}
-
-#[derive(Debug)]
-pub struct LoadError {
-    pub source: String,
-    pub reason: String,
-}
-
-impl fmt::Display for LoadError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.source, self.reason)
-    }
-}
-
-/// A parsed password file: `user:HASH` per line, `#` comments.
-#[derive(Debug, Default)]
-pub struct PasswordFile {
-    entries: HashMap<Box<[u8]>, PasswordHash>,
-    warnings: Vec<LoadWarning>,
-}
-
-impl PasswordFile {
-    pub fn parse(text: &str, source: &str) -> PasswordFile {
-        let mut file = PasswordFile::default();
-        for (idx, raw) in text.lines().enumerate() {
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let warn = |reason: String| LoadWarning { source: source.to_string(), line: idx + 1, reason };
-            match line.split_once(':') {
-                None => file.warnings.push(warn("expected 'user:hash'".into())),
-                Some((user, hash)) => match PasswordHash::parse(hash) {
-                    Ok(h) => {
-                        file.entries.insert(user.as_bytes().into(), h);
-                    }
-                    Err(e) => file.warnings.push(warn(format!("user '{user}': {e}"))),
-                },
-            }
-        }
-        file
-    }
-
-    pub fn load(path: &Path) -> Result<PasswordFile, LoadError> {
-        let source = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| LoadError { source: source.clone(), reason: e.to_string() })?;
-        Ok(PasswordFile::parse(&text, &source))
-    }
-
-    pub fn get(&self, user: &[u8]) -> Option<&PasswordHash> {
-        self.entries.get(user)
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
-    pub fn warnings(&self) -> &[LoadWarning] {
-        &self.warnings
-    }
+/// 32 random bytes, for HMAC keys.
+pub(crate) fn random_key() -> [u8; 32] {
+    let mut k = [0u8; 32];
+    fill_random(&mut k);
+    k
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn make_6(password: &[u8], salt: &[u8]) -> String {
-        let mut h = Sha512::new();
-        h.update(password);
-        h.update(salt);
-        let e = base64::engine::general_purpose::STANDARD;
-        format!("$6${}${}", e.encode(salt), e.encode(h.finalize()))
-    }
-
-    #[test]
-    fn sha512_salted_round_trip() {
-        let h = PasswordHash::parse(&make_6(b"secret", b"0123456789ab")).unwrap();
-        assert!(h.verify(b"secret"));
-        assert!(!h.verify(b"Secret"));
-        assert!(!format!("{h:?}").contains('$'));
-    }
-
-    #[test]
-    fn bad_lines_are_reported_not_fatal() {
-        let text = format!("# comment\nalice:{}\nbob\ncarol:$9$x\n", make_6(b"pw", b"saltsaltsalt"));
-        let f = PasswordFile::parse(&text, "passwd");
-        assert_eq!(f.len(), 1);
-        assert_eq!(f.warnings().len(), 2);
-        assert_eq!(f.warnings()[0].line, 3);
-        assert!(f.get(b"alice").unwrap().verify(b"pw"));
-    }
-}
+mod tests;

@@ -1,0 +1,275 @@
+//! Cache of recent password verifications, so a client that reconnects
+//! often does not pay an argon2/bcrypt check every time.
+//!
+//! - Keys are HMAC-SHA256, under a random per-cache key, of (user, password,
+//!   hash fingerprint): the cache holds no password and no plain hash of one,
+//!   and a changed stored hash (new fingerprint) never hits old entries.
+//! - Bounded: at most `capacity` entries (0 disables the cache); when a shard
+//!   is full its oldest insertion is evicted (FIFO), O(1) per operation.
+//! - Entries expire `ok_ttl_ms` (verified) or `fail_ttl_ms` (rejected) after
+//!   insertion; a TTL of 0 means such results are not cached. TTL changes
+//!   apply to existing entries at once.
+//! - Thread-safe through `&self`: sharded `parking_lot` mutexes.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hmac::{Hmac, Mac};
+use parking_lot::{Mutex, RwLock};
+use sha2::Sha256;
+
+use crate::types::Millis;
+
+/// Shards for caches of at least this capacity; smaller caches use one.
+const SHARDS: usize = 16;
+const SHARDED_FROM: usize = 64;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub inserts: u64,
+    /// Entries dropped to make room (not counting expiry).
+    pub evictions: u64,
+    /// Entries found expired and dropped.
+    pub expired: u64,
+}
+
+pub(super) type Key = [u8; 16];
+
+pub(super) struct Entry {
+    ok: bool,
+    inserted: Millis,
+    seq: u64,
+}
+
+#[derive(Default)]
+pub(super) struct Shard {
+    capacity: usize,
+    pub(super) map: HashMap<Key, Entry>,
+    /// Insertion order; a (key, seq) pair is live only while the map holds
+    /// that key with that seq.
+    pub(super) order: VecDeque<(Key, u64)>,
+    next_seq: u64,
+}
+
+impl Shard {
+    fn with_capacity(capacity: usize) -> Shard {
+        Shard { capacity, ..Shard::default() }
+    }
+
+    /// Evicts the oldest live entry; returns whether one was evicted.
+    fn evict_oldest(&mut self) -> bool {
+        while let Some((key, seq)) = self.order.pop_front() {
+            if self.map.get(&key).is_some_and(|e| e.seq == seq) {
+                self.map.remove(&key);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops stale order entries once they outnumber live ones (amortised O(1)).
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.map.len() + 16 {
+            let map = &self.map;
+            self.order.retain(|(k, s)| map.get(k).is_some_and(|e| e.seq == *s));
+        }
+    }
+}
+
+pub(super) struct Inner {
+    capacity: usize,
+    pub(super) shards: Vec<Mutex<Shard>>,
+}
+
+impl Inner {
+    fn new(capacity: usize) -> Inner {
+        let n = if capacity == 0 {
+            0
+        } else if capacity < SHARDED_FROM {
+            1
+        } else {
+            SHARDS
+        };
+        let shards = (0..n)
+            .map(|i| Mutex::new(Shard::with_capacity(capacity / n + usize::from(i < capacity % n))))
+            .collect();
+        Inner { capacity, shards }
+    }
+}
+
+pub struct AuthCache {
+    key: [u8; 32],
+    pub(super) inner: RwLock<Inner>,
+    ok_ttl: AtomicU64,
+    fail_ttl: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    inserts: AtomicU64,
+    evictions: AtomicU64,
+    expired: AtomicU64,
+}
+
+impl std::fmt::Debug for AuthCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthCache")
+            .field("capacity", &self.capacity())
+            .field("len", &self.len())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthCache {
+    pub fn new(capacity: usize, ok_ttl_ms: Millis, fail_ttl_ms: Millis) -> AuthCache {
+        AuthCache {
+            key: super::random_key(),
+            inner: RwLock::new(Inner::new(capacity)),
+            ok_ttl: AtomicU64::new(ok_ttl_ms),
+            fail_ttl: AtomicU64::new(fail_ttl_ms),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            inserts: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+        }
+    }
+
+    pub(super) fn key_of(&self, user: &[u8], password: &[u8], fingerprint: u64) -> Key {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        // Length prefixes keep (user, password) splits apart.
+        mac.update(&(user.len() as u64).to_le_bytes());
+        mac.update(user);
+        mac.update(&(password.len() as u64).to_le_bytes());
+        mac.update(password);
+        mac.update(&fingerprint.to_le_bytes());
+        let out = mac.finalize().into_bytes();
+        let mut k = [0u8; 16];
+        k.copy_from_slice(&out[..16]);
+        k
+    }
+
+    fn shard_index(key: &Key, shards: usize) -> usize {
+        // The key is already uniformly random.
+        (u64::from_le_bytes([key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7]]) % shards as u64)
+            as usize
+    }
+
+    fn ttl(&self, ok: bool) -> Millis {
+        if ok {
+            self.ok_ttl.load(Ordering::Relaxed)
+        } else {
+            self.fail_ttl.load(Ordering::Relaxed)
+        }
+    }
+
+    /// The cached result of verifying `password` for `user` against the hash
+    /// with `fingerprint`, if one is cached and fresh at `now`. A disabled
+    /// cache answers `None` without counting a miss.
+    pub fn check(&self, user: &[u8], password: &[u8], fingerprint: u64, now: Millis) -> Option<bool> {
+        let inner = self.inner.read();
+        if inner.shards.is_empty() {
+            return None;
+        }
+        let key = self.key_of(user, password, fingerprint);
+        let mut shard = inner.shards[Self::shard_index(&key, inner.shards.len())].lock();
+        let found = shard.map.get(&key).map(|e| (e.ok, e.inserted));
+        match found {
+            Some((ok, inserted)) if now.saturating_sub(inserted) < self.ttl(ok) => {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Some(ok)
+            }
+            Some(_) => {
+                shard.map.remove(&key);
+                shard.compact();
+                self.expired.fetch_add(1, Ordering::Relaxed);
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            None => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Records the result of a verification made at `now`.
+    pub fn remember(&self, user: &[u8], password: &[u8], fingerprint: u64, ok: bool, now: Millis) {
+        if self.ttl(ok) == 0 {
+            return;
+        }
+        let inner = self.inner.read();
+        if inner.shards.is_empty() {
+            return;
+        }
+        let key = self.key_of(user, password, fingerprint);
+        let mut shard = inner.shards[Self::shard_index(&key, inner.shards.len())].lock();
+        if shard.capacity == 0 {
+            return;
+        }
+        if let Some(e) = shard.map.get_mut(&key) {
+            // Refresh in place; keeps its place in the eviction order.
+            e.ok = ok;
+            e.inserted = now;
+            self.inserts.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        while shard.map.len() >= shard.capacity {
+            if !shard.evict_oldest() {
+                break;
+            }
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+        }
+        let seq = shard.next_seq;
+        shard.next_seq += 1;
+        shard.map.insert(key, Entry { ok, inserted: now, seq });
+        shard.order.push_back((key, seq));
+        shard.compact();
+        self.inserts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops every entry (e.g. after the password file changed wholesale).
+    pub fn clear(&self) {
+        let inner = self.inner.read();
+        for s in &inner.shards {
+            let mut s = s.lock();
+            s.map.clear();
+            s.order.clear();
+        }
+    }
+
+    /// Entries held, fresh or not yet found expired.
+    pub fn len(&self) -> usize {
+        self.inner.read().shards.iter().map(|s| s.lock().map.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.inner.read().capacity
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            inserts: self.inserts.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+        }
+    }
+
+    /// New limits. TTLs apply to existing entries at once; a capacity change
+    /// empties the cache.
+    pub fn reconfigure(&self, capacity: usize, ok_ttl_ms: Millis, fail_ttl_ms: Millis) {
+        self.ok_ttl.store(ok_ttl_ms, Ordering::Relaxed);
+        self.fail_ttl.store(fail_ttl_ms, Ordering::Relaxed);
+        let mut inner = self.inner.write();
+        if inner.capacity != capacity {
+            *inner = Inner::new(capacity);
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Password files: `user:HASH` per line (vmq_passwd / mosquitto_passwd layout).
+//!
+//! - `#` as the first non-blank character starts a comment line; blank lines
+//!   are skipped; CRLF line ends are tolerated.
+//! - The user name is everything before the first `:`, kept as raw bytes;
+//!   the hash is the rest with surrounding whitespace removed.
+//! - A line that cannot be used is skipped with a [`LoadWarning`] (source,
+//!   1-based line, reason). Warnings may name the user but never contain the
+//!   hash text.
+//! - A user defined twice: the last line wins, with a warning.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+
+use super::hash::{HashError, PasswordHash};
+
+/// Larger password files are refused by [`PasswordFile::load`].
+pub const MAX_FILE_SIZE: u64 = 64 * 1024 * 1024;
+
+/// Reason text of the warning [`PasswordFile::load`] adds for a file other
+/// users can read.
+pub const READABLE_BY_OTHERS: &str = "file is readable by group/others";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadWarning {
+    pub source: String,
+    /// 1-based line number; 0 for warnings about the whole file.
+    pub line: usize,
+    pub reason: String,
+}
+
+impl fmt::Display for LoadWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.source, self.reason)
+        } else {
+            write!(f, "{}:{}: {}", self.source, self.line, self.reason)
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct LoadError {
+    pub source: String,
+    pub reason: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.source, self.reason)
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// A parsed password file.
+#[derive(Debug, Default)]
+pub struct PasswordFile {
+    entries: HashMap<Box<[u8]>, PasswordHash>,
+    warnings: Vec<LoadWarning>,
+    readable_by_others: bool,
+    decoy: Option<PasswordHash>,
+}
+
+/// A user name for a warning: lossy UTF-8, control characters escaped, cut
+/// at 64 characters.
+fn show_user(user: &[u8]) -> String {
+    let s = String::from_utf8_lossy(user);
+    let mut out: String = s.chars().take(64).flat_map(char::escape_debug).collect();
+    if s.chars().count() > 64 {
+        out.push_str("...");
+    }
+    out
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    b.trim_ascii()
+}
+
+impl PasswordFile {
+    pub fn parse(text: &str, source: &str) -> PasswordFile {
+        PasswordFile::parse_bytes(text.as_bytes(), source)
+    }
+
+    /// Like [`PasswordFile::parse`] for a file that need not be UTF-8 (user
+    /// names are bytes; hashes must be ASCII).
+    pub fn parse_bytes(text: &[u8], source: &str) -> PasswordFile {
+        let mut file = PasswordFile::default();
+        let mut defined_on: HashMap<Box<[u8]>, usize> = HashMap::new();
+        for (idx, raw) in text.split(|b| *b == b'\n').enumerate() {
+            let lineno = idx + 1;
+            let line = raw.strip_suffix(b"\r").unwrap_or(raw);
+            let trimmed = trim_ascii(line);
+            if trimmed.is_empty() || trimmed[0] == b'#' {
+                continue;
+            }
+            let warn = |reason: String| LoadWarning { source: source.to_string(), line: lineno, reason };
+            let Some(colon) = line.iter().position(|b| *b == b':') else {
+                file.warnings.push(warn("expected 'user:hash'".into()));
+                continue;
+            };
+            let user = &line[..colon];
+            let hash = trim_ascii(&line[colon + 1..]);
+            if user.is_empty() {
+                file.warnings.push(warn("empty user name".into()));
+                continue;
+            }
+            if hash.is_empty() {
+                file.warnings.push(warn(format!("user '{}': empty password hash", show_user(user))));
+                continue;
+            }
+            let parsed = match std::str::from_utf8(hash) {
+                Ok(h) => PasswordHash::parse(h),
+                Err(_) => Err(HashError::Malformed("not ASCII")),
+            };
+            match parsed {
+                Ok(h) => {
+                    if let Some(prev) = defined_on.insert(user.into(), lineno) {
+                        file.warnings.push(warn(format!(
+                            "user '{}' defined again (line {prev} is ignored)",
+                            show_user(user)
+                        )));
+                    }
+                    file.entries.insert(user.into(), h);
+                }
+                Err(e) => file.warnings.push(warn(format!("user '{}': {e}", show_user(user)))),
+            }
+        }
+        file.decoy = file.pick_decoy();
+        file
+    }
+
+    /// Reads and parses `path`. Unreadable or oversized files are errors;
+    /// bad lines are warnings. On unix a file that group or others can read
+    /// gets a line-0 warning [`READABLE_BY_OTHERS`] (see also
+    /// [`PasswordFile::readable_by_others`]).
+    pub fn load(path: &Path) -> Result<PasswordFile, LoadError> {
+        use std::io::Read;
+        let source = path.display().to_string();
+        let err = |reason: String| LoadError { source: source.clone(), reason };
+        let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+        let meta = f.metadata().map_err(|e| err(e.to_string()))?;
+        if !meta.is_file() {
+            return Err(err("not a regular file".into()));
+        }
+        if meta.len() > MAX_FILE_SIZE {
+            return Err(err(format!("file larger than {MAX_FILE_SIZE} bytes")));
+        }
+        let mut text = Vec::with_capacity(meta.len() as usize);
+        f.take(MAX_FILE_SIZE + 1).read_to_end(&mut text).map_err(|e| err(e.to_string()))?;
+        if text.len() as u64 > MAX_FILE_SIZE {
+            return Err(err(format!("file larger than {MAX_FILE_SIZE} bytes")));
+        }
+        let mut file = PasswordFile::parse_bytes(&text, &source);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o044 != 0 {
+                file.readable_by_others = true;
+                file.warnings.insert(0, LoadWarning { source, line: 0, reason: READABLE_BY_OTHERS.into() });
+            }
+        }
+        Ok(file)
+    }
+
+    pub fn get(&self, user: &[u8]) -> Option<&PasswordHash> {
+        self.entries.get(user)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn warnings(&self) -> &[LoadWarning] {
+        &self.warnings
+    }
+
+    /// Whether [`PasswordFile::load`] found the file readable by group or
+    /// others (always false for [`PasswordFile::parse`]).
+    pub fn readable_by_others(&self) -> bool {
+        self.readable_by_others
+    }
+
+    /// User names in the file, in no particular order.
+    pub fn users(&self) -> impl Iterator<Item = &[u8]> {
+        self.entries.keys().map(|k| &k[..])
+    }
+
+    /// A decoy hash with the scheme and cost of the file's most common
+    /// (scheme, parameters) class; `None` for an empty file.
+    pub fn decoy(&self) -> Option<&PasswordHash> {
+        self.decoy.as_ref()
+    }
+
+    /// Burns the work of checking a password of a typical user of this file
+    /// (see [`PasswordFile::decoy`]); for an empty file, of
+    /// [`super::dummy_verify`]. Always "fails".
+    pub fn dummy_verify(&self, password: &[u8]) {
+        match &self.decoy {
+            Some(d) => {
+                let _ = d.verify(password);
+            }
+            None => super::dummy_verify(password),
+        }
+    }
+
+    /// Whether [`PasswordFile::dummy_verify`] must run on a dirty scheduler.
+    pub fn dummy_is_slow(&self) -> bool {
+        match &self.decoy {
+            Some(d) => d.is_slow(),
+            None => super::hash::dummy_is_slow(),
+        }
+    }
+
+    fn pick_decoy(&self) -> Option<PasswordHash> {
+        let mut classes: HashMap<String, (usize, &PasswordHash)> = HashMap::new();
+        for h in self.entries.values() {
+            classes.entry(h.cost_class()).or_insert((0, h)).0 += 1;
+        }
+        // Most common class; ties broken by class name so the choice is deterministic.
+        classes
+            .into_iter()
+            .max_by(|(ka, (na, _)), (kb, (nb, _))| na.cmp(nb).then_with(|| kb.cmp(ka)))
+            .map(|(_, (_, h))| h.decoy())
+    }
+}
