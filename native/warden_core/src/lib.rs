@@ -6,6 +6,8 @@
 #![forbid(unsafe_code)]
 
 pub mod credentials;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod types;
 
 pub use ipnet::IpNet;
