@@ -17,7 +17,10 @@ pub(super) struct History(Mutex<Ring>);
 impl History {
     pub fn new(cap: usize) -> History {
         // Never preallocate a huge configured size; grow as endings come.
-        History(Mutex::new(Ring { cap, items: VecDeque::with_capacity(cap.min(1024)) }))
+        History(Mutex::new(Ring {
+            cap,
+            items: VecDeque::with_capacity(cap.min(1024)),
+        }))
     }
 
     pub fn push_all(&self, endings: Vec<Ending>) {

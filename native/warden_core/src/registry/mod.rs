@@ -18,9 +18,9 @@ mod record;
 mod users;
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -49,7 +49,11 @@ pub struct RegistryConfig {
 
 impl Default for RegistryConfig {
     fn default() -> Self {
-        RegistryConfig { shards: 64, history_size: 1000, pending_ttl_ms: 60_000 }
+        RegistryConfig {
+            shards: 64,
+            history_size: 1000,
+            pending_ttl_ms: 60_000,
+        }
     }
 }
 
@@ -467,7 +471,10 @@ impl Registry {
         info: ConnectInfo,
         now: Millis,
     ) -> u64 {
-        self.with_record(KeyArg::Owned(key), now, |r, cx| r.auth_accepted(cx, conn, info)).0
+        self.with_record(KeyArg::Owned(key), now, |r, cx| {
+            r.auth_accepted(cx, conn, info)
+        })
+        .0
     }
 
     /// on_register / on_register_m5 from connection process `conn`.
@@ -478,27 +485,37 @@ impl Registry {
         info: ConnectInfo,
         now: Millis,
     ) -> Applied {
-        self.event(KeyArg::Owned(key), now, "registered", |r, cx| r.registered(cx, conn, info))
+        self.event(KeyArg::Owned(key), now, "registered", |r, cx| {
+            r.registered(cx, conn, info)
+        })
     }
 
     /// on_client_wakeup from queue process `queue`.
     pub fn woke_up(&self, key: &SubscriberKey, queue: ProcId, now: Millis) -> Applied {
-        self.event(KeyArg::Borrowed(key), now, "woke_up", |r, cx| r.woke_up(cx, queue))
+        self.event(KeyArg::Borrowed(key), now, "woke_up", |r, cx| {
+            r.woke_up(cx, queue)
+        })
     }
 
     /// on_client_offline from queue process `queue`.
     pub fn went_offline(&self, key: &SubscriberKey, queue: ProcId, now: Millis) -> Applied {
-        self.event(KeyArg::Borrowed(key), now, "went_offline", |r, cx| r.went_offline(cx, queue))
+        self.event(KeyArg::Borrowed(key), now, "went_offline", |r, cx| {
+            r.went_offline(cx, queue)
+        })
     }
 
     /// on_client_gone from queue process `queue`.
     pub fn gone(&self, key: &SubscriberKey, queue: ProcId, now: Millis) -> Applied {
-        self.event(KeyArg::Borrowed(key), now, "gone", |r, cx| r.gone(cx, queue))
+        self.event(KeyArg::Borrowed(key), now, "gone", |r, cx| {
+            r.gone(cx, queue)
+        })
     }
 
     /// on_session_expired from queue process `queue`.
     pub fn expired(&self, key: &SubscriberKey, queue: ProcId, now: Millis) -> Applied {
-        self.event(KeyArg::Borrowed(key), now, "expired", |r, cx| r.expired(cx, queue))
+        self.event(KeyArg::Borrowed(key), now, "expired", |r, cx| {
+            r.expired(cx, queue)
+        })
     }
 
     /// The record of `key`. A pending connect older than the TTL is shown
@@ -529,7 +546,9 @@ impl Registry {
         out: &mut Vec<SessionView>,
         limit: usize,
     ) {
-        let Some(s) = self.shards.get(shard) else { return };
+        let Some(s) = self.shards.get(shard) else {
+            return;
+        };
         let g = s.inner.lock();
         for (k, r) in g.map.iter() {
             if out.len() >= limit {
@@ -587,6 +606,7 @@ impl Registry {
     pub fn sweep(&self, now: Millis) -> usize {
         let hash_user = |u: &[u8]| self.hash_user(u);
         let mut dropped = 0;
+        let mut all_endings = Vec::new();
         for shard in self.shards.iter() {
             if shard.get(C_PENDING) == 0 {
                 continue;
@@ -613,8 +633,16 @@ impl Registry {
                     !rec.is_empty()
                 });
             }
-            self.finish(shard, endings);
+            for e in &endings {
+                debug_assert_eq!(e.reason, EndReason::Abandoned);
+                shard.add(C_ENDED);
+            }
+            all_endings.append(&mut endings);
         }
+        // One history batch in key order, so a sweep's endings do not depend
+        // on hash-map iteration order.
+        all_endings.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        self.history.push_all(all_endings);
         dropped
     }
 

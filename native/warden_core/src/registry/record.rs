@@ -105,7 +105,11 @@ pub(super) struct Snapshot {
 }
 
 impl Snapshot {
-    pub const EMPTY: Snapshot = Snapshot { state: None, pending: false, users: [None, None] };
+    pub const EMPTY: Snapshot = Snapshot {
+        state: None,
+        pending: false,
+        users: [None, None],
+    };
 }
 
 impl Record {
@@ -137,13 +141,21 @@ impl Record {
     }
 
     pub fn snapshot(&self, hash_user: impl Fn(&[u8]) -> u64) -> Snapshot {
-        let a = self.cur.as_ref().filter(|s| s.online).and_then(|s| s.username.as_deref());
+        let a = self
+            .cur
+            .as_ref()
+            .filter(|s| s.online)
+            .and_then(|s| s.username.as_deref());
         let b = self.pending.as_ref().and_then(|p| p.username.as_deref());
         let users = match (a, b) {
             (Some(a), Some(b)) if a == b => [Some(hash_user(a)), None],
             (a, b) => [a.map(&hash_user), b.map(&hash_user)],
         };
-        Snapshot { state: self.state(), pending: self.pending.is_some(), users }
+        Snapshot {
+            state: self.state(),
+            pending: self.pending.is_some(),
+            users,
+        }
     }
 
     fn set_end(&mut self, reason: EndReason, now: Millis) {
@@ -224,7 +236,10 @@ impl Record {
 
     /// The pending connect becomes the current session.
     fn promote(&mut self, cx: &mut Ctx<'_>, queue: Option<ProcId>, registered: bool) {
-        let p = self.pending.take().expect("promote without a pending connect");
+        let p = self
+            .pending
+            .take()
+            .expect("promote without a pending connect");
         self.replace_cur(cx, p.clean);
         let mut s = Session {
             gen: p.gen,
@@ -398,8 +413,11 @@ impl Record {
                     return Applied::Duplicate;
                 }
                 s.online = false;
-                let reason =
-                    if self.pending.is_some() { EndReason::TakenOver } else { EndReason::Offline };
+                let reason = if self.pending.is_some() {
+                    EndReason::TakenOver
+                } else {
+                    EndReason::Offline
+                };
                 self.end_cur(cx, reason);
                 self.last_change = cx.now;
                 Applied::Applied
@@ -450,8 +468,8 @@ impl Record {
         let state = self.state()?;
         let pending_generation = self.pending.as_ref().map(|p| p.gen);
         let last_end = self.last_end_reason.map(|r| (r, self.last_end_at));
-        let common = |generation, peer, username: &Option<Box<[u8]>>, clean_session, protocol| {
-            SessionView {
+        let common =
+            |generation, peer, username: &Option<Box<[u8]>>, clean_session, protocol| SessionView {
                 key: key.clone(),
                 state,
                 generation,
@@ -467,8 +485,7 @@ impl Record {
                 conn: None,
                 pending_generation,
                 last_end,
-            }
-        };
+            };
         Some(match (&self.cur, &self.pending) {
             (Some(s), _) => SessionView {
                 queue: s.queue(),

@@ -17,7 +17,10 @@ pub(super) fn key(id: &str) -> SubscriberKey {
 
 fn info(user: &str, clean: bool) -> ConnectInfo {
     ConnectInfo {
-        peer: Some(Peer { ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), port: 4000 }),
+        peer: Some(Peer {
+            ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            port: 4000,
+        }),
         username: Some(user.as_bytes().into()),
         clean_session: clean,
         protocol: Protocol::Mqtt3,
@@ -25,18 +28,28 @@ fn info(user: &str, clean: bool) -> ConnectInfo {
 }
 
 fn info_at(user: &str, clean: bool, ip: IpAddr) -> ConnectInfo {
-    ConnectInfo { peer: Some(Peer { ip, port: 1 }), ..info(user, clean) }
+    ConnectInfo {
+        peer: Some(Peer { ip, port: 1 }),
+        ..info(user, clean)
+    }
 }
 
 fn reg() -> Registry {
-    Registry::new(RegistryConfig { shards: 4, history_size: 100, pending_ttl_ms: 1000 })
+    Registry::new(RegistryConfig {
+        shards: 4,
+        history_size: 100,
+        pending_ttl_ms: 1000,
+    })
 }
 
 /// Normal connect as seen on the broker: auth, wakeup, on_register.
 fn connect(r: &Registry, k: &SubscriberKey, s: ProcId, q: ProcId, clean: bool, t: Millis) -> u64 {
     let g = r.auth_accepted(k.clone(), s, info("alice", clean), t);
     assert_eq!(r.woke_up(k, q, t + 1), Applied::Applied);
-    assert_eq!(r.registered(k.clone(), s, info("alice", clean), t + 2), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), s, info("alice", clean), t + 2),
+        Applied::Applied
+    );
     g
 }
 
@@ -45,7 +58,11 @@ fn view(r: &Registry, k: &SubscriberKey) -> SessionView {
 }
 
 fn reasons(r: &Registry) -> Vec<(u64, EndReason)> {
-    r.recent_endings(usize::MAX).iter().rev().map(|e| (e.generation, e.reason)).collect()
+    r.recent_endings(usize::MAX)
+        .iter()
+        .rev()
+        .map(|e| (e.generation, e.reason))
+        .collect()
 }
 
 /// counts() and len() must equal a full scan.
@@ -71,23 +88,50 @@ fn normal_connect_wakeup_before_register() {
     let g = r.auth_accepted(k.clone(), S1, info("alice", true), 10);
     let v = view(&r, &k);
     assert_eq!(v.state, SessionState::Authenticated);
-    assert_eq!((v.generation, v.pending_generation, v.conn, v.queue), (g, Some(g), Some(S1), None));
+    assert_eq!(
+        (v.generation, v.pending_generation, v.conn, v.queue),
+        (g, Some(g), Some(S1), None)
+    );
     assert_eq!(r.counts().authenticated, 1);
     assert_eq!(r.live_sessions_of_user(b"alice"), 1);
 
     assert_eq!(r.woke_up(&k, Q1, 11), Applied::Applied);
     let v = view(&r, &k);
-    assert_eq!((v.state, v.generation, v.queue, v.conn), (SessionState::Online, g, Some(Q1), Some(S1)));
-    assert_eq!((v.connect_count, v.first_connect, v.last_connect, v.pending_generation), (1, 10, 11, None));
+    assert_eq!(
+        (v.state, v.generation, v.queue, v.conn),
+        (SessionState::Online, g, Some(Q1), Some(S1))
+    );
+    assert_eq!(
+        (
+            v.connect_count,
+            v.first_connect,
+            v.last_connect,
+            v.pending_generation
+        ),
+        (1, 10, 11, None)
+    );
 
-    assert_eq!(r.registered(k.clone(), S1, info("alice", true), 12), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S1, info("alice", true), 12),
+        Applied::Applied
+    );
     assert_eq!(view(&r, &k).last_change, 12);
-    assert_eq!(r.registered(k.clone(), S1, info("alice", true), 13), Applied::Duplicate);
+    assert_eq!(
+        r.registered(k.clone(), S1, info("alice", true), 13),
+        Applied::Duplicate
+    );
     assert_eq!(r.woke_up(&k, Q1, 14), Applied::Duplicate);
     assert_eq!(view(&r, &k).last_change, 12);
     let st = r.stats();
     assert_eq!((st.duplicate_events, st.stale_events, st.ended), (2, 0, 0));
-    assert_eq!(r.counts(), StateCounts { authenticated: 0, online: 1, offline: 0 });
+    assert_eq!(
+        r.counts(),
+        StateCounts {
+            authenticated: 0,
+            online: 1,
+            offline: 0
+        }
+    );
     assert_eq!(r.live_sessions_of_user(b"alice"), 1);
     assert_counts_match_scan(&r);
 }
@@ -97,9 +141,15 @@ fn on_register_before_wakeup() {
     let r = reg();
     let k = key("c");
     let g = r.auth_accepted(k.clone(), S1, info("alice", false), 10);
-    assert_eq!(r.registered(k.clone(), S1, info("alice", false), 11), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S1, info("alice", false), 11),
+        Applied::Applied
+    );
     let v = view(&r, &k);
-    assert_eq!((v.state, v.generation, v.queue, v.conn), (SessionState::Online, g, None, Some(S1)));
+    assert_eq!(
+        (v.state, v.generation, v.queue, v.conn),
+        (SessionState::Online, g, None, Some(S1))
+    );
     assert_eq!(r.woke_up(&k, Q1, 12), Applied::Applied);
     assert_eq!(view(&r, &k).queue, Some(Q1));
     assert_eq!(view(&r, &k).connect_count, 1);
@@ -114,7 +164,10 @@ fn clean_disconnect_removes_record() {
     assert!(r.lookup(&k).is_none());
     assert_eq!(reasons(&r), vec![(g, EndReason::Gone)]);
     let e = &r.recent_endings(1)[0];
-    assert_eq!((e.started, e.ended, e.username.as_deref()), (11, 50, Some(&b"alice"[..])));
+    assert_eq!(
+        (e.started, e.ended, e.username.as_deref()),
+        (11, 50, Some(&b"alice"[..]))
+    );
     assert_eq!(r.len(), 0);
     assert_eq!(r.counts(), StateCounts::default());
     assert_eq!(r.live_sessions_of_user(b"alice"), 0);
@@ -130,14 +183,31 @@ fn persistent_disconnect_then_expiry() {
     let g = connect(&r, &k, S1, Q1, false, 10);
     assert_eq!(r.went_offline(&k, Q1, 50), Applied::Applied);
     let v = view(&r, &k);
-    assert_eq!((v.state, v.generation, v.last_end), (SessionState::Offline, g, Some((EndReason::Offline, 50))));
-    assert_eq!(r.counts(), StateCounts { authenticated: 0, online: 0, offline: 1 });
-    assert_eq!(r.live_sessions_of_user(b"alice"), 0, "offline sessions are not live");
+    assert_eq!(
+        (v.state, v.generation, v.last_end),
+        (SessionState::Offline, g, Some((EndReason::Offline, 50)))
+    );
+    assert_eq!(
+        r.counts(),
+        StateCounts {
+            authenticated: 0,
+            online: 0,
+            offline: 1
+        }
+    );
+    assert_eq!(
+        r.live_sessions_of_user(b"alice"),
+        0,
+        "offline sessions are not live"
+    );
     assert_eq!(r.went_offline(&k, Q1, 51), Applied::Duplicate);
     assert_eq!(r.expired(&k, Q2, 60), Applied::Stale);
     assert_eq!(r.expired(&k, Q1, 70), Applied::Applied);
     assert!(r.lookup(&k).is_none());
-    assert_eq!(reasons(&r), vec![(g, EndReason::Offline), (g, EndReason::Expired)]);
+    assert_eq!(
+        reasons(&r),
+        vec![(g, EndReason::Offline), (g, EndReason::Expired)]
+    );
     assert_eq!(r.expired(&k, Q1, 71), Applied::Unknown);
     assert_counts_match_scan(&r);
 }
@@ -151,17 +221,33 @@ fn takeover_false_false() {
     let g2 = r.auth_accepted(k.clone(), S2, info("alice", false), 100);
     assert!(g2 > g1);
     let v = view(&r, &k);
-    assert_eq!((v.state, v.generation, v.pending_generation), (SessionState::Online, g1, Some(g2)));
-    assert_eq!(r.live_sessions_of_user(b"alice"), 1, "same-user takeover counts once");
+    assert_eq!(
+        (v.state, v.generation, v.pending_generation),
+        (SessionState::Online, g1, Some(g2))
+    );
+    assert_eq!(
+        r.live_sessions_of_user(b"alice"),
+        1,
+        "same-user takeover counts once"
+    );
 
     assert_eq!(r.went_offline(&k, Q1, 101), Applied::Applied);
     assert_eq!(view(&r, &k).state, SessionState::Offline);
-    assert_eq!(r.registered(k.clone(), S2, info("alice", false), 102), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", false), 102),
+        Applied::Applied
+    );
     let v = view(&r, &k);
-    assert_eq!((v.state, v.generation, v.queue, v.conn), (SessionState::Online, g2, None, Some(S2)));
+    assert_eq!(
+        (v.state, v.generation, v.queue, v.conn),
+        (SessionState::Online, g2, None, Some(S2))
+    );
     assert_eq!(r.woke_up(&k, Q1, 103), Applied::Applied);
     let v = view(&r, &k);
-    assert_eq!((v.queue, v.connect_count, v.pending_generation), (Some(Q1), 2, None));
+    assert_eq!(
+        (v.queue, v.connect_count, v.pending_generation),
+        (Some(Q1), 2, None)
+    );
     assert_eq!(reasons(&r), vec![(g1, EndReason::TakenOver)]);
     let st = r.stats();
     assert_eq!((st.taken_over, st.stale_events, st.ended), (1, 0, 1));
@@ -176,7 +262,10 @@ fn takeover_false_false_register_before_old_offline() {
     let k = key("c");
     let g1 = connect(&r, &k, S1, Q1, false, 10);
     let g2 = r.auth_accepted(k.clone(), S2, info("alice", false), 100);
-    assert_eq!(r.registered(k.clone(), S2, info("alice", false), 101), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", false), 101),
+        Applied::Applied
+    );
     assert_eq!(r.went_offline(&k, Q1, 102), Applied::Stale);
     let v = view(&r, &k);
     assert_eq!((v.state, v.generation), (SessionState::Online, g2));
@@ -198,9 +287,15 @@ fn takeover_false_true() {
     let v = view(&r, &k);
     assert_eq!((v.state, v.generation), (SessionState::Authenticated, g2));
     assert_eq!(r.woke_up(&k, Q2, 200), Applied::Applied);
-    assert_eq!(r.registered(k.clone(), S2, info("alice", true), 201), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", true), 201),
+        Applied::Applied
+    );
     let v = view(&r, &k);
-    assert_eq!((v.state, v.generation, v.queue, v.clean_session), (SessionState::Online, g2, Some(Q2), true));
+    assert_eq!(
+        (v.state, v.generation, v.queue, v.clean_session),
+        (SessionState::Online, g2, Some(Q2), true)
+    );
     assert_eq!(reasons(&r), vec![(g1, EndReason::TakenOver)]);
     assert_eq!(r.stats().stale_events, 0);
 }
@@ -213,10 +308,16 @@ fn takeover_true_false_queue_reused() {
     let g1 = connect(&r, &k, S1, Q1, true, 10);
     let g2 = r.auth_accepted(k.clone(), S2, info("alice", false), 100);
     assert_eq!(r.gone(&k, Q1, 101), Applied::Applied);
-    assert_eq!(r.registered(k.clone(), S2, info("alice", false), 102), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", false), 102),
+        Applied::Applied
+    );
     assert_eq!(r.woke_up(&k, Q1, 103), Applied::Applied);
     let v = view(&r, &k);
-    assert_eq!((v.state, v.generation, v.queue), (SessionState::Online, g2, Some(Q1)));
+    assert_eq!(
+        (v.state, v.generation, v.queue),
+        (SessionState::Online, g2, Some(Q1))
+    );
     assert_eq!(reasons(&r), vec![(g1, EndReason::TakenOver)]);
 }
 
@@ -229,9 +330,15 @@ fn takeover_true_true() {
     let g2 = r.auth_accepted(k.clone(), S2, info("alice", true), 100);
     assert_eq!(r.gone(&k, Q1, 101), Applied::Applied);
     assert_eq!(r.woke_up(&k, Q2, 102), Applied::Applied);
-    assert_eq!(r.registered(k.clone(), S2, info("alice", true), 103), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", true), 103),
+        Applied::Applied
+    );
     let v = view(&r, &k);
-    assert_eq!((v.state, v.generation, v.queue, v.connect_count), (SessionState::Online, g2, Some(Q2), 2));
+    assert_eq!(
+        (v.state, v.generation, v.queue, v.connect_count),
+        (SessionState::Online, g2, Some(Q2), 2)
+    );
     assert_eq!(reasons(&r), vec![(g1, EndReason::TakenOver)]);
     assert_eq!(r.stats().taken_over, 1);
 }
@@ -251,12 +358,18 @@ fn late_gone_after_new_wakeup_is_stale() {
             if gone_before_register {
                 assert_eq!(r.gone(&k, Q1, 102), Applied::Stale);
             }
-            assert_eq!(r.registered(k.clone(), S2, info("alice", true), 103), Applied::Applied);
+            assert_eq!(
+                r.registered(k.clone(), S2, info("alice", true), 103),
+                Applied::Applied
+            );
             if !gone_before_register {
                 assert_eq!(r.gone(&k, Q1, 104), Applied::Stale);
             }
             let v = view(&r, &k);
-            assert_eq!((v.state, v.generation, v.queue), (SessionState::Online, g2, Some(Q2)));
+            assert_eq!(
+                (v.state, v.generation, v.queue),
+                (SessionState::Online, g2, Some(Q2))
+            );
             assert_eq!(reasons(&r), vec![(g1, EndReason::TakenOver)]);
             let st = r.stats();
             assert_eq!((st.stale_events, st.taken_over, st.ended), (1, 1, 1));
@@ -277,11 +390,17 @@ fn late_gone_true_false_after_register_is_stale() {
     let k = key("c");
     let g1 = connect(&r, &k, S1, Q1, true, 10);
     let g2 = r.auth_accepted(k.clone(), S2, info("alice", false), 100);
-    assert_eq!(r.registered(k.clone(), S2, info("alice", false), 101), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", false), 101),
+        Applied::Applied
+    );
     assert_eq!(r.gone(&k, Q1, 102), Applied::Stale);
     assert_eq!(r.woke_up(&k, Q1, 103), Applied::Applied);
     let v = view(&r, &k);
-    assert_eq!((v.state, v.generation, v.queue), (SessionState::Online, g2, Some(Q1)));
+    assert_eq!(
+        (v.state, v.generation, v.queue),
+        (SessionState::Online, g2, Some(Q1))
+    );
     assert_eq!(reasons(&r), vec![(g1, EndReason::TakenOver)]);
 }
 
@@ -294,13 +413,37 @@ fn clean_connect_over_offline_discards_it() {
     let g2 = r.auth_accepted(k.clone(), S2, info("alice", true), 30);
     // Offline view kept while the connect is pending.
     let v = view(&r, &k);
-    assert_eq!((v.state, v.generation, v.pending_generation), (SessionState::Offline, g1, Some(g2)));
+    assert_eq!(
+        (v.state, v.generation, v.pending_generation),
+        (SessionState::Offline, g1, Some(g2))
+    );
     assert_eq!(r.woke_up(&k, Q2, 31), Applied::Applied);
-    assert_eq!(r.registered(k.clone(), S2, info("alice", true), 32), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", true), 32),
+        Applied::Applied
+    );
     let v = view(&r, &k);
-    assert_eq!((v.state, v.generation, v.queue, v.last_end), (SessionState::Online, g2, Some(Q2), Some((EndReason::Discarded, 31))));
-    assert_eq!(reasons(&r), vec![(g1, EndReason::Offline), (g1, EndReason::Discarded)]);
-    assert_eq!(r.counts(), StateCounts { authenticated: 0, online: 1, offline: 0 });
+    assert_eq!(
+        (v.state, v.generation, v.queue, v.last_end),
+        (
+            SessionState::Online,
+            g2,
+            Some(Q2),
+            Some((EndReason::Discarded, 31))
+        )
+    );
+    assert_eq!(
+        reasons(&r),
+        vec![(g1, EndReason::Offline), (g1, EndReason::Discarded)]
+    );
+    assert_eq!(
+        r.counts(),
+        StateCounts {
+            authenticated: 0,
+            online: 1,
+            offline: 0
+        }
+    );
     // The discarded queue can no longer speak for the key.
     assert_eq!(r.expired(&k, Q1, 40), Applied::Stale);
 }
@@ -313,7 +456,17 @@ fn persistent_reconnect_over_offline_resumes() {
     r.went_offline(&k, Q1, 20);
     let g2 = connect(&r, &k, S2, Q1, false, 30);
     let v = view(&r, &k);
-    assert_eq!((v.state, v.generation, v.queue, v.connect_count, v.first_connect, v.last_connect), (SessionState::Online, g2, Some(Q1), 2, 10, 31));
+    assert_eq!(
+        (
+            v.state,
+            v.generation,
+            v.queue,
+            v.connect_count,
+            v.first_connect,
+            v.last_connect
+        ),
+        (SessionState::Online, g2, Some(Q1), 2, 10, 31)
+    );
     assert_eq!(reasons(&r), vec![(g1, EndReason::Offline)]);
 }
 
@@ -324,14 +477,32 @@ fn unknown_subscriber_wakeup_then_register() {
     let k = key("c");
     assert_eq!(r.woke_up(&k, Q1, 10), Applied::Applied);
     let v = view(&r, &k);
-    assert_eq!((v.state, v.queue, v.conn, v.username.clone(), v.connect_count), (SessionState::Online, Some(Q1), None, None, 1));
+    assert_eq!(
+        (
+            v.state,
+            v.queue,
+            v.conn,
+            v.username.clone(),
+            v.connect_count
+        ),
+        (SessionState::Online, Some(Q1), None, None, 1)
+    );
     assert!(v.generation > 0);
     assert_eq!(r.live_sessions_of_user(b"alice"), 0);
-    assert_eq!(r.registered(k.clone(), S1, info("alice", true), 11), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S1, info("alice", true), 11),
+        Applied::Applied
+    );
     let v2 = view(&r, &k);
-    assert_eq!((v2.generation, v2.conn, v2.username.as_deref()), (v.generation, Some(S1), Some(&b"alice"[..])));
+    assert_eq!(
+        (v2.generation, v2.conn, v2.username.as_deref()),
+        (v.generation, Some(S1), Some(&b"alice"[..]))
+    );
     assert_eq!(r.live_sessions_of_user(b"alice"), 1);
-    assert_eq!(r.registered(k.clone(), S1, info("alice", true), 12), Applied::Duplicate);
+    assert_eq!(
+        r.registered(k.clone(), S1, info("alice", true), 12),
+        Applied::Duplicate
+    );
     assert_counts_match_scan(&r);
 }
 
@@ -339,8 +510,14 @@ fn unknown_subscriber_wakeup_then_register() {
 fn unknown_subscriber_register_then_wakeup() {
     let r = reg();
     let k = key("c");
-    assert_eq!(r.registered(k.clone(), S1, info("bob", false), 10), Applied::Applied);
-    assert_eq!((view(&r, &k).state, view(&r, &k).queue), (SessionState::Online, None));
+    assert_eq!(
+        r.registered(k.clone(), S1, info("bob", false), 10),
+        Applied::Applied
+    );
+    assert_eq!(
+        (view(&r, &k).state, view(&r, &k).queue),
+        (SessionState::Online, None)
+    );
     assert_eq!(r.woke_up(&k, Q1, 11), Applied::Applied);
     assert_eq!(view(&r, &k).queue, Some(Q1));
     assert_eq!(r.live_sessions_of_user(b"bob"), 1);
@@ -356,11 +533,23 @@ fn unannounced_takeover_by_other_plugin() {
     let g2 = view(&r, &k).generation;
     assert!(g2 > g1);
     assert_eq!(r.gone(&k, Q1, 21), Applied::Stale);
-    assert_eq!(r.registered(k.clone(), S2, info("bob", true), 22), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("bob", true), 22),
+        Applied::Applied
+    );
     let v = view(&r, &k);
-    assert_eq!((v.state, v.generation, v.conn, v.queue), (SessionState::Online, g2, Some(S2), Some(Q2)));
+    assert_eq!(
+        (v.state, v.generation, v.conn, v.queue),
+        (SessionState::Online, g2, Some(S2), Some(Q2))
+    );
     assert_eq!(reasons(&r), vec![(g1, EndReason::TakenOver)]);
-    assert_eq!((r.live_sessions_of_user(b"alice"), r.live_sessions_of_user(b"bob")), (0, 1));
+    assert_eq!(
+        (
+            r.live_sessions_of_user(b"alice"),
+            r.live_sessions_of_user(b"bob")
+        ),
+        (0, 1)
+    );
 }
 
 #[test]
@@ -369,7 +558,10 @@ fn unknown_offline_creates_offline_record() {
     let k = key("c");
     assert_eq!(r.went_offline(&k, Q1, 10), Applied::Applied);
     let v = view(&r, &k);
-    assert_eq!((v.state, v.queue, v.connect_count), (SessionState::Offline, Some(Q1), 0));
+    assert_eq!(
+        (v.state, v.queue, v.connect_count),
+        (SessionState::Offline, Some(Q1), 0)
+    );
     assert_eq!(r.counts().offline, 1);
     assert_eq!(r.expired(&k, Q1, 20), Applied::Applied);
     assert!(r.lookup(&k).is_none());
@@ -386,7 +578,10 @@ fn offline_from_unknown_queue_with_only_pending_is_stale() {
     let g = r.auth_accepted(k.clone(), S2, info("alice", false), 10);
     assert_eq!(r.went_offline(&k, Q1, 11), Applied::Stale);
     assert_eq!(r.gone(&k, Q1, 11), Applied::Stale);
-    assert_eq!(r.registered(k.clone(), S2, info("alice", false), 12), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", false), 12),
+        Applied::Applied
+    );
     assert_eq!(view(&r, &k).generation, g);
 }
 
@@ -399,7 +594,10 @@ fn sweep_drops_unconfirmed_connects() {
     assert_eq!(r.sweep(1001), 1);
     assert!(r.lookup(&k).is_none());
     assert_eq!(reasons(&r), vec![(g, EndReason::Abandoned)]);
-    assert_eq!((r.len(), r.live_sessions_of_user(b"alice"), r.counts()), (0, 0, StateCounts::default()));
+    assert_eq!(
+        (r.len(), r.live_sessions_of_user(b"alice"), r.counts()),
+        (0, 0, StateCounts::default())
+    );
 
     // A pending connect over a live session: only the pending goes.
     let k2 = key("d");
@@ -408,9 +606,18 @@ fn sweep_drops_unconfirmed_connects() {
     assert_eq!(r.live_sessions_of_user(b"bob"), 1);
     assert_eq!(r.sweep(5000), 1);
     let v = view(&r, &k2);
-    assert_eq!((v.state, v.generation, v.pending_generation), (SessionState::Online, g1, None));
+    assert_eq!(
+        (v.state, v.generation, v.pending_generation),
+        (SessionState::Online, g1, None)
+    );
     assert_eq!(r.recent_endings(1)[0].generation, g2);
-    assert_eq!((r.live_sessions_of_user(b"alice"), r.live_sessions_of_user(b"bob")), (1, 0));
+    assert_eq!(
+        (
+            r.live_sessions_of_user(b"alice"),
+            r.live_sessions_of_user(b"bob")
+        ),
+        (1, 0)
+    );
     assert_eq!(r.sweep(9000), 0);
     assert_counts_match_scan(&r);
 }
@@ -422,12 +629,22 @@ fn stale_pending_dropped_lazily() {
     let g1 = r.auth_accepted(k.clone(), S1, info("alice", true), 0);
     // Its on_register, far too late: the pending is gone, the registration is
     // a confirmed connect we did not see accepted -> new generation.
-    assert_eq!(r.registered(k.clone(), S1, info("alice", true), 5000), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S1, info("alice", true), 5000),
+        Applied::Applied
+    );
     let v = view(&r, &k);
     assert!(v.generation > g1);
     assert_eq!(v.state, SessionState::Online);
     assert_eq!(reasons(&r), vec![(g1, EndReason::Abandoned)]);
-    assert_eq!(r.counts(), StateCounts { authenticated: 0, online: 1, offline: 0 });
+    assert_eq!(
+        r.counts(),
+        StateCounts {
+            authenticated: 0,
+            online: 1,
+            offline: 0
+        }
+    );
 }
 
 #[test]
@@ -438,8 +655,14 @@ fn second_auth_abandons_first_pending() {
     let g2 = r.auth_accepted(k.clone(), S2, info("alice", true), 1);
     assert!(g2 > g1);
     assert_eq!(reasons(&r), vec![(g1, EndReason::Abandoned)]);
-    assert_eq!(r.registered(k.clone(), S1, info("alice", true), 2), Applied::Stale);
-    assert_eq!(r.registered(k.clone(), S2, info("alice", true), 3), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S1, info("alice", true), 2),
+        Applied::Stale
+    );
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", true), 3),
+        Applied::Applied
+    );
     assert_eq!(view(&r, &k).generation, g2);
     assert_eq!(r.live_sessions_of_user(b"alice"), 1);
     let _ = S3;
@@ -468,19 +691,53 @@ fn per_user_counts() {
     assert_eq!(r.live_sessions_of_user(b"alice"), 2);
     // A takeover of a1 by another user: two live until promotion.
     r.auth_accepted(key("a1"), S3, info("bob", true), 1);
-    assert_eq!((r.live_sessions_of_user(b"alice"), r.live_sessions_of_user(b"bob")), (2, 1));
+    assert_eq!(
+        (
+            r.live_sessions_of_user(b"alice"),
+            r.live_sessions_of_user(b"bob")
+        ),
+        (2, 1)
+    );
     r.gone(&key("a1"), Q1, 2);
-    assert_eq!((r.live_sessions_of_user(b"alice"), r.live_sessions_of_user(b"bob")), (1, 1));
+    assert_eq!(
+        (
+            r.live_sessions_of_user(b"alice"),
+            r.live_sessions_of_user(b"bob")
+        ),
+        (1, 1)
+    );
     r.woke_up(&key("a1"), Q2, 3);
-    assert_eq!((r.live_sessions_of_user(b"alice"), r.live_sessions_of_user(b"bob")), (1, 1));
+    assert_eq!(
+        (
+            r.live_sessions_of_user(b"alice"),
+            r.live_sessions_of_user(b"bob")
+        ),
+        (1, 1)
+    );
     // on_register's username (after modifiers) replaces auth's.
     r.registered(key("a1"), S3, info("carol", true), 4);
-    assert_eq!((r.live_sessions_of_user(b"bob"), r.live_sessions_of_user(b"carol")), (0, 1));
-    assert_eq!(r.counts(), StateCounts { authenticated: 1, online: 1, offline: 0 });
+    assert_eq!(
+        (
+            r.live_sessions_of_user(b"bob"),
+            r.live_sessions_of_user(b"carol")
+        ),
+        (0, 1)
+    );
+    assert_eq!(
+        r.counts(),
+        StateCounts {
+            authenticated: 1,
+            online: 1,
+            offline: 0
+        }
+    );
     assert_eq!(r.live_sessions_of_user(b"nobody"), 0);
     r.clear();
     assert_eq!(r.users.entries(), 0);
-    assert_eq!((r.len(), r.counts(), r.stats().ended), (0, StateCounts::default(), 0));
+    assert_eq!(
+        (r.len(), r.counts(), r.stats().ended),
+        (0, StateCounts::default(), 0)
+    );
 }
 
 #[test]
@@ -493,7 +750,12 @@ fn list_filters() {
     r.auth_accepted(mp("", "sensor-1"), S1, info_at("alice", true, v4), 0);
     r.woke_up(&mp("", "sensor-1"), Q1, 1);
     r.auth_accepted(mp("", "sensor-2"), S2, info_at("bob", true, v6), 0);
-    r.auth_accepted(mp("mp1", "sensor-3"), S3, info_at("alice", false, mapped), 0);
+    r.auth_accepted(
+        mp("mp1", "sensor-3"),
+        S3,
+        info_at("alice", false, mapped),
+        0,
+    );
     r.woke_up(&mp("mp1", "sensor-3"), Q2, 1);
     r.went_offline(&mp("mp1", "sensor-3"), Q2, 2);
     r.went_offline(&mp("", "other"), ProcId(9), 2);
@@ -508,20 +770,92 @@ fn list_filters() {
         v
     };
     assert_eq!(ids(Filter::default()).len(), 4);
-    assert_eq!(ids(Filter { state: Some(SessionState::Online), ..Default::default() }), ["sensor-1"]);
-    assert_eq!(ids(Filter { state: Some(SessionState::Authenticated), ..Default::default() }), ["sensor-2"]);
-    assert_eq!(ids(Filter { state: Some(SessionState::Offline), ..Default::default() }), ["other", "sensor-3"]);
-    assert!(ids(Filter { state: Some(SessionState::Gone), ..Default::default() }).is_empty());
-    assert_eq!(ids(Filter { username: Some(b"alice".to_vec()), ..Default::default() }), ["sensor-1", "sensor-3"]);
-    assert_eq!(ids(Filter { mountpoint: Some(b"mp1".to_vec()), ..Default::default() }), ["sensor-3"]);
-    assert_eq!(ids(Filter { mountpoint: Some(Vec::new()), ..Default::default() }), ["other", "sensor-1", "sensor-2"]);
-    assert_eq!(ids(Filter { client_id_prefix: Some(b"sensor-".to_vec()), ..Default::default() }).len(), 3);
+    assert_eq!(
+        ids(Filter {
+            state: Some(SessionState::Online),
+            ..Default::default()
+        }),
+        ["sensor-1"]
+    );
+    assert_eq!(
+        ids(Filter {
+            state: Some(SessionState::Authenticated),
+            ..Default::default()
+        }),
+        ["sensor-2"]
+    );
+    assert_eq!(
+        ids(Filter {
+            state: Some(SessionState::Offline),
+            ..Default::default()
+        }),
+        ["other", "sensor-3"]
+    );
+    assert!(ids(Filter {
+        state: Some(SessionState::Gone),
+        ..Default::default()
+    })
+    .is_empty());
+    assert_eq!(
+        ids(Filter {
+            username: Some(b"alice".to_vec()),
+            ..Default::default()
+        }),
+        ["sensor-1", "sensor-3"]
+    );
+    assert_eq!(
+        ids(Filter {
+            mountpoint: Some(b"mp1".to_vec()),
+            ..Default::default()
+        }),
+        ["sensor-3"]
+    );
+    assert_eq!(
+        ids(Filter {
+            mountpoint: Some(Vec::new()),
+            ..Default::default()
+        }),
+        ["other", "sensor-1", "sensor-2"]
+    );
+    assert_eq!(
+        ids(Filter {
+            client_id_prefix: Some(b"sensor-".to_vec()),
+            ..Default::default()
+        })
+        .len(),
+        3
+    );
     let net = |s: &str| Some(s.parse::<IpNet>().unwrap());
-    assert_eq!(ids(Filter { network: net("2001:db8::/32"), ..Default::default() }), ["sensor-2"]);
-    assert_eq!(ids(Filter { network: net("2001:db9::/32"), ..Default::default() }), Vec::<String>::new());
+    assert_eq!(
+        ids(Filter {
+            network: net("2001:db8::/32"),
+            ..Default::default()
+        }),
+        ["sensor-2"]
+    );
+    assert_eq!(
+        ids(Filter {
+            network: net("2001:db9::/32"),
+            ..Default::default()
+        }),
+        Vec::<String>::new()
+    );
     // IPv4-mapped IPv6 peers match IPv4 networks.
-    assert_eq!(ids(Filter { network: net("192.168.1.0/24"), ..Default::default() }), ["sensor-1", "sensor-3"]);
-    assert_eq!(ids(Filter { network: net("192.168.1.7/32"), username: Some(b"alice".to_vec()), ..Default::default() }), ["sensor-1"]);
+    assert_eq!(
+        ids(Filter {
+            network: net("192.168.1.0/24"),
+            ..Default::default()
+        }),
+        ["sensor-1", "sensor-3"]
+    );
+    assert_eq!(
+        ids(Filter {
+            network: net("192.168.1.7/32"),
+            username: Some(b"alice".to_vec()),
+            ..Default::default()
+        }),
+        ["sensor-1"]
+    );
     assert_eq!(r.list(&Filter::default(), 2).len(), 2);
     assert!(r.list(&Filter::default(), 0).is_empty());
 
@@ -537,7 +871,11 @@ fn list_filters() {
 
 #[test]
 fn history_is_bounded_newest_first() {
-    let r = Registry::new(RegistryConfig { shards: 2, history_size: 3, pending_ttl_ms: 10 });
+    let r = Registry::new(RegistryConfig {
+        shards: 2,
+        history_size: 3,
+        pending_ttl_ms: 10,
+    });
     let k = key("c");
     let mut gens = Vec::new();
     for i in 0..5 {
@@ -545,7 +883,10 @@ fn history_is_bounded_newest_first() {
         r.gone(&k, Q1, i * 10 + 5);
     }
     let e = r.recent_endings(10);
-    assert_eq!(e.iter().map(|e| e.generation).collect::<Vec<_>>(), vec![gens[4], gens[3], gens[2]]);
+    assert_eq!(
+        e.iter().map(|e| e.generation).collect::<Vec<_>>(),
+        vec![gens[4], gens[3], gens[2]]
+    );
     assert_eq!(r.recent_endings(1)[0].generation, gens[4]);
     assert_eq!(r.stats().history_len, 3);
     assert_eq!(r.stats().ended, 5);
@@ -559,8 +900,22 @@ fn history_is_bounded_newest_first() {
 
 #[test]
 fn config_shards_rounded_to_power_of_two() {
-    assert_eq!(Registry::new(RegistryConfig { shards: 5, ..Default::default() }).shard_count(), 8);
-    assert_eq!(Registry::new(RegistryConfig { shards: 0, ..Default::default() }).shard_count(), 1);
+    assert_eq!(
+        Registry::new(RegistryConfig {
+            shards: 5,
+            ..Default::default()
+        })
+        .shard_count(),
+        8
+    );
+    assert_eq!(
+        Registry::new(RegistryConfig {
+            shards: 0,
+            ..Default::default()
+        })
+        .shard_count(),
+        1
+    );
     assert_eq!(Registry::new(RegistryConfig::default()).stats().shards, 64);
 }
 
@@ -593,5 +948,15 @@ fn as_str_names() {
     .iter()
     .map(|r| r.as_str())
     .collect();
-    assert_eq!(names, ["taken_over", "gone", "offline", "expired", "discarded", "abandoned"]);
+    assert_eq!(
+        names,
+        [
+            "taken_over",
+            "gone",
+            "offline",
+            "expired",
+            "discarded",
+            "abandoned"
+        ]
+    );
 }

@@ -17,7 +17,9 @@ impl UserIndex {
     pub fn new(n: usize) -> UserIndex {
         debug_assert!(n.is_power_of_two());
         UserIndex {
-            shards: (0..n).map(|_| Mutex::new(HashMap::with_hasher(RandomState::new()))).collect(),
+            shards: (0..n)
+                .map(|_| Mutex::new(HashMap::with_hasher(RandomState::new())))
+                .collect(),
             mask: n - 1,
         }
     }
