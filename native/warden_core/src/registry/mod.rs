@@ -292,7 +292,8 @@ pub struct Registry {
     user_hasher: RandomState,
     users: UserIndex,
     history: History,
-    pending_ttl: u64,
+    /// Settable at run time (`pending_ttl` in vernemq.conf).
+    pending_ttl: AtomicU64,
 }
 
 impl Registry {
@@ -314,7 +315,7 @@ impl Registry {
             user_hasher: RandomState::new(),
             users: UserIndex::new(n),
             history: History::new(cfg.history_size),
-            pending_ttl: cfg.pending_ttl_ms,
+            pending_ttl: AtomicU64::new(cfg.pending_ttl_ms),
         }
     }
 
@@ -402,7 +403,7 @@ impl Registry {
             let mut cx = Ctx {
                 key: key_ref,
                 now,
-                pending_ttl: self.pending_ttl,
+                pending_ttl: self.pending_ttl.load(Relaxed),
                 next_gen: &mut inner.next_gen,
                 endings: Vec::new(),
             };
@@ -620,7 +621,7 @@ impl Registry {
                     let mut cx = Ctx {
                         key: k,
                         now,
-                        pending_ttl: self.pending_ttl,
+                        pending_ttl: self.pending_ttl.load(Relaxed),
                         next_gen: &mut *next_gen,
                         endings: std::mem::take(&mut endings),
                     };
@@ -648,6 +649,10 @@ impl Registry {
 
     pub fn set_history_size(&self, n: usize) {
         self.history.set_capacity(n);
+    }
+
+    pub fn set_pending_ttl(&self, ms: u64) {
+        self.pending_ttl.store(ms, Relaxed);
     }
 
     /// Forget every record and the history, and reset the event counters.
