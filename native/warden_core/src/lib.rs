@@ -8,6 +8,7 @@
 pub mod credentials;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod registry;
 pub mod types;
 
 pub use ipnet::IpNet;
