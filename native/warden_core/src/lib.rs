@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod credentials;
+pub mod limits;
 pub mod types;
 
 pub use ipnet::IpNet;

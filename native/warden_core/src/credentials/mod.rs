@@ -18,6 +18,9 @@ use base64::Engine;
 use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
 
+mod placeholder; // placeholder: replaced by the credentials branch
+pub use placeholder::{AuthCache, CacheStats}; // placeholder: replaced by the credentials branch
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HashError {
     /// The string does not start with a scheme this module knows.
