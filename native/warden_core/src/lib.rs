@@ -6,7 +6,9 @@
 #![forbid(unsafe_code)]
 
 pub mod credentials;
+pub mod firewall;
 pub mod limits;
+pub mod policy;
 pub mod types;
 
 pub use ipnet::IpNet;
