@@ -203,12 +203,16 @@ impl LiveSessions for NoSessions {
     }
 }
 
+// Moved once or twice per connect; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Step {
     Done(Decision),
     NeedPassword(PendingAuth),
 }
 
 #[derive(Debug, PartialEq, Eq)]
+// Moved once or twice per connect; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum PasswordStep {
     Done(Decision),
     NeedSlowHash,
@@ -883,6 +887,8 @@ impl Firewall {
     }
 }
 
+// Moved once or twice per connect; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 enum Screen {
     Done(Decision),
     Password(Box<PendingAuth>),

@@ -281,7 +281,7 @@ impl<K: Clone + Eq + Hash> BanTable<K> {
             .filter(|(_, e)| e.banned_until > now)
             .map(|(k, e)| BanInfo { key: k.clone(), until: e.banned_until, remaining_ms: e.banned_until - now })
             .collect();
-        v.sort_by(|a, b| b.until.cmp(&a.until));
+        v.sort_by_key(|b| std::cmp::Reverse(b.until));
         v
     }
 
