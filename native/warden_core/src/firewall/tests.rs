@@ -478,6 +478,8 @@ fn load_from_files_and_failed_reload_keeps_old_snapshot() {
     let pw = dir.join("passwd");
     std::fs::write(&pol, EXAMPLE).unwrap();
     std::fs::write(&pw, format!("# users\n{BACKEND_LINE}broken line\n")).unwrap();
+    // Owner-only, as a password file should be: otherwise its permissions are a warning too.
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let fw = Firewall::new(FirewallConfig::default());
     let rep = fw.load(Some(&pol), Some(&pw)).unwrap();
     assert_eq!((rep.users, rep.groups, rep.rules, rep.passwords, rep.generation), (3, 3, 4, 1, 1));
