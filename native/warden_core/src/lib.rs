@@ -9,6 +9,9 @@ pub mod credentials;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod registry;
+pub mod firewall;
+pub mod limits;
+pub mod policy;
 pub mod types;
 
 pub use ipnet::IpNet;

@@ -12,7 +12,8 @@ mod hooks;
 mod logbridge;
 mod state;
 
-rustler::atoms! {
+pub mod atoms {
+    rustler::atoms! {
     ok,
     error,
     next,
@@ -35,6 +36,7 @@ rustler::atoms! {
     username,
     properties,
     p_session_expiry_interval,
+    }
 }
 
 #[rustler::nif]
