@@ -37,7 +37,7 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_testcase(_Case, Config) ->
-    ok = ?U:set_env(#{default_decision => allow}),
+    ok = ?U:set_env(#{default_decision => allow, allow_anonymous => true}),
     vmq_warden_nif:clear_registry(),
     Config.
 
