@@ -11,6 +11,8 @@
 //! `$2b$20$...` does not stall for seconds per input.
 
 use crate::credentials::{PasswordFile, PasswordHash};
+use crate::firewall::cert_identity_name;
+use crate::policy::{CertField, Policy};
 
 /// Hashes above this [`PasswordHash::work_estimate`] are parsed but not verified.
 pub const CHEAP_WORK: u64 = 20_000;
@@ -64,6 +66,27 @@ pub fn password_file(data: &[u8]) {
         if d.work_estimate() <= CHEAP_WORK {
             file.dummy_verify(FUZZ_PASSWORD);
         }
+    }
+}
+
+/// `Policy::parse` of one policy file (TOML): an error names the source,
+/// a success parses again to the same outcome.
+pub fn policy(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    match Policy::parse(&text, "fuzz") {
+        Ok(_) => assert!(Policy::parse(&text, "fuzz").is_ok()),
+        Err(e) => {
+            let shown = e.to_string();
+            assert!(shown.contains("fuzz"), "error does not name the file: {shown}");
+        }
+    }
+}
+
+/// Client certificates come from the network (`client_cert` in the hook's
+/// metadata): the identity extraction takes any bytes.
+pub fn cert_identity(data: &[u8]) {
+    for field in [CertField::Cn, CertField::SanDns, CertField::SanEmail, CertField::SanUri, CertField::San] {
+        let _ = cert_identity_name(data, field);
     }
 }
 

@@ -161,3 +161,39 @@ fn fuzz_password_file_random_and_mutated() {
         password_file(f);
     }
 }
+
+const POLICY_SEED: &str = include_str!("../../../../docs/policy.example.toml");
+
+#[test]
+fn fuzz_policy_random_and_mutated() {
+    let seeds: Vec<Vec<u8>> = vec![POLICY_SEED.as_bytes().to_vec(), b"[settings]\n".to_vec(), b"".to_vec()];
+    let mut rng = Rng::new(0x9071);
+    let n = iters(3_000);
+    for i in 0..n {
+        let input = if i % 10 == 0 {
+            rng.bytes(300)
+        } else {
+            let k = rng.below(seeds.len());
+            mutate(&mut rng, &seeds[k], &seeds)
+        };
+        policy(&input);
+    }
+}
+
+#[test]
+fn fuzz_cert_identity_random() {
+    let mut rng = Rng::new(0xCE27);
+    // A DER SEQUENCE header followed by noise gets past the first check.
+    let seeds: Vec<Vec<u8>> = vec![vec![0x30, 0x82, 0x01, 0x0a, 0x30, 0x81, 0xf0, 0xa0, 0x03, 0x02, 0x01, 0x02]];
+    for i in 0..iters(5_000) {
+        let input = if i % 2 == 0 { rng.bytes(300) } else { mutate(&mut rng, &seeds[0], &seeds) };
+        cert_identity(&input);
+    }
+}
+
+#[test]
+fn policy_seed_parses() {
+    if let Err(e) = Policy::parse(POLICY_SEED, "seed") {
+        panic!("{e}");
+    }
+}
