@@ -291,6 +291,8 @@ ban_value(K, V) when is_integer(V), V > 1000000000000 ->
         true -> time_str(V);
         false -> str(V)
     end;
+%% target is {peer, <<"10.0.0.9/32">>} or {username, <<"bob">>}
+ban_value(target, {Kind, Subject}) when is_atom(Kind) -> str(Kind) ++ " " ++ str(Subject);
 ban_value(K, {Ip, Port}) when K =:= peer, is_tuple(Ip) -> ip_string(Ip) ++ ":" ++ str(Port);
 ban_value(_, V) when is_tuple(V), (tuple_size(V) =:= 4 orelse tuple_size(V) =:= 8) -> ip_string(V);
 ban_value(_, V) -> str(V).
