@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod registry;
 pub mod firewall;
 pub mod limits;
+pub mod loglimit;
 pub mod policy;
 pub mod types;
 
