@@ -11,6 +11,7 @@ pub mod fuzzing;
 pub mod registry;
 pub mod firewall;
 pub mod limits;
+pub mod loglimit;
 pub mod policy;
 pub mod types;
 
