@@ -23,6 +23,7 @@ all: build
 
 build:
 	$(REBAR) compile
+	cargo build --release --locked -p warden_passwd
 
 test: rust-test erlang-test check fuzz-smoke
 

@@ -34,8 +34,6 @@ pub mod atoms {
     all,
     peer,
     username,
-    properties,
-    p_session_expiry_interval,
     }
 }
 
