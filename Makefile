@@ -51,7 +51,8 @@ fuzz-smoke:
 	  else FUZZ="env RUSTC_BOOTSTRAP=1 cargo fuzz"; fi; \
 	  cd fuzz && for t in $(FUZZ_TARGETS); do \
 	    mkdir -p corpus/$$t && \
-	    if $$FUZZ run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	    seeds=$$(test -d seeds/$$t && echo seeds/$$t); \
+	    if $$FUZZ run $$t corpus/$$t $$seeds -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 	        > fuzz-$$t.log 2>&1; then grep -h '^Done' fuzz-$$t.log | sed "s/^/fuzz $$t: /"; \
 	    else tail -40 fuzz-$$t.log; echo "fuzz $$t: FAILED (fuzz/fuzz-$$t.log, fuzz/artifacts/$$t)"; exit 1; fi; \
 	  done; \

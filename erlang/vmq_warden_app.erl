@@ -21,6 +21,9 @@ start(_Type, _Args) ->
 start(Settings) ->
     case vmq_warden_nif:load() of
         ok ->
+            %% A re-enabled plugin may get its old library back (see
+            %% vmq_warden_nif:load/0): start from a clean state either way.
+            ok = vmq_warden_nif:reset(),
             case vmq_warden_config:apply() of
                 ok -> start_sup();
                 {error, Reason} -> bad_config(Reason)

@@ -9,7 +9,7 @@
          auth_begin/1, auth_password/2, auth_password_slow/2,
          registered/7, queue_event/4,
          configure/1, load_files/2,
-         lookup/2, list/2, counts/0, stats/0, recent_endings/1, sweep/0, clear_registry/0,
+         lookup/2, list/2, counts/0, stats/0, recent_endings/1, sweep/0, reset/0,
          bans/0, clear_bans/1,
          drain_logs/1, set_log_level/1, debug_panic/0]).
 
@@ -23,11 +23,32 @@ load() ->
     end.
 
 load_from(Path) ->
+    warn_if_still_mapped(Path),
     case erlang:load_nif(Path, 0) of
         ok -> ok;
         {error, {reload, _}} -> ok;
         {error, {upgrade, _}} -> ok;
         {error, Reason} -> {error, {nif_load_failed, Path, Reason}}
+    end.
+
+%% glibc does not unmap a library while a thread holds one of its
+%% thread-local destructors, so after a disable the old library can stay in
+%% memory, and loading the same path again returns it: a library file
+%% replaced in place then only takes effect after a broker restart. Say so.
+warn_if_still_mapped(Path) ->
+    case file:read_file("/proc/self/maps") of
+        {ok, Maps} ->
+            Name = list_to_binary(filename:basename(Path) ++ ".so"),
+            case binary:match(Maps, Name) of
+                nomatch -> ok;
+                _ -> logger:warning(#{msg => "vmq_warden: the native library of a previous load "
+                                             "is still mapped and will be reused; if its file "
+                                             "was replaced, restart the broker to run the new "
+                                             "code", path => Path},
+                                    #{domain => [vmq_warden]})
+            end;
+        {error, _} ->
+            ok
     end.
 
 %% The library path; `vmq_warden.nif_path` in the app env overrides it (tests
@@ -74,7 +95,7 @@ counts() -> ?NOT_LOADED.
 stats() -> ?NOT_LOADED.
 recent_endings(_Limit) -> ?NOT_LOADED.
 sweep() -> ?NOT_LOADED.
-clear_registry() -> ?NOT_LOADED.
+reset() -> ?NOT_LOADED.
 bans() -> ?NOT_LOADED.
 clear_bans(_Selector) -> ?NOT_LOADED.
 

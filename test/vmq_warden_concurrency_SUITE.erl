@@ -38,7 +38,7 @@ end_per_suite(_Config) ->
 
 init_per_testcase(_Case, Config) ->
     ok = ?U:set_env(#{default_decision => allow, allow_anonymous => true}),
-    vmq_warden_nif:clear_registry(),
+    vmq_warden_nif:reset(),
     Config.
 
 end_per_testcase(_Case, _Config) ->

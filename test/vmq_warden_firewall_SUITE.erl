@@ -67,7 +67,7 @@ init_per_testcase(_Case, Config) ->
     ok = file:write_file(?config(policy, Config), ?config(example, Config)),
     apply_env(Config, #{}),
     {ok, _} = vmq_warden:clear_bans(all),
-    ok = vmq_warden_nif:clear_registry(),
+    ok = vmq_warden_nif:reset(),
     Config.
 
 end_per_testcase(_Case, _Config) ->
@@ -435,7 +435,7 @@ cert_identity(_Config) ->
     %% (sensor-7-t and sensor-7-u hold the 2 sessions of group devices)
     ?assertEqual({error, quota_exceeded},
                  a3(?LAN, <<"sensor-7-w">>, <<"sensor-7">>, <<"sensor-pw">>, none)),
-    ok = vmq_warden_nif:clear_registry(),
+    ok = vmq_warden_nif:reset(),
     accepted(?LAN, <<"sensor-7-w">>, <<"sensor-7">>, <<"sensor-pw">>,
              (meta(8884, ssl))#{client_cert => Cert("sensor-7")}).
 

@@ -43,7 +43,7 @@ end_per_suite(_Config) ->
 init_per_testcase(_Case, Config) ->
     reset_env(),
     set_env(#{default_decision => allow}),
-    vmq_warden_nif:clear_registry(),
+    vmq_warden_nif:reset(),
     Config.
 
 end_per_testcase(_Case, _Config) ->

@@ -127,8 +127,9 @@ bad_setting_refused_without_nif(Config) ->
 %% First with a missing library, then as VerneMQ disables and enables a
 %% plugin: stop the app, purge every module (the NIF library unloads with
 %% vmq_warden_nif), unload, load, start. The library loads again and the
-%% hooks decide normally. The registry lives in the library, so it starts
-%% empty after a disable/enable cycle.
+%% hooks decide normally. The plugin resets its state at start, so the
+%% registry starts empty after a disable/enable cycle, also when glibc kept
+%% the old library image mapped.
 disable_enable_cycle(Config) ->
     Path = filename:join(?config(priv_dir, Config), "no_such_library"),
     ok = start_with_nif(Path),
@@ -150,18 +151,26 @@ disable_enable_cycle(Config) ->
     [begin
          disable(),
          ?assertEqual(false, code:is_loaded(vmq_warden_nif)),
-         ?assertNot(library_mapped()),
+         %% glibc may keep the library mapped (thread-local destructors of
+         %% threads that used it): then the same image is reused, the
+         %% operator is warned, and the state is reset all the same.
+         StillMapped = library_mapped(),
+         _ = captured(),
          ok = enable(#{default_decision => deny}),
          ?assert(vmq_warden_nif:loaded()),
          ?assert(library_mapped()),
+         ?assertEqual(StillMapped,
+                      lists:any(fun(E) -> contains(E, "still mapped") end, captured())),
          %% a fresh registry
          ?assertEqual(not_found, vmq_warden:lookup(Sid)),
          ?assertEqual(#{authenticated => 0, online => 0, offline => 0}, vmq_warden:counts()),
          %% the hooks decide normally (default_decision deny: not authorized)
          [?assertMatch({error, _}, R) || R <- auth_all_arities(<<"alice">>, ?PASSWORD)],
          ?assertEqual(next, set_and_auth(next)),
+         %% (counters keep counting when the library image was reused)
+         #{decisions := #{accepted := Accepted0}} = vmq_warden:stats(),
          ?assertEqual(ok, set_and_auth(allow)),
-         ?assertMatch(#{decisions := #{accepted := 1}}, vmq_warden:stats())
+         ?assertMatch(#{decisions := #{accepted := A}} when A =:= Accepted0 + 1, vmq_warden:stats())
      end || _ <- [1, 2]],
     assert_no_password_logged().
 
@@ -250,14 +259,11 @@ start_with_nif(Path) ->
     ok = application:set_env(vmq_warden, nif_path, Path),
     application:start(vmq_warden).
 
-%% What VerneMQ does on `vmq-admin plugin disable'.
-%% ERTS unmaps the library only once no resource object of it (an auth
-%% context a process still holds as garbage, e.g. one of an earlier suite's
-%% connection stand-ins) is alive; collect such garbage first, as would
-%% happen on its own in a broker within moments.
+%% What VerneMQ does on `vmq-admin plugin disable'. No garbage collection
+%% first: the library has no resource types, so nothing a connection process
+%% still holds can keep it mapped.
 disable() ->
     ok = application:stop(vmq_warden),
-    _ = [erlang:garbage_collect(P) || P <- processes()],
     {ok, Mods} = application:get_key(vmq_warden, modules),
     ?assert(lists:member(vmq_warden_nif, Mods)),
     [purge(M) || M <- Mods],
@@ -278,7 +284,6 @@ load_app() ->
 
 stop_and_purge() ->
     _ = application:stop(vmq_warden),
-    _ = [erlang:garbage_collect(P) || P <- processes()],
     purge(vmq_warden_nif),
     ok.
 

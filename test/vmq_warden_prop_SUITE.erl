@@ -46,7 +46,7 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_testcase(_Case, Config) ->
-    vmq_warden_nif:clear_registry(),
+    vmq_warden_nif:reset(),
     Config.
 
 end_per_testcase(_Case, _Config) ->
@@ -117,7 +117,7 @@ stop_pool(Pool) -> [vmq_hook_chain:stop_proc(P) || P <- Pool], ok.
 
 run_case(Pool, Cfg, Calls) ->
     ok = ?U:set_env(Cfg),
-    vmq_warden_nif:clear_registry(),
+    vmq_warden_nif:reset(),
     Bad = lists:filtermap(fun(Call) -> call_checked(Pool, Call) end, Calls),
     Consistent = ?U:registry_consistent(),
     Alive = vmq_warden_nif:ping() =:= <<"pong">>,

@@ -52,7 +52,7 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_testcase(_Case, Config) ->
-    vmq_warden_nif:clear_registry(),
+    vmq_warden_nif:reset(),
     {ok, _} = vmq_warden:clear_bans(all),
     Config.
 
@@ -105,7 +105,7 @@ every_nif_rejects_garbage(_Config) ->
     Garbage = [undefined, 0, -1, 1 bsl 80, 1.5, foo, <<>>, <<255, 0>>, binary:copy(<<"x">>, 1 bsl 20),
                [], [1 | 2], "str", {}, {1, 2, 3}, #{}, #{a => b}, self(), make_ref(),
                fun() -> ok end, {<<>>, <<>>}, {all}, all, {peer, {1, 2, 3, 4}}, {username, 42}],
-    Skip = [load, loaded, module_info, debug_panic, clear_registry, sweep],
+    Skip = [load, loaded, module_info, debug_panic, reset, sweep],
     Nifs = [{F, A} || {F, A} <- vmq_warden_nif:module_info(exports), not lists:member(F, Skip)],
     Outcomes = [{F, A, catch_class(fun() -> apply(vmq_warden_nif, F, Args) end)}
                 || {F, A} <- Nifs, Args <- arg_lists(A, Garbage)],

@@ -11,6 +11,7 @@ use warden_core::firewall::{BanSelector, BanTarget, DefaultDecision, FirewallCon
 use warden_core::registry::{Filter, SessionState};
 use warden_core::IpNet;
 
+use crate::pending::PENDING;
 use crate::state::{now, WARDEN};
 use crate::{atoms, decode, encode, logbridge};
 
@@ -215,6 +216,7 @@ fn stats(env: Env) -> Term {
                 ),
             ),
             ("tracked", encode::map_of(env, &[("peers", n(f.tracked_peers)), ("users", n(f.tracked_users))])),
+            ("auth_in_flight", n(PENDING.len() as u64)),
         ],
     )
 }
@@ -225,15 +227,26 @@ fn recent_endings(env: Env, limit: usize) -> Term {
     endings.iter().map(|e| encode::ending(env, e)).collect::<Vec<Term>>().encode(env)
 }
 
+/// Periodic clean-up (the reloader calls it): connects accepted but never
+/// registered, and auth contexts whose next step never came.
 #[rustler::nif]
 fn sweep() -> usize {
-    WARDEN.registry.sweep(now())
+    let now = now();
+    WARDEN.registry.sweep(now) + PENDING.sweep(now)
 }
 
-/// Tests start each case from an empty registry.
+/// Forget all runtime state: sessions, endings, bans, cached verifications
+/// and auth contexts in flight. Called at application start: glibc keeps a
+/// library mapped while a thread holds one of its thread-local destructors
+/// (parking_lot registers one when a lock is contended), so after a
+/// disable/enable cycle the "new" library can be the old one with its
+/// statics, which missed every hook while the plugin was disabled.
 #[rustler::nif]
-fn clear_registry() -> Atom {
+fn reset() -> Atom {
     WARDEN.registry.clear();
+    WARDEN.firewall.clear_bans(BanSelector::All);
+    WARDEN.firewall.clear_cache();
+    PENDING.clear();
     atoms::ok()
 }
 

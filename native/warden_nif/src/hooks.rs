@@ -1,29 +1,27 @@
 //! The hook NIFs: auth_on_register in up to three steps (rules, password on a
 //! normal scheduler, slow hash on a dirty one) and the lifecycle events.
 
-use rustler::{Atom, Env, NifResult, ResourceArc, Term};
+use rustler::{Atom, Encoder, Env, Error, NifResult, Term};
 use warden_core::firewall::{AuthRequest, Decision, Listener, PasswordStep, PendingAuth, Step};
 use warden_core::registry::{Applied, ConnectInfo};
 use warden_core::types::{Peer, ProcId, Protocol, SubscriberKey};
 
+use crate::pending::PENDING;
 use crate::state::{now, HookCounters, RegistrySessions, WARDEN};
 use crate::{atoms, decode, encode};
 
-/// What survives between the auth steps: the firewall's pending decision
-/// (bound to the policy snapshot it started with) and what the registry
-/// records if the client is accepted.
+/// What survives between the auth steps (see `pending`): the firewall's
+/// pending decision (bound to the policy snapshot it started with) and what
+/// the registry records if the client is accepted.
 pub struct AuthContext {
     pending: PendingAuth,
     key: SubscriberKey,
-    conn: ProcId,
+    pub conn: ProcId,
     peer: Option<Peer>,
     username: Option<Vec<u8>>,
     clean_session: bool,
     protocol: Protocol,
 }
-
-#[rustler::resource_impl]
-impl rustler::Resource for AuthContext {}
 
 /// `Req` is the tuple built by `vmq_warden_hooks:auth_request/7`:
 /// {Proto, Mountpoint, ClientId, Ip, Port, User, HasPassword, Clean,
@@ -59,28 +57,42 @@ fn auth_begin<'a>(env: Env<'a>, req: Term<'a>) -> NifResult<Term<'a>> {
         Step::Done(decision) => Ok(finish(env, &key, conn, peer, username, clean_session, protocol, decision)),
         Step::NeedPassword(pending) => {
             let ctx = AuthContext { pending, key, conn, peer, username, clean_session, protocol };
-            Ok((atoms::warden_need_password(), ResourceArc::new(ctx)).encode_term(env))
+            let token = PENDING.insert(ctx, now()).ok_or(Error::BadArg)?;
+            Ok((atoms::warden_need_password(), token).encode(env))
         }
     }
 }
 
+/// The context a previous step left under `token`, for this process only.
+fn take_context(env: Env, token: u64) -> NifResult<AuthContext> {
+    let caller = decode::proc_id(env.pid().encode(env))?;
+    PENDING.take(token, caller).ok_or(Error::BadArg)
+}
+
 /// Normal scheduler: a cache hit or a fast hash decides here.
 #[rustler::nif]
-fn auth_password<'a>(env: Env<'a>, ctx: ResourceArc<AuthContext>, password: Term<'a>) -> NifResult<Term<'a>> {
+fn auth_password<'a>(env: Env<'a>, token: u64, password: Term<'a>) -> NifResult<Term<'a>> {
     let w = &*WARDEN;
     let password = decode::opt_bytes(password)?;
+    let ctx = take_context(env, token)?;
     let sessions = RegistrySessions(&w.registry);
     match w.firewall.with_password(&ctx.pending, password.as_deref(), &sessions, now()) {
         PasswordStep::Done(decision) => Ok(finish_ctx(env, &ctx, decision)),
-        PasswordStep::NeedSlowHash => Ok(atoms::warden_need_slow_hash().to_term(env)),
+        PasswordStep::NeedSlowHash => {
+            if !PENDING.put(token, ctx, now()) {
+                return Err(Error::BadArg);
+            }
+            Ok(atoms::warden_need_slow_hash().to_term(env))
+        }
     }
 }
 
 /// bcrypt / argon2 / costly PBKDF2: never on a normal scheduler.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn auth_password_slow<'a>(env: Env<'a>, ctx: ResourceArc<AuthContext>, password: Term<'a>) -> NifResult<Term<'a>> {
+fn auth_password_slow<'a>(env: Env<'a>, token: u64, password: Term<'a>) -> NifResult<Term<'a>> {
     let w = &*WARDEN;
     let password = decode::opt_bytes(password)?;
+    let ctx = take_context(env, token)?;
     let sessions = RegistrySessions(&w.registry);
     let decision = w.firewall.verify_slow(&ctx.pending, password.as_deref(), &sessions, now());
     Ok(finish_ctx(env, &ctx, decision))
@@ -175,15 +187,5 @@ fn applied_atom(applied: Applied) -> Atom {
         Applied::Stale => atoms::stale(),
         Applied::Duplicate => atoms::duplicate(),
         Applied::Unknown => atoms::unknown(),
-    }
-}
-
-trait EncodeTerm {
-    fn encode_term<'a>(&self, env: Env<'a>) -> Term<'a>;
-}
-
-impl<T: rustler::Encoder> EncodeTerm for T {
-    fn encode_term<'a>(&self, env: Env<'a>) -> Term<'a> {
-        self.encode(env)
     }
 }

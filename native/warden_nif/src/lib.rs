@@ -10,6 +10,7 @@ mod decode;
 mod encode;
 mod hooks;
 mod logbridge;
+mod pending;
 mod state;
 
 pub mod atoms {
@@ -42,9 +43,11 @@ fn ping() -> &'static str {
     "pong"
 }
 
-fn on_load(env: rustler::Env, _info: rustler::Term) -> bool {
+/// No resource types: nothing may keep the library loaded after the plugin
+/// is disabled (see `pending`).
+fn on_load(_env: rustler::Env, _info: rustler::Term) -> bool {
     logbridge::install();
-    env.register::<hooks::AuthContext>().is_ok()
+    true
 }
 
 rustler::init!("vmq_warden_nif", load = on_load);
