@@ -6,6 +6,7 @@
 //! firewall) lives for as long as the library is loaded.
 
 mod admin;
+mod alloc;
 mod decode;
 mod encode;
 mod hooks;
@@ -40,6 +41,19 @@ rustler::atoms! {
 #[rustler::nif]
 fn ping() -> &'static str {
     "pong"
+}
+
+/// Does nothing: the floor of any NIF call, for the benchmark's baseline.
+#[rustler::nif]
+fn noop() -> rustler::Atom {
+    atoms::ok()
+}
+
+/// Bytes the Rust side of the plugin currently holds on its heap (counted by
+/// the global allocator, see `alloc`).
+#[rustler::nif]
+fn memory() -> usize {
+    alloc::live_bytes()
 }
 
 fn on_load(env: rustler::Env, _info: rustler::Term) -> bool {
