@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod credentials;
+pub mod registry;
 pub mod types;
 
 pub use ipnet::IpNet;

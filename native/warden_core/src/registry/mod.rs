@@ -1,0 +1,721 @@
+//! The session registry: one record per `SubscriberKey`, fed by the broker's
+//! session-lifecycle hooks, read by the operator API and by the firewall
+//! (per-user live session counts).
+//!
+//! Concurrency: records live in `shards` independent `parking_lot::Mutex`ed
+//! hash maps, chosen by a keyed (DoS-resistant) hash of the key. Per-shard
+//! counters are atomics next to each shard (cache-line aligned) so `counts()`
+//! and `stats()` never lock. The per-user index is sharded the same way. The
+//! history ring has its own lock and is written only after the shard lock is
+//! released. Lock order when both are held: record shard, then user shard.
+//!
+//! State machine: see docs/DESIGN.md "Registry state machine" and
+//! `record.rs`. The rules chosen for ambiguous cases are listed on
+//! [`Registry`].
+
+mod history;
+mod record;
+mod users;
+
+#[cfg(test)]
+mod model_tests;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use ahash::RandomState;
+use parking_lot::Mutex;
+
+use crate::types::{Millis, Peer, ProcId, Protocol, SubscriberKey};
+use crate::IpNet;
+
+use history::History;
+use record::{Ctx, Record, Snapshot};
+use users::UserIndex;
+
+// ---- public types ---------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryConfig {
+    /// Number of shards; rounded up to a power of two (minimum 1).
+    pub shards: usize,
+    /// Recent endings kept in the history ring.
+    pub history_size: usize,
+    /// How long an accepted but unconfirmed connect is kept.
+    pub pending_ttl_ms: u64,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        RegistryConfig {
+            shards: 64,
+            history_size: 1000,
+            pending_ttl_ms: 60_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SessionState {
+    /// Accepted by our auth, not confirmed yet (and no current session).
+    Authenticated,
+    Online,
+    /// Persistent session whose client is disconnected; the queue is kept.
+    Offline,
+    /// Used in endings/filters only: such records leave the registry.
+    Gone,
+    /// Used in endings/filters only: such records leave the registry.
+    Expired,
+}
+
+impl SessionState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SessionState::Authenticated => "authenticated",
+            SessionState::Online => "online",
+            SessionState::Offline => "offline",
+            SessionState::Gone => "gone",
+            SessionState::Expired => "expired",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// A newer connect of the same key replaced the online session.
+    TakenOver,
+    /// Clean session disconnected; queue removed.
+    Gone,
+    /// Persistent session disconnected; queue kept (the generation may still
+    /// get a later `Expired` or `Discarded` ending).
+    Offline,
+    /// Offline persistent session expired and was removed.
+    Expired,
+    /// Offline persistent session removed by a clean connect (no hook).
+    Discarded,
+    /// Accepted connect never confirmed (pending TTL, or replaced by a newer
+    /// accepted connect before confirmation).
+    Abandoned,
+}
+
+impl EndReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EndReason::TakenOver => "taken_over",
+            EndReason::Gone => "gone",
+            EndReason::Offline => "offline",
+            EndReason::Expired => "expired",
+            EndReason::Discarded => "discarded",
+            EndReason::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// Outcome of a lifecycle event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    Applied,
+    /// From a queue/connection that is not the current session's: ignored.
+    Stale,
+    /// Already applied (same state, same process).
+    Duplicate,
+    /// gone/expired for a key the registry does not know.
+    Unknown,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectInfo {
+    pub peer: Option<Peer>,
+    pub username: Option<Box<[u8]>>,
+    pub clean_session: bool,
+    pub protocol: Protocol,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionView {
+    pub key: SubscriberKey,
+    pub state: SessionState,
+    /// The current session's generation; for an `Authenticated` record (only
+    /// a pending connect) the pending generation.
+    pub generation: u64,
+    pub peer: Option<Peer>,
+    pub username: Option<Box<[u8]>>,
+    pub clean_session: bool,
+    pub protocol: Protocol,
+    pub first_connect: Millis,
+    pub last_connect: Millis,
+    pub last_change: Millis,
+    pub connect_count: u64,
+    pub queue: Option<ProcId>,
+    pub conn: Option<ProcId>,
+    pub pending_generation: Option<u64>,
+    pub last_end: Option<(EndReason, Millis)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ending {
+    pub key: SubscriberKey,
+    pub generation: u64,
+    pub reason: EndReason,
+    pub peer: Option<Peer>,
+    pub username: Option<Box<[u8]>>,
+    pub started: Millis,
+    pub ended: Millis,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub state: Option<SessionState>,
+    pub username: Option<Vec<u8>>,
+    pub mountpoint: Option<Vec<u8>>,
+    pub client_id_prefix: Option<Vec<u8>>,
+    /// Matches the peer address (IPv4-mapped IPv6 peers also match IPv4 nets).
+    pub network: Option<IpNet>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    pub authenticated: u64,
+    pub online: u64,
+    pub offline: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegistryStats {
+    pub live: u64,
+    pub stale_events: u64,
+    pub duplicate_events: u64,
+    pub unknown_events: u64,
+    pub taken_over: u64,
+    pub ended: u64,
+    pub history_len: u64,
+    pub shards: u64,
+}
+
+// ---- shards -------------------------------------------------------------------
+
+// Indexes of the per-shard counters.
+const C_AUTH: usize = 0;
+const C_ONLINE: usize = 1;
+const C_OFFLINE: usize = 2;
+const C_LEN: usize = 3;
+const C_PENDING: usize = 4;
+const C_STALE: usize = 5;
+const C_DUP: usize = 6;
+const C_UNKNOWN: usize = 7;
+const C_TAKEN: usize = 8;
+const C_ENDED: usize = 9;
+const N_COUNTERS: usize = 10;
+
+struct ShardInner {
+    map: HashMap<SubscriberKey, Record, RandomState>,
+    /// Last generation handed out for a key of this shard.
+    next_gen: u64,
+}
+
+/// Aligned so that two shards' counters never share a cache line.
+#[repr(align(128))]
+struct Shard {
+    inner: Mutex<ShardInner>,
+    /// Written under `inner`'s lock, read without it.
+    c: [AtomicU64; N_COUNTERS],
+}
+
+impl Shard {
+    fn get(&self, i: usize) -> u64 {
+        self.c[i].load(Relaxed)
+    }
+    fn add(&self, i: usize) {
+        self.c[i].fetch_add(1, Relaxed);
+    }
+    fn sub(&self, i: usize) {
+        self.c[i].fetch_sub(1, Relaxed);
+    }
+}
+
+fn state_counter(s: Option<crate::registry::SessionState>) -> Option<usize> {
+    match s? {
+        SessionState::Authenticated => Some(C_AUTH),
+        SessionState::Online => Some(C_ONLINE),
+        SessionState::Offline => Some(C_OFFLINE),
+        SessionState::Gone | SessionState::Expired => None,
+    }
+}
+
+/// Borrowed key for events on existing keys; owned for the events that hand
+/// us the key (saves a clone when the record is created).
+enum KeyArg<'a> {
+    Borrowed(&'a SubscriberKey),
+    Owned(SubscriberKey),
+}
+
+// ---- registry -----------------------------------------------------------------
+
+/// The sharded session registry. `Send + Sync`; every method takes `&self`.
+///
+/// Rules for the cases the broker leaves ambiguous (see also record.rs):
+/// - offline/gone/expired apply only when they come from the current
+///   session's queue as set by its wakeup (or by the offline that created an
+///   unknown key's record). A session promoted by on_register has no queue
+///   until its wakeup, so the old queue's late offline/gone is `Stale`.
+/// - offline/gone from the current queue while a connect is pending ends the
+///   old session with `TakenOver` (offline keeps it as `Offline`; gone removes
+///   it and leaves the pending connect, state `Authenticated`).
+/// - A wakeup completes an online session that has no queue yet before it
+///   promotes a pending connect; otherwise it promotes the pending connect;
+///   with none, from an unknown queue it starts a new generation (a connect
+///   another plugin authorised). A wakeup from the current queue is a
+///   `Duplicate`.
+/// - on_register promotes the pending connect with the same conn; completes
+///   a session with the same conn (or a wakeup-created one without conn);
+///   is `Stale` if a different connect is pending (it was superseded);
+///   otherwise starts a new generation. Its ConnectInfo replaces auth's.
+/// - A second auth_accepted while one is pending abandons the older one
+///   (single pending slot per key).
+/// - A persistent connect over an offline session resumes it: no ending. A
+///   clean one (as far as we know the flag) ends it `Discarded`. A
+///   wakeup-created session has an unknown flag and counts as persistent.
+/// - went_offline for a key whose record only holds a pending connect is
+///   `Stale` (the old queue is unknown to us).
+/// - Generations come from a per-shard counter: strictly increasing per key
+///   (also across removal of the record), not consecutive.
+/// - The per-user index counts, per record, the distinct users of its online
+///   session and its pending connect: a takeover by the same user is one
+///   session, by another user two until it is promoted. It is keyed by a
+///   keyed 64-bit hash of the username (no username copies in the index).
+pub struct Registry {
+    shards: Box<[Shard]>,
+    shard_mask: usize,
+    shard_hasher: RandomState,
+    user_hasher: RandomState,
+    users: UserIndex,
+    history: History,
+    /// Settable at run time (`pending_ttl` in vernemq.conf).
+    pending_ttl: AtomicU64,
+}
+
+impl Registry {
+    pub fn new(cfg: RegistryConfig) -> Registry {
+        let n = cfg.shards.max(1).next_power_of_two();
+        let shards = (0..n)
+            .map(|_| Shard {
+                inner: Mutex::new(ShardInner {
+                    map: HashMap::with_hasher(RandomState::new()),
+                    next_gen: 0,
+                }),
+                c: Default::default(),
+            })
+            .collect();
+        Registry {
+            shards,
+            shard_mask: n - 1,
+            shard_hasher: RandomState::new(),
+            user_hasher: RandomState::new(),
+            users: UserIndex::new(n),
+            history: History::new(cfg.history_size),
+            pending_ttl: AtomicU64::new(cfg.pending_ttl_ms),
+        }
+    }
+
+    fn shard_index(&self, key: &SubscriberKey) -> usize {
+        // High bits: the map inside uses its own seed, but keep the two
+        // selections independent anyway.
+        (self.shard_hasher.hash_one(key) >> 32) as usize & self.shard_mask
+    }
+
+    fn shard_of(&self, key: &SubscriberKey) -> &Shard {
+        &self.shards[self.shard_index(key)]
+    }
+
+    fn hash_user(&self, u: &[u8]) -> u64 {
+        self.user_hasher.hash_one(u)
+    }
+
+    /// Apply the counter and per-user-index consequences of one record's
+    /// change. Called under the shard lock.
+    fn account(&self, shard: &Shard, before: Snapshot, after: Snapshot) {
+        if before.state != after.state {
+            if let Some(i) = state_counter(before.state) {
+                shard.sub(i);
+            }
+            if let Some(i) = state_counter(after.state) {
+                shard.add(i);
+            }
+            match (before.state.is_some(), after.state.is_some()) {
+                (false, true) => shard.add(C_LEN),
+                (true, false) => shard.sub(C_LEN),
+                _ => {}
+            }
+        }
+        if before.pending != after.pending {
+            if after.pending {
+                shard.add(C_PENDING)
+            } else {
+                shard.sub(C_PENDING)
+            }
+        }
+        if before.users != after.users {
+            for u in before.users.iter().flatten() {
+                if !after.users.contains(&Some(*u)) {
+                    self.users.dec(*u);
+                }
+            }
+            for u in after.users.iter().flatten() {
+                if !before.users.contains(&Some(*u)) {
+                    self.users.inc(*u);
+                }
+            }
+        }
+    }
+
+    fn finish(&self, shard: &Shard, endings: Vec<Ending>) {
+        if endings.is_empty() {
+            return;
+        }
+        for e in &endings {
+            shard.add(C_ENDED);
+            if e.reason == EndReason::TakenOver {
+                shard.add(C_TAKEN);
+            }
+        }
+        self.history.push_all(endings);
+    }
+
+    /// Run one event on the key's record (creating an empty one if absent;
+    /// it is inserted only if the event left something in it).
+    fn with_record<R>(
+        &self,
+        key: KeyArg<'_>,
+        now: Millis,
+        f: impl FnOnce(&mut Record, &mut Ctx<'_>) -> R,
+    ) -> (R, &Shard) {
+        let key_ref = match &key {
+            KeyArg::Borrowed(k) => *k,
+            KeyArg::Owned(k) => k,
+        };
+        let shard = self.shard_of(key_ref);
+        let hash_user = |u: &[u8]| self.hash_user(u);
+        let (r, endings) = {
+            let mut g = shard.inner.lock();
+            let inner = &mut *g;
+            let mut cx = Ctx {
+                key: key_ref,
+                now,
+                pending_ttl: self.pending_ttl.load(Relaxed),
+                next_gen: &mut inner.next_gen,
+                endings: Vec::new(),
+            };
+            let (r, new_rec) = match inner.map.get_mut(key_ref) {
+                Some(rec) => {
+                    let before = rec.snapshot(hash_user);
+                    rec.expire_pending(&mut cx);
+                    let r = f(rec, &mut cx);
+                    self.account(shard, before, rec.snapshot(hash_user));
+                    if rec.is_empty() {
+                        inner.map.remove(key_ref);
+                    }
+                    (r, None)
+                }
+                None => {
+                    let mut rec = Record::new(now);
+                    let r = f(&mut rec, &mut cx);
+                    if rec.is_empty() {
+                        (r, None)
+                    } else {
+                        self.account(shard, Snapshot::EMPTY, rec.snapshot(hash_user));
+                        (r, Some(rec))
+                    }
+                }
+            };
+            let endings = cx.endings;
+            if let Some(rec) = new_rec {
+                let owned = match key {
+                    KeyArg::Borrowed(k) => k.clone(),
+                    KeyArg::Owned(k) => k,
+                };
+                inner.map.insert(owned, rec);
+            }
+            (r, endings)
+        };
+        self.finish(shard, endings);
+        (r, shard)
+    }
+
+    fn event(
+        &self,
+        key: KeyArg<'_>,
+        now: Millis,
+        what: &'static str,
+        f: impl FnOnce(&mut Record, &mut Ctx<'_>) -> Applied,
+    ) -> Applied {
+        let (r, shard) = self.with_record(key, now, f);
+        match r {
+            Applied::Applied => {}
+            Applied::Stale => shard.add(C_STALE),
+            Applied::Duplicate => shard.add(C_DUP),
+            Applied::Unknown => shard.add(C_UNKNOWN),
+        }
+        if r != Applied::Applied {
+            tracing::trace!(event = what, outcome = ?r, "registry event not applied");
+        }
+        r
+    }
+
+    /// Our auth_on_register accepted `conn`: a pending connect with a new
+    /// generation, returned.
+    pub fn auth_accepted(
+        &self,
+        key: SubscriberKey,
+        conn: ProcId,
+        info: ConnectInfo,
+        now: Millis,
+    ) -> u64 {
+        self.with_record(KeyArg::Owned(key), now, |r, cx| {
+            r.auth_accepted(cx, conn, info)
+        })
+        .0
+    }
+
+    /// on_register / on_register_m5 from connection process `conn`.
+    pub fn registered(
+        &self,
+        key: SubscriberKey,
+        conn: ProcId,
+        info: ConnectInfo,
+        now: Millis,
+    ) -> Applied {
+        self.event(KeyArg::Owned(key), now, "registered", |r, cx| {
+            r.registered(cx, conn, info)
+        })
+    }
+
+    /// on_client_wakeup from queue process `queue`.
+    pub fn woke_up(&self, key: &SubscriberKey, queue: ProcId, now: Millis) -> Applied {
+        self.event(KeyArg::Borrowed(key), now, "woke_up", |r, cx| {
+            r.woke_up(cx, queue)
+        })
+    }
+
+    /// on_client_offline from queue process `queue`.
+    pub fn went_offline(&self, key: &SubscriberKey, queue: ProcId, now: Millis) -> Applied {
+        self.event(KeyArg::Borrowed(key), now, "went_offline", |r, cx| {
+            r.went_offline(cx, queue)
+        })
+    }
+
+    /// on_client_gone from queue process `queue`.
+    pub fn gone(&self, key: &SubscriberKey, queue: ProcId, now: Millis) -> Applied {
+        self.event(KeyArg::Borrowed(key), now, "gone", |r, cx| {
+            r.gone(cx, queue)
+        })
+    }
+
+    /// on_session_expired from queue process `queue`.
+    pub fn expired(&self, key: &SubscriberKey, queue: ProcId, now: Millis) -> Applied {
+        self.event(KeyArg::Borrowed(key), now, "expired", |r, cx| {
+            r.expired(cx, queue)
+        })
+    }
+
+    /// The record of `key`. A pending connect older than the TTL is shown
+    /// until the next event or sweep touches the record.
+    pub fn lookup(&self, key: &SubscriberKey) -> Option<SessionView> {
+        let g = self.shard_of(key).inner.lock();
+        g.map.get(key).and_then(|r| r.view(key))
+    }
+
+    /// Up to `limit` records matching `filter` (in no particular order).
+    pub fn list(&self, filter: &Filter, limit: usize) -> Vec<SessionView> {
+        let mut out = Vec::new();
+        for i in 0..self.shards.len() {
+            if out.len() >= limit {
+                break;
+            }
+            self.list_shard(i, filter, &mut out, limit);
+        }
+        out
+    }
+
+    /// Append the matching records of shard `shard` to `out` until
+    /// `out.len()` reaches `limit`. Out-of-range shards add nothing.
+    pub fn list_shard(
+        &self,
+        shard: usize,
+        filter: &Filter,
+        out: &mut Vec<SessionView>,
+        limit: usize,
+    ) {
+        let Some(s) = self.shards.get(shard) else {
+            return;
+        };
+        let g = s.inner.lock();
+        for (k, r) in g.map.iter() {
+            if out.len() >= limit {
+                return;
+            }
+            if matches(filter, k, r) {
+                out.extend(r.view(k));
+            }
+        }
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    fn sum(&self, i: usize) -> u64 {
+        self.shards.iter().map(|s| s.get(i)).sum()
+    }
+
+    /// Records per state; lock-free (sums the per-shard counters).
+    pub fn counts(&self) -> StateCounts {
+        StateCounts {
+            authenticated: self.sum(C_AUTH),
+            online: self.sum(C_ONLINE),
+            offline: self.sum(C_OFFLINE),
+        }
+    }
+
+    pub fn stats(&self) -> RegistryStats {
+        RegistryStats {
+            live: self.sum(C_LEN),
+            stale_events: self.sum(C_STALE),
+            duplicate_events: self.sum(C_DUP),
+            unknown_events: self.sum(C_UNKNOWN),
+            taken_over: self.sum(C_TAKEN),
+            ended: self.sum(C_ENDED),
+            history_len: self.history.len() as u64,
+            shards: self.shards.len() as u64,
+        }
+    }
+
+    /// Pending and online sessions of `username` (see the index rule above).
+    pub fn live_sessions_of_user(&self, username: &[u8]) -> usize {
+        self.users.get(self.hash_user(username)) as usize
+    }
+
+    /// Newest first.
+    pub fn recent_endings(&self, limit: usize) -> Vec<Ending> {
+        self.history.recent(limit)
+    }
+
+    /// Drop pending connects older than the TTL (ending `Abandoned`); records
+    /// left empty are removed. Shards without pending connects are skipped
+    /// without locking. Returns how many were dropped.
+    pub fn sweep(&self, now: Millis) -> usize {
+        let hash_user = |u: &[u8]| self.hash_user(u);
+        let mut dropped = 0;
+        let mut all_endings = Vec::new();
+        for shard in self.shards.iter() {
+            if shard.get(C_PENDING) == 0 {
+                continue;
+            }
+            let mut endings = Vec::new();
+            {
+                let mut g = shard.inner.lock();
+                let inner = &mut *g;
+                let next_gen = &mut inner.next_gen;
+                inner.map.retain(|k, rec| {
+                    let mut cx = Ctx {
+                        key: k,
+                        now,
+                        pending_ttl: self.pending_ttl.load(Relaxed),
+                        next_gen: &mut *next_gen,
+                        endings: std::mem::take(&mut endings),
+                    };
+                    let before = rec.snapshot(hash_user);
+                    if rec.expire_pending(&mut cx) {
+                        dropped += 1;
+                        self.account(shard, before, rec.snapshot(hash_user));
+                    }
+                    endings = cx.endings;
+                    !rec.is_empty()
+                });
+            }
+            for e in &endings {
+                debug_assert_eq!(e.reason, EndReason::Abandoned);
+                shard.add(C_ENDED);
+            }
+            all_endings.append(&mut endings);
+        }
+        // One history batch in key order, so a sweep's endings do not depend
+        // on hash-map iteration order.
+        all_endings.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        self.history.push_all(all_endings);
+        dropped
+    }
+
+    pub fn set_history_size(&self, n: usize) {
+        self.history.set_capacity(n);
+    }
+
+    pub fn set_pending_ttl(&self, ms: u64) {
+        self.pending_ttl.store(ms, Relaxed);
+    }
+
+    /// Forget every record and the history, and reset the event counters.
+    /// Generation counters are kept, so generations stay increasing per key.
+    pub fn clear(&self) {
+        let hash_user = |u: &[u8]| self.hash_user(u);
+        for shard in self.shards.iter() {
+            let mut g = shard.inner.lock();
+            for rec in g.map.values() {
+                self.account(shard, rec.snapshot(hash_user), Snapshot::EMPTY);
+            }
+            g.map.clear();
+            for i in [C_STALE, C_DUP, C_UNKNOWN, C_TAKEN, C_ENDED] {
+                shard.c[i].store(0, Relaxed);
+            }
+        }
+        self.history.clear();
+    }
+
+    /// Number of records (any state).
+    pub fn len(&self) -> usize {
+        self.sum(C_LEN) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn matches(f: &Filter, k: &SubscriberKey, r: &Record) -> bool {
+    if let Some(st) = f.state {
+        if r.state() != Some(st) {
+            return false;
+        }
+    }
+    if let Some(mp) = &f.mountpoint {
+        if *k.mountpoint != **mp {
+            return false;
+        }
+    }
+    if let Some(p) = &f.client_id_prefix {
+        if !k.client_id.starts_with(p) {
+            return false;
+        }
+    }
+    if f.username.is_none() && f.network.is_none() {
+        return true;
+    }
+    let (peer, user) = r.peer_and_user();
+    if let Some(u) = &f.username {
+        if user != Some(u.as_slice()) {
+            return false;
+        }
+    }
+    if let Some(net) = &f.network {
+        match peer {
+            Some(p) => {
+                if !net.contains(&p.ip) && !net.contains(&p.ip.to_canonical()) {
+                    return false;
+                }
+            }
+            None => return false,
+        }
+    }
+    true
+}

@@ -1,0 +1,988 @@
+//! Randomized tests: a plain single-threaded reference model driven by random
+//! interleavings of real-broker scenarios (compared after every step), and
+//! multi-threaded runs checked for lost, ghost or duplicated sessions.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Barrier};
+
+use super::tests::key;
+use super::*;
+
+/// xorshift64*: tiny deterministic PRNG.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, pct: u64) -> bool {
+        self.below(100) < pct
+    }
+}
+
+const USERS: [&str; 3] = ["alice", "bob", "carol"];
+
+fn cinfo(user: usize, clean: bool) -> ConnectInfo {
+    ConnectInfo {
+        peer: Some(Peer {
+            ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, user as u8)),
+            port: 1883,
+        }),
+        username: (user < USERS.len()).then(|| USERS[user].as_bytes().into()),
+        clean_session: clean,
+        protocol: if clean {
+            Protocol::Mqtt5
+        } else {
+            Protocol::Mqtt3
+        },
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Ev {
+    Auth {
+        conn: ProcId,
+        user: usize,
+        clean: bool,
+    },
+    Reg {
+        conn: ProcId,
+        user: usize,
+        clean: bool,
+    },
+    Wake(ProcId),
+    Off(ProcId),
+    Gone(ProcId),
+    Exp(ProcId),
+}
+
+// ---- broker simulator: valid per-key hook sequences ------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    Absent,
+    Online,
+    Offline,
+}
+
+/// What the broker has for one client id.
+#[derive(Default)]
+struct KeySim {
+    online: bool,
+    stored: bool, // queue exists (online, or offline persistent)
+    clean: bool,
+    queue: u64,
+}
+
+impl KeySim {
+    /// One scenario as the broker would emit it (including the observed
+    /// races), and the state the registry must end in.
+    fn script(&mut self, rng: &mut Rng, ids: &mut u64, allow_abandon: bool) -> (Vec<Ev>, Expect) {
+        let mut id = || {
+            *ids += 1;
+            ProcId(*ids)
+        };
+        let user = rng.below(4) as usize; // 3 = anonymous
+        let clean = rng.chance(50);
+        let via_auth = rng.chance(85);
+        let s = id();
+        let auth = Ev::Auth {
+            conn: s,
+            user,
+            clean,
+        };
+        let reg = Ev::Reg {
+            conn: s,
+            user,
+            clean,
+        };
+        let mut v = Vec::new();
+        let expect;
+        if self.online {
+            let q1 = ProcId(self.queue);
+            if rng.chance(35) {
+                v.push(if self.clean {
+                    Ev::Gone(q1)
+                } else {
+                    Ev::Off(q1)
+                });
+                self.online = false;
+                self.stored = !self.clean;
+                expect = if self.stored {
+                    Expect::Offline
+                } else {
+                    Expect::Absent
+                };
+            } else {
+                // Takeover (facts page section 4 table, plus races).
+                let late = rng.chance(50);
+                let q = match (self.clean, clean) {
+                    (false, false) => {
+                        v.extend(if late {
+                            [reg, Ev::Off(q1), Ev::Wake(q1)]
+                        } else {
+                            [Ev::Off(q1), reg, Ev::Wake(q1)]
+                        });
+                        q1
+                    }
+                    (true, false) => {
+                        v.extend(if late {
+                            [reg, Ev::Gone(q1), Ev::Wake(q1)]
+                        } else {
+                            [Ev::Gone(q1), reg, Ev::Wake(q1)]
+                        });
+                        q1
+                    }
+                    (_, true) => {
+                        let q2 = id();
+                        v.extend(match rng.below(3) {
+                            0 => [Ev::Gone(q1), Ev::Wake(q2), reg],
+                            1 => [Ev::Wake(q2), Ev::Gone(q1), reg],
+                            _ => [Ev::Wake(q2), reg, Ev::Gone(q1)],
+                        });
+                        q2
+                    }
+                };
+                if via_auth {
+                    v.insert(0, auth);
+                }
+                self.queue = q.0;
+                self.clean = clean;
+                expect = Expect::Online;
+            }
+        } else if self.stored && rng.chance(30) {
+            v.push(Ev::Exp(ProcId(self.queue)));
+            self.stored = false;
+            expect = Expect::Absent;
+        } else if allow_abandon && rng.chance(10) {
+            // Accepted but the connection dies before registering.
+            v.push(auth);
+            expect = if self.stored {
+                Expect::Offline
+            } else {
+                Expect::Absent
+            };
+        } else {
+            // (Re)connect; a persistent reconnect reuses the stored queue, a
+            // clean one replaces it (no hook for the old one).
+            let q = if self.stored && !clean {
+                ProcId(self.queue)
+            } else {
+                id()
+            };
+            if via_auth {
+                v.push(auth);
+            }
+            if rng.chance(70) {
+                v.extend([Ev::Wake(q), reg]);
+            } else {
+                v.extend([reg, Ev::Wake(q)]);
+            }
+            self.online = true;
+            self.stored = true;
+            self.clean = clean;
+            self.queue = q.0;
+            expect = Expect::Online;
+        }
+        (v, expect)
+    }
+}
+
+fn apply(r: &Registry, k: &SubscriberKey, ev: Ev, now: Millis) -> Result<Applied, u64> {
+    Ok(match ev {
+        Ev::Auth { conn, user, clean } => {
+            return Err(r.auth_accepted(k.clone(), conn, cinfo(user, clean), now))
+        }
+        Ev::Reg { conn, user, clean } => r.registered(k.clone(), conn, cinfo(user, clean), now),
+        Ev::Wake(q) => r.woke_up(k, q, now),
+        Ev::Off(q) => r.went_offline(k, q, now),
+        Ev::Gone(q) => r.gone(k, q, now),
+        Ev::Exp(q) => r.expired(k, q, now),
+    })
+}
+
+// ---- reference model ------------------------------------------------------------
+
+#[derive(Clone)]
+struct MSession {
+    gen: u64,
+    conn: Option<ProcId>,
+    queue: Option<ProcId>,
+    info: ConnectInfo,
+    online: bool,
+    registered: bool,
+}
+
+#[derive(Clone)]
+struct MPending {
+    gen: u64,
+    conn: ProcId,
+    created: Millis,
+    info: ConnectInfo,
+}
+
+#[derive(Clone)]
+struct MRec {
+    cur: Option<MSession>,
+    pend: Option<MPending>,
+    first: Millis,
+    last_connect: Millis,
+    last_change: Millis,
+    count: u64,
+    last_end: Option<(EndReason, Millis)>,
+}
+
+const UNKNOWN_INFO: ConnectInfo = ConnectInfo {
+    peer: None,
+    username: None,
+    clean_session: false,
+    protocol: Protocol::Mqtt3,
+};
+
+/// The same rules as `Registry`, written the plain way: one map, scans for
+/// every count, a Vec-backed history.
+struct Model {
+    recs: BTreeMap<SubscriberKey, MRec>,
+    gen: u64,
+    ttl: u64,
+    cap: usize,
+    hist: VecDeque<Ending>,
+    stale: u64,
+    dup: u64,
+    unknown: u64,
+}
+
+impl Model {
+    fn end(
+        &mut self,
+        k: &SubscriberKey,
+        gen: u64,
+        reason: EndReason,
+        info: &ConnectInfo,
+        started: Millis,
+        now: Millis,
+    ) {
+        self.hist.push_back(Ending {
+            key: k.clone(),
+            generation: gen,
+            reason,
+            peer: info.peer,
+            username: info.username.clone(),
+            started,
+            ended: now,
+        });
+        self.recs.get_mut(k).unwrap().last_end = Some((reason, now));
+    }
+
+    fn trim(&mut self) {
+        while self.hist.len() > self.cap {
+            self.hist.pop_front();
+        }
+    }
+
+    fn rec(&mut self, k: &SubscriberKey) -> &mut MRec {
+        self.recs.get_mut(k).unwrap()
+    }
+
+    fn drop_pending_if_old(&mut self, k: &SubscriberKey, now: Millis) -> bool {
+        let Some(r) = self.recs.get(k) else {
+            return false;
+        };
+        let Some(p) = r.pend.clone() else {
+            return false;
+        };
+        if now.saturating_sub(p.created) <= self.ttl {
+            return false;
+        }
+        self.end(k, p.gen, EndReason::Abandoned, &p.info, p.created, now);
+        let r = self.rec(k);
+        r.pend = None;
+        r.last_change = now;
+        true
+    }
+
+    /// Replace the current session by `new` (a promotion or an unannounced
+    /// connect), ending the old one as the rules say.
+    fn install(&mut self, k: &SubscriberKey, new: MSession, now: Millis) {
+        let r = self.recs.get(k).unwrap().clone();
+        if let Some(old) = &r.cur {
+            if old.online {
+                self.end(
+                    k,
+                    old.gen,
+                    EndReason::TakenOver,
+                    &old.info,
+                    r.last_connect,
+                    now,
+                );
+            } else if new.info.clean_session {
+                self.end(
+                    k,
+                    old.gen,
+                    EndReason::Discarded,
+                    &old.info,
+                    r.last_connect,
+                    now,
+                );
+            }
+        }
+        let r = self.rec(k);
+        r.cur = Some(new);
+        r.count += 1;
+        r.last_connect = now;
+        r.last_change = now;
+    }
+
+    fn promote(
+        &mut self,
+        k: &SubscriberKey,
+        queue: Option<ProcId>,
+        reg_info: Option<ConnectInfo>,
+        now: Millis,
+    ) {
+        let p = self.rec(k).pend.take().unwrap();
+        // The old session's ending uses the pending's clean flag.
+        let s = MSession {
+            gen: p.gen,
+            conn: Some(p.conn),
+            queue,
+            info: p.info,
+            online: true,
+            registered: false,
+        };
+        self.install(k, s, now);
+        if let Some(i) = reg_info {
+            let c = self.rec(k).cur.as_mut().unwrap();
+            c.info = i;
+            c.registered = true;
+        }
+    }
+
+    fn ensure(&mut self, k: &SubscriberKey, now: Millis) {
+        self.recs.entry(k.clone()).or_insert(MRec {
+            cur: None,
+            pend: None,
+            first: now,
+            last_connect: now,
+            last_change: now,
+            count: 0,
+            last_end: None,
+        });
+    }
+
+    fn step(&mut self, k: &SubscriberKey, ev: Ev, now: Millis) -> Result<Applied, u64> {
+        self.ensure(k, now);
+        self.drop_pending_if_old(k, now);
+        let out = self.step_inner(k, ev, now);
+        let r = &self.recs[k];
+        if r.cur.is_none() && r.pend.is_none() {
+            self.recs.remove(k);
+        }
+        self.trim();
+        match out {
+            Ok(Applied::Stale) => self.stale += 1,
+            Ok(Applied::Duplicate) => self.dup += 1,
+            Ok(Applied::Unknown) => self.unknown += 1,
+            _ => {}
+        }
+        out
+    }
+
+    fn step_inner(&mut self, k: &SubscriberKey, ev: Ev, now: Millis) -> Result<Applied, u64> {
+        let r = self.recs[k].clone();
+        let empty = r.cur.is_none() && r.pend.is_none();
+        let cur_q = r.cur.as_ref().and_then(|c| c.queue);
+        let online = r.cur.as_ref().is_some_and(|c| c.online);
+        use Applied::{Duplicate, Stale, Unknown};
+        Ok(match ev {
+            Ev::Auth { conn, user, clean } => {
+                if let Some(p) = r.pend {
+                    self.end(k, p.gen, EndReason::Abandoned, &p.info, p.created, now);
+                }
+                self.gen += 1;
+                let gen = self.gen;
+                let rec = self.rec(k);
+                rec.pend = Some(MPending {
+                    gen,
+                    conn,
+                    created: now,
+                    info: cinfo(user, clean),
+                });
+                rec.last_change = now;
+                return Err(gen);
+            }
+            Ev::Reg { conn, user, clean } => {
+                let info = cinfo(user, clean);
+                if r.pend.as_ref().is_some_and(|p| p.conn == conn) {
+                    self.promote(k, None, Some(info), now);
+                    Applied::Applied
+                } else if r
+                    .cur
+                    .as_ref()
+                    .is_some_and(|c| c.conn == Some(conn) && c.registered)
+                {
+                    Duplicate
+                } else if r
+                    .cur
+                    .as_ref()
+                    .is_some_and(|c| c.conn == Some(conn) || (c.online && c.conn.is_none()))
+                {
+                    let rec = self.rec(k);
+                    let c = rec.cur.as_mut().unwrap();
+                    c.conn = Some(conn);
+                    c.info = info;
+                    c.registered = true;
+                    rec.last_change = now;
+                    Applied::Applied
+                } else if r.pend.is_some() {
+                    Stale
+                } else {
+                    self.gen += 1;
+                    let s = MSession {
+                        gen: self.gen,
+                        conn: Some(conn),
+                        queue: None,
+                        info,
+                        online: true,
+                        registered: true,
+                    };
+                    self.install(k, s, now);
+                    Applied::Applied
+                }
+            }
+            Ev::Wake(q) => {
+                if online && cur_q == Some(q) && r.pend.is_none() {
+                    Duplicate
+                } else if online && cur_q.is_none() {
+                    let rec = self.rec(k);
+                    rec.cur.as_mut().unwrap().queue = Some(q);
+                    rec.last_change = now;
+                    Applied::Applied
+                } else if r.pend.is_some() {
+                    self.promote(k, Some(q), None, now);
+                    Applied::Applied
+                } else {
+                    self.gen += 1;
+                    let s = MSession {
+                        gen: self.gen,
+                        conn: None,
+                        queue: Some(q),
+                        info: UNKNOWN_INFO,
+                        online: true,
+                        registered: false,
+                    };
+                    self.install(k, s, now);
+                    Applied::Applied
+                }
+            }
+            Ev::Off(q) => {
+                if empty {
+                    self.gen += 1;
+                    let gen = self.gen;
+                    let rec = self.rec(k);
+                    rec.cur = Some(MSession {
+                        gen,
+                        conn: None,
+                        queue: Some(q),
+                        info: UNKNOWN_INFO,
+                        online: false,
+                        registered: false,
+                    });
+                    rec.last_connect = now;
+                    rec.last_change = now;
+                    Applied::Applied
+                } else if cur_q != Some(q) {
+                    Stale
+                } else if !online {
+                    Duplicate
+                } else {
+                    let c = r.cur.unwrap();
+                    let why = if r.pend.is_some() {
+                        EndReason::TakenOver
+                    } else {
+                        EndReason::Offline
+                    };
+                    self.end(k, c.gen, why, &c.info, r.last_connect, now);
+                    let rec = self.rec(k);
+                    rec.cur.as_mut().unwrap().online = false;
+                    rec.last_change = now;
+                    Applied::Applied
+                }
+            }
+            Ev::Gone(q) => {
+                if empty {
+                    Unknown
+                } else if cur_q != Some(q) {
+                    Stale
+                } else {
+                    let c = r.cur.unwrap();
+                    let why = match (c.online, r.pend.is_some()) {
+                        (true, true) => EndReason::TakenOver,
+                        (false, true) => EndReason::Discarded,
+                        _ => EndReason::Gone,
+                    };
+                    self.end(k, c.gen, why, &c.info, r.last_connect, now);
+                    let rec = self.rec(k);
+                    rec.cur = None;
+                    rec.last_change = now;
+                    Applied::Applied
+                }
+            }
+            Ev::Exp(q) => {
+                if empty {
+                    Unknown
+                } else if online || cur_q != Some(q) {
+                    Stale
+                } else {
+                    let c = r.cur.unwrap();
+                    self.end(k, c.gen, EndReason::Expired, &c.info, r.last_connect, now);
+                    let rec = self.rec(k);
+                    rec.cur = None;
+                    rec.last_change = now;
+                    Applied::Applied
+                }
+            }
+        })
+    }
+
+    fn sweep(&mut self, now: Millis) -> usize {
+        let keys: Vec<_> = self.recs.keys().cloned().collect();
+        let mut n = 0;
+        for k in keys {
+            if self.drop_pending_if_old(&k, now) {
+                n += 1;
+                let r = &self.recs[&k];
+                if r.cur.is_none() && r.pend.is_none() {
+                    self.recs.remove(&k);
+                }
+            }
+        }
+        self.trim();
+        n
+    }
+
+    fn view(&self, k: &SubscriberKey) -> Option<SessionView> {
+        let r = self.recs.get(k)?;
+        let (state, gen, info, conn, queue) = match (&r.cur, &r.pend) {
+            (Some(c), _) => (
+                if c.online {
+                    SessionState::Online
+                } else {
+                    SessionState::Offline
+                },
+                c.gen,
+                &c.info,
+                c.conn,
+                c.queue,
+            ),
+            (None, Some(p)) => (
+                SessionState::Authenticated,
+                p.gen,
+                &p.info,
+                Some(p.conn),
+                None,
+            ),
+            (None, None) => return None,
+        };
+        Some(SessionView {
+            key: k.clone(),
+            state,
+            generation: gen,
+            peer: info.peer,
+            username: info.username.clone(),
+            clean_session: info.clean_session,
+            protocol: info.protocol,
+            first_connect: r.first,
+            last_connect: r.last_connect,
+            last_change: r.last_change,
+            connect_count: r.count,
+            queue,
+            conn,
+            pending_generation: r.pend.as_ref().map(|p| p.gen),
+            last_end: r.last_end,
+        })
+    }
+
+    fn user_count(&self, u: &[u8]) -> usize {
+        self.recs
+            .values()
+            .filter(|r| {
+                let a = r
+                    .cur
+                    .as_ref()
+                    .filter(|c| c.online)
+                    .and_then(|c| c.info.username.as_deref())
+                    == Some(u);
+                let b = r.pend.as_ref().and_then(|p| p.info.username.as_deref()) == Some(u);
+                a || b
+            })
+            .count()
+    }
+}
+
+/// Model generations and registry generations are numbered differently
+/// (global counter vs per-shard counters); per key they must correspond one
+/// to one, and both increase.
+#[derive(Default)]
+struct GenMap {
+    fwd: HashMap<(SubscriberKey, u64), u64>,
+    back: HashMap<(SubscriberKey, u64), u64>,
+}
+impl GenMap {
+    fn check(&mut self, k: &SubscriberKey, model: u64, real: u64, ctx: &str) {
+        let f = *self.fwd.entry((k.clone(), model)).or_insert(real);
+        let b = *self.back.entry((k.clone(), real)).or_insert(model);
+        assert_eq!((f, b), (real, model), "generation mismatch: {ctx}");
+    }
+}
+
+fn compare(r: &Registry, m: &Model, keys: &[SubscriberKey], gm: &mut GenMap, ctx: &str) {
+    for k in keys {
+        let (a, b) = (r.lookup(k), m.view(k));
+        match (&a, &b) {
+            (Some(a), Some(b)) => {
+                gm.check(k, b.generation, a.generation, ctx);
+                if let (Some(x), Some(y)) = (b.pending_generation, a.pending_generation) {
+                    gm.check(k, x, y, ctx);
+                }
+                let norm = |v: &SessionView| SessionView {
+                    generation: 0,
+                    pending_generation: v.pending_generation.map(|_| 0),
+                    ..v.clone()
+                };
+                assert_eq!(norm(a), norm(b), "view of {k:?} differs: {ctx}");
+            }
+            (None, None) => {}
+            _ => panic!("presence of {k:?} differs: registry {a:?} model {b:?}: {ctx}"),
+        }
+    }
+    let scan = |s| {
+        m.recs
+            .keys()
+            .filter(|k| m.view(k).unwrap().state == s)
+            .count() as u64
+    };
+    assert_eq!(
+        r.counts(),
+        StateCounts {
+            authenticated: scan(SessionState::Authenticated),
+            online: scan(SessionState::Online),
+            offline: scan(SessionState::Offline),
+        },
+        "{ctx}"
+    );
+    let st = r.stats();
+    let taken = |h: &VecDeque<Ending>| {
+        h.iter()
+            .filter(|e| e.reason == EndReason::TakenOver)
+            .count()
+    };
+    assert_eq!(
+        (
+            st.live,
+            st.stale_events,
+            st.duplicate_events,
+            st.unknown_events,
+            st.history_len
+        ),
+        (
+            m.recs.len() as u64,
+            m.stale,
+            m.dup,
+            m.unknown,
+            m.hist.len() as u64
+        ),
+        "stats: {ctx}"
+    );
+    for u in USERS {
+        assert_eq!(
+            r.live_sessions_of_user(u.as_bytes()),
+            m.user_count(u.as_bytes()),
+            "user {u}: {ctx}"
+        );
+    }
+    let he = r.recent_endings(usize::MAX);
+    assert_eq!(he.len(), m.hist.len(), "{ctx}");
+    assert_eq!(taken(&he.iter().cloned().collect()), taken(&m.hist));
+    for (a, b) in he.iter().zip(m.hist.iter().rev()) {
+        gm.check(&a.key, b.generation, a.generation, ctx);
+        assert_eq!(
+            Ending {
+                generation: 0,
+                ..a.clone()
+            },
+            Ending {
+                generation: 0,
+                ..b.clone()
+            },
+            "ending: {ctx}"
+        );
+    }
+}
+
+fn run_model(seed: u64, shards: usize, steps: usize) {
+    let mut rng = Rng(seed);
+    let cap = 1 + rng.below(20) as usize;
+    let ttl = 500;
+    let r = Registry::new(RegistryConfig {
+        shards,
+        history_size: cap,
+        pending_ttl_ms: ttl,
+    });
+    let mut m = Model {
+        recs: BTreeMap::new(),
+        gen: 0,
+        ttl,
+        cap,
+        hist: VecDeque::new(),
+        stale: 0,
+        dup: 0,
+        unknown: 0,
+    };
+    let keys: Vec<SubscriberKey> = (0..4).map(|i| key(&format!("k{i}"))).collect();
+    let mut sims: Vec<KeySim> = keys.iter().map(|_| KeySim::default()).collect();
+    let mut scripts: Vec<VecDeque<Ev>> = keys.iter().map(|_| VecDeque::new()).collect();
+    let mut ids = 1000;
+    let mut now: Millis = 1;
+    let mut gm = GenMap::default();
+    for step in 0..steps {
+        now += rng.below(40);
+        let ctx = format!("seed {seed} shards {shards} step {step}");
+        match rng.below(100) {
+            0..=2 => now += 2 * ttl,
+            3..=5 => assert_eq!(r.sweep(now), m.sweep(now), "sweep: {ctx}"),
+            6..=9 => {
+                // Noise: an event from a random (mostly stale) process.
+                let i = rng.below(keys.len() as u64) as usize;
+                let p = ProcId(1000 + rng.below(ids - 999));
+                let ev = match rng.below(6) {
+                    0 => Ev::Wake(p),
+                    1 => Ev::Off(p),
+                    2 => Ev::Gone(p),
+                    3 => Ev::Exp(p),
+                    4 => Ev::Reg {
+                        conn: p,
+                        user: 0,
+                        clean: true,
+                    },
+                    _ => Ev::Auth {
+                        conn: p,
+                        user: 1,
+                        clean: false,
+                    },
+                };
+                let (a, b) = (apply(&r, &keys[i], ev, now), m.step(&keys[i], ev, now));
+                match (a, b) {
+                    (Err(x), Err(y)) => gm.check(&keys[i], y, x, &ctx),
+                    (a, b) => assert_eq!(a, b, "noise {ev:?}: {ctx}"),
+                }
+            }
+            10 => {
+                let n = rng.below(30) as usize;
+                r.set_history_size(n);
+                m.cap = n;
+                m.trim();
+            }
+            _ => {
+                let i = rng.below(keys.len() as u64) as usize;
+                if scripts[i].is_empty() {
+                    scripts[i] = sims[i].script(&mut rng, &mut ids, true).0.into();
+                }
+                let ev = scripts[i].pop_front().unwrap();
+                match (apply(&r, &keys[i], ev, now), m.step(&keys[i], ev, now)) {
+                    (Err(x), Err(y)) => gm.check(&keys[i], y, x, &ctx),
+                    (a, b) => assert_eq!(a, b, "{ev:?} on {:?}: {ctx}", keys[i]),
+                }
+            }
+        }
+        compare(&r, &m, &keys, &mut gm, &ctx);
+    }
+}
+
+#[test]
+fn randomized_against_reference_model() {
+    for seed in 1..=60u64 {
+        let shards = [1, 2, 64][seed as usize % 3];
+        run_model(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1, shards, 600);
+    }
+}
+
+// ---- multi-threaded ---------------------------------------------------------------
+
+/// Many keys driven concurrently from several threads, each key's hooks in a
+/// valid broker order (including the races); then the final state of every
+/// key is checked against what the broker would have, counts against a scan,
+/// and finally everything is disconnected/expired and nothing may remain.
+#[test]
+fn concurrent_keys_no_lost_ghost_or_duplicate_sessions() {
+    const THREADS: usize = 8;
+    const KEYS: usize = 150;
+    const ROUNDS: usize = 40;
+    let r = Arc::new(Registry::new(RegistryConfig {
+        shards: 16,
+        history_size: 100,
+        pending_ttl_ms: u64::MAX,
+    }));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let r = Arc::clone(&r);
+            std::thread::spawn(move || {
+                let mut rng = Rng(0xDEAD_BEEF ^ ((t as u64 + 1) * 0x1234_5678_9ABC));
+                let keys: Vec<_> = (0..KEYS).map(|i| key(&format!("t{t}-{i}"))).collect();
+                let mut sims: Vec<KeySim> = keys.iter().map(|_| KeySim::default()).collect();
+                let mut expect = vec![Expect::Absent; KEYS];
+                let mut ids = (t as u64 + 1) << 40;
+                for round in 0..ROUNDS {
+                    for i in 0..KEYS {
+                        let (script, e) = sims[i].script(&mut rng, &mut ids, false);
+                        let mut auth_gen = None;
+                        for ev in script {
+                            if let Err(g) = apply(&r, &keys[i], ev, round as u64) {
+                                auth_gen = Some(g);
+                            }
+                        }
+                        expect[i] = e;
+                        let v = r.lookup(&keys[i]);
+                        let state = v.as_ref().map(|v| v.state);
+                        let want = match e {
+                            Expect::Absent => None,
+                            Expect::Online => Some(SessionState::Online),
+                            Expect::Offline => Some(SessionState::Offline),
+                        };
+                        assert_eq!(state, want, "{:?} after round {round}", keys[i]);
+                        if let (Some(g), Some(v)) = (auth_gen, &v) {
+                            if e == Expect::Online {
+                                assert_eq!(v.generation, g, "{:?}", keys[i]);
+                                assert_eq!(v.pending_generation, None);
+                            }
+                        }
+                        if let Some(v) = v {
+                            if v.state == SessionState::Online {
+                                assert_eq!(v.queue, Some(ProcId(sims[i].queue)), "{:?}", keys[i]);
+                            }
+                        }
+                    }
+                }
+                (keys, sims, expect)
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+
+    let all = r.list(&Filter::default(), usize::MAX);
+    let mut expected_present = 0;
+    for (keys, _, expect) in &results {
+        for (k, e) in keys.iter().zip(expect) {
+            let want = match e {
+                Expect::Absent => None,
+                Expect::Online => Some(SessionState::Online),
+                Expect::Offline => Some(SessionState::Offline),
+            };
+            assert_eq!(r.lookup(k).map(|v| v.state), want);
+            expected_present += usize::from(want.is_some());
+        }
+    }
+    assert_eq!(all.len(), expected_present, "ghost or lost records");
+    assert_eq!(r.len(), expected_present);
+    let n = |s| all.iter().filter(|v| v.state == s).count() as u64;
+    assert_eq!(
+        r.counts(),
+        StateCounts {
+            authenticated: 0,
+            online: n(SessionState::Online),
+            offline: n(SessionState::Offline)
+        }
+    );
+    for (u, name) in USERS.iter().enumerate() {
+        let scan = all
+            .iter()
+            .filter(|v| {
+                v.state == SessionState::Online && v.username.as_deref() == Some(name.as_bytes())
+            })
+            .count();
+        assert_eq!(r.live_sessions_of_user(name.as_bytes()), scan, "user {u}");
+    }
+
+    // Tear down: every session ends from its own queue; nothing may remain.
+    for (keys, sims, _) in &results {
+        for (k, s) in keys.iter().zip(sims) {
+            let q = ProcId(s.queue);
+            if s.online {
+                if s.clean {
+                    assert_eq!(r.gone(k, q, 1000), Applied::Applied);
+                } else {
+                    assert_eq!(r.went_offline(k, q, 1000), Applied::Applied);
+                }
+            }
+            if s.stored && !(s.online && s.clean) {
+                assert_eq!(r.expired(k, q, 1001), Applied::Applied, "{k:?}");
+            }
+        }
+    }
+    assert_eq!(r.len(), 0);
+    assert!(r.list(&Filter::default(), usize::MAX).is_empty());
+    assert_eq!(r.counts(), StateCounts::default());
+    assert_eq!(r.users.entries(), 0, "per-user index leaked entries");
+    assert_eq!(r.stats().unknown_events, 0);
+}
+
+/// The two processes of a takeover really racing on one key: the new
+/// connection's on_register against the old queue's offline/gone. Whatever
+/// wins, the outcome is the same.
+#[test]
+fn cross_process_race_on_one_key() {
+    let r = Arc::new(Registry::new(RegistryConfig::default()));
+    for i in 0..300u64 {
+        let k = key(&format!("race{i}"));
+        let old_clean = i % 2 == 0;
+        let (s1, q1, s2) = (ProcId(i * 10 + 1), ProcId(i * 10 + 2), ProcId(i * 10 + 3));
+        let g1 = r.auth_accepted(k.clone(), s1, cinfo(0, old_clean), 0);
+        r.woke_up(&k, q1, 0);
+        r.registered(k.clone(), s1, cinfo(0, old_clean), 0);
+        // New connect is persistent: the old queue is kept (false->false) or
+        // reused after its gone (true->false).
+        let g2 = r.auth_accepted(k.clone(), s2, cinfo(0, false), 1);
+        let barrier = Arc::new(Barrier::new(2));
+        std::thread::scope(|sc| {
+            let (r1, b1, k1) = (&r, Arc::clone(&barrier), k.clone());
+            sc.spawn(move || {
+                b1.wait();
+                r1.registered(k1, s2, cinfo(0, false), 2);
+            });
+            let (r2, b2, k2) = (&r, Arc::clone(&barrier), k.clone());
+            sc.spawn(move || {
+                b2.wait();
+                if old_clean {
+                    r2.gone(&k2, q1, 2);
+                } else {
+                    r2.went_offline(&k2, q1, 2);
+                }
+            });
+        });
+        assert_eq!(r.woke_up(&k, q1, 3), Applied::Applied);
+        let v = r.lookup(&k).unwrap();
+        assert_eq!(
+            (v.state, v.generation, v.queue, v.conn),
+            (SessionState::Online, g2, Some(q1), Some(s2))
+        );
+        let ends: Vec<_> = r
+            .recent_endings(usize::MAX)
+            .into_iter()
+            .filter(|e| e.key == k)
+            .collect();
+        assert_eq!(ends.len(), 1, "{k:?}: {ends:?}");
+        assert_eq!(
+            (ends[0].generation, ends[0].reason),
+            (g1, EndReason::TakenOver)
+        );
+    }
+    assert_eq!(r.counts().online, 300);
+    assert_eq!(r.stats().taken_over, 300);
+    assert_eq!(r.live_sessions_of_user(b"alice"), 300);
+}

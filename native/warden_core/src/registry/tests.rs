@@ -1,0 +1,962 @@
+//! Scenario tests: every hook order observed on a real broker (facts page
+//! section 4), the races, and the bookkeeping (counts, per-user, history).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use super::*;
+
+const S1: ProcId = ProcId(101);
+const S2: ProcId = ProcId(102);
+const S3: ProcId = ProcId(103);
+const Q1: ProcId = ProcId(201);
+const Q2: ProcId = ProcId(202);
+
+pub(super) fn key(id: &str) -> SubscriberKey {
+    SubscriberKey::new(Vec::new(), id.as_bytes().to_vec())
+}
+
+fn info(user: &str, clean: bool) -> ConnectInfo {
+    ConnectInfo {
+        peer: Some(Peer {
+            ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+            port: 4000,
+        }),
+        username: Some(user.as_bytes().into()),
+        clean_session: clean,
+        protocol: Protocol::Mqtt3,
+    }
+}
+
+fn info_at(user: &str, clean: bool, ip: IpAddr) -> ConnectInfo {
+    ConnectInfo {
+        peer: Some(Peer { ip, port: 1 }),
+        ..info(user, clean)
+    }
+}
+
+fn reg() -> Registry {
+    Registry::new(RegistryConfig {
+        shards: 4,
+        history_size: 100,
+        pending_ttl_ms: 1000,
+    })
+}
+
+/// Normal connect as seen on the broker: auth, wakeup, on_register.
+fn connect(r: &Registry, k: &SubscriberKey, s: ProcId, q: ProcId, clean: bool, t: Millis) -> u64 {
+    let g = r.auth_accepted(k.clone(), s, info("alice", clean), t);
+    assert_eq!(r.woke_up(k, q, t + 1), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), s, info("alice", clean), t + 2),
+        Applied::Applied
+    );
+    g
+}
+
+fn view(r: &Registry, k: &SubscriberKey) -> SessionView {
+    r.lookup(k).expect("record present")
+}
+
+fn reasons(r: &Registry) -> Vec<(u64, EndReason)> {
+    r.recent_endings(usize::MAX)
+        .iter()
+        .rev()
+        .map(|e| (e.generation, e.reason))
+        .collect()
+}
+
+/// counts() and len() must equal a full scan.
+fn assert_counts_match_scan(r: &Registry) {
+    let all = r.list(&Filter::default(), usize::MAX);
+    let n = |s| all.iter().filter(|v| v.state == s).count() as u64;
+    assert_eq!(
+        r.counts(),
+        StateCounts {
+            authenticated: n(SessionState::Authenticated),
+            online: n(SessionState::Online),
+            offline: n(SessionState::Offline),
+        }
+    );
+    assert_eq!(r.len(), all.len());
+    assert_eq!(r.stats().live, all.len() as u64);
+}
+
+#[test]
+fn normal_connect_wakeup_before_register() {
+    let r = reg();
+    let k = key("c");
+    let g = r.auth_accepted(k.clone(), S1, info("alice", true), 10);
+    let v = view(&r, &k);
+    assert_eq!(v.state, SessionState::Authenticated);
+    assert_eq!(
+        (v.generation, v.pending_generation, v.conn, v.queue),
+        (g, Some(g), Some(S1), None)
+    );
+    assert_eq!(r.counts().authenticated, 1);
+    assert_eq!(r.live_sessions_of_user(b"alice"), 1);
+
+    assert_eq!(r.woke_up(&k, Q1, 11), Applied::Applied);
+    let v = view(&r, &k);
+    assert_eq!(
+        (v.state, v.generation, v.queue, v.conn),
+        (SessionState::Online, g, Some(Q1), Some(S1))
+    );
+    assert_eq!(
+        (
+            v.connect_count,
+            v.first_connect,
+            v.last_connect,
+            v.pending_generation
+        ),
+        (1, 10, 11, None)
+    );
+
+    assert_eq!(
+        r.registered(k.clone(), S1, info("alice", true), 12),
+        Applied::Applied
+    );
+    assert_eq!(view(&r, &k).last_change, 12);
+    assert_eq!(
+        r.registered(k.clone(), S1, info("alice", true), 13),
+        Applied::Duplicate
+    );
+    assert_eq!(r.woke_up(&k, Q1, 14), Applied::Duplicate);
+    assert_eq!(view(&r, &k).last_change, 12);
+    let st = r.stats();
+    assert_eq!((st.duplicate_events, st.stale_events, st.ended), (2, 0, 0));
+    assert_eq!(
+        r.counts(),
+        StateCounts {
+            authenticated: 0,
+            online: 1,
+            offline: 0
+        }
+    );
+    assert_eq!(r.live_sessions_of_user(b"alice"), 1);
+    assert_counts_match_scan(&r);
+}
+
+#[test]
+fn on_register_before_wakeup() {
+    let r = reg();
+    let k = key("c");
+    let g = r.auth_accepted(k.clone(), S1, info("alice", false), 10);
+    assert_eq!(
+        r.registered(k.clone(), S1, info("alice", false), 11),
+        Applied::Applied
+    );
+    let v = view(&r, &k);
+    assert_eq!(
+        (v.state, v.generation, v.queue, v.conn),
+        (SessionState::Online, g, None, Some(S1))
+    );
+    assert_eq!(r.woke_up(&k, Q1, 12), Applied::Applied);
+    assert_eq!(view(&r, &k).queue, Some(Q1));
+    assert_eq!(view(&r, &k).connect_count, 1);
+}
+
+#[test]
+fn clean_disconnect_removes_record() {
+    let r = reg();
+    let k = key("c");
+    let g = connect(&r, &k, S1, Q1, true, 10);
+    assert_eq!(r.gone(&k, Q1, 50), Applied::Applied);
+    assert!(r.lookup(&k).is_none());
+    assert_eq!(reasons(&r), vec![(g, EndReason::Gone)]);
+    let e = &r.recent_endings(1)[0];
+    assert_eq!(
+        (e.started, e.ended, e.username.as_deref()),
+        (11, 50, Some(&b"alice"[..]))
+    );
+    assert_eq!(r.len(), 0);
+    assert_eq!(r.counts(), StateCounts::default());
+    assert_eq!(r.live_sessions_of_user(b"alice"), 0);
+    assert_eq!(r.users.entries(), 0);
+    assert_eq!(r.gone(&k, Q1, 51), Applied::Unknown);
+    assert_eq!(r.stats().unknown_events, 1);
+}
+
+#[test]
+fn persistent_disconnect_then_expiry() {
+    let r = reg();
+    let k = key("c");
+    let g = connect(&r, &k, S1, Q1, false, 10);
+    assert_eq!(r.went_offline(&k, Q1, 50), Applied::Applied);
+    let v = view(&r, &k);
+    assert_eq!(
+        (v.state, v.generation, v.last_end),
+        (SessionState::Offline, g, Some((EndReason::Offline, 50)))
+    );
+    assert_eq!(
+        r.counts(),
+        StateCounts {
+            authenticated: 0,
+            online: 0,
+            offline: 1
+        }
+    );
+    assert_eq!(
+        r.live_sessions_of_user(b"alice"),
+        0,
+        "offline sessions are not live"
+    );
+    assert_eq!(r.went_offline(&k, Q1, 51), Applied::Duplicate);
+    assert_eq!(r.expired(&k, Q2, 60), Applied::Stale);
+    assert_eq!(r.expired(&k, Q1, 70), Applied::Applied);
+    assert!(r.lookup(&k).is_none());
+    assert_eq!(
+        reasons(&r),
+        vec![(g, EndReason::Offline), (g, EndReason::Expired)]
+    );
+    assert_eq!(r.expired(&k, Q1, 71), Applied::Unknown);
+    assert_counts_match_scan(&r);
+}
+
+#[test]
+fn takeover_false_false() {
+    // auth@S2, offline@Q1, on_register@S2, wakeup@Q1
+    let r = reg();
+    let k = key("c");
+    let g1 = connect(&r, &k, S1, Q1, false, 10);
+    let g2 = r.auth_accepted(k.clone(), S2, info("alice", false), 100);
+    assert!(g2 > g1);
+    let v = view(&r, &k);
+    assert_eq!(
+        (v.state, v.generation, v.pending_generation),
+        (SessionState::Online, g1, Some(g2))
+    );
+    assert_eq!(
+        r.live_sessions_of_user(b"alice"),
+        1,
+        "same-user takeover counts once"
+    );
+
+    assert_eq!(r.went_offline(&k, Q1, 101), Applied::Applied);
+    assert_eq!(view(&r, &k).state, SessionState::Offline);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", false), 102),
+        Applied::Applied
+    );
+    let v = view(&r, &k);
+    assert_eq!(
+        (v.state, v.generation, v.queue, v.conn),
+        (SessionState::Online, g2, None, Some(S2))
+    );
+    assert_eq!(r.woke_up(&k, Q1, 103), Applied::Applied);
+    let v = view(&r, &k);
+    assert_eq!(
+        (v.queue, v.connect_count, v.pending_generation),
+        (Some(Q1), 2, None)
+    );
+    assert_eq!(reasons(&r), vec![(g1, EndReason::TakenOver)]);
+    let st = r.stats();
+    assert_eq!((st.taken_over, st.stale_events, st.ended), (1, 0, 1));
+    assert_counts_match_scan(&r);
+}
+
+#[test]
+fn takeover_false_false_register_before_old_offline() {
+    // on_register@S2 races ahead of offline@Q1: the offline belongs to the
+    // previous generation, already ended as taken_over at promotion.
+    let r = reg();
+    let k = key("c");
+    let g1 = connect(&r, &k, S1, Q1, false, 10);
+    let g2 = r.auth_accepted(k.clone(), S2, info("alice", false), 100);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", false), 101),
+        Applied::Applied
+    );
+    assert_eq!(r.went_offline(&k, Q1, 102), Applied::Stale);
+    let v = view(&r, &k);
+    assert_eq!((v.state, v.generation), (SessionState::Online, g2));
+    assert_eq!(r.woke_up(&k, Q1, 103), Applied::Applied);
+    assert_eq!(view(&r, &k).queue, Some(Q1));
+    assert_eq!(reasons(&r), vec![(g1, EndReason::TakenOver)]);
+    assert_eq!(r.stats().stale_events, 1);
+    assert_eq!(r.counts().online, 1);
+}
+
+#[test]
+fn takeover_false_true() {
+    // auth@S2, gone@Q1, wakeup@Q2, on_register@S2
+    let r = reg();
+    let k = key("c");
+    let g1 = connect(&r, &k, S1, Q1, false, 10);
+    let g2 = r.auth_accepted(k.clone(), S2, info("alice", true), 100);
+    assert_eq!(r.gone(&k, Q1, 101), Applied::Applied);
+    let v = view(&r, &k);
+    assert_eq!((v.state, v.generation), (SessionState::Authenticated, g2));
+    assert_eq!(r.woke_up(&k, Q2, 200), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", true), 201),
+        Applied::Applied
+    );
+    let v = view(&r, &k);
+    assert_eq!(
+        (v.state, v.generation, v.queue, v.clean_session),
+        (SessionState::Online, g2, Some(Q2), true)
+    );
+    assert_eq!(reasons(&r), vec![(g1, EndReason::TakenOver)]);
+    assert_eq!(r.stats().stale_events, 0);
+}
+
+#[test]
+fn takeover_true_false_queue_reused() {
+    // auth@S2, gone@Q1, on_register@S2, wakeup@Q1
+    let r = reg();
+    let k = key("c");
+    let g1 = connect(&r, &k, S1, Q1, true, 10);
+    let g2 = r.auth_accepted(k.clone(), S2, info("alice", false), 100);
+    assert_eq!(r.gone(&k, Q1, 101), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", false), 102),
+        Applied::Applied
+    );
+    assert_eq!(r.woke_up(&k, Q1, 103), Applied::Applied);
+    let v = view(&r, &k);
+    assert_eq!(
+        (v.state, v.generation, v.queue),
+        (SessionState::Online, g2, Some(Q1))
+    );
+    assert_eq!(reasons(&r), vec![(g1, EndReason::TakenOver)]);
+}
+
+#[test]
+fn takeover_true_true() {
+    // auth@S2, gone@Q1, wakeup@Q2, on_register@S2
+    let r = reg();
+    let k = key("c");
+    let g1 = connect(&r, &k, S1, Q1, true, 10);
+    let g2 = r.auth_accepted(k.clone(), S2, info("alice", true), 100);
+    assert_eq!(r.gone(&k, Q1, 101), Applied::Applied);
+    assert_eq!(r.woke_up(&k, Q2, 102), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", true), 103),
+        Applied::Applied
+    );
+    let v = view(&r, &k);
+    assert_eq!(
+        (v.state, v.generation, v.queue, v.connect_count),
+        (SessionState::Online, g2, Some(Q2), 2)
+    );
+    assert_eq!(reasons(&r), vec![(g1, EndReason::TakenOver)]);
+    assert_eq!(r.stats().taken_over, 1);
+}
+
+/// The race that matters most: in a clean takeover the old queue's gone
+/// arrives after the new queue's wakeup (and after on_register). It must be
+/// stale; applying it would drop the live client.
+#[test]
+fn late_gone_after_new_wakeup_is_stale() {
+    for old_clean in [false, true] {
+        for gone_before_register in [false, true] {
+            let r = reg();
+            let k = key("c");
+            let g1 = connect(&r, &k, S1, Q1, old_clean, 10);
+            let g2 = r.auth_accepted(k.clone(), S2, info("alice", true), 100);
+            assert_eq!(r.woke_up(&k, Q2, 101), Applied::Applied);
+            if gone_before_register {
+                assert_eq!(r.gone(&k, Q1, 102), Applied::Stale);
+            }
+            assert_eq!(
+                r.registered(k.clone(), S2, info("alice", true), 103),
+                Applied::Applied
+            );
+            if !gone_before_register {
+                assert_eq!(r.gone(&k, Q1, 104), Applied::Stale);
+            }
+            let v = view(&r, &k);
+            assert_eq!(
+                (v.state, v.generation, v.queue),
+                (SessionState::Online, g2, Some(Q2))
+            );
+            assert_eq!(reasons(&r), vec![(g1, EndReason::TakenOver)]);
+            let st = r.stats();
+            assert_eq!((st.stale_events, st.taken_over, st.ended), (1, 1, 1));
+            assert_eq!(r.counts().online, 1);
+            assert_eq!(r.live_sessions_of_user(b"alice"), 1);
+            // The live session still ends normally from its own queue.
+            assert_eq!(r.gone(&k, Q2, 300), Applied::Applied);
+            assert!(r.lookup(&k).is_none());
+        }
+    }
+}
+
+#[test]
+fn late_gone_true_false_after_register_is_stale() {
+    // true->false where on_register@S2 beats gone@Q1: the new session has no
+    // queue yet, so the gone cannot be its own.
+    let r = reg();
+    let k = key("c");
+    let g1 = connect(&r, &k, S1, Q1, true, 10);
+    let g2 = r.auth_accepted(k.clone(), S2, info("alice", false), 100);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", false), 101),
+        Applied::Applied
+    );
+    assert_eq!(r.gone(&k, Q1, 102), Applied::Stale);
+    assert_eq!(r.woke_up(&k, Q1, 103), Applied::Applied);
+    let v = view(&r, &k);
+    assert_eq!(
+        (v.state, v.generation, v.queue),
+        (SessionState::Online, g2, Some(Q1))
+    );
+    assert_eq!(reasons(&r), vec![(g1, EndReason::TakenOver)]);
+}
+
+#[test]
+fn clean_connect_over_offline_discards_it() {
+    let r = reg();
+    let k = key("c");
+    let g1 = connect(&r, &k, S1, Q1, false, 10);
+    assert_eq!(r.went_offline(&k, Q1, 20), Applied::Applied);
+    let g2 = r.auth_accepted(k.clone(), S2, info("alice", true), 30);
+    // Offline view kept while the connect is pending.
+    let v = view(&r, &k);
+    assert_eq!(
+        (v.state, v.generation, v.pending_generation),
+        (SessionState::Offline, g1, Some(g2))
+    );
+    assert_eq!(r.woke_up(&k, Q2, 31), Applied::Applied);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", true), 32),
+        Applied::Applied
+    );
+    let v = view(&r, &k);
+    assert_eq!(
+        (v.state, v.generation, v.queue, v.last_end),
+        (
+            SessionState::Online,
+            g2,
+            Some(Q2),
+            Some((EndReason::Discarded, 31))
+        )
+    );
+    assert_eq!(
+        reasons(&r),
+        vec![(g1, EndReason::Offline), (g1, EndReason::Discarded)]
+    );
+    assert_eq!(
+        r.counts(),
+        StateCounts {
+            authenticated: 0,
+            online: 1,
+            offline: 0
+        }
+    );
+    // The discarded queue can no longer speak for the key.
+    assert_eq!(r.expired(&k, Q1, 40), Applied::Stale);
+}
+
+#[test]
+fn persistent_reconnect_over_offline_resumes() {
+    let r = reg();
+    let k = key("c");
+    let g1 = connect(&r, &k, S1, Q1, false, 10);
+    r.went_offline(&k, Q1, 20);
+    let g2 = connect(&r, &k, S2, Q1, false, 30);
+    let v = view(&r, &k);
+    assert_eq!(
+        (
+            v.state,
+            v.generation,
+            v.queue,
+            v.connect_count,
+            v.first_connect,
+            v.last_connect
+        ),
+        (SessionState::Online, g2, Some(Q1), 2, 10, 31)
+    );
+    assert_eq!(reasons(&r), vec![(g1, EndReason::Offline)]);
+}
+
+#[test]
+fn unknown_subscriber_wakeup_then_register() {
+    // Another plugin authorised the client: no auth_accepted.
+    let r = reg();
+    let k = key("c");
+    assert_eq!(r.woke_up(&k, Q1, 10), Applied::Applied);
+    let v = view(&r, &k);
+    assert_eq!(
+        (
+            v.state,
+            v.queue,
+            v.conn,
+            v.username.clone(),
+            v.connect_count
+        ),
+        (SessionState::Online, Some(Q1), None, None, 1)
+    );
+    assert!(v.generation > 0);
+    assert_eq!(r.live_sessions_of_user(b"alice"), 0);
+    assert_eq!(
+        r.registered(k.clone(), S1, info("alice", true), 11),
+        Applied::Applied
+    );
+    let v2 = view(&r, &k);
+    assert_eq!(
+        (v2.generation, v2.conn, v2.username.as_deref()),
+        (v.generation, Some(S1), Some(&b"alice"[..]))
+    );
+    assert_eq!(r.live_sessions_of_user(b"alice"), 1);
+    assert_eq!(
+        r.registered(k.clone(), S1, info("alice", true), 12),
+        Applied::Duplicate
+    );
+    assert_counts_match_scan(&r);
+}
+
+#[test]
+fn unknown_subscriber_register_then_wakeup() {
+    let r = reg();
+    let k = key("c");
+    assert_eq!(
+        r.registered(k.clone(), S1, info("bob", false), 10),
+        Applied::Applied
+    );
+    assert_eq!(
+        (view(&r, &k).state, view(&r, &k).queue),
+        (SessionState::Online, None)
+    );
+    assert_eq!(r.woke_up(&k, Q1, 11), Applied::Applied);
+    assert_eq!(view(&r, &k).queue, Some(Q1));
+    assert_eq!(r.live_sessions_of_user(b"bob"), 1);
+}
+
+#[test]
+fn unannounced_takeover_by_other_plugin() {
+    let r = reg();
+    let k = key("c");
+    let g1 = connect(&r, &k, S1, Q1, true, 10);
+    // New connection authorised by another plugin; its new queue wakes first.
+    assert_eq!(r.woke_up(&k, Q2, 20), Applied::Applied);
+    let g2 = view(&r, &k).generation;
+    assert!(g2 > g1);
+    assert_eq!(r.gone(&k, Q1, 21), Applied::Stale);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("bob", true), 22),
+        Applied::Applied
+    );
+    let v = view(&r, &k);
+    assert_eq!(
+        (v.state, v.generation, v.conn, v.queue),
+        (SessionState::Online, g2, Some(S2), Some(Q2))
+    );
+    assert_eq!(reasons(&r), vec![(g1, EndReason::TakenOver)]);
+    assert_eq!(
+        (
+            r.live_sessions_of_user(b"alice"),
+            r.live_sessions_of_user(b"bob")
+        ),
+        (0, 1)
+    );
+}
+
+#[test]
+fn unknown_offline_creates_offline_record() {
+    let r = reg();
+    let k = key("c");
+    assert_eq!(r.went_offline(&k, Q1, 10), Applied::Applied);
+    let v = view(&r, &k);
+    assert_eq!(
+        (v.state, v.queue, v.connect_count),
+        (SessionState::Offline, Some(Q1), 0)
+    );
+    assert_eq!(r.counts().offline, 1);
+    assert_eq!(r.expired(&k, Q1, 20), Applied::Applied);
+    assert!(r.lookup(&k).is_none());
+    assert_eq!(r.gone(&key("x"), Q1, 1), Applied::Unknown);
+    assert_eq!(r.expired(&key("y"), Q1, 1), Applied::Unknown);
+    assert_eq!(r.stats().unknown_events, 2);
+    assert_eq!(r.len(), 0);
+}
+
+#[test]
+fn offline_from_unknown_queue_with_only_pending_is_stale() {
+    let r = reg();
+    let k = key("c");
+    let g = r.auth_accepted(k.clone(), S2, info("alice", false), 10);
+    assert_eq!(r.went_offline(&k, Q1, 11), Applied::Stale);
+    assert_eq!(r.gone(&k, Q1, 11), Applied::Stale);
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", false), 12),
+        Applied::Applied
+    );
+    assert_eq!(view(&r, &k).generation, g);
+}
+
+#[test]
+fn sweep_drops_unconfirmed_connects() {
+    let r = reg();
+    let k = key("c");
+    let g = r.auth_accepted(k.clone(), S1, info("alice", true), 0);
+    assert_eq!(r.sweep(1000), 0, "ttl not exceeded yet");
+    assert_eq!(r.sweep(1001), 1);
+    assert!(r.lookup(&k).is_none());
+    assert_eq!(reasons(&r), vec![(g, EndReason::Abandoned)]);
+    assert_eq!(
+        (r.len(), r.live_sessions_of_user(b"alice"), r.counts()),
+        (0, 0, StateCounts::default())
+    );
+
+    // A pending connect over a live session: only the pending goes.
+    let k2 = key("d");
+    let g1 = connect(&r, &k2, S1, Q1, false, 2000);
+    let g2 = r.auth_accepted(k2.clone(), S2, info("bob", false), 2100);
+    assert_eq!(r.live_sessions_of_user(b"bob"), 1);
+    assert_eq!(r.sweep(5000), 1);
+    let v = view(&r, &k2);
+    assert_eq!(
+        (v.state, v.generation, v.pending_generation),
+        (SessionState::Online, g1, None)
+    );
+    assert_eq!(r.recent_endings(1)[0].generation, g2);
+    assert_eq!(
+        (
+            r.live_sessions_of_user(b"alice"),
+            r.live_sessions_of_user(b"bob")
+        ),
+        (1, 0)
+    );
+    assert_eq!(r.sweep(9000), 0);
+    assert_counts_match_scan(&r);
+}
+
+#[test]
+fn stale_pending_dropped_lazily() {
+    let r = reg();
+    let k = key("c");
+    let g1 = r.auth_accepted(k.clone(), S1, info("alice", true), 0);
+    // Its on_register, far too late: the pending is gone, the registration is
+    // a confirmed connect we did not see accepted -> new generation.
+    assert_eq!(
+        r.registered(k.clone(), S1, info("alice", true), 5000),
+        Applied::Applied
+    );
+    let v = view(&r, &k);
+    assert!(v.generation > g1);
+    assert_eq!(v.state, SessionState::Online);
+    assert_eq!(reasons(&r), vec![(g1, EndReason::Abandoned)]);
+    assert_eq!(
+        r.counts(),
+        StateCounts {
+            authenticated: 0,
+            online: 1,
+            offline: 0
+        }
+    );
+}
+
+#[test]
+fn second_auth_abandons_first_pending() {
+    let r = reg();
+    let k = key("c");
+    let g1 = r.auth_accepted(k.clone(), S1, info("alice", true), 0);
+    let g2 = r.auth_accepted(k.clone(), S2, info("alice", true), 1);
+    assert!(g2 > g1);
+    assert_eq!(reasons(&r), vec![(g1, EndReason::Abandoned)]);
+    assert_eq!(
+        r.registered(k.clone(), S1, info("alice", true), 2),
+        Applied::Stale
+    );
+    assert_eq!(
+        r.registered(k.clone(), S2, info("alice", true), 3),
+        Applied::Applied
+    );
+    assert_eq!(view(&r, &k).generation, g2);
+    assert_eq!(r.live_sessions_of_user(b"alice"), 1);
+    let _ = S3;
+}
+
+#[test]
+fn generations_increase_across_record_removal() {
+    let r = reg();
+    let k = key("c");
+    let mut last = 0;
+    for i in 0..5 {
+        let g = connect(&r, &k, S1, Q1, true, i * 10);
+        assert!(g > last);
+        last = g;
+        r.gone(&k, Q1, i * 10 + 5);
+    }
+    r.clear();
+    assert!(connect(&r, &k, S1, Q1, true, 100) > last);
+}
+
+#[test]
+fn per_user_counts() {
+    let r = reg();
+    connect(&r, &key("a1"), S1, Q1, true, 0);
+    r.auth_accepted(key("a2"), S2, info("alice", true), 0);
+    assert_eq!(r.live_sessions_of_user(b"alice"), 2);
+    // A takeover of a1 by another user: two live until promotion.
+    r.auth_accepted(key("a1"), S3, info("bob", true), 1);
+    assert_eq!(
+        (
+            r.live_sessions_of_user(b"alice"),
+            r.live_sessions_of_user(b"bob")
+        ),
+        (2, 1)
+    );
+    r.gone(&key("a1"), Q1, 2);
+    assert_eq!(
+        (
+            r.live_sessions_of_user(b"alice"),
+            r.live_sessions_of_user(b"bob")
+        ),
+        (1, 1)
+    );
+    r.woke_up(&key("a1"), Q2, 3);
+    assert_eq!(
+        (
+            r.live_sessions_of_user(b"alice"),
+            r.live_sessions_of_user(b"bob")
+        ),
+        (1, 1)
+    );
+    // on_register's username (after modifiers) replaces auth's.
+    r.registered(key("a1"), S3, info("carol", true), 4);
+    assert_eq!(
+        (
+            r.live_sessions_of_user(b"bob"),
+            r.live_sessions_of_user(b"carol")
+        ),
+        (0, 1)
+    );
+    assert_eq!(
+        r.counts(),
+        StateCounts {
+            authenticated: 1,
+            online: 1,
+            offline: 0
+        }
+    );
+    assert_eq!(r.live_sessions_of_user(b"nobody"), 0);
+    r.clear();
+    assert_eq!(r.users.entries(), 0);
+    assert_eq!(
+        (r.len(), r.counts(), r.stats().ended),
+        (0, StateCounts::default(), 0)
+    );
+}
+
+#[test]
+fn list_filters() {
+    let r = reg();
+    let v4 = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 7));
+    let v6 = IpAddr::V6("2001:db8::5".parse::<Ipv6Addr>().unwrap());
+    let mapped = IpAddr::V6(Ipv4Addr::new(192, 168, 1, 9).to_ipv6_mapped());
+    let mp = |m: &str, c: &str| SubscriberKey::new(m.as_bytes().to_vec(), c.as_bytes().to_vec());
+    r.auth_accepted(mp("", "sensor-1"), S1, info_at("alice", true, v4), 0);
+    r.woke_up(&mp("", "sensor-1"), Q1, 1);
+    r.auth_accepted(mp("", "sensor-2"), S2, info_at("bob", true, v6), 0);
+    r.auth_accepted(
+        mp("mp1", "sensor-3"),
+        S3,
+        info_at("alice", false, mapped),
+        0,
+    );
+    r.woke_up(&mp("mp1", "sensor-3"), Q2, 1);
+    r.went_offline(&mp("mp1", "sensor-3"), Q2, 2);
+    r.went_offline(&mp("", "other"), ProcId(9), 2);
+
+    let ids = |f: Filter| {
+        let mut v: Vec<String> = r
+            .list(&f, usize::MAX)
+            .into_iter()
+            .map(|v| String::from_utf8(v.key.client_id.to_vec()).unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(Filter::default()).len(), 4);
+    assert_eq!(
+        ids(Filter {
+            state: Some(SessionState::Online),
+            ..Default::default()
+        }),
+        ["sensor-1"]
+    );
+    assert_eq!(
+        ids(Filter {
+            state: Some(SessionState::Authenticated),
+            ..Default::default()
+        }),
+        ["sensor-2"]
+    );
+    assert_eq!(
+        ids(Filter {
+            state: Some(SessionState::Offline),
+            ..Default::default()
+        }),
+        ["other", "sensor-3"]
+    );
+    assert!(ids(Filter {
+        state: Some(SessionState::Gone),
+        ..Default::default()
+    })
+    .is_empty());
+    assert_eq!(
+        ids(Filter {
+            username: Some(b"alice".to_vec()),
+            ..Default::default()
+        }),
+        ["sensor-1", "sensor-3"]
+    );
+    assert_eq!(
+        ids(Filter {
+            mountpoint: Some(b"mp1".to_vec()),
+            ..Default::default()
+        }),
+        ["sensor-3"]
+    );
+    assert_eq!(
+        ids(Filter {
+            mountpoint: Some(Vec::new()),
+            ..Default::default()
+        }),
+        ["other", "sensor-1", "sensor-2"]
+    );
+    assert_eq!(
+        ids(Filter {
+            client_id_prefix: Some(b"sensor-".to_vec()),
+            ..Default::default()
+        })
+        .len(),
+        3
+    );
+    let net = |s: &str| Some(s.parse::<IpNet>().unwrap());
+    assert_eq!(
+        ids(Filter {
+            network: net("2001:db8::/32"),
+            ..Default::default()
+        }),
+        ["sensor-2"]
+    );
+    assert_eq!(
+        ids(Filter {
+            network: net("2001:db9::/32"),
+            ..Default::default()
+        }),
+        Vec::<String>::new()
+    );
+    // IPv4-mapped IPv6 peers match IPv4 networks.
+    assert_eq!(
+        ids(Filter {
+            network: net("192.168.1.0/24"),
+            ..Default::default()
+        }),
+        ["sensor-1", "sensor-3"]
+    );
+    assert_eq!(
+        ids(Filter {
+            network: net("192.168.1.7/32"),
+            username: Some(b"alice".to_vec()),
+            ..Default::default()
+        }),
+        ["sensor-1"]
+    );
+    assert_eq!(r.list(&Filter::default(), 2).len(), 2);
+    assert!(r.list(&Filter::default(), 0).is_empty());
+
+    // Chunked reads see the same as list().
+    let mut out = Vec::new();
+    for s in 0..r.shard_count() {
+        r.list_shard(s, &Filter::default(), &mut out, usize::MAX);
+    }
+    r.list_shard(r.shard_count(), &Filter::default(), &mut out, usize::MAX);
+    assert_eq!(out.len(), 4);
+    assert_counts_match_scan(&r);
+}
+
+#[test]
+fn history_is_bounded_newest_first() {
+    let r = Registry::new(RegistryConfig {
+        shards: 2,
+        history_size: 3,
+        pending_ttl_ms: 10,
+    });
+    let k = key("c");
+    let mut gens = Vec::new();
+    for i in 0..5 {
+        gens.push(connect(&r, &k, S1, Q1, true, i * 10));
+        r.gone(&k, Q1, i * 10 + 5);
+    }
+    let e = r.recent_endings(10);
+    assert_eq!(
+        e.iter().map(|e| e.generation).collect::<Vec<_>>(),
+        vec![gens[4], gens[3], gens[2]]
+    );
+    assert_eq!(r.recent_endings(1)[0].generation, gens[4]);
+    assert_eq!(r.stats().history_len, 3);
+    assert_eq!(r.stats().ended, 5);
+    r.set_history_size(1);
+    assert_eq!(r.recent_endings(10).len(), 1);
+    r.set_history_size(0);
+    connect(&r, &k, S1, Q1, true, 100);
+    r.gone(&k, Q1, 105);
+    assert_eq!(r.stats().history_len, 0);
+}
+
+#[test]
+fn config_shards_rounded_to_power_of_two() {
+    assert_eq!(
+        Registry::new(RegistryConfig {
+            shards: 5,
+            ..Default::default()
+        })
+        .shard_count(),
+        8
+    );
+    assert_eq!(
+        Registry::new(RegistryConfig {
+            shards: 0,
+            ..Default::default()
+        })
+        .shard_count(),
+        1
+    );
+    assert_eq!(Registry::new(RegistryConfig::default()).stats().shards, 64);
+}
+
+#[test]
+fn record_is_compact() {
+    // Per-live-session memory is benchmarked against ETS: keep the record
+    // (excluding key and username heap bytes) small.
+    let size = std::mem::size_of::<record::Record>();
+    assert!(size <= 128, "Record grew to {size} bytes");
+}
+
+#[test]
+fn registry_is_send_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Registry>();
+}
+
+#[test]
+fn as_str_names() {
+    assert_eq!(SessionState::Authenticated.as_str(), "authenticated");
+    assert_eq!(SessionState::Expired.as_str(), "expired");
+    let names: Vec<_> = [
+        EndReason::TakenOver,
+        EndReason::Gone,
+        EndReason::Offline,
+        EndReason::Expired,
+        EndReason::Discarded,
+        EndReason::Abandoned,
+    ]
+    .iter()
+    .map(|r| r.as_str())
+    .collect();
+    assert_eq!(
+        names,
+        [
+            "taken_over",
+            "gone",
+            "offline",
+            "expired",
+            "discarded",
+            "abandoned"
+        ]
+    );
+}
