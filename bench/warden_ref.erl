@@ -144,7 +144,9 @@ in_nets(Int, [{Net, Mask} | Rest]) ->
 client_id_ok(ClientId, Re) ->
     re:run(ClientId, Re, [{capture, none}]) =:= match.
 
+%% No username or no password: the anonymous rule decides.
 password_ok(undefined, _, Anon) -> Anon;
+password_ok(_, undefined, Anon) -> Anon;
 password_ok(User, Password, _) when is_binary(Password) ->
     case ets:lookup(?USERS, User) of
         [{_, Salt, Hash}] -> crypto:hash(sha512, [Password, Salt]) =:= Hash;
@@ -269,27 +271,30 @@ lookup(SubscriberId) ->
 sessions(Filter) ->
     Limit = maps:get(limit, Filter, 1000),
     StateM = maps:get(state, Filter, '_'),
-    Nets = case maps:get(peer, Filter, undefined) of
-               undefined -> undefined;
-               Cidr -> [parse_cidr(Cidr)]
-           end,
+    %% the CIDR test runs inside ETS, in the match spec guard
+    Guards = case maps:get(peer, Filter, undefined) of
+                 undefined -> [];
+                 Cidr ->
+                     {Net, Mask} = parse_cidr(Cidr),
+                     Int = {'bor', {'bor', {'bsl', {element, 1, '$1'}, 24},
+                                            {'bsl', {element, 2, '$1'}, 16}},
+                                   {'bor', {'bsl', {element, 3, '$1'}, 8}, {element, 4, '$1'}}},
+                     [{is_tuple, '$1'}, {'=:=', {size, '$1'}, 4},
+                      {'=:=', {'band', Int, Mask}, Net}]
+             end,
     MS = [{{'_', StateM, '_', {'$1', '_'}, '_', '_', '_', '_', '_', '_', '_', '_', '_'},
-           [], ['$_']}],
-    collect(ets:select(?T, MS, 1000), Nets, Limit, []).
+           Guards, ['$_']}],
+    collect(ets:select(?T, MS, 1000), Limit, []).
 
-collect(_, _, 0, Acc) -> Acc;
-collect('$end_of_table', _, _, Acc) -> Acc;
-collect({Rs, Cont}, Nets, Limit, Acc) ->
-    {Acc1, Left} = keep(Rs, Nets, Limit, Acc),
-    collect(ets:select(Cont), Nets, Left, Acc1).
+collect(_, 0, Acc) -> Acc;
+collect('$end_of_table', _, Acc) -> Acc;
+collect({Rs, Cont}, Limit, Acc) ->
+    {Acc1, Left} = keep(Rs, Limit, Acc),
+    collect(ets:select(Cont), Left, Acc1).
 
-keep([], _, Left, Acc) -> {Acc, Left};
-keep(_, _, 0, Acc) -> {Acc, 0};
-keep([R | Rs], Nets, Left, Acc) ->
-    case Nets =:= undefined orelse peer_allowed(element(1, element(4, R)), Nets) of
-        true -> keep(Rs, Nets, Left - 1, [to_map(R) | Acc]);
-        false -> keep(Rs, Nets, Left, Acc)
-    end.
+keep([], Left, Acc) -> {Acc, Left};
+keep(_, 0, Acc) -> {Acc, 0};
+keep([R | Rs], Left, Acc) -> keep(Rs, Left - 1, [to_map(R) | Acc]).
 
 to_map({{Mp, Cid}, State, Gen, Peer, User, Clean, Proto, First, Last, Change, Count, Queue, _}) ->
     #{mountpoint => Mp, client_id => Cid, state => State, generation => Gen,
