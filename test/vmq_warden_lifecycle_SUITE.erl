@@ -70,8 +70,8 @@ auth(Conn, Sid, Clean, User, Password) ->
         ?CHAIN:all_till_ok(auth_on_register, [?PEER, Sid, User, Password, Clean], ?CHAIN:plugins())
     end).
 
-register(Conn, Sid) -> register(Conn, Sid, undefined).
-register(Conn, Sid, User) ->
+reg(Conn, Sid) -> reg(Conn, Sid, undefined).
+reg(Conn, Sid, User) ->
     ?CHAIN:in_proc(Conn, fun() -> ?CHAIN:all(on_register, [?PEER, Sid, User], ?CHAIN:plugins()) end).
 
 queue(Queue, Hook, Sid) ->
@@ -85,10 +85,19 @@ expired(Q, Sid) -> queue(Q, on_session_expired, Sid).
 procs(N) -> [?CHAIN:spawn_proc() || _ <- lists:seq(1, N)].
 
 %% Normal connect (facts page: wakeup comes before on_register).
+%% Returns the session number (generation) the registry gave the connect.
 connect(Conn, Queue, Sid, Clean) ->
     ok = auth(Conn, Sid, Clean),
     ok = wakeup(Queue, Sid),
-    ok = register(Conn, Sid).
+    ok = reg(Conn, Sid),
+    maps:get(generation, session(Sid)).
+
+%% Session numbers grow with each connect of a subscriber id (they are not
+%% consecutive: the registry draws them from a per-shard counter).
+assert_newer(G1, Sid) ->
+    G2 = maps:get(generation, session(Sid)),
+    ?assert(G2 > G1, {G2, G1}),
+    G2.
 
 session(Sid) ->
     {ok, S} = vmq_warden:lookup(Sid),
@@ -112,54 +121,59 @@ hooks_are_registered_and_exported(_Config) ->
                 {on_client_wakeup, 1}, {on_client_offline, 1}, {on_client_gone, 1},
                 {on_session_expired, 1}],
     ?assertEqual(lists:sort(Expected), lists:sort([{F, A} || {_M, F, A, _} <- Hooks])),
+    %% VerneMQ checks the exports when it enables the plugin
+    [?assertEqual({module, M}, code:ensure_loaded(M)) || {M, _, _, _} <- Hooks],
     [?assert(erlang:function_exported(M, F, A)) || {M, F, A, _} <- Hooks],
     ok.
 
 clean_connect_and_disconnect(_Config) ->
     [S, Q] = procs(2),
     Sid = sid(<<"clean-1">>),
-    connect(S, Q, Sid, true),
-    ?assertMatch(#{state := online, generation := 1, clean_session := true,
+    G1 = connect(S, Q, Sid, true),
+    ?assertMatch(#{state := online, generation := G1, clean_session := true,
                    peer := ?PEER, connect_count := 1, protocol := 3}, session(Sid)),
     ?assertEqual(1, maps:get(online, vmq_warden:counts())),
     ok = gone(Q, Sid),
     ?assertEqual(not_found, vmq_warden:lookup(Sid)),
-    ?assertMatch(#{reason := gone, generation := 1}, last_ending(Sid)),
+    ?assertMatch(#{reason := gone, generation := G1}, last_ending(Sid)),
     ?assertEqual(0, maps:get(online, vmq_warden:counts())).
 
 persistent_connect_offline_reconnect(_Config) ->
     [S1, S2, Q] = procs(3),
     Sid = sid(<<"persist-1">>),
-    connect(S1, Q, Sid, false),
+    G1 = connect(S1, Q, Sid, false),
     ok = offline(Q, Sid),
-    ?assertMatch(#{state := offline, generation := 1, last_end := {offline, _}}, session(Sid)),
+    ?assertMatch(#{state := offline, generation := G1, last_end := {offline, _}}, session(Sid)),
     connect(S2, Q, Sid, false),
-    ?assertMatch(#{state := online, generation := 2, connect_count := 2}, session(Sid)).
+    G2 = assert_newer(G1, Sid),
+    ?assertMatch(#{state := online, generation := G2, connect_count := 2}, session(Sid)).
 
 %% auth@S2, offline@Q1, on_register@S2, wakeup@Q1
 takeover_persistent_to_persistent(_Config) ->
     [S1, S2, Q1] = procs(3),
     Sid = sid(<<"ff">>),
-    connect(S1, Q1, Sid, false),
+    G1 = connect(S1, Q1, Sid, false),
     ok = auth(S2, Sid, false),
     ok = offline(Q1, Sid),
-    ok = register(S2, Sid),
+    ok = reg(S2, Sid),
     ok = wakeup(Q1, Sid),
-    ?assertMatch(#{state := online, generation := 2, connect_count := 2}, session(Sid)),
-    ?assertMatch(#{reason := taken_over, generation := 1}, last_ending(Sid)).
+    G2 = assert_newer(G1, Sid),
+    ?assertMatch(#{state := online, generation := G2, connect_count := 2}, session(Sid)),
+    ?assertMatch(#{reason := taken_over, generation := G1}, last_ending(Sid)).
 
 %% auth@S2, gone@Q1, wakeup@Q2, on_register@S2
 takeover_persistent_to_clean(_Config) ->
     [S1, S2, Q1, Q2] = procs(4),
     Sid = sid(<<"ft">>),
-    connect(S1, Q1, Sid, false),
+    G1 = connect(S1, Q1, Sid, false),
     ok = auth(S2, Sid, true),
     ok = gone(Q1, Sid),
     ?assertMatch({ok, _}, vmq_warden:lookup(Sid)),
     ok = wakeup(Q2, Sid),
-    ok = register(S2, Sid),
-    ?assertMatch(#{state := online, generation := 2, clean_session := true}, session(Sid)),
-    ?assertMatch(#{reason := taken_over, generation := 1}, last_ending(Sid)),
+    ok = reg(S2, Sid),
+    G2 = assert_newer(G1, Sid),
+    ?assertMatch(#{state := online, generation := G2, clean_session := true}, session(Sid)),
+    ?assertMatch(#{reason := taken_over, generation := G1}, last_ending(Sid)),
     %% the new clean session ends normally from its own queue
     ok = gone(Q2, Sid),
     ?assertEqual(not_found, vmq_warden:lookup(Sid)).
@@ -168,26 +182,28 @@ takeover_persistent_to_clean(_Config) ->
 takeover_clean_to_persistent(_Config) ->
     [S1, S2, Q1] = procs(3),
     Sid = sid(<<"tf">>),
-    connect(S1, Q1, Sid, true),
+    G1 = connect(S1, Q1, Sid, true),
     ok = auth(S2, Sid, false),
     ok = gone(Q1, Sid),
-    ok = register(S2, Sid),
+    ok = reg(S2, Sid),
     ok = wakeup(Q1, Sid),
-    ?assertMatch(#{state := online, generation := 2, clean_session := false}, session(Sid)),
+    G2 = assert_newer(G1, Sid),
+    ?assertMatch(#{state := online, generation := G2, clean_session := false}, session(Sid)),
     ok = offline(Q1, Sid),
-    ?assertMatch(#{state := offline, generation := 2}, session(Sid)).
+    ?assertMatch(#{state := offline, generation := G2}, session(Sid)).
 
 %% auth@S2, gone@Q1, wakeup@Q2, on_register@S2
 takeover_clean_to_clean(_Config) ->
     [S1, S2, Q1, Q2] = procs(4),
     Sid = sid(<<"tt">>),
-    connect(S1, Q1, Sid, true),
+    G1 = connect(S1, Q1, Sid, true),
     ok = auth(S2, Sid, true),
     ok = gone(Q1, Sid),
     ok = wakeup(Q2, Sid),
-    ok = register(S2, Sid),
-    ?assertMatch(#{state := online, generation := 2}, session(Sid)),
-    ?assertMatch(#{reason := taken_over, generation := 1}, last_ending(Sid)).
+    ok = reg(S2, Sid),
+    G2 = assert_newer(G1, Sid),
+    ?assertMatch(#{state := online, generation := G2}, session(Sid)),
+    ?assertMatch(#{reason := taken_over, generation := G1}, last_ending(Sid)).
 
 %% The race of facts page section 4: the old queue replies to the cleanup
 %% before it calls on_client_gone, so its gone arrives after the new queue's
@@ -195,13 +211,14 @@ takeover_clean_to_clean(_Config) ->
 late_gone_of_old_queue_is_stale(_Config) ->
     [S1, S2, Q1, Q2] = procs(4),
     Sid = sid(<<"race">>),
-    connect(S1, Q1, Sid, true),
+    G1 = connect(S1, Q1, Sid, true),
     Stale0 = stale(),
     ok = auth(S2, Sid, true),
     ok = wakeup(Q2, Sid),
-    ok = register(S2, Sid),
+    ok = reg(S2, Sid),
     ok = gone(Q1, Sid),
-    ?assertMatch(#{state := online, generation := 2}, session(Sid)),
+    G2 = assert_newer(G1, Sid),
+    ?assertMatch(#{state := online, generation := G2}, session(Sid)),
     ?assertEqual(Stale0 + 1, stale()),
     ?assertEqual(1, maps:get(online, vmq_warden:counts())),
     %% and the live session still ends from its own queue
@@ -213,23 +230,25 @@ late_gone_of_old_queue_is_stale(_Config) ->
 late_offline_of_old_queue_is_stale(_Config) ->
     [S1, S2, Q1] = procs(3),
     Sid = sid(<<"race-ff">>),
-    connect(S1, Q1, Sid, false),
+    G1 = connect(S1, Q1, Sid, false),
     ok = auth(S2, Sid, false),
-    ok = register(S2, Sid),
+    ok = reg(S2, Sid),
     ok = offline(Q1, Sid),
     ok = wakeup(Q1, Sid),
-    ?assertMatch(#{state := online, generation := 2}, session(Sid)).
+    G2 = assert_newer(G1, Sid),
+    ?assertMatch(#{state := online, generation := G2}, session(Sid)).
 
 %% A clean client over an offline persistent session: the broker removes
 %% the old queue and calls no hook for it.
 clean_connect_discards_offline_session(_Config) ->
     [S1, S2, Q1, Q2] = procs(4),
     Sid = sid(<<"discard">>),
-    connect(S1, Q1, Sid, false),
+    G1 = connect(S1, Q1, Sid, false),
     ok = offline(Q1, Sid),
     connect(S2, Q2, Sid, true),
-    ?assertMatch(#{state := online, generation := 2, clean_session := true}, session(Sid)),
-    ?assertMatch(#{reason := discarded, generation := 1}, last_ending(Sid)).
+    G2 = assert_newer(G1, Sid),
+    ?assertMatch(#{state := online, generation := G2, clean_session := true}, session(Sid)),
+    ?assertMatch(#{reason := discarded, generation := G1}, last_ending(Sid)).
 
 wakeup_of_client_authorised_by_another_plugin(_Config) ->
     set_env(#{default_decision => next}),
@@ -238,8 +257,8 @@ wakeup_of_client_authorised_by_another_plugin(_Config) ->
     ok = auth(S, Sid, true, <<"fake-user">>, <<"fake-pass">>),
     ?assertEqual(not_found, vmq_warden:lookup(Sid)),
     ok = wakeup(Q, Sid),
-    ok = register(S, Sid, <<"fake-user">>),
-    ?assertMatch(#{state := online, generation := 1, username := <<"fake-user">>,
+    ok = reg(S, Sid, <<"fake-user">>),
+    ?assertMatch(#{state := online, generation := _, username := <<"fake-user">>,
                    peer := ?PEER}, session(Sid)).
 
 session_expiry(_Config) ->

@@ -7,6 +7,9 @@
 
 pub mod credentials;
 pub mod registry;
+pub mod firewall;
+pub mod limits;
+pub mod policy;
 pub mod types;
 
 pub use ipnet::IpNet;

@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use rustler::types::map::MapIterator;
 use rustler::{Atom, Encoder, Env, Error, NifResult, Term, TermType};
-use warden_core::firewall::{BanSelector, DefaultDecision, FirewallConfig, UnknownUser};
+use warden_core::firewall::{BanSelector, BanTarget, DefaultDecision, FirewallConfig, UnknownUser};
 use warden_core::registry::{Filter, SessionState};
 use warden_core::IpNet;
 
@@ -85,7 +85,10 @@ fn load_files<'a>(env: Env<'a>, policy: Term<'a>, passwords: Term<'a>) -> NifRes
                 &[
                     ("warnings", warnings.encode(env)),
                     ("users", report.users.encode(env)),
+                    ("groups", report.groups.encode(env)),
                     ("rules", report.rules.encode(env)),
+                    ("passwords", report.passwords.encode(env)),
+                    ("generation", report.generation.encode(env)),
                 ],
             );
             (atoms::ok(), map).encode(env)
@@ -152,6 +155,70 @@ fn counts(env: Env) -> Term {
     )
 }
 
+/// Every counter, in the shape `vmq_warden:stats/0` documents.
+#[rustler::nif]
+fn stats(env: Env) -> Term {
+    let w = &*WARDEN;
+    let f = w.firewall.stats();
+    let r = w.registry.stats();
+    let c = w.registry.counts();
+    let n = |v: u64| v.encode(env);
+    let load = |a: &std::sync::atomic::AtomicU64| n(a.load(std::sync::atomic::Ordering::Relaxed));
+    let refused: Vec<(&str, Term)> = f.refused.iter().map(|(code, v)| (code.as_str(), n(*v))).collect();
+    let decisions = encode::map_of(
+        env,
+        &[("accepted", n(f.accepted)), ("next", n(f.next)), ("refused", encode::map_of(env, &refused))],
+    );
+    let h = &w.hooks;
+    let events = encode::map_of(
+        env,
+        &[
+            ("auth_on_register", load(&h.auth_on_register)),
+            ("on_register", load(&h.on_register)),
+            ("on_client_wakeup", load(&h.on_client_wakeup)),
+            ("on_client_offline", load(&h.on_client_offline)),
+            ("on_client_gone", load(&h.on_client_gone)),
+            ("on_session_expired", load(&h.on_session_expired)),
+        ],
+    );
+    let registry = encode::map_of(
+        env,
+        &[
+            ("authenticated", n(c.authenticated)),
+            ("online", n(c.online)),
+            ("offline", n(c.offline)),
+            ("live", n(r.live)),
+            ("stale_events", n(r.stale_events)),
+            ("duplicate_events", n(r.duplicate_events)),
+            ("unknown_events", n(r.unknown_events)),
+            ("taken_over", n(r.taken_over)),
+            ("ended", n(r.ended)),
+            ("history_len", n(r.history_len)),
+        ],
+    );
+    encode::map_of(
+        env,
+        &[
+            ("decisions", decisions),
+            ("events", events),
+            ("stale_events", n(r.stale_events)),
+            ("registry", registry),
+            ("cache", encode::map_of(env, &[("hits", n(f.cache_hits)), ("misses", n(f.cache_misses))])),
+            ("bans_active", n(f.bans_active)),
+            ("bans_started", n(f.bans_started)),
+            ("reloads", encode::map_of(env, &[("ok", n(f.reloads_ok)), ("failed", n(f.reloads_failed))])),
+            (
+                "verify",
+                encode::map_of(
+                    env,
+                    &[("count", n(f.verify_count)), ("total_us", n(f.verify_micros_total)), ("slow", n(f.slow_verifications))],
+                ),
+            ),
+            ("tracked", encode::map_of(env, &[("peers", n(f.tracked_peers)), ("users", n(f.tracked_users))])),
+        ],
+    )
+}
+
 #[rustler::nif]
 fn recent_endings(env: Env, limit: usize) -> Term {
     let endings = WARDEN.registry.recent_endings(limit);
@@ -175,16 +242,16 @@ fn bans(env: Env) -> Term {
     let bans = WARDEN.firewall.bans(now());
     bans.iter()
         .map(|b| {
-            let subject = match &b.subject {
-                warden_core::limits::BanSubject::Peer(ip) => (atoms::peer(), encode::ip(env, *ip)).encode(env),
-                warden_core::limits::BanSubject::Username(u) => (atoms::username(), encode::bin(env, u)).encode(env),
+            let subject = match &b.target {
+                BanTarget::Peer(net) => (atoms::peer(), net.to_string()).encode(env),
+                BanTarget::Username(u) => (atoms::username(), encode::bin(env, u)).encode(env),
             };
             encode::map_of(
                 env,
                 &[
-                    ("subject", subject),
+                    ("target", subject),
                     ("until", b.until.encode(env)),
-                    ("failures", b.failures.encode(env)),
+                    ("remaining_ms", b.remaining_ms.encode(env)),
                 ],
             )
         })

@@ -3,6 +3,7 @@
 //! does not fit is `badarg`, which the hook wrapper turns into the failure
 //! decision. Nothing here panics on any input.
 
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use rustler::types::tuple::get_tuple;
@@ -39,7 +40,27 @@ pub fn key(mountpoint: Term, client_id: Term) -> NifResult<SubscriberKey> {
 /// lives, which is all the registry needs to tell two queues apart.
 pub fn proc_id(term: Term) -> NifResult<ProcId> {
     let _: LocalPid = term.decode()?;
-    Ok(ProcId(term.as_c_arg() as u64))
+    let mut word = WordCapture(0);
+    term.as_c_arg().hash(&mut word);
+    Ok(ProcId(word.0))
+}
+
+/// Reads the term word out of `ErlNifTerm`, whose field is private but whose
+/// derived `Hash` writes exactly that word: identity without `unsafe`.
+struct WordCapture(u64);
+
+impl Hasher for WordCapture {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_usize(&mut self, word: usize) {
+        self.0 = word as u64;
+    }
 }
 
 pub fn protocol(term: Term) -> NifResult<Protocol> {

@@ -86,7 +86,8 @@ fn mod_value<'a>(env: Env<'a>, value: &ModValue) -> Term<'a> {
     match value {
         ModValue::Int(i) => i.encode(env),
         ModValue::Bool(b) => b.encode(env),
-        ModValue::Atom(a) => atom(env, a.as_ref()),
+        ModValue::Atom(a) => atom(env, a),
+        ModValue::Bytes(b) => bin(env, b),
         ModValue::SubscriberId { mountpoint, client_id } => {
             make_tuple(env, &[charlist(env, mountpoint), bin(env, client_id)])
         }

@@ -113,6 +113,7 @@ fn finish<'a>(
 }
 
 /// on_register / on_register_m5, from the connection process.
+#[allow(clippy::too_many_arguments)]
 #[rustler::nif]
 fn registered<'a>(
     env: Env<'a>,
@@ -130,9 +131,10 @@ fn registered<'a>(
     let info = ConnectInfo {
         peer: decode::peer(ip, port)?,
         username: decode::opt_bytes(user)?.map(Vec::into_boxed_slice),
-        // on_register does not carry the flag; the registry keeps the one
-        // seen at auth (or the queue's) and uses this only for a new record.
-        clean_session: true,
+        // on_register does not carry the flag: the registry keeps the one
+        // seen at auth and uses this only for a session it never saw
+        // authorised, which it treats as persistent (like a bare wakeup).
+        clean_session: false,
         protocol: decode::protocol(proto)?,
     };
     let applied = w.registry.registered(key, decode::proc_id(conn)?, info, now());

@@ -13,7 +13,8 @@ mod hooks;
 mod logbridge;
 mod state;
 
-rustler::atoms! {
+pub mod atoms {
+    rustler::atoms! {
     ok,
     error,
     next,
@@ -36,6 +37,7 @@ rustler::atoms! {
     username,
     properties,
     p_session_expiry_interval,
+    }
 }
 
 #[rustler::nif]

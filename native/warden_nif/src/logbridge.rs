@@ -144,7 +144,7 @@ fn drain_logs(env: Env<'_>, max: usize) -> Term<'_> {
 }
 
 #[rustler::nif]
-fn set_log_level(level: String) -> &'static str {
+fn set_log_level(level: String) -> rustler::Atom {
     set_level(&level);
-    "ok"
+    crate::atoms::ok()
 }

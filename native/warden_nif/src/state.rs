@@ -5,8 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use once_cell::sync::Lazy;
 use warden_core::firewall::{Firewall, FirewallConfig, LiveSessions};
-use warden_core::registry::{Registry, RegistryConfig};
-use warden_core::types::Millis;
+use warden_core::registry::{Registry, RegistryConfig, SessionState};
+use warden_core::types::{Millis, SubscriberKey};
 
 pub struct Warden {
     pub registry: Registry,
@@ -37,6 +37,13 @@ pub struct RegistrySessions<'a>(pub &'a Registry);
 impl LiveSessions for RegistrySessions<'_> {
     fn live_sessions_of_user(&self, username: &[u8]) -> usize {
         self.0.live_sessions_of_user(username)
+    }
+
+    fn has_live_session(&self, username: &[u8], key: &SubscriberKey) -> bool {
+        self.0.lookup(key).is_some_and(|s| {
+            matches!(s.state, SessionState::Online | SessionState::Authenticated)
+                && s.username.as_deref() == Some(username)
+        })
     }
 }
 

@@ -359,7 +359,8 @@ impl Model {
         self.install(k, s, now);
         if let Some(i) = reg_info {
             let c = self.rec(k).cur.as_mut().unwrap();
-            c.info = i;
+            // on_register does not carry the clean flag: the known one stays.
+            c.info = ConnectInfo { clean_session: c.info.clean_session, ..i };
             c.registered = true;
         }
     }
@@ -436,7 +437,7 @@ impl Model {
                     let rec = self.rec(k);
                     let c = rec.cur.as_mut().unwrap();
                     c.conn = Some(conn);
-                    c.info = info;
+                    c.info = ConnectInfo { clean_session: c.info.clean_session, ..info };
                     c.registered = true;
                     rec.last_change = now;
                     Applied::Applied

@@ -80,6 +80,14 @@ impl Session {
         self.clean = info.clean_session;
         self.protocol = info.protocol;
     }
+
+    /// on_register carries peer, username and protocol but not the clean
+    /// flag: the one already known (from auth, or assumed at wakeup) stays.
+    fn set_registered_info(&mut self, info: ConnectInfo) {
+        let clean = self.clean;
+        self.set_info(info);
+        self.clean = clean;
+    }
 }
 
 pub(super) struct Record {
@@ -324,9 +332,9 @@ impl Record {
             // known yet when on_register comes before the wakeup.
             self.promote(cx, None, true);
             // on_register carries the session as finally registered (after
-            // any modifiers): it wins over what auth saw.
+            // any modifiers): it wins over what auth saw, but for the flag.
             if let Some(s) = &mut self.cur {
-                s.set_info(info);
+                s.set_registered_info(info);
             }
             return Applied::Applied;
         }
@@ -340,7 +348,7 @@ impl Record {
                     return Applied::Duplicate;
                 }
                 s.set_conn(Some(conn));
-                s.set_info(info);
+                s.set_registered_info(info);
                 s.registered = true;
                 self.last_change = cx.now;
                 return Applied::Applied;

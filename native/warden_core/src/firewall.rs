@@ -1,0 +1,994 @@
+//! The admission decision engine behind auth_on_register(_m5).
+//!
+//! A decision takes 1 to 3 calls so that slow password hashes run on a dirty
+//! scheduler: [`Firewall::begin`] (no password needed yet), then
+//! [`Firewall::with_password`] on the normal scheduler (cache hit or fast
+//! hash), then, only if that answered [`PasswordStep::NeedSlowHash`],
+//! [`Firewall::verify_slow`] on a dirty scheduler. The [`PendingAuth`] carried
+//! between the calls owns the policy snapshot the decision started with, so a
+//! reload in between never mixes two policies.
+//!
+//! Decision order (first step that decides wins):
+//! 1. bans: the peer address, then the username (failed-login bans)
+//! 2. connection-rate limits: per peer address, then per username
+//! 3. (no policy file and no password file at all: `default_decision`)
+//! 4. ordered rules, first match wins: `allow` skips steps 5-8, `deny`
+//!    refuses with the rule's reason/code, `next` answers next
+//! 5. peer network allow/deny lists
+//! 6. client id constraints
+//! 7. username constraints
+//! 8. anonymous clients: allowed globally / per listener
+//! 9. certificate identity (per listener): the username comes from the client
+//!    certificate; the certificate replaces the password
+//! 10. credentials: anonymous (allowed) -> step 11; unknown user ->
+//!     `unknown_user` (or `default_decision` when no user source exists);
+//!     known user -> password check (cache, then hash); wrong password ->
+//!     bad_username_or_password, counted toward bans
+//! 11. per-user / per-group: allowed peer networks, max concurrent sessions,
+//!     session modifiers -> accept
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ipnet::IpNet;
+use parking_lot::RwLock;
+use serde::Deserialize;
+
+use crate::credentials::{self, AuthCache, PasswordFile, PasswordHash};
+use crate::limits::{peer_key, BanTable, RateLimiter};
+use crate::policy::{in_networks, Action, CertField, MatchInput, Policy, PolicyError, Settings};
+pub use crate::policy::{ModValue, Modifiers};
+use crate::types::{Millis, Peer, Protocol, SubscriberKey};
+
+// ---------------------------------------------------------------------------
+// Configuration and request/decision types
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownUser {
+    Next,
+    Deny,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultDecision {
+    Allow,
+    Deny,
+    Next,
+}
+
+/// Engine settings (the app env of DESIGN.md).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FirewallConfig {
+    pub unknown_user: UnknownUser,
+    /// When neither a policy nor a password file knows the client.
+    pub default_decision: DefaultDecision,
+    pub allow_anonymous: bool,
+    /// Connects per second per peer address; 0 = off.
+    pub rate_per_peer: f64,
+    pub burst_per_peer: u32,
+    /// Connects per second per username; 0 = off.
+    pub rate_per_user: f64,
+    pub burst_per_user: u32,
+    /// Failed logins within `ban_window_ms` that ban an address or user; 0 = off.
+    pub ban_threshold: u32,
+    pub ban_window_ms: u64,
+    pub ban_duration_ms: u64,
+    pub cache_size: usize,
+    pub cache_ok_ttl_ms: u64,
+    pub cache_fail_ttl_ms: u64,
+    /// Bound of each limiter and ban table.
+    pub max_tracked: usize,
+}
+
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        FirewallConfig {
+            unknown_user: UnknownUser::Next,
+            default_decision: DefaultDecision::Next,
+            allow_anonymous: false,
+            rate_per_peer: 0.0,
+            burst_per_peer: 10,
+            rate_per_user: 0.0,
+            burst_per_user: 10,
+            ban_threshold: 10,
+            ban_window_ms: 60_000,
+            ban_duration_ms: 300_000,
+            cache_size: 10_000,
+            cache_ok_ttl_ms: 60_000,
+            cache_fail_ttl_ms: 5_000,
+            max_tracked: 100_000,
+        }
+    }
+}
+
+/// The listener a client connected to (from the 6-/7-arity metadata map).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listener {
+    pub port: Option<u16>,
+    /// tcp, ssl, ws, wss, ... (broker spellings such as mqtts/mqttws are folded).
+    pub kind: Option<String>,
+    pub addr: Option<IpAddr>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthRequest {
+    pub key: SubscriberKey,
+    pub peer: Option<Peer>,
+    /// `None` for an anonymous client (`undefined`).
+    pub username: Option<Vec<u8>>,
+    pub has_password: bool,
+    pub clean_session: bool,
+    pub protocol: Protocol,
+    pub listener: Option<Listener>,
+    /// DER of the client certificate, when the listener forwards it.
+    pub client_cert: Option<Vec<u8>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Accept(Modifiers),
+    Refuse(Refusal),
+    Next,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: RefusalCode,
+    /// `step-or-rule: human reason`. Never contains a password or hash.
+    pub reason: String,
+}
+
+/// VerneMQ's MQTT 5 reason-code names. For MQTT 3 the NIF maps
+/// `BadUsernameOrPassword` to `{error, invalid_credentials}` and any other to
+/// `{error, Code}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    BadUsernameOrPassword,
+    NotAuthorized,
+    Banned,
+    ConnectionRateExceeded,
+    ClientIdentifierNotValid,
+    QuotaExceeded,
+}
+
+impl RefusalCode {
+    pub const ALL: [RefusalCode; 6] = [
+        RefusalCode::BadUsernameOrPassword,
+        RefusalCode::NotAuthorized,
+        RefusalCode::Banned,
+        RefusalCode::ConnectionRateExceeded,
+        RefusalCode::ClientIdentifierNotValid,
+        RefusalCode::QuotaExceeded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCode::BadUsernameOrPassword => "bad_username_or_password",
+            RefusalCode::NotAuthorized => "not_authorized",
+            RefusalCode::Banned => "banned",
+            RefusalCode::ConnectionRateExceeded => "connection_rate_exceeded",
+            RefusalCode::ClientIdentifierNotValid => "client_identifier_not_valid",
+            RefusalCode::QuotaExceeded => "quota_exceeded",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Session counts from the registry.
+pub trait LiveSessions {
+    fn live_sessions_of_user(&self, username: &[u8]) -> usize;
+    /// Whether `key` is one of the live sessions counted for `username`: a
+    /// reconnect of that client id takes its own session over, so it does not
+    /// add one. Default: unknown (false).
+    fn has_live_session(&self, _username: &[u8], _key: &SubscriberKey) -> bool {
+        false
+    }
+}
+
+/// No registry: every user has 0 sessions.
+pub struct NoSessions;
+
+impl LiveSessions for NoSessions {
+    fn live_sessions_of_user(&self, _username: &[u8]) -> usize {
+        0
+    }
+}
+
+// Moved once or twice per connect; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Step {
+    Done(Decision),
+    NeedPassword(PendingAuth),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+// Moved once or twice per connect; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum PasswordStep {
+    Done(Decision),
+    NeedSlowHash,
+}
+
+/// What is held between `begin` and the password calls.
+pub struct PendingAuth {
+    snap: Arc<Snapshot>,
+    req: AuthRequest,
+    identity: Vec<u8>,
+    kind: PendingKind,
+    settings: Settings,
+}
+
+enum PendingKind {
+    Known { hash: PasswordHash, fingerprint: u64, slow: bool },
+    /// `unknown_user = deny`: burn the work of a check, then refuse.
+    UnknownDeny,
+}
+
+impl PendingAuth {
+    pub fn request(&self) -> &AuthRequest {
+        &self.req
+    }
+
+    pub fn username(&self) -> &[u8] {
+        &self.identity
+    }
+
+    /// Generation of the policy snapshot this decision runs against.
+    pub fn generation(&self) -> u64 {
+        self.snap.generation
+    }
+}
+
+impl fmt::Debug for PendingAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingAuth")
+            .field("key", &self.req.key)
+            .field("username", &String::from_utf8_lossy(&self.identity))
+            .field("generation", &self.snap.generation)
+            .finish_non_exhaustive()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Loading
+// ---------------------------------------------------------------------------
+
+#[derive(Debug)]
+pub enum LoadError {
+    Policy(PolicyError),
+    Passwords(credentials::LoadError),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Policy(e) => write!(f, "{e}"),
+            LoadError::Passwords(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// `FILE:LINE: reason` for skipped password-file lines.
+    pub warnings: Vec<String>,
+    pub users: usize,
+    pub groups: usize,
+    pub rules: usize,
+    pub passwords: usize,
+    pub generation: u64,
+}
+
+struct Snapshot {
+    policy: Policy,
+    passwords: PasswordFile,
+    /// A password file is configured (possibly empty).
+    has_password_file: bool,
+    generation: u64,
+}
+
+impl Snapshot {
+    fn knows_nothing(&self) -> bool {
+        !self.policy.configured && !self.has_password_file
+    }
+
+    fn has_user_source(&self) -> bool {
+        !self.policy.users.is_empty() || self.has_password_file
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Ban API types
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BanTarget {
+    /// IPv4 /32 or IPv6 /64.
+    Peer(IpNet),
+    Username(Vec<u8>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanView {
+    pub target: BanTarget,
+    pub until: Millis,
+    pub remaining_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BanSelector {
+    All,
+    Peer(IpAddr),
+    Username(Vec<u8>),
+}
+
+// ---------------------------------------------------------------------------
+// Stats
+// ---------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Counters {
+    accepted: AtomicU64,
+    next: AtomicU64,
+    refused: [AtomicU64; 6],
+    cache_hits: AtomicU64,
+    cache_misses: AtomicU64,
+    slow_verifications: AtomicU64,
+    bans_started: AtomicU64,
+    reloads_ok: AtomicU64,
+    reloads_failed: AtomicU64,
+    verify_micros: AtomicU64,
+    verify_count: AtomicU64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FirewallStats {
+    pub accepted: u64,
+    pub next: u64,
+    /// Per [`RefusalCode`], in `RefusalCode::ALL` order.
+    pub refused: Vec<(RefusalCode, u64)>,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub slow_verifications: u64,
+    pub bans_started: u64,
+    /// Active bans (peer + user) as of the last decision's clock.
+    pub bans_active: u64,
+    pub reloads_ok: u64,
+    pub reloads_failed: u64,
+    pub verify_micros_total: u64,
+    pub verify_count: u64,
+    pub tracked_peers: u64,
+    pub tracked_users: u64,
+}
+
+impl FirewallStats {
+    pub fn refused_of(&self, code: RefusalCode) -> u64 {
+        self.refused.iter().find(|(c, _)| *c == code).map(|(_, n)| *n).unwrap_or(0)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Certificates
+// ---------------------------------------------------------------------------
+
+/// The identity in a DER client certificate, read from `from`.
+pub fn cert_identity_name(der: &[u8], from: CertField) -> Result<Vec<u8>, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| "client certificate is not valid DER X.509".to_string())?;
+    if from == CertField::Cn {
+        let cn = cert.subject().iter_common_name().next().ok_or("client certificate has no subject CN")?;
+        let s = cn.as_str().map_err(|_| "client certificate CN is not a string")?;
+        return Ok(s.as_bytes().to_vec());
+    }
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|_| "client certificate has a malformed subjectAltName")?
+        .ok_or("client certificate has no subjectAltName")?;
+    for name in &san.value.general_names {
+        let v = match (from, name) {
+            (CertField::SanDns | CertField::San, GeneralName::DNSName(s)) => s,
+            (CertField::SanEmail | CertField::San, GeneralName::RFC822Name(s)) => s,
+            (CertField::SanUri | CertField::San, GeneralName::URI(s)) => s,
+            _ => continue,
+        };
+        return Ok(v.as_bytes().to_vec());
+    }
+    Err("client certificate has no subjectAltName of the configured kind".to_string())
+}
+
+// ---------------------------------------------------------------------------
+// The engine
+// ---------------------------------------------------------------------------
+
+pub struct Firewall {
+    cfg: RwLock<FirewallConfig>,
+    snap: RwLock<Arc<Snapshot>>,
+    cache: RwLock<Arc<AuthCache>>,
+    peer_rate: RateLimiter<IpNet>,
+    user_rate: RateLimiter<Vec<u8>>,
+    peer_bans: BanTable<IpNet>,
+    user_bans: BanTable<Vec<u8>>,
+    stats: Counters,
+    generation: AtomicU64,
+    last_now: AtomicU64,
+    /// Tests: treat every hash as slow (the slow formats live on the credentials branch).
+    #[cfg(test)]
+    pub(crate) force_slow: std::sync::atomic::AtomicBool,
+}
+
+fn lossy(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Firewall {
+    pub fn new(cfg: FirewallConfig) -> Firewall {
+        Firewall {
+            cfg: RwLock::new(cfg),
+            snap: RwLock::new(Arc::new(Snapshot {
+                policy: Policy::empty(),
+                passwords: PasswordFile::default(),
+                has_password_file: false,
+                generation: 0,
+            })),
+            cache: RwLock::new(Arc::new(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms))),
+            peer_rate: RateLimiter::new(cfg.rate_per_peer, cfg.burst_per_peer, cfg.max_tracked),
+            user_rate: RateLimiter::new(cfg.rate_per_user, cfg.burst_per_user, cfg.max_tracked),
+            peer_bans: BanTable::new(cfg.ban_threshold, cfg.ban_window_ms, cfg.ban_duration_ms, cfg.max_tracked),
+            user_bans: BanTable::new(cfg.ban_threshold, cfg.ban_window_ms, cfg.ban_duration_ms, cfg.max_tracked),
+            stats: Counters::default(),
+            generation: AtomicU64::new(0),
+            last_now: AtomicU64::new(0),
+            #[cfg(test)]
+            force_slow: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// New settings. Limiter and ban tables keep their entries; the cache is
+    /// rebuilt (emptied) only when its size or TTLs change.
+    pub fn reconfigure(&self, cfg: FirewallConfig) {
+        let old = std::mem::replace(&mut *self.cfg.write(), cfg);
+        self.peer_rate.set_params(cfg.rate_per_peer, cfg.burst_per_peer, cfg.max_tracked);
+        self.user_rate.set_params(cfg.rate_per_user, cfg.burst_per_user, cfg.max_tracked);
+        self.peer_bans.set_params(cfg.ban_threshold, cfg.ban_window_ms, cfg.ban_duration_ms, cfg.max_tracked);
+        self.user_bans.set_params(cfg.ban_threshold, cfg.ban_window_ms, cfg.ban_duration_ms, cfg.max_tracked);
+        if (old.cache_size, old.cache_ok_ttl_ms, old.cache_fail_ttl_ms) != (cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms) {
+            *self.cache.write() = Arc::new(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms));
+        }
+    }
+
+    pub fn config(&self) -> FirewallConfig {
+        *self.cfg.read()
+    }
+
+    /// Parses both files and swaps them in as one snapshot. On any error the
+    /// running snapshot stays. Password-file lines that cannot be used are
+    /// warnings; an unreadable password file is an error.
+    pub fn load(&self, policy_path: Option<&Path>, password_path: Option<&Path>) -> Result<LoadReport, LoadError> {
+        let result = (|| {
+            let policy = match policy_path {
+                Some(p) => Policy::load(p).map_err(LoadError::Policy)?,
+                None => Policy::empty(),
+            };
+            let passwords = match password_path {
+                Some(p) => Some(PasswordFile::load(p).map_err(LoadError::Passwords)?),
+                None => None,
+            };
+            Ok((policy, passwords))
+        })();
+        match result {
+            Ok((policy, passwords)) => {
+                let has_file = passwords.is_some();
+                Ok(self.swap(policy, passwords.unwrap_or_default(), has_file))
+            }
+            Err(e) => {
+                self.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(target: "vmq_warden", error = %e, "policy reload failed; keeping the running policy");
+                Err(e)
+            }
+        }
+    }
+
+    /// Installs an in-memory policy and password file (tests, embedding).
+    /// The password file counts as configured when it has entries.
+    pub fn install(&self, policy: Policy, passwords: PasswordFile) -> LoadReport {
+        let has_file = !passwords.is_empty();
+        self.swap(policy, passwords, has_file)
+    }
+
+    fn swap(&self, policy: Policy, passwords: PasswordFile, has_password_file: bool) -> LoadReport {
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        let report = LoadReport {
+            warnings: passwords.warnings().iter().map(|w| format!("{}:{}: {}", w.source, w.line, w.reason)).collect(),
+            users: policy.users.len(),
+            groups: policy.groups.len(),
+            rules: policy.rules.len(),
+            passwords: passwords.len(),
+            generation,
+        };
+        let snap = Arc::new(Snapshot { policy, passwords, has_password_file, generation });
+        *self.snap.write() = snap;
+        self.cache.read().clear();
+        self.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        for w in &report.warnings {
+            tracing::warn!(target: "vmq_warden", warning = %w, "password file line skipped");
+        }
+        report
+    }
+
+    /// Generation of the running snapshot (1 after the first load).
+    pub fn generation(&self) -> u64 {
+        self.snap.read().generation
+    }
+
+    // -- decision ----------------------------------------------------------
+
+    /// First call of a decision: everything that needs no password.
+    pub fn begin(&self, req: AuthRequest, sessions: &dyn LiveSessions, now: Millis) -> Step {
+        self.last_now.fetch_max(now, Ordering::Relaxed);
+        let cfg = self.config();
+        let snap = self.snap.read().clone();
+        match self.screen(&cfg, &snap, &req, sessions, now) {
+            Screen::Done(d) => Step::Done(self.finish(&req, d)),
+            Screen::Password(pending) => Step::NeedPassword(*pending),
+        }
+    }
+
+    /// Second call, on the normal scheduler: cache hit or fast hash decide
+    /// here; a slow hash that is not cached answers `NeedSlowHash`.
+    pub fn with_password(&self, pending: &PendingAuth, password: Option<&[u8]>, sessions: &dyn LiveSessions, now: Millis) -> PasswordStep {
+        self.last_now.fetch_max(now, Ordering::Relaxed);
+        let pw = match password {
+            Some(pw) => pw,
+            None => return PasswordStep::Done(self.finish(&pending.req, self.failed(pending, now, "no password given"))),
+        };
+        let cache = self.cache.read().clone();
+        let (fp, slow) = match &pending.kind {
+            PendingKind::Known { fingerprint, slow, .. } => (*fingerprint, *slow || self.forced_slow()),
+            PendingKind::UnknownDeny => (0, true),
+        };
+        match cache.check(&pending.identity, pw, fp, now) {
+            Some(ok) => {
+                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                PasswordStep::Done(self.after_verify(pending, ok, sessions, now))
+            }
+            None => {
+                self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                if slow {
+                    PasswordStep::NeedSlowHash
+                } else {
+                    PasswordStep::Done(self.verify_now(pending, pw, &cache, sessions, now))
+                }
+            }
+        }
+    }
+
+    /// Third call, on a dirty scheduler: runs the (slow) verification.
+    pub fn verify_slow(&self, pending: &PendingAuth, password: Option<&[u8]>, sessions: &dyn LiveSessions, now: Millis) -> Decision {
+        self.last_now.fetch_max(now, Ordering::Relaxed);
+        let Some(pw) = password else {
+            return self.finish(&pending.req, self.failed(pending, now, "no password given"));
+        };
+        let cache = self.cache.read().clone();
+        let fp = match &pending.kind {
+            PendingKind::Known { fingerprint, .. } => *fingerprint,
+            PendingKind::UnknownDeny => 0,
+        };
+        // A concurrent verification of the same credentials may have finished meanwhile.
+        if let Some(ok) = cache.check(&pending.identity, pw, fp, now) {
+            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            return self.after_verify(pending, ok, sessions, now);
+        }
+        self.stats.slow_verifications.fetch_add(1, Ordering::Relaxed);
+        self.verify_now(pending, pw, &cache, sessions, now)
+    }
+
+    #[cfg(test)]
+    fn forced_slow(&self) -> bool {
+        self.force_slow.load(Ordering::Relaxed)
+    }
+
+    #[cfg(not(test))]
+    fn forced_slow(&self) -> bool {
+        false
+    }
+
+    fn verify_now(&self, pending: &PendingAuth, pw: &[u8], cache: &AuthCache, sessions: &dyn LiveSessions, now: Millis) -> Decision {
+        let t0 = Instant::now();
+        let (ok, fp) = match &pending.kind {
+            PendingKind::Known { hash, fingerprint, .. } => (hash.verify(pw), *fingerprint),
+            PendingKind::UnknownDeny => {
+                credentials::dummy_verify(pw);
+                (false, 0)
+            }
+        };
+        let micros = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.stats.verify_micros.fetch_add(micros, Ordering::Relaxed);
+        self.stats.verify_count.fetch_add(1, Ordering::Relaxed);
+        cache.remember(&pending.identity, pw, fp, ok, now);
+        self.after_verify(pending, ok, sessions, now)
+    }
+
+    fn after_verify(&self, pending: &PendingAuth, ok: bool, sessions: &dyn LiveSessions, now: Millis) -> Decision {
+        let d = if !ok {
+            self.failed(pending, now, "wrong password")
+        } else {
+            if let Some(p) = pending.req.peer {
+                self.peer_bans.record_success(&peer_key(p.ip), now);
+            }
+            self.user_bans.record_success(&pending.identity, now);
+            post_checks(&pending.req, Some(&pending.identity), &pending.settings, sessions, None)
+        };
+        self.finish(&pending.req, d)
+    }
+
+    /// A failed login: counted toward the peer's ban and (for known users) the user's.
+    fn failed(&self, pending: &PendingAuth, now: Millis, why: &str) -> Decision {
+        if let Some(p) = pending.req.peer {
+            if let Some(until) = self.peer_bans.record_failure(&peer_key(p.ip), now) {
+                self.ban_started(&format!("peer {}", peer_key(p.ip)), until);
+            }
+        }
+        let known = matches!(pending.kind, PendingKind::Known { .. });
+        if known {
+            if let Some(until) = self.user_bans.record_failure(&pending.identity, now) {
+                self.ban_started(&format!("user {}", lossy(&pending.identity)), until);
+            }
+        }
+        let reason = if known { format!("credentials: {why}") } else { "credentials: unknown user".to_string() };
+        refuse(RefusalCode::BadUsernameOrPassword, reason)
+    }
+
+    fn ban_started(&self, target: &str, until: Millis) {
+        self.stats.bans_started.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(target: "vmq_warden::audit", ban = %target, until, "ban started after repeated failed logins");
+    }
+
+    /// Counts the decision and writes the audit event of a refusal.
+    fn finish(&self, req: &AuthRequest, d: Decision) -> Decision {
+        match &d {
+            Decision::Accept(_) => {
+                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+            }
+            Decision::Next => {
+                self.stats.next.fetch_add(1, Ordering::Relaxed);
+            }
+            Decision::Refuse(r) => {
+                self.stats.refused[r.code.index()].fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    target: "vmq_warden::audit",
+                    code = r.code.as_str(),
+                    reason = %r.reason,
+                    client_id = %lossy(&req.key.client_id),
+                    peer = %req.peer.map(|p| p.ip.to_string()).unwrap_or_default(),
+                    username = %req.username.as_deref().map(lossy).unwrap_or_default(),
+                    "connection refused"
+                );
+            }
+        }
+        d
+    }
+
+    fn screen(&self, cfg: &FirewallConfig, snap: &Arc<Snapshot>, req: &AuthRequest, sessions: &dyn LiveSessions, now: Millis) -> Screen {
+        use Screen::Done;
+        let policy = &snap.policy;
+        let peer_ip = req.peer.map(|p| p.ip);
+
+        // 1. bans
+        if let Some(ip) = peer_ip {
+            if let Some(until) = self.peer_bans.banned_until(&peer_key(ip), now) {
+                return Done(refuse(RefusalCode::Banned, format!("ban: peer address banned for {} s after failed logins", (until - now).div_ceil(1000))));
+            }
+        }
+        if let Some(u) = &req.username {
+            if let Some(until) = self.user_bans.banned_until(u, now) {
+                return Done(refuse(RefusalCode::Banned, format!("ban: user banned for {} s after failed logins", (until - now).div_ceil(1000))));
+            }
+        }
+        // 2. rate limits
+        if let Some(ip) = peer_ip {
+            if !self.peer_rate.try_acquire(&peer_key(ip), now) {
+                return Done(refuse(RefusalCode::ConnectionRateExceeded, "rate_limit: too many connects from this address"));
+            }
+        }
+        if let Some(u) = &req.username {
+            if !self.user_rate.try_acquire(u, now) {
+                return Done(refuse(RefusalCode::ConnectionRateExceeded, "rate_limit: too many connects for this user"));
+            }
+        }
+        // 3. nothing configured at all
+        if snap.knows_nothing() {
+            return Done(default_decision(cfg));
+        }
+
+        // Certificate identity, if a cert_identity entry applies (enforced at step 9).
+        let listener = req.listener.as_ref();
+        let cert_rule = policy.cert_identity.iter().find(|c| c.applies(listener));
+        let cert_name = match (cert_rule, &req.client_cert) {
+            (Some(c), Some(der)) => Some(cert_identity_name(der, c.from)),
+            _ => None,
+        };
+        let effective_user: Option<&[u8]> = match &cert_name {
+            Some(Ok(n)) => Some(n),
+            _ => req.username.as_deref(),
+        };
+
+        // 4. rules
+        let input = MatchInput {
+            peer: peer_ip,
+            listener,
+            client_id: &req.key.client_id,
+            username: req.username.as_deref(),
+            protocol: req.protocol,
+            has_cert: req.client_cert.is_some(),
+        };
+        let mut allowed_by_rule = false;
+        for rule in &policy.rules {
+            if rule.when.matches(&input) {
+                match rule.action {
+                    Action::Allow => {
+                        allowed_by_rule = true;
+                    }
+                    Action::Deny => return Done(refuse(rule.code, format!("rule {}: {}", rule.name, rule.reason))),
+                    Action::Next => return Done(Decision::Next),
+                }
+                break;
+            }
+        }
+
+        if !allowed_by_rule {
+            // 5. peer networks
+            let net = &policy.network;
+            if !net.allow.is_empty() && !peer_ip.is_some_and(|ip| in_networks(&net.allow, ip)) {
+                return Done(refuse(RefusalCode::NotAuthorized, "network: peer address is not in network.allow"));
+            }
+            if peer_ip.is_some_and(|ip| in_networks(&net.deny, ip)) {
+                return Done(refuse(RefusalCode::NotAuthorized, "network: peer address is in network.deny"));
+            }
+            // 6. client id
+            if let Err(why) = check_client_id(policy, &req.key.client_id, effective_user) {
+                return Done(refuse(RefusalCode::ClientIdentifierNotValid, format!("client_id: {why}")));
+            }
+            // 7. username
+            if let Some(u) = &req.username {
+                if let Err(why) = check_username(policy, u) {
+                    return Done(refuse(RefusalCode::NotAuthorized, format!("username: {why}")));
+                }
+            }
+            // 8. anonymous
+            let identified_by_cert = cert_name.is_some();
+            if req.username.is_none() && !identified_by_cert && !policy.anonymous.allowed(listener, cfg.allow_anonymous) {
+                return Done(refuse(RefusalCode::NotAuthorized, "anonymous: clients without a username are not allowed on this listener"));
+            }
+        }
+
+        // 9. certificate identity
+        if let Some(c) = cert_rule {
+            match cert_name {
+                Some(Err(why)) => return Done(refuse(RefusalCode::NotAuthorized, format!("cert_identity: {why}"))),
+                Some(Ok(name)) => {
+                    if c.username_must_match {
+                        if let Some(u) = &req.username {
+                            if *u != name {
+                                return Done(refuse(RefusalCode::NotAuthorized, "cert_identity: username does not match the client certificate"));
+                            }
+                        }
+                    }
+                    let settings = match policy.user(&name) {
+                        Some(u) => &u.settings,
+                        None if c.require_known => {
+                            return Done(refuse(RefusalCode::NotAuthorized, "cert_identity: certificate identity is not a known user"))
+                        }
+                        None => &c.settings,
+                    };
+                    let rename = (req.username.as_deref() != Some(name.as_slice())).then(|| name.clone());
+                    return Done(post_checks(req, Some(&name), settings, sessions, rename));
+                }
+                None if c.required => {
+                    return Done(refuse(RefusalCode::NotAuthorized, "cert_identity: a client certificate is required on this listener"))
+                }
+                None => {}
+            }
+        }
+
+        // 10. credentials
+        let Some(user) = &req.username else {
+            return Done(post_checks(req, None, &policy.anonymous.settings, sessions, None));
+        };
+        let policy_user = policy.user(user);
+        let hash = policy_user.and_then(|u| u.password.as_ref()).or_else(|| snap.passwords.get(user));
+        let settings = policy_user.map(|u| u.settings.clone()).unwrap_or_default();
+        match hash {
+            Some(h) => Screen::Password(Box::new(PendingAuth {
+                snap: snap.clone(),
+                req: req.clone(),
+                identity: user.clone(),
+                kind: PendingKind::Known { hash: h.clone(), fingerprint: h.fingerprint(), slow: h.is_slow() },
+                settings,
+            })),
+            None if !snap.has_user_source() => Done(default_decision(cfg)),
+            None => match cfg.unknown_user {
+                UnknownUser::Next => Done(Decision::Next),
+                UnknownUser::Deny => Screen::Password(Box::new(PendingAuth {
+                    snap: snap.clone(),
+                    req: req.clone(),
+                    identity: user.clone(),
+                    kind: PendingKind::UnknownDeny,
+                    settings,
+                })),
+            },
+        }
+    }
+
+    // -- operator API ------------------------------------------------------
+
+    pub fn bans(&self, now: Millis) -> Vec<BanView> {
+        let mut v: Vec<BanView> = self
+            .peer_bans
+            .list(now)
+            .into_iter()
+            .map(|b| BanView { target: BanTarget::Peer(b.key), until: b.until, remaining_ms: b.remaining_ms })
+            .collect();
+        v.extend(
+            self.user_bans
+                .list(now)
+                .into_iter()
+                .map(|b| BanView { target: BanTarget::Username(b.key), until: b.until, remaining_ms: b.remaining_ms }),
+        );
+        v
+    }
+
+    /// Lifts bans (and forgets failure counters) for the selection; returns
+    /// the number of active bans lifted.
+    pub fn clear_bans(&self, sel: BanSelector) -> usize {
+        let now = self.last_now.load(Ordering::Relaxed);
+        match sel {
+            BanSelector::All => self.peer_bans.clear_all(now) + self.user_bans.clear_all(now),
+            BanSelector::Peer(ip) => self.peer_bans.clear_key(&peer_key(ip), now),
+            BanSelector::Username(u) => self.user_bans.clear_key(&u, now),
+        }
+    }
+
+    /// Empties the credential cache (e.g. after an operator changed a password by hand).
+    pub fn clear_cache(&self) {
+        self.cache.read().clear();
+    }
+
+    pub fn stats(&self) -> FirewallStats {
+        let s = &self.stats;
+        let now = self.last_now.load(Ordering::Relaxed);
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        FirewallStats {
+            accepted: l(&s.accepted),
+            next: l(&s.next),
+            refused: RefusalCode::ALL.iter().map(|c| (*c, l(&s.refused[c.index()]))).collect(),
+            cache_hits: l(&s.cache_hits),
+            cache_misses: l(&s.cache_misses),
+            slow_verifications: l(&s.slow_verifications),
+            bans_started: l(&s.bans_started),
+            bans_active: (self.peer_bans.active(now) + self.user_bans.active(now)) as u64,
+            reloads_ok: l(&s.reloads_ok),
+            reloads_failed: l(&s.reloads_failed),
+            verify_micros_total: l(&s.verify_micros),
+            verify_count: l(&s.verify_count),
+            tracked_peers: (self.peer_rate.len() + self.peer_bans.len()) as u64,
+            tracked_users: (self.user_rate.len() + self.user_bans.len()) as u64,
+        }
+    }
+}
+
+// Moved once or twice per connect; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Screen {
+    Done(Decision),
+    Password(Box<PendingAuth>),
+}
+
+fn refuse(code: RefusalCode, reason: impl Into<String>) -> Decision {
+    Decision::Refuse(Refusal { code, reason: reason.into() })
+}
+
+fn default_decision(cfg: &FirewallConfig) -> Decision {
+    match cfg.default_decision {
+        DefaultDecision::Allow => Decision::Accept(Modifiers::default()),
+        DefaultDecision::Deny => refuse(RefusalCode::NotAuthorized, "default_decision: no policy or password file knows this client"),
+        DefaultDecision::Next => Decision::Next,
+    }
+}
+
+/// Step 11: the identified client's own restrictions, then accept.
+fn post_checks(
+    req: &AuthRequest,
+    identity: Option<&[u8]>,
+    settings: &Settings,
+    sessions: &dyn LiveSessions,
+    rename: Option<Vec<u8>>,
+) -> Decision {
+    let who = identity.map(|u| format!("user {:?}", lossy(u))).unwrap_or_else(|| "anonymous".to_string());
+    if let Some(nets) = &settings.networks {
+        if !nets.is_empty() && !req.peer.is_some_and(|p| in_networks(nets, p.ip)) {
+            return refuse(RefusalCode::NotAuthorized, format!("networks: {who} may not connect from this address"));
+        }
+    }
+    if let (Some(max), Some(u)) = (settings.max_sessions, identity) {
+        let mut live = sessions.live_sessions_of_user(u);
+        if live > 0 && sessions.has_live_session(u, &req.key) {
+            live -= 1; // this client id takes its own session over
+        }
+        if live >= max as usize {
+            return refuse(RefusalCode::QuotaExceeded, format!("max_sessions: {who} already has {live} of {max} sessions"));
+        }
+    }
+    let mut mods = settings.modifiers.resolve(&req.key);
+    mods.username = rename;
+    Decision::Accept(mods)
+}
+
+fn check_client_id(policy: &Policy, id: &[u8], user: Option<&[u8]>) -> Result<(), String> {
+    let c = &policy.client_id;
+    if let Some(max) = c.max_length {
+        if id.len() > max {
+            return Err(format!("longer than {max} bytes"));
+        }
+    }
+    if let Some(ranges) = &c.allowed_chars {
+        if !id.iter().all(|b| ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(b))) {
+            return Err("contains characters outside client_id.allowed_chars".into());
+        }
+    }
+    if let Some(re) = &c.pattern {
+        if !re.is_match(id) {
+            return Err("does not match client_id.pattern".into());
+        }
+    }
+    for r in &c.reserved {
+        if id.starts_with(&r.prefix) {
+            let exempt = user.is_some_and(|u| r.users.contains(u) || r.groups.iter().any(|g| policy.in_group(u, g)));
+            if !exempt {
+                return Err(format!("prefix {:?} is reserved", lossy(&r.prefix)));
+            }
+        }
+    }
+    if let Some(u) = user {
+        if c.must_start_with_username && !id.starts_with(u) {
+            return Err("must start with the username".into());
+        }
+        if let Some(p) = &c.username_pattern {
+            if !p.matches(u, id) {
+                return Err(format!("does not match {:?} for this username", p.source));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_username(policy: &Policy, u: &[u8]) -> Result<(), String> {
+    let c = &policy.username;
+    if let Some(max) = c.max_length {
+        if u.len() > max {
+            return Err(format!("longer than {max} bytes"));
+        }
+    }
+    if c.deny.contains(u) {
+        return Err("this username is not allowed".into());
+    }
+    if let Some(re) = &c.pattern {
+        if !re.is_match(u) {
+            return Err("does not match username.pattern".into());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

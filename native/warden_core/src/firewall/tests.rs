@@ -1,0 +1,600 @@
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+
+use super::*;
+use crate::policy::RegView;
+
+const EXAMPLE: &str = include_str!("../../../../docs/policy.example.toml");
+/// Password file line for "backend" / "backend-pw".
+const BACKEND_LINE: &str =
+    "backend:$6$cGVwcGVycGVwcGVy$H1BWhsn3DSWAHCREmwzY/pv3FJJFqMvT/fuMwGtRGHNDtgPk/kZt7LHGZUiqhWUOpI6hKhgL4WbzbiG4pirpyA==\n";
+
+fn hash6(password: &[u8], salt: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha512};
+    let mut h = Sha512::new();
+    h.update(password);
+    h.update(salt);
+    let e = base64::engine::general_purpose::STANDARD;
+    format!("$6${}${}", e.encode(salt), e.encode(h.finalize()))
+}
+
+fn policy(text: &str) -> Policy {
+    Policy::parse(text, "test.toml").unwrap()
+}
+
+fn example_fw(cfg: FirewallConfig) -> Firewall {
+    let fw = Firewall::new(cfg);
+    fw.install(policy(EXAMPLE), PasswordFile::parse(BACKEND_LINE, "passwd"));
+    fw
+}
+
+fn req(peer: &str, client_id: &str, user: Option<&str>) -> AuthRequest {
+    AuthRequest {
+        key: SubscriberKey::new(&b""[..], client_id.as_bytes()),
+        peer: Some(Peer { ip: peer.parse().unwrap(), port: 40000 }),
+        username: user.map(|u| u.as_bytes().to_vec()),
+        has_password: user.is_some(),
+        clean_session: true,
+        protocol: Protocol::Mqtt3,
+        listener: Some(Listener { port: Some(1883), kind: Some("tcp".into()), addr: None }),
+        client_cert: None,
+    }
+}
+
+fn on(mut r: AuthRequest, port: u16, kind: &str) -> AuthRequest {
+    r.listener = Some(Listener { port: Some(port), kind: Some(kind.into()), addr: None });
+    r
+}
+
+/// Runs all steps like the NIF does.
+fn decide(fw: &Firewall, r: AuthRequest, pw: Option<&str>, s: &dyn LiveSessions, now: Millis) -> Decision {
+    match fw.begin(r, s, now) {
+        Step::Done(d) => d,
+        Step::NeedPassword(p) => match fw.with_password(&p, pw.map(str::as_bytes), s, now) {
+            PasswordStep::Done(d) => d,
+            PasswordStep::NeedSlowHash => fw.verify_slow(&p, pw.map(str::as_bytes), s, now),
+        },
+    }
+}
+
+fn code(d: &Decision) -> Option<RefusalCode> {
+    match d {
+        Decision::Refuse(r) => Some(r.code),
+        _ => None,
+    }
+}
+
+fn reason(d: &Decision) -> String {
+    match d {
+        Decision::Refuse(r) => r.reason.clone(),
+        other => panic!("not a refusal: {other:?}"),
+    }
+}
+
+fn mods(d: Decision) -> Modifiers {
+    match d {
+        Decision::Accept(m) => m,
+        other => panic!("not accepted: {other:?}"),
+    }
+}
+
+struct Sessions(HashMap<Vec<u8>, usize>, Option<SubscriberKey>);
+
+impl LiveSessions for Sessions {
+    fn live_sessions_of_user(&self, u: &[u8]) -> usize {
+        self.0.get(u).copied().unwrap_or(0)
+    }
+    fn has_live_session(&self, _u: &[u8], key: &SubscriberKey) -> bool {
+        self.1.as_ref() == Some(key)
+    }
+}
+
+// -- policy rules through the engine ------------------------------------------
+
+#[test]
+fn known_user_with_right_password_gets_modifiers() {
+    let fw = example_fw(FirewallConfig::default());
+    let d = decide(&fw, req("10.0.0.5", "alice-1", Some("alice")), Some("alice-secret"), &NoSessions, 1000);
+    let m = mods(d);
+    assert_eq!(m.subscriber_id, Some(SubscriberKey::new(&b"devices"[..], &b"alice-1"[..])));
+    assert_eq!(m.reg_view, Some(RegView::VmqRegTrie));
+    assert_eq!(m.max_connection_lifetime, Some(86400));
+    assert_eq!(m.username, None);
+    // Password-file user.
+    let d = decide(&fw, req("192.168.1.9", "backend-1", Some("backend")), Some("backend-pw"), &NoSessions, 1000);
+    assert_eq!(mods(d).upgrade_qos, Some(true));
+    assert_eq!(fw.stats().accepted, 2);
+}
+
+#[test]
+fn wrong_or_missing_password_is_bad_username_or_password() {
+    let fw = example_fw(FirewallConfig::default());
+    let d = decide(&fw, req("10.0.0.5", "alice-1", Some("alice")), Some("nope"), &NoSessions, 0);
+    assert_eq!(code(&d), Some(RefusalCode::BadUsernameOrPassword));
+    assert!(!reason(&d).contains("nope"));
+    let d = decide(&fw, req("10.0.0.5", "alice-1", Some("alice")), None, &NoSessions, 0);
+    assert_eq!(code(&d), Some(RefusalCode::BadUsernameOrPassword));
+    assert_eq!(fw.stats().refused_of(RefusalCode::BadUsernameOrPassword), 2);
+}
+
+#[test]
+fn unknown_user_next_by_default_deny_when_configured() {
+    let fw = example_fw(FirewallConfig::default());
+    let d = decide(&fw, req("10.0.0.5", "carol-1", Some("carol")), Some("x"), &NoSessions, 0);
+    assert_eq!(d, Decision::Next);
+    // A policy user without any hash is unknown too.
+    let d = decide(&fw, req("10.0.0.5", "sensor-7-a", Some("sensor-7")), Some("x"), &NoSessions, 0);
+    assert_eq!(d, Decision::Next);
+
+    let fw = example_fw(FirewallConfig { unknown_user: UnknownUser::Deny, ..Default::default() });
+    // Same shape as a known user: a password is asked for, the dummy check runs.
+    let Step::NeedPassword(p) = fw.begin(req("10.0.0.5", "carol-1", Some("carol")), &NoSessions, 0) else {
+        panic!("unknown user in deny mode must look like a known one")
+    };
+    assert_eq!(fw.with_password(&p, Some(b"x"), &NoSessions, 0), PasswordStep::NeedSlowHash);
+    let d = fw.verify_slow(&p, Some(b"x"), &NoSessions, 0);
+    assert_eq!(code(&d), Some(RefusalCode::BadUsernameOrPassword));
+    // The failure is remembered: the same attempt is answered from the cache.
+    assert!(matches!(fw.with_password(&p, Some(b"x"), &NoSessions, 1), PasswordStep::Done(Decision::Refuse(_))));
+}
+
+#[test]
+fn first_matching_rule_wins() {
+    let fw = example_fw(FirewallConfig::default());
+    // 192.168.66.0/24 is inside network.allow, but the deny rule comes first.
+    let d = decide(&fw, req("192.168.66.6", "alice-1", Some("alice")), Some("alice-secret"), &NoSessions, 0);
+    assert_eq!(code(&d), Some(RefusalCode::Banned));
+    assert_eq!(reason(&d), "rule block-scanners: known scanner network");
+
+    // allow rule: peer outside network.allow, client id would fail username_pattern.
+    let d = decide(&fw, req("172.16.3.3", "lab-9", Some("backend")), Some("backend-pw"), &NoSessions, 0);
+    assert!(matches!(d, Decision::Accept(_)), "{d:?}");
+    // allow still needs credentials ...
+    let d = decide(&fw, req("172.16.3.3", "lab-9", Some("backend")), Some("bad"), &NoSessions, 0);
+    assert_eq!(code(&d), Some(RefusalCode::BadUsernameOrPassword));
+    // ... and the user's own networks still apply (alice: group devices, 10.0.0.0/8).
+    let d = decide(&fw, req("172.16.3.3", "lab-9", Some("alice")), Some("alice-secret"), &NoSessions, 0);
+    assert!(reason(&d).starts_with("networks: user \"alice\""), "{d:?}");
+
+    // next rule, only on port 1884.
+    let d = decide(&fw, on(req("10.0.0.1", "bridge-1x", Some("bridge-1")), 1884, "tcp"), None, &NoSessions, 0);
+    assert_eq!(d, Decision::Next);
+
+    // listener + protocol rule.
+    let mut r = on(req("10.0.0.1", "alice-1", Some("alice")), 443, "mqttwss");
+    let d = decide(&fw, r.clone(), Some("alice-secret"), &NoSessions, 0);
+    assert_eq!(reason(&d), "rule legacy-mqtt3-on-ws: MQTT 3 is not offered on websockets");
+    r.protocol = Protocol::Mqtt5;
+    assert!(matches!(decide(&fw, r, Some("alice-secret"), &NoSessions, 0), Decision::Accept(_)));
+}
+
+#[test]
+fn peer_network_lists() {
+    let fw = example_fw(FirewallConfig::default());
+    let d = decide(&fw, req("8.8.8.8", "alice-1", Some("alice")), Some("alice-secret"), &NoSessions, 0);
+    assert_eq!(reason(&d), "network: peer address is not in network.allow");
+    let d = decide(&fw, req("10.66.1.1", "alice-1", Some("alice")), Some("alice-secret"), &NoSessions, 0);
+    assert_eq!(reason(&d), "network: peer address is in network.deny");
+    let d = decide(&fw, req("2001:db8::7", "alice-1", Some("alice")), Some("alice-secret"), &NoSessions, 0);
+    // IPv6 peer is allowed globally but alice's group restricts her to 10.0.0.0/8.
+    assert_eq!(code(&d), Some(RefusalCode::NotAuthorized));
+    assert!(reason(&d).starts_with("networks: user \"alice\""), "{}", reason(&d));
+    let d = decide(&fw, req("::ffff:10.0.0.9", "alice-1", Some("alice")), Some("alice-secret"), &NoSessions, 0);
+    assert!(matches!(d, Decision::Accept(_)), "IPv4-mapped IPv6 counts as IPv4: {d:?}");
+}
+
+#[test]
+fn client_id_constraints() {
+    let fw = example_fw(FirewallConfig::default());
+    let check = |cid: &str, user: &str, pw: &str| decide(&fw, req("10.0.0.5", cid, Some(user)), Some(pw), &NoSessions, 0);
+    let long = format!("alice{}", "x".repeat(60));
+    let d = check(&long, "alice", "alice-secret");
+    assert_eq!(code(&d), Some(RefusalCode::ClientIdentifierNotValid));
+    assert_eq!(reason(&d), "client_id: longer than 64 bytes");
+    assert_eq!(reason(&check("alice 1", "alice", "alice-secret")), "client_id: contains characters outside client_id.allowed_chars");
+    assert_eq!(reason(&check("-alice", "alice", "alice-secret")), "client_id: does not match client_id.pattern");
+    assert_eq!(reason(&check("bob-1", "alice", "alice-secret")), "client_id: does not match \"{username}*\" for this username");
+    // reserved prefix: alice (group operators) may, others may not.
+    assert!(matches!(check("svc-alice", "alice", "alice-secret"), Decision::Refuse(_)), "svc-alice does not start with alice");
+    let fw2 = Firewall::new(FirewallConfig::default());
+    fw2.install(
+        policy(
+            "[client_id]\nmust_start_with_username = true\n[[client_id.reserved]]\nprefix = \"svc-\"\nusers = [\"svc-a\"]\ngroups = [\"ops\"]\n[groups.ops]\n[users.\"svc-b\"]\ngroups = [\"ops\"]\n",
+        ),
+        PasswordFile::parse(
+            &format!("svc-a:{}\nsvc-c:{}\nsvc-b:{}\n", hash6(b"p", b"s1"), hash6(b"p", b"s2"), hash6(b"p", b"s3")),
+            "pw",
+        ),
+    );
+    let d = |cid: &str, u: &str| decide(&fw2, req("10.0.0.5", cid, Some(u)), Some("p"), &NoSessions, 0);
+    assert!(matches!(d("svc-a-1", "svc-a"), Decision::Accept(_)));
+    assert!(matches!(d("svc-b-1", "svc-b"), Decision::Accept(_)), "group member");
+    assert_eq!(reason(&d("svc-c-1", "svc-c")), "client_id: prefix \"svc-\" is reserved");
+    assert_eq!(reason(&d("x-svc-a", "svc-a")), "client_id: must start with the username");
+}
+
+#[test]
+fn username_constraints() {
+    let fw = example_fw(FirewallConfig::default());
+    let d = decide(&fw, req("10.0.0.5", "root1", Some("root")), Some("x"), &NoSessions, 0);
+    assert_eq!(reason(&d), "username: this username is not allowed");
+    let d = decide(&fw, req("10.0.0.5", "Alice1", Some("Alice")), Some("x"), &NoSessions, 0);
+    assert_eq!(reason(&d), "username: does not match username.pattern");
+    let u = "a".repeat(33);
+    let d = decide(&fw, req("10.0.0.5", &u, Some(&u)), Some("x"), &NoSessions, 0);
+    assert_eq!(reason(&d), "username: longer than 32 bytes");
+}
+
+#[test]
+fn anonymous_only_on_websocket_listener() {
+    let fw = example_fw(FirewallConfig::default());
+    let d = decide(&fw, on(req("10.0.0.5", "guest1", None), 8080, "ws"), None, &NoSessions, 0);
+    let m = mods(d);
+    assert_eq!(m.subscriber_id, Some(SubscriberKey::new(&b"guests"[..], &b"guest1"[..])));
+    assert_eq!(m.max_offline_messages, Some(0));
+    let d = decide(&fw, req("10.0.0.5", "guest1", None), None, &NoSessions, 0);
+    assert_eq!(reason(&d), "anonymous: clients without a username are not allowed on this listener");
+    // 5-arity hook: no listener metadata, the listener entry cannot match.
+    let mut r = req("10.0.0.5", "guest1", None);
+    r.listener = None;
+    assert_eq!(code(&decide(&fw, r, None, &NoSessions, 0)), Some(RefusalCode::NotAuthorized));
+
+    // Global switch from the app env when the policy does not say.
+    let fw = Firewall::new(FirewallConfig { allow_anonymous: true, ..Default::default() });
+    fw.install(policy("[network]\nallow = [\"10.0.0.0/8\"]\n"), PasswordFile::default());
+    assert_eq!(decide(&fw, req("10.0.0.5", "g", None), None, &NoSessions, 0), Decision::Accept(Modifiers::default()));
+}
+
+// -- certificates ----------------------------------------------------------------
+
+fn cert_der(cn: &str, sans: &[&str]) -> Vec<u8> {
+    let mut params = rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+    let key = rcgen::KeyPair::generate().unwrap();
+    params.self_signed(&key).unwrap().der().to_vec()
+}
+
+#[test]
+fn certificate_identity_per_listener() {
+    let fw = example_fw(FirewallConfig::default());
+    let tls_cid = |cid: &str, user: Option<&str>, cert: Option<Vec<u8>>| {
+        let mut r = on(req("10.0.0.5", cid, user), 8883, "ssl");
+        r.client_cert = cert;
+        r
+    };
+    let tls = |user: Option<&str>, cert: Option<Vec<u8>>| tls_cid("sensor-7-a", user, cert);
+    // CN names a [users] entry; its settings apply, the username is set from the cert.
+    let d = decide(&fw, tls(None, Some(cert_der("sensor-7", &[]))), None, &NoSessions, 0);
+    let m = mods(d);
+    assert_eq!(m.username.as_deref(), Some(&b"sensor-7"[..]));
+    assert_eq!(m.subscriber_id.unwrap().mountpoint.as_ref(), b"devices");
+    // Same username sent: no rename needed.
+    let m = mods(decide(&fw, tls(Some("sensor-7"), Some(cert_der("sensor-7", &[]))), None, &NoSessions, 0));
+    assert_eq!(m.username, None);
+    // Different username sent.
+    let d = decide(&fw, tls(Some("alice"), Some(cert_der("sensor-7", &[]))), None, &NoSessions, 0);
+    assert_eq!(reason(&d), "cert_identity: username does not match the client certificate");
+    // Certificate required on this listener.
+    let d = decide(&fw, tls(Some("sensor-7"), None), None, &NoSessions, 0);
+    assert_eq!(reason(&d), "cert_identity: a client certificate is required on this listener");
+    // The client id is bound to the certificate identity ({username}* in the example).
+    let d = decide(&fw, tls_cid("other-1", None, Some(cert_der("sensor-7", &[]))), None, &NoSessions, 0);
+    assert_eq!(code(&d), Some(RefusalCode::ClientIdentifierNotValid));
+    // Garbage.
+    let d = decide(&fw, tls(None, Some(vec![1, 2, 3])), None, &NoSessions, 0);
+    assert_eq!(reason(&d), "cert_identity: client certificate is not valid DER X.509");
+    // Unknown identity gets the entry's group settings (require_known = false).
+    let m = mods(decide(&fw, tls_cid("sensor-99-a", None, Some(cert_der("sensor-99", &[]))), None, &NoSessions, 0));
+    assert_eq!(m.max_inflight_messages, Some(10));
+    // Not the certificate listener: a cert is ignored, normal credentials apply.
+    let mut r = req("10.0.0.5", "alice-1", Some("alice"));
+    r.client_cert = Some(cert_der("sensor-7", &[]));
+    assert!(matches!(decide(&fw, r, Some("alice-secret"), &NoSessions, 0), Decision::Accept(_)));
+}
+
+#[test]
+fn certificate_identity_from_san_and_require_known() {
+    let fw = Firewall::new(FirewallConfig::default());
+    fw.install(
+        policy("[[cert_identity]]\nfrom = \"san_dns\"\nrequire_known = true\n[users.\"dev1.example.com\"]\nmax_sessions = 1\n"),
+        PasswordFile::default(),
+    );
+    let mut r = req("10.0.0.5", "c", None);
+    r.client_cert = Some(cert_der("ignored", &["dev1.example.com"]));
+    let m = mods(decide(&fw, r.clone(), None, &NoSessions, 0));
+    assert_eq!(m.username.as_deref(), Some(&b"dev1.example.com"[..]));
+    let busy = Sessions(HashMap::from([(b"dev1.example.com".to_vec(), 1)]), None);
+    assert_eq!(code(&decide(&fw, r.clone(), None, &busy, 0)), Some(RefusalCode::QuotaExceeded));
+    r.client_cert = Some(cert_der("x", &["dev2.example.com"]));
+    assert_eq!(reason(&decide(&fw, r.clone(), None, &NoSessions, 0)), "cert_identity: certificate identity is not a known user");
+    r.client_cert = Some(cert_der("x", &[]));
+    assert_eq!(reason(&decide(&fw, r.clone(), None, &NoSessions, 0)), "cert_identity: client certificate has no subjectAltName");
+    assert_eq!(cert_identity_name(&cert_der("cn-here", &[]), CertField::Cn).unwrap(), b"cn-here");
+}
+
+// -- sessions and modifiers shapes ---------------------------------------------
+
+#[test]
+fn max_sessions_counts_live_sessions() {
+    let fw = example_fw(FirewallConfig::default());
+    let r = req("10.0.0.5", "alice-1", Some("alice"));
+    let two = Sessions(HashMap::from([(b"alice".to_vec(), 2)]), None);
+    assert!(matches!(decide(&fw, r.clone(), Some("alice-secret"), &two, 0), Decision::Accept(_)));
+    let three = Sessions(HashMap::from([(b"alice".to_vec(), 3)]), None);
+    let d = decide(&fw, r.clone(), Some("alice-secret"), &three, 0);
+    assert_eq!(code(&d), Some(RefusalCode::QuotaExceeded));
+    assert_eq!(reason(&d), "max_sessions: user \"alice\" already has 3 of 3 sessions");
+    // The same client id reconnecting takes its own session over.
+    let takeover = Sessions(HashMap::from([(b"alice".to_vec(), 3)]), Some(r.key.clone()));
+    assert!(matches!(decide(&fw, r, Some("alice-secret"), &takeover, 0), Decision::Accept(_)));
+}
+
+#[test]
+fn modifiers_in_mqtt3_and_mqtt5_shape() {
+    let fw = example_fw(FirewallConfig::default());
+    let mut r = req("10.0.0.5", "alice-1", Some("alice"));
+    let m3 = mods(decide(&fw, r.clone(), Some("alice-secret"), &NoSessions, 0)).entries(Protocol::Mqtt3);
+    r.protocol = Protocol::Mqtt5;
+    let m5 = mods(decide(&fw, r, Some("alice-secret"), &NoSessions, 0)).entries(Protocol::Mqtt5);
+    assert!(m3.contains(&("clean_session", ModValue::Bool(false))));
+    assert!(m5.contains(&("clean_start", ModValue::Bool(false))));
+    assert!(!m3.iter().any(|(k, _)| *k == "session_expiry_interval"));
+    assert!(m5.contains(&("session_expiry_interval", ModValue::Int(3600))));
+    assert!(m5.contains(&("topic_alias_max", ModValue::Int(16))));
+    assert_eq!(m3.len() + 3, m5.len());
+}
+
+// -- limits through the engine ----------------------------------------------------
+
+#[test]
+fn connection_rate_per_peer_and_user() {
+    let cfg = FirewallConfig { rate_per_peer: 1.0, burst_per_peer: 2, rate_per_user: 0.5, burst_per_user: 3, ..Default::default() };
+    let fw = example_fw(cfg);
+    let go = |peer: &str, now| decide(&fw, req(peer, "alice-1", Some("alice")), Some("alice-secret"), &NoSessions, now);
+    assert!(matches!(go("10.0.0.1", 0), Decision::Accept(_)));
+    assert!(matches!(go("10.0.0.1", 0), Decision::Accept(_)));
+    let d = go("10.0.0.1", 0);
+    assert_eq!(code(&d), Some(RefusalCode::ConnectionRateExceeded));
+    assert_eq!(reason(&d), "rate_limit: too many connects from this address");
+    assert!(matches!(go("10.0.0.1", 1000), Decision::Accept(_)), "refilled after 1 s");
+    // user bucket (burst 3) is now empty, whatever the address
+    let d = go("10.0.0.2", 1000);
+    assert_eq!(reason(&d), "rate_limit: too many connects for this user");
+    assert!(matches!(go("10.0.0.2", 3000), Decision::Accept(_)));
+}
+
+#[test]
+fn failed_logins_ban_peer_and_user_then_expire() {
+    let cfg = FirewallConfig { ban_threshold: 3, ban_window_ms: 10_000, ban_duration_ms: 60_000, ..Default::default() };
+    let fw = example_fw(cfg);
+    let go = |peer: &str, pw: &str, now| decide(&fw, req(peer, "alice-1", Some("alice")), Some(pw), &NoSessions, now);
+    for t in 0..3 {
+        assert_eq!(code(&go("10.0.0.1", "bad", t)), Some(RefusalCode::BadUsernameOrPassword));
+    }
+    let d = go("10.0.0.1", "alice-secret", 10);
+    assert_eq!(code(&d), Some(RefusalCode::Banned));
+    assert!(reason(&d).starts_with("ban: peer address banned"), "{}", reason(&d));
+    let d = go("10.0.0.2", "alice-secret", 10);
+    assert!(reason(&d).starts_with("ban: user banned"), "{}", reason(&d));
+    let bans = fw.bans(10);
+    assert_eq!(bans.len(), 2);
+    assert!(bans.iter().any(|b| b.target == BanTarget::Peer("10.0.0.1/32".parse().unwrap()) && b.until == 60_002));
+    assert!(bans.iter().any(|b| b.target == BanTarget::Username(b"alice".to_vec())));
+    assert_eq!(fw.stats().bans_active, 2);
+    assert_eq!(fw.stats().bans_started, 2);
+    // expiry
+    assert!(matches!(go("10.0.0.1", "alice-secret", 60_002), Decision::Accept(_)));
+    assert!(fw.bans(60_002).is_empty());
+    // operator clears
+    for t in 0..3 {
+        go("10.0.0.3", "bad", 70_000 + t);
+    }
+    assert_eq!(fw.bans(70_010).len(), 2);
+    assert_eq!(fw.clear_bans(BanSelector::Peer("10.0.0.3".parse().unwrap())), 1);
+    assert_eq!(fw.clear_bans(BanSelector::Username(b"alice".to_vec())), 1);
+    assert!(matches!(go("10.0.0.3", "alice-secret", 70_010), Decision::Accept(_)));
+    for t in 0..3 {
+        go("10.0.0.4", "bad", 80_000 + t);
+    }
+    assert_eq!(fw.clear_bans(BanSelector::All), 2);
+}
+
+#[test]
+fn cached_failures_still_count_toward_bans() {
+    let cfg = FirewallConfig { ban_threshold: 2, ..Default::default() };
+    let fw = example_fw(cfg);
+    let go = |now| decide(&fw, req("10.0.0.1", "alice-1", Some("alice")), Some("bad"), &NoSessions, now);
+    go(0);
+    go(1); // answered from the failure cache
+    assert_eq!(fw.stats().cache_hits, 1);
+    assert_eq!(code(&go(2)), Some(RefusalCode::Banned));
+}
+
+#[test]
+fn limiter_and_ban_tables_stay_bounded() {
+    let cfg = FirewallConfig { rate_per_peer: 1.0, ban_threshold: 5, max_tracked: 16, ..Default::default() };
+    let fw = example_fw(cfg);
+    for i in 0..2000u32 {
+        let ip = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+        decide(&fw, req(&ip, "alice-1", Some("alice")), Some("bad"), &NoSessions, u64::from(i));
+        let s = fw.stats();
+        assert!(s.tracked_peers <= 32, "{s:?}"); // 16 buckets + 16 ban counters
+        assert!(s.tracked_users <= 16, "{s:?}");
+    }
+    fw.reconfigure(FirewallConfig { max_tracked: 4, ..cfg });
+    let s = fw.stats();
+    assert!(s.tracked_peers <= 8 && s.tracked_users <= 4, "{s:?}");
+}
+
+// -- cache and slow path -----------------------------------------------------------
+
+#[test]
+fn cache_hit_returns_done_from_with_password() {
+    let fw = example_fw(FirewallConfig::default());
+    fw.force_slow.store(true, Ordering::Relaxed);
+    let r = req("10.0.0.5", "alice-1", Some("alice"));
+    let Step::NeedPassword(p) = fw.begin(r.clone(), &NoSessions, 0) else { panic!() };
+    assert_eq!(fw.with_password(&p, Some(b"alice-secret"), &NoSessions, 0), PasswordStep::NeedSlowHash);
+    assert!(matches!(fw.verify_slow(&p, Some(b"alice-secret"), &NoSessions, 0), Decision::Accept(_)));
+    assert_eq!(fw.stats().slow_verifications, 1);
+    // A reconnect storm of the same client is answered from the cache on the normal scheduler.
+    for now in 1..100 {
+        let Step::NeedPassword(p) = fw.begin(r.clone(), &NoSessions, now) else { panic!() };
+        assert!(matches!(fw.with_password(&p, Some(b"alice-secret"), &NoSessions, now), PasswordStep::Done(Decision::Accept(_))));
+    }
+    let s = fw.stats();
+    assert_eq!((s.slow_verifications, s.cache_hits, s.verify_count), (1, 99, 1));
+    // Expired entry (ok ttl 60 s): slow again.
+    let Step::NeedPassword(p) = fw.begin(r.clone(), &NoSessions, 70_000) else { panic!() };
+    assert_eq!(fw.with_password(&p, Some(b"alice-secret"), &NoSessions, 70_000), PasswordStep::NeedSlowHash);
+    // A different password is never a hit.
+    assert_eq!(fw.with_password(&p, Some(b"other"), &NoSessions, 70_000), PasswordStep::NeedSlowHash);
+}
+
+#[test]
+fn fast_hash_is_verified_in_with_password() {
+    let fw = example_fw(FirewallConfig::default());
+    let Step::NeedPassword(p) = fw.begin(req("10.0.0.5", "alice-1", Some("alice")), &NoSessions, 0) else { panic!() };
+    assert!(matches!(fw.with_password(&p, Some(b"alice-secret"), &NoSessions, 0), PasswordStep::Done(Decision::Accept(_))));
+    assert_eq!(fw.stats().cache_misses, 1);
+    assert_eq!(p.username(), b"alice");
+    assert_eq!(p.request().key.client_id.as_ref(), b"alice-1");
+}
+
+// -- snapshots and reloads ----------------------------------------------------------
+
+fn temp_dir() -> std::path::PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!("warden-fw-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn load_from_files_and_failed_reload_keeps_old_snapshot() {
+    let dir = temp_dir();
+    let pol = dir.join("policy.toml");
+    let pw = dir.join("passwd");
+    std::fs::write(&pol, EXAMPLE).unwrap();
+    std::fs::write(&pw, format!("# users\n{BACKEND_LINE}broken line\n")).unwrap();
+    // Owner-only, as a password file should be: otherwise its permissions are a warning too.
+    std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let fw = Firewall::new(FirewallConfig::default());
+    let rep = fw.load(Some(&pol), Some(&pw)).unwrap();
+    assert_eq!((rep.users, rep.groups, rep.rules, rep.passwords, rep.generation), (3, 3, 4, 1, 1));
+    assert_eq!(rep.warnings.len(), 1);
+    assert!(rep.warnings[0].contains("passwd:3:"), "{:?}", rep.warnings);
+
+    let good = |fw: &Firewall| decide(fw, req("10.0.0.5", "backend-1", Some("backend")), Some("backend-pw"), &NoSessions, 0);
+    assert!(matches!(good(&fw), Decision::Accept(_)));
+
+    std::fs::write(&pol, "[network]\nallow = [\"10.0.0.0/8\"]\n\n[users.x]\nnetworks = [\"300.1.1.1/8\"]\n").unwrap();
+    let e = fw.load(Some(&pol), Some(&pw)).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("policy.toml:5: users.x.networks: not an IP network"), "{msg}");
+    assert_eq!(fw.generation(), 1);
+    assert!(matches!(good(&fw), Decision::Accept(_)));
+
+    std::fs::write(&pol, EXAMPLE).unwrap();
+    let e = fw.load(Some(&pol), Some(&dir.join("missing"))).unwrap_err();
+    assert!(matches!(e, LoadError::Passwords(_)), "{e}");
+    assert!(e.to_string().contains("missing"));
+    assert_eq!(fw.generation(), 1);
+    let s = fw.stats();
+    assert_eq!((s.reloads_ok, s.reloads_failed), (1, 2));
+
+    // No files at all: back to "knows nothing".
+    fw.load(None, None).unwrap();
+    assert_eq!(good(&fw), Decision::Next);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn pending_auth_finishes_with_the_snapshot_it_started_with() {
+    let fw = Firewall::new(FirewallConfig::default());
+    let v1 = format!("[users.dave]\npassword = \"{}\"\nmax_sessions = 1\n", hash6(b"old", b"salt1"));
+    let v2 = format!("[users.dave]\npassword = \"{}\"\n[users.dave.modifiers]\nmax_message_size = 5\n", hash6(b"new", b"salt2"));
+    fw.install(policy(&v1), PasswordFile::default());
+    let r = req("10.0.0.5", "d1", Some("dave"));
+    let Step::NeedPassword(p) = fw.begin(r.clone(), &NoSessions, 0) else { panic!() };
+    fw.install(policy(&v2), PasswordFile::default());
+    assert_eq!((p.generation(), fw.generation()), (1, 2));
+    // Old password, old settings (max_sessions = 1 of the old policy applies).
+    let one = Sessions(HashMap::from([(b"dave".to_vec(), 1)]), None);
+    assert!(matches!(fw.with_password(&p, Some(b"old"), &NoSessions, 0), PasswordStep::Done(Decision::Accept(ref m)) if m.is_empty()));
+    assert!(matches!(fw.with_password(&p, Some(b"old"), &one, 0), PasswordStep::Done(Decision::Refuse(_))));
+    // New connects see the new policy.
+    assert_eq!(code(&decide(&fw, r.clone(), Some("old"), &NoSessions, 0)), Some(RefusalCode::BadUsernameOrPassword));
+    assert_eq!(mods(decide(&fw, r, Some("new"), &one, 0)).max_message_size, Some(5));
+}
+
+#[test]
+fn default_decision_when_nothing_knows_the_client() {
+    for (dd, expect) in [
+        (DefaultDecision::Next, Decision::Next),
+        (DefaultDecision::Allow, Decision::Accept(Modifiers::default())),
+    ] {
+        let fw = Firewall::new(FirewallConfig { default_decision: dd, ..Default::default() });
+        assert_eq!(decide(&fw, req("1.2.3.4", "c", Some("u")), Some("p"), &NoSessions, 0), expect);
+        assert_eq!(decide(&fw, req("1.2.3.4", "c", None), None, &NoSessions, 0), expect);
+    }
+    let fw = Firewall::new(FirewallConfig { default_decision: DefaultDecision::Deny, ..Default::default() });
+    assert_eq!(code(&decide(&fw, req("1.2.3.4", "c", Some("u")), Some("p"), &NoSessions, 0)), Some(RefusalCode::NotAuthorized));
+    // A policy with screening rules but no users: a named client nobody knows -> default too.
+    let fw = Firewall::new(FirewallConfig { default_decision: DefaultDecision::Allow, ..Default::default() });
+    fw.install(policy("[[rule]]\nname = \"lan\"\naction = \"allow\"\nwhen = { peer = [\"10.0.0.0/8\"] }\n"), PasswordFile::default());
+    assert!(matches!(decide(&fw, req("1.2.3.4", "c", Some("u")), Some("p"), &NoSessions, 0), Decision::Accept(_)));
+}
+
+// -- audit log -----------------------------------------------------------------------
+
+struct Capture(parking_lot::Mutex<Vec<String>>);
+
+struct Fields<'a>(&'a mut String);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push_str(&format!("{}={:?} ", field.name(), value));
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, e: &tracing::Event<'_>) {
+        let mut s = format!("{} ", e.metadata().target());
+        e.record(&mut Fields(&mut s));
+        self.0.lock().push(s);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[test]
+fn every_refusal_is_audited_once_without_secrets() {
+    let cap = std::sync::Arc::new(Capture(parking_lot::Mutex::new(Vec::new())));
+    let fw = example_fw(FirewallConfig { ban_threshold: 2, ..Default::default() });
+    tracing::subscriber::with_default(cap.clone(), || {
+        decide(&fw, req("10.0.0.5", "alice-1", Some("alice")), Some("hunter2-wrong"), &NoSessions, 0);
+        decide(&fw, req("10.0.0.5", "alice-1", Some("alice")), Some("hunter2-wrong2"), &NoSessions, 0);
+        decide(&fw, req("10.0.0.5", "alice-1", Some("alice")), Some("alice-secret"), &NoSessions, 0); // banned now
+        decide(&fw, req("10.0.0.6", "root1", Some("root")), Some("x"), &NoSessions, 0);
+    });
+    let events = cap.0.lock();
+    let audits: Vec<&String> = events.iter().filter(|e| e.starts_with("vmq_warden::audit") && e.contains("code=")).collect();
+    assert_eq!(audits.len(), 4, "{events:#?}");
+    assert_eq!(events.iter().filter(|e| e.contains("ban=")).count(), 2, "peer and user ban started");
+    assert!(audits[0].contains("code=\"bad_username_or_password\"") && audits[0].contains("username=alice"), "{}", audits[0]);
+    assert!(audits[0].contains("client_id=alice-1") && audits[0].contains("peer=10.0.0.5"), "{}", audits[0]);
+    assert!(audits[2].contains("code=\"banned\""), "{}", audits[2]);
+    for e in events.iter() {
+        assert!(!e.contains("hunter2") && !e.contains("alice-secret") && !e.contains("$6$"), "{e}");
+    }
+}

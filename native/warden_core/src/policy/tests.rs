@@ -1,0 +1,297 @@
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../../docs/policy.example.toml");
+
+fn parse(text: &str) -> Result<Policy, PolicyError> {
+    Policy::parse(text, "policy.toml")
+}
+
+fn err(text: &str) -> PolicyError {
+    parse(text).expect_err("policy should be rejected")
+}
+
+#[test]
+fn example_policy_loads_completely() {
+    let p = Policy::parse(EXAMPLE, "policy.example.toml").unwrap();
+    assert!(p.configured);
+    assert_eq!(p.rules.len(), 4);
+    assert_eq!(p.rules[0].name, "block-scanners");
+    assert_eq!(p.rules[0].code, RefusalCode::Banned);
+    assert_eq!(p.rules[1].code, RefusalCode::NotAuthorized);
+    assert_eq!(p.rules[2].action, Action::Allow);
+    assert_eq!(p.rules[3].action, Action::Next);
+    assert_eq!(p.anonymous.allow, Some(false));
+    assert_eq!(p.anonymous.listeners.len(), 1);
+    assert_eq!(p.anonymous.group.as_deref(), Some("guests"));
+    assert_eq!(p.anonymous.settings.modifiers.mountpoint.as_deref(), Some(&b"guests"[..]));
+    assert_eq!(p.network.allow.len(), 4);
+    assert_eq!(p.network.deny, vec!["10.66.0.0/16".parse::<IpNet>().unwrap()]);
+    assert_eq!(p.client_id.max_length, Some(64));
+    assert!(p.client_id.pattern.is_some());
+    assert_eq!(p.client_id.reserved.len(), 1);
+    assert_eq!(p.username.max_length, Some(32));
+    assert!(p.username.deny.contains(&b"root"[..]));
+    assert_eq!(p.cert_identity.len(), 1);
+    assert_eq!(p.cert_identity[0].from, CertField::Cn);
+    assert!(p.cert_identity[0].required);
+    assert_eq!(p.groups.len(), 3);
+    assert_eq!(p.users.len(), 3);
+
+    let alice = p.user(b"alice").unwrap();
+    assert!(alice.password.as_ref().unwrap().verify(b"alice-secret"));
+    // user value overrides groups; first listed group wins between groups
+    assert_eq!(alice.settings.max_sessions, Some(3));
+    assert_eq!(alice.settings.networks.as_ref().unwrap().len(), 1);
+    let m = &alice.settings.modifiers;
+    assert_eq!(m.mountpoint.as_deref(), Some(&b"devices"[..]));
+    assert_eq!(m.session.max_message_size, Some(65536));
+    assert_eq!(m.session.upgrade_qos, Some(true));
+    assert_eq!(m.session.retry_interval, Some(20));
+    assert_eq!(m.session.reg_view, Some(RegView::VmqRegTrie));
+    assert_eq!(m.session.shared_subscription_policy, Some(SharedSubscriptionPolicy::LocalOnly));
+    assert_eq!(m.session.clean_session, Some(false));
+    assert_eq!(m.session.session_expiry_interval, Some(3600));
+
+    let backend = p.user(b"backend").unwrap();
+    assert!(backend.password.is_none());
+    assert_eq!(backend.settings.networks, Some(vec![]));
+    assert_eq!(backend.settings.max_sessions, Some(5));
+    assert!(p.in_group(b"backend", "operators"));
+    assert!(!p.in_group(b"backend", "devices"));
+    assert_eq!(p.user(b"sensor-7").unwrap().settings.max_sessions, Some(2));
+}
+
+#[test]
+fn empty_text_is_a_valid_policy() {
+    let p = parse("").unwrap();
+    assert!(p.configured);
+    assert!(p.rules.is_empty() && p.users.is_empty());
+    assert!(!Policy::empty().configured);
+}
+
+#[test]
+fn unknown_key_is_error_with_line() {
+    let e = err("version = 1\n\n[client_id]\nmax_lenght = 3\n");
+    assert_eq!(e.line, 4, "{e}");
+    assert!(e.message.contains("max_lenght"), "{e}");
+    assert!(e.to_string().starts_with("policy.toml:4: "), "{e}");
+
+    let e = err("[users.bob]\ngroups = []\n[users.bob.modifiers]\nmax_qos = 1\n");
+    assert_eq!(e.line, 4, "{e}");
+    assert!(e.message.contains("max_qos"));
+
+    let e = err("[[rule]]\nname = \"x\"\naction = \"deny\"\nwhen = { peer = [\"10.0.0.0/8\"], port = 3 }\n");
+    assert_eq!(e.line, 4, "{e}");
+}
+
+#[test]
+fn toml_syntax_error_has_line() {
+    let e = err("[network]\nallow = [\"10.0.0.0/8\"\n\n");
+    assert!(e.line >= 2, "{e}");
+}
+
+#[test]
+fn bad_cidr_names_line_and_key() {
+    let e = err("[network]\nallow = [\"10.0.0.0/8\",\n  \"10.0.0.0/33\"]\n");
+    assert_eq!((e.line, e.key.as_str()), (3, "network.allow"), "{e}");
+    assert!(e.to_string().contains("policy.toml:3: network.allow: not an IP network"));
+
+    let e = err("[users.bob]\nnetworks = [\"fe80::/200\"]\n");
+    assert_eq!((e.line, e.key.as_str()), (2, "users.bob.networks"));
+
+    let e = err("[[rule]]\nname = \"r\"\naction = \"deny\"\n[rule.when]\npeer = [\"nonsense\"]\n");
+    assert_eq!((e.line, e.key.as_str()), (5, "rule[r].when.peer"));
+}
+
+#[test]
+fn bad_and_hostile_regexes_are_rejected() {
+    let e = err("[client_id]\npattern = \"([a-z]\"\n");
+    assert_eq!((e.line, e.key.as_str()), (2, "client_id.pattern"), "{e}");
+    assert!(e.message.starts_with("invalid regular expression"));
+
+    // A pattern whose compiled program explodes (counted repetitions of a big class).
+    let e = err("[username]\npattern = \"(\\\\w{100}){100}\"\n");
+    assert_eq!((e.line, e.key.as_str()), (2, "username.pattern"), "{e}");
+    assert!(e.message.contains("too large"), "{e}");
+
+    let long = "a".repeat(MAX_PATTERN_LEN + 1);
+    let e = err(&format!("[username]\n\npattern = \"{long}\"\n"));
+    assert_eq!(e.line, 3);
+
+    let e = err("[[rule]]\nname = \"r\"\naction = \"next\"\nwhen = { client_id = \"(((((((((((((((((((((((((((((((((a)))))))))))))))))))))))))))))))))\" }\n");
+    assert_eq!(e.line, 4, "{e}");
+}
+
+#[test]
+fn modifier_values_are_validated() {
+    let e = err("[groups.g.modifiers]\nretry_interval = 0\n");
+    assert_eq!((e.line, e.key.as_str()), (2, "groups.g.modifiers.retry_interval"), "{e}");
+    let e = err("[groups.g.modifiers]\n\ntopic_alias_max = 70000\n");
+    assert_eq!((e.line, e.key.as_str()), (3, "groups.g.modifiers.topic_alias_max"));
+    let e = err("[users.u.modifiers]\nmax_message_size = -1\n");
+    assert_eq!(e.line, 2, "{e}");
+    let e = err("[users.u.modifiers]\nreg_view = \"my_view\"\n");
+    assert_eq!(e.line, 2, "{e}");
+    assert!(e.message.contains("vmq_reg_trie"), "{e}");
+    let e = err("[users.u.modifiers]\nshared_subscription_policy = \"nearest\"\n");
+    assert_eq!(e.line, 2);
+    let e = err("[users.u.modifiers]\nupgrade_qos = \"yes\"\n");
+    assert_eq!(e.line, 2);
+}
+
+#[test]
+fn references_and_rule_shape_are_checked() {
+    let e = err("[users.u]\ngroups = [\"nope\"]\n");
+    assert_eq!((e.line, e.key.as_str()), (2, "users.u.groups"));
+    assert!(e.message.contains("undefined group \"nope\""));
+    let e = err("[anonymous]\ngroup = \"nope\"\n");
+    assert_eq!(e.key, "anonymous.group");
+    let e = err("[[client_id.reserved]]\nprefix = \"x\"\ngroups = [\"nope\"]\n");
+    assert_eq!(e.line, 3);
+
+    let e = err("[[rule]]\nname = \"a\"\naction = \"allow\"\ncode = \"banned\"\n");
+    assert_eq!((e.line, e.key.as_str()), (4, "rule[a].code"));
+    let e = err("[[rule]]\nname = \"a\"\naction = \"deny\"\n[[rule]]\nname = \"a\"\naction = \"deny\"\n");
+    assert_eq!(e.line, 5);
+    assert!(e.message.contains("duplicate"));
+    let e = err("[[rule]]\nname = \"a\"\naction = \"reject\"\n");
+    assert_eq!(e.line, 3);
+    let e = err("[[rule]]\nname = \"a\"\naction = \"deny\"\ncode = \"server_busy\"\n");
+    assert_eq!(e.line, 4);
+    let e = err("[[rule]]\naction = \"deny\"\n");
+    assert!(e.message.contains("name"), "{e}");
+    let e = err("version = 2\n");
+    assert_eq!((e.line, e.key.as_str()), (1, "version"));
+}
+
+#[test]
+fn bad_inline_password_hash_is_error_without_echo() {
+    let e = err("[users.u]\npassword = \"$9$secretmaterial\"\n");
+    assert_eq!((e.line, e.key.as_str()), (2, "users.u.password"));
+    assert!(!e.to_string().contains("secretmaterial"));
+}
+
+#[test]
+fn allowed_chars_ranges() {
+    let p = parse("[client_id]\nallowed_chars = \"a-c_-\"\n").unwrap();
+    assert_eq!(p.client_id.allowed_chars, Some(vec![(b'a', b'c'), (b'_', b'_'), (b'-', b'-')]));
+    let e = err("[client_id]\nallowed_chars = \"z-a\"\n");
+    assert_eq!(e.line, 2);
+    let e = err("[client_id]\nallowed_chars = \"ä\"\n");
+    assert_eq!(e.line, 2);
+}
+
+#[test]
+fn username_glob() {
+    let g = BoundPattern { source: "{username}-*".into() };
+    assert!(g.matches(b"bob", b"bob-1"));
+    assert!(g.matches(b"bob", b"bob-"));
+    assert!(!g.matches(b"bob", b"bob"));
+    assert!(!g.matches(b"bob", b"bobby-1"));
+    assert!(!g.matches(b"bob", b"alice-1"));
+    // A '*' in a username is literal, not a wildcard.
+    assert!(!g.matches(b"*", b"x-1"));
+    assert!(g.matches(b"*", b"*-1"));
+    let g = BoundPattern { source: "dev/?/{username}/*/end".into() };
+    assert!(g.matches(b"u", b"dev/a/u/x/y/end"));
+    assert!(!g.matches(b"u", b"dev/ab/u/x/end"));
+    // Pathological input stays fast (no exponential backtracking).
+    let g = BoundPattern { source: "*a*a*a*a*a*a*a*b".into() };
+    assert!(!g.matches(b"", &[b'a'; 5000]));
+}
+
+#[test]
+fn listener_matching_and_type_aliases() {
+    let l = Listener { port: Some(8080), kind: Some("mqttws".into()), addr: Some("10.1.2.3".parse().unwrap()) };
+    let m = |port, kind: Option<&str>, addr: Option<&str>| ListenerMatch {
+        port,
+        kind: kind.map(canonical_listener_type),
+        addr: addr.map(|a| a.parse().unwrap()),
+    };
+    assert!(m(None, None, None).matches(Some(&l)));
+    assert!(m(None, None, None).matches(None));
+    assert!(m(Some(8080), Some("ws"), None).matches(Some(&l)));
+    assert!(m(None, Some("WS"), Some("10.0.0.0/8")).matches(Some(&l)));
+    assert!(!m(Some(8081), None, None).matches(Some(&l)));
+    assert!(!m(None, Some("wss"), None).matches(Some(&l)));
+    assert!(!m(None, Some("ws"), None).matches(None));
+    assert_eq!(canonical_listener_type("mqtts"), "ssl");
+}
+
+#[test]
+fn modifier_entries_per_protocol() {
+    let p = Policy::parse(EXAMPLE, "x").unwrap();
+    let key = SubscriberKey::new(&b""[..], &b"c1"[..]);
+    let m = p.user(b"alice").unwrap().settings.modifiers.resolve(&key);
+    let m3 = m.entries(Protocol::Mqtt3);
+    let m5 = m.entries(Protocol::Mqtt5);
+    let keys = |v: &[(&'static str, ModValue)]| v.iter().map(|(k, _)| *k).collect::<Vec<&'static str>>();
+    let k3 = keys(&m3);
+    let k5 = keys(&m5);
+    assert!(k3.contains(&"clean_session") && !k3.contains(&"clean_start"));
+    assert!(k5.contains(&"clean_start") && !k5.contains(&"clean_session"));
+    for only5 in ["session_expiry_interval", "topic_alias_max", "max_packet_size"] {
+        assert!(!k3.contains(&only5));
+        assert!(k5.contains(&only5));
+    }
+    assert_eq!(
+        m3[0],
+        ("subscriber_id", ModValue::SubscriberId { mountpoint: b"devices".to_vec(), client_id: b"c1".to_vec() })
+    );
+    assert!(m3.contains(&("reg_view", ModValue::Atom("vmq_reg_trie"))));
+    assert!(m3.contains(&("shared_subscription_policy", ModValue::Atom("local_only"))));
+    assert!(m3.contains(&("max_connection_lifetime", ModValue::Int(86400))));
+    assert!(m5.contains(&("max_packet_size", ModValue::Int(1_048_576))));
+    // Every key is one VerneMQ understands (facts page section 3).
+    const KNOWN: &[&str] = &[
+        "subscriber_id", "username", "clean_session", "clean_start", "max_message_size", "max_message_rate",
+        "max_inflight_messages", "retry_interval", "upgrade_qos", "reg_view", "shared_subscription_policy",
+        "max_online_messages", "max_offline_messages", "max_connection_lifetime", "session_expiry_interval",
+        "topic_alias_max", "max_packet_size",
+    ];
+    for k in k3.iter().chain(k5.iter()) {
+        assert!(KNOWN.contains(k), "{k}");
+    }
+    assert!(Modifiers::default().entries(Protocol::Mqtt5).is_empty());
+}
+
+#[test]
+fn rule_conditions() {
+    let p = parse(
+        r#"
+[[rule]]
+name = "r"
+action = "deny"
+when = { peer = ["10.0.0.0/8", "2001:db8::/32"], listener = [{ port = 1883 }, { type = "ws" }], client_id = "c.*", username = "u[0-9]", protocol = "mqtt5", has_cert = false }
+[[rule]]
+name = "anon"
+action = "deny"
+when = { anonymous = true }
+"#,
+    )
+    .unwrap();
+    let l1883 = Listener { port: Some(1883), kind: Some("tcp".into()), addr: None };
+    let base = MatchInput {
+        peer: Some("10.1.1.1".parse().unwrap()),
+        listener: Some(&l1883),
+        client_id: b"c1",
+        username: Some(b"u1"),
+        protocol: Protocol::Mqtt5,
+        has_cert: false,
+    };
+    let w = &p.rules[0].when;
+    assert!(w.matches(&base));
+    assert!(w.matches(&MatchInput { peer: Some("2001:db8::5".parse().unwrap()), ..base }));
+    assert!(w.matches(&MatchInput { peer: Some("::ffff:10.0.0.1".parse().unwrap()), ..base }));
+    assert!(!w.matches(&MatchInput { peer: Some("11.1.1.1".parse().unwrap()), ..base }));
+    assert!(!w.matches(&MatchInput { peer: None, ..base }));
+    assert!(!w.matches(&MatchInput { listener: None, ..base }));
+    assert!(!w.matches(&MatchInput { client_id: b"xc1", ..base }), "regex is anchored");
+    assert!(!w.matches(&MatchInput { username: Some(b"u12"), ..base }));
+    assert!(!w.matches(&MatchInput { username: None, ..base }));
+    assert!(!w.matches(&MatchInput { protocol: Protocol::Mqtt3, ..base }));
+    assert!(!w.matches(&MatchInput { has_cert: true, ..base }));
+    let a = &p.rules[1].when;
+    assert!(!a.matches(&base));
+    assert!(a.matches(&MatchInput { username: None, ..base }));
+}
