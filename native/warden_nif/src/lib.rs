@@ -37,6 +37,27 @@ pub mod atoms {
     username,
     properties,
     p_session_expiry_interval,
+    // session and ending maps (encode.rs)
+    mountpoint,
+    client_id,
+    state,
+    generation,
+    pending_generation,
+    clean_session,
+    protocol,
+    first_connect,
+    last_connect,
+    last_change,
+    connect_count,
+    last_end,
+    reason,
+    started,
+    ended,
+    authenticated,
+    online,
+    taken_over,
+    discarded,
+    abandoned,
     }
 }
 
