@@ -31,6 +31,7 @@ main(Args) ->
     Quick = lists:member("--quick", Args),
     Scale = case [list_to_integer(S -- "--sessions=") || "--sessions=" ++ _ = S <- Args] of
                 [N] -> N;
+                [] when Quick -> 250000;
                 [] -> 1000000
             end,
     Tiny = lists:member("--smoke", Args),
@@ -60,7 +61,8 @@ run(Opts0) ->
     print_scale(Scale),
     Targets = targets(Rows0 ++ Rows1 ++ Rows2 ++ Rows3, Scale, Nif),
     print_targets(Targets),
-    io:format("~nTotal bench time: ~.1f s~n",
+    io:format("~nmachine load at end: ~s~n", [load()]),
+    io:format("Total bench time: ~.1f s~n",
               [(erlang:monotonic_time(millisecond) - T0) / 1000]),
     ok.
 
@@ -68,7 +70,7 @@ sizes(#{smoke := true} = O) ->
     O#{n => 2000, life => 2000, life_keys => 500, scale_n => 20000, lookups => 2000,
        list_reps => 2, slow_users => 2, hits => 500, matches_every => 100};
 sizes(#{quick := true} = O) ->
-    O#{n => 20000, life => 20000, life_keys => 5000, scale_n => min(maps:get(sessions, O), 1000000),
+    O#{n => 20000, life => 20000, life_keys => 5000, scale_n => maps:get(sessions, O),
        lookups => 20000, list_reps => 5, slow_users => 4, hits => 5000, matches_every => 100};
 sizes(O) ->
     O#{n => 200000, life => 200000, life_keys => 20000, scale_n => maps:get(sessions, O),
@@ -94,9 +96,27 @@ header(Opts, Nif) ->
               [cpu_model(), erlang:system_info(schedulers_online),
                erlang:system_info(dirty_cpu_schedulers_online),
                erlang:system_info(otp_release), erlang:system_info(version)]),
+    io:format("machine load at start: ~s~n", [load()]),
     Nif orelse io:format("*** NIF NOT LOADED: native rows are skipped ***~n"),
     io:format("median: ns/call from batches of ~p calls; p99: ns/call timing each call "
               "(includes the timer row); long_sched: system_monitor events > 1 ms~n~n", [?BATCH]).
+
+%% Other work on the machine shows up as scheduler stalls and noise:
+%% loadavg and the kernel's CPU pressure (share of time some task waited).
+load() ->
+    L = case file:read_file("/proc/loadavg") of
+            {ok, B} -> lists:join(" ", lists:sublist(string:split(string:trim(B), " ", all), 3));
+            _ -> "?"
+        end,
+    P = case file:read_file("/proc/pressure/cpu") of
+            {ok, PB} ->
+                case re:run(PB, "some avg10=([0-9.]+) avg60=([0-9.]+)", [{capture, all_but_first, binary}]) of
+                    {match, [A10, A60]} -> io_lib:format(", CPU pressure some avg10=~s% avg60=~s%", [A10, A60]);
+                    _ -> ""
+                end;
+            _ -> ""
+        end,
+    io_lib:format("loadavg ~s (~p CPUs)~s", [L, erlang:system_info(logical_processors_available), P]).
 
 cpu_model() ->
     case file:read_file("/proc/cpuinfo") of
@@ -638,9 +658,9 @@ targets(Rows, Scale, true) ->
       io_lib:format("~.3f s for ~p", [maps:get(fill_ns, NifS) / 1.0e9, maps:get(n, NifS)]),
       maps:get(n, NifS) >= 1000000 andalso maps:get(fill_ns, NifS) < 2.0e9},
      {"filtered list of 10,000 < 50 ms, no stall > 1 ms",
-      io_lib:format("median ~.2f ms, p99 ~.2f ms, long_sched ~p",
-                    [maps:get(list_median, NifS) / 1.0e6, maps:get(list_p99, NifS) / 1.0e6,
-                     maps:get(ls_list, NifS)]),
+      io_lib:format("~p matches: median ~.2f ms, p99 ~.2f ms, long_sched ~p",
+                    [maps:get(matches, NifS), maps:get(list_median, NifS) / 1.0e6,
+                     maps:get(list_p99, NifS) / 1.0e6, maps:get(ls_list, NifS)]),
       maps:get(matches, NifS) >= 10000 andalso maps:get(list_p99, NifS) < 50.0e6
           andalso maps:get(ls_list, NifS) =:= 0},
      {"zero scheduler stalls > 1 ms (plugin workloads)",
