@@ -25,7 +25,7 @@ start(_Type, _Args) ->
 start_sup() ->
     case vmq_warden_sup:start_link() of
         {ok, Pid} ->
-            vmq_warden_cli:register(),
+            _ = vmq_warden_cli:register(),
             {ok, Pid};
         Error ->
             Error

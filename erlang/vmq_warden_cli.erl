@@ -162,8 +162,7 @@ reload(_Cmd, [], []) ->
     guarded(fun() ->
                     case vmq_warden:reload() of
                         ok -> [clique_status:text("Done")];
-                        {error, Reason} -> alert("Reload failed: ~tp", [Reason]);
-                        Other -> alert("Reload failed: ~tp", [Other])
+                        {error, Reason} -> alert("Reload failed: ~tp", [Reason])
                     end
             end);
 reload(_Cmd, _, _) ->
@@ -198,11 +197,8 @@ ban_clear(_Cmd, _, _) ->
 do_clear(What) ->
     guarded(fun() ->
                     case vmq_warden:clear_bans(What) of
-                        ok -> [clique_status:text("Done")];
-                        {ok, N} when is_integer(N) -> [clique_status:text(io_lib:format("Cleared ~b ban(s)", [N]))];
-                        N when is_integer(N) -> [clique_status:text(io_lib:format("Cleared ~b ban(s)", [N]))];
-                        {error, Reason} -> alert("Clearing bans failed: ~tp", [Reason]);
-                        Other -> alert("Clearing bans failed: ~tp", [Other])
+                        {ok, N} -> [clique_status:text(io_lib:format("Cleared ~b ban(s)", [N]))];
+                        {error, Reason} -> alert("Clearing bans failed: ~tp", [Reason])
                     end
             end).
 
@@ -295,6 +291,8 @@ ban_value(K, V) when is_integer(V), V > 1000000000000 ->
         true -> time_str(V);
         false -> str(V)
     end;
+%% target is {peer, <<"10.0.0.9/32">>} or {username, <<"bob">>}
+ban_value(target, {Kind, Subject}) when is_atom(Kind) -> str(Kind) ++ " " ++ str(Subject);
 ban_value(K, {Ip, Port}) when K =:= peer, is_tuple(Ip) -> ip_string(Ip) ++ ":" ++ str(Port);
 ban_value(_, V) when is_tuple(V), (tuple_size(V) =:= 4 orelse tuple_size(V) =:= 8) -> ip_string(V);
 ban_value(_, V) -> str(V).
@@ -304,9 +302,7 @@ atom_to_list_safe(_) -> "".
 
 %% Nested stats map -> [{"a.b.c", "N"}], sorted.
 flatten(Map) when is_map(Map) ->
-    lists:sort(flatten([], Map));
-flatten(_) ->
-    [].
+    lists:sort(flatten([], Map)).
 
 flatten(Prefix, Map) when is_map(Map) ->
     lists:append([flatten(Prefix ++ [str(K)], V) || {K, V} <- maps:to_list(Map)]);

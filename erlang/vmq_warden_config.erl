@@ -85,7 +85,7 @@ load_files(#{policy_file := Policy, password_file := Passwd}) ->
     end.
 
 log_report(#{warnings := Warnings} = Report) ->
-    [?LOG_WARNING(#{msg => "vmq_warden: skipped a line", warning => W},
+    _ = [?LOG_WARNING(#{msg => "vmq_warden: skipped a line", warning => W},
                   #{domain => [vmq_warden]}) || W <- Warnings],
     ?LOG_INFO(#{msg => "vmq_warden: policy loaded", report => maps:remove(warnings, Report)},
               #{domain => [vmq_warden]});

@@ -33,16 +33,17 @@
 %% @doc Current metric values, for `vmq_metrics_mfa'. Never raises.
 -spec metrics() -> [metric()].
 metrics() ->
-    try vmq_warden:stats() of
-        Stats when is_map(Stats) -> from_stats(Stats);
-        _ -> []
+    %% from_stats/1 takes only a map: anything else is a function_clause,
+    %% caught here like every other failure.
+    try
+        from_stats(vmq_warden:stats())
     catch
         _:_ -> []
     end.
 
 %% Metrics whose value is absent from the stats map (or not a non-negative
 %% integer) are left out rather than reported as 0.
-from_stats(Stats) ->
+from_stats(Stats) when is_map(Stats) ->
     try
         lists:filtermap(
           fun({Type, Labels, Id, Name, Desc, Path}) ->

@@ -271,7 +271,8 @@ enum KeyArg<'a> {
 /// - on_register promotes the pending connect with the same conn; completes
 ///   a session with the same conn (or a wakeup-created one without conn);
 ///   is `Stale` if a different connect is pending (it was superseded);
-///   otherwise starts a new generation. Its ConnectInfo replaces auth's.
+///   otherwise starts a new generation. Its ConnectInfo replaces auth's,
+///   except the clean flag, which on_register does not carry.
 /// - A second auth_accepted while one is pending abandons the older one
 ///   (single pending slot per key).
 /// - A persistent connect over an offline session resumes it: no ending. A
