@@ -4,7 +4,7 @@
 REBAR ?= rebar3
 DIR := $(abspath .)
 
-.PHONY: all build test rust-test erlang-test check shell demo bench clean
+.PHONY: all build test rust-test erlang-test check fuzz-smoke shell demo bench clean
 
 all: build
 	@echo
@@ -23,8 +23,9 @@ all: build
 
 build:
 	$(REBAR) compile
+	cargo build --release --locked -p warden_passwd
 
-test: rust-test erlang-test check
+test: rust-test erlang-test check fuzz-smoke
 
 rust-test:
 	cargo test --workspace --locked
@@ -36,6 +37,25 @@ erlang-test: build
 check: build
 	$(REBAR) xref
 	$(REBAR) dialyzer
+
+# libFuzzer smoke run, FUZZ_SECONDS per target (docs/ROBUSTNESS.md). The same
+# fuzz bodies already ran in `cargo test` with deterministic inputs; this
+# step runs only where cargo-fuzz is installed and skips with a message elsewhere.
+FUZZ_SECONDS ?= 5
+FUZZ_TARGETS := hash_string password_file policy cert_identity
+fuzz-smoke:
+	@if ! command -v cargo-fuzz >/dev/null 2>&1; then \
+	  echo "fuzz-smoke: skipped (cargo-fuzz not installed: cargo install cargo-fuzz)"; \
+	else \
+	  if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then FUZZ="cargo +nightly fuzz"; \
+	  else FUZZ="env RUSTC_BOOTSTRAP=1 cargo fuzz"; fi; \
+	  cd fuzz && for t in $(FUZZ_TARGETS); do \
+	    mkdir -p corpus/$$t && \
+	    if $$FUZZ run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+	        > fuzz-$$t.log 2>&1; then grep -h '^Done' fuzz-$$t.log | sed "s/^/fuzz $$t: /"; \
+	    else tail -40 fuzz-$$t.log; echo "fuzz $$t: FAILED (fuzz/fuzz-$$t.log, fuzz/artifacts/$$t)"; exit 1; fi; \
+	  done; \
+	fi
 
 shell: build
 	erl -pa _build/default/lib/vmq_warden/ebin -eval 'application:ensure_all_started(vmq_warden)'

@@ -1,26 +1,43 @@
 -module(vmq_warden_app).
 -behaviour(application).
--export([start/2, stop/1]).
+-export([start/2, prep_stop/1, stop/1]).
 
 -include_lib("kernel/include/logger.hrl").
 
-%% A bad configuration fails start with a clear error. A missing NIF does
-%% not: the hooks must stay registered so they answer with the failure
-%% decision (fail closed) instead of letting other plugins admit everyone.
+%% A bad configuration (an invalid setting, a policy or password file that
+%% does not load) fails start with `{error, {bad_config, Reason}}'. A missing
+%% or broken NIF library does not: the hooks must stay registered so that
+%% they answer with the failure decision (fail closed by default) instead of
+%% letting the next plugin in the chain admit everyone.
 start(_Type, _Args) ->
     vmq_warden_stats:init(),
+    case vmq_warden_config:settings() of
+        {ok, Settings} ->
+            start(Settings);
+        {error, Reason} ->
+            bad_config(Reason)
+    end.
+
+start(Settings) ->
     case vmq_warden_nif:load() of
         ok ->
             case vmq_warden_config:apply() of
                 ok -> start_sup();
-                {error, Reason} -> {error, {bad_config, Reason}}
+                {error, Reason} -> bad_config(Reason)
             end;
         {error, Reason} ->
             ?LOG_ERROR(#{msg => "vmq_warden: NIF library not loaded; every auth hook answers "
-                                "with the failure decision", reason => Reason},
+                                "with the failure decision",
+                         reason => Reason,
+                         failure_decision => maps:get(failure_decision, Settings)},
                        #{domain => [vmq_warden]}),
             start_sup()
     end.
+
+bad_config(Reason) ->
+    ?LOG_ERROR(#{msg => "vmq_warden: bad configuration, plugin not started", reason => Reason},
+               #{domain => [vmq_warden]}),
+    {error, {bad_config, Reason}}.
 
 start_sup() ->
     case vmq_warden_sup:start_link() of
@@ -30,6 +47,11 @@ start_sup() ->
         Error ->
             Error
     end.
+
+%% Hand the last queued Rust log events to logger before the processes go.
+prep_stop(State) ->
+    _ = catch vmq_warden_log:flush(),
+    State.
 
 stop(_State) ->
     vmq_warden_cli:unregister(),

@@ -920,16 +920,19 @@ fn post_checks(
             return refuse(RefusalCode::NotAuthorized, format!("networks: {who} may not connect from this address"));
         }
     }
+    let mut mods = settings.modifiers.resolve(&req.key);
     if let (Some(max), Some(u)) = (settings.max_sessions, identity) {
+        // The registry holds the session under the subscriber id the client
+        // registers with, i.e. after a mountpoint rewrite.
+        let key = mods.subscriber_id.as_ref().unwrap_or(&req.key);
         let mut live = sessions.live_sessions_of_user(u);
-        if live > 0 && sessions.has_live_session(u, &req.key) {
+        if live > 0 && sessions.has_live_session(u, key) {
             live -= 1; // this client id takes its own session over
         }
         if live >= max as usize {
             return refuse(RefusalCode::QuotaExceeded, format!("max_sessions: {who} already has {live} of {max} sessions"));
         }
     }
-    let mut mods = settings.modifiers.resolve(&req.key);
     mods.username = rename;
     Decision::Accept(mods)
 }

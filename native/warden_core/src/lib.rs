@@ -6,9 +6,12 @@
 #![forbid(unsafe_code)]
 
 pub mod credentials;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod registry;
 pub mod firewall;
 pub mod limits;
+pub mod loglimit;
 pub mod policy;
 pub mod types;
 

@@ -94,8 +94,12 @@ fn mod_value<'a>(env: Env<'a>, value: &ModValue) -> Term<'a> {
     }
 }
 
-/// MQTT 3: a proplist. MQTT 5: a map, with the session expiry inside
-/// `properties` as `p_session_expiry_interval`, where the broker reads it.
+/// MQTT 3: a proplist. MQTT 5: a map with the same atom keys. The session
+/// expiry is the top-level `session_expiry_interval` key: VerneMQ 2.x's
+/// vmq_mqtt5_fsm reads it from the modifiers (state and queue options) and
+/// keeps only p_max_qos, p_retain_available, p_wildcard_subs_available,
+/// p_sub_ids_available and p_shared_subs_available from a returned
+/// `properties` map, so a `p_session_expiry_interval` there would be dropped.
 fn modifiers<'a>(env: Env<'a>, entries: &[(&'static str, ModValue)], protocol: Protocol) -> Term<'a> {
     match protocol {
         Protocol::Mqtt3 => {
@@ -108,15 +112,7 @@ fn modifiers<'a>(env: Env<'a>, entries: &[(&'static str, ModValue)], protocol: P
         Protocol::Mqtt5 => {
             let mut map = Term::map_new(env);
             for (k, v) in entries {
-                let (key, value) = if *k == "session_expiry_interval" {
-                    let props = Term::map_new(env)
-                        .map_put(atoms::p_session_expiry_interval(), mod_value(env, v))
-                        .unwrap_or_else(|_| Term::map_new(env));
-                    (atoms::properties().encode(env), props)
-                } else {
-                    (atom(env, k), mod_value(env, v))
-                };
-                map = map.map_put(key, value).unwrap_or(map);
+                map = map.map_put(atom(env, k), mod_value(env, v)).unwrap_or(map);
             }
             map
         }

@@ -106,6 +106,9 @@ fn finish<'a>(
     if let Decision::Accept(mods) = &decision {
         let key = encode::registered_key(key, mods, protocol);
         let clean_session = encode::effective_clean_session(clean_session, mods, protocol);
+        // A certificate identity renames the session (the `username`
+        // modifier): it counts toward that user's max_sessions.
+        let username = mods.username.clone().or(username);
         let info = ConnectInfo { peer, username: username.map(Vec::into_boxed_slice), clean_session, protocol };
         WARDEN.registry.auth_accepted(key, conn, info, now());
     }

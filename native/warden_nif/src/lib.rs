@@ -35,8 +35,6 @@ pub mod atoms {
     all,
     peer,
     username,
-    properties,
-    p_session_expiry_interval,
     // session and ending maps (encode.rs)
     mountpoint,
     client_id,

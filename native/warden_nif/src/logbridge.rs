@@ -4,10 +4,19 @@
 //! (oldest dropped and counted when full) that the Erlang process
 //! `vmq_warden_log` drains with `drain_logs/1` and hands to `logger`, so they
 //! land in VerneMQ's log files with level, target and fields.
+//!
+//! Audit lines a client can cause at will (one per refused connect, target
+//! `vmq_warden::audit`, level info) are rate-limited: at most
+//! [`AUDIT_LINES_PER_SECOND`] pass each second, the rest are counted and
+//! reported by one warning "N refusals not logged in the last second" once
+//! that second is over (with the next audit event or the next drain,
+//! whichever comes first). Warnings on the audit target (a ban starting)
+//! are never suppressed.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::time::Instant;
 
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
@@ -15,10 +24,16 @@ use rustler::{Encoder, Env, Term};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use warden_core::loglimit::WindowLimiter;
 
 use crate::encode;
 
 const QUEUE_BOUND: usize = 4096;
+
+/// The target of the firewall's audit events (warden_core::firewall).
+pub const AUDIT_TARGET: &str = "vmq_warden::audit";
+/// Audit lines (refusals) that reach the log per second; the rest are counted.
+pub const AUDIT_LINES_PER_SECOND: u64 = 50;
 
 pub struct LogLine {
     level: Level,
@@ -31,6 +46,39 @@ static QUEUE: Lazy<Mutex<VecDeque<LogLine>>> = Lazy::new(|| Mutex::new(VecDeque:
 static DROPPED: AtomicU64 = AtomicU64::new(0);
 /// 0 error .. 4 trace; events above it are not even formatted.
 static MAX_LEVEL: AtomicU8 = AtomicU8::new(2);
+static AUDIT: Lazy<Mutex<WindowLimiter>> = Lazy::new(|| Mutex::new(WindowLimiter::new(AUDIT_LINES_PER_SECOND)));
+static EPOCH: Lazy<Instant> = Lazy::new(Instant::now);
+
+/// Whole seconds on a monotonic clock (the audit limiter's windows).
+fn now_second() -> u64 {
+    EPOCH.elapsed().as_secs() + 1
+}
+
+fn push(line: LogLine) {
+    let mut q = QUEUE.lock();
+    if q.len() >= QUEUE_BOUND {
+        q.pop_front();
+        DROPPED.fetch_add(1, Ordering::Relaxed);
+    }
+    q.push_back(line);
+}
+
+fn audit_summary(suppressed: u64) -> LogLine {
+    LogLine {
+        level: Level::WARN,
+        target: AUDIT_TARGET.to_string(),
+        message: format!("{suppressed} refusals not logged in the last second"),
+        fields: vec![
+            ("suppressed".to_string(), suppressed.to_string()),
+            ("limit_per_second".to_string(), AUDIT_LINES_PER_SECOND.to_string()),
+        ],
+    }
+}
+
+/// Info (and more verbose) events of the audit target are rate-limited.
+fn rate_limited(meta: &tracing::Metadata<'_>) -> bool {
+    meta.target() == AUDIT_TARGET && level_rank(meta.level()) >= level_rank(&Level::INFO)
+}
 
 fn level_rank(level: &Level) -> u8 {
     match *level {
@@ -86,15 +134,18 @@ impl<S: Subscriber> Layer<S> for QueueLayer {
         if level_rank(meta.level()) > MAX_LEVEL.load(Ordering::Relaxed) {
             return;
         }
+        if rate_limited(meta) {
+            let admit = AUDIT.lock().admit(now_second());
+            if let Some(n) = admit.summary {
+                push(audit_summary(n));
+            }
+            if !admit.pass {
+                return;
+            }
+        }
         let mut c = Collect::default();
         event.record(&mut c);
-        let line = LogLine { level: *meta.level(), target: meta.target().to_string(), message: c.message, fields: c.fields };
-        let mut q = QUEUE.lock();
-        if q.len() >= QUEUE_BOUND {
-            q.pop_front();
-            DROPPED.fetch_add(1, Ordering::Relaxed);
-        }
-        q.push_back(line);
+        push(LogLine { level: *meta.level(), target: meta.target().to_string(), message: c.message, fields: c.fields });
     }
 }
 
@@ -118,6 +169,11 @@ fn level_atom(level: &Level) -> &'static str {
 /// plus how many were dropped since the last drain.
 #[rustler::nif]
 fn drain_logs(env: Env<'_>, max: usize) -> Term<'_> {
+    // A storm that has stopped still gets its summary line.
+    let summary = AUDIT.lock().roll(now_second());
+    if let Some(n) = summary {
+        push(audit_summary(n));
+    }
     let lines: Vec<LogLine> = {
         let mut q = QUEUE.lock();
         let n = max.min(q.len());

@@ -370,6 +370,24 @@ impl PasswordHash {
         PasswordHash { kind, fingerprint: 0 }
     }
 
+    /// A rough measure of the work one [`PasswordHash::verify`] does, in
+    /// units of about one SHA-512 compression (bcrypt and argon2 scaled to
+    /// the same order). Used by the fuzz bodies to verify only hashes whose
+    /// check is cheap; not an exact cost model.
+    pub fn work_estimate(&self) -> u64 {
+        match &self.kind {
+            Kind::Sha512Salted { salt, .. } => 1 + salt.len() as u64 / 128,
+            Kind::Pbkdf2 { iterations, hash, prf, .. } => {
+                let blocks = hash.len().div_ceil(prf.output_len()) as u64;
+                2 * u64::from(*iterations) * blocks
+            }
+            // One bcrypt round of EksBlowfish ~ 2 * 521 Blowfish encryptions.
+            Kind::Bcrypt { cost, .. } => (1u64 << (*cost).min(31)) * 64,
+            // Argon2 fills m KiB t times (one 1 KiB block ~ a few compressions).
+            Kind::Argon2 { m, t, p, .. } => u64::from(*m).max(8 * u64::from(*p)) * u64::from(*t) * 4,
+        }
+    }
+
     /// Groups hashes that cost the same to verify (scheme + parameters).
     pub(crate) fn cost_class(&self) -> String {
         match &self.kind {

@@ -325,9 +325,14 @@ fn max_sessions_counts_live_sessions() {
     let d = decide(&fw, r.clone(), Some("alice-secret"), &three, 0);
     assert_eq!(code(&d), Some(RefusalCode::QuotaExceeded));
     assert_eq!(reason(&d), "max_sessions: user \"alice\" already has 3 of 3 sessions");
-    // The same client id reconnecting takes its own session over.
-    let takeover = Sessions(HashMap::from([(b"alice".to_vec(), 3)]), Some(r.key.clone()));
-    assert!(matches!(decide(&fw, r, Some("alice-secret"), &takeover, 0), Decision::Accept(_)));
+    // The same client id reconnecting takes its own session over. Alice's
+    // sessions live under her mountpoint ("devices"), where the registry
+    // records them; the same client id in another mountpoint is another session.
+    let registered = SubscriberKey::new(&b"devices"[..], &b"alice-1"[..]);
+    let takeover = Sessions(HashMap::from([(b"alice".to_vec(), 3)]), Some(registered));
+    assert!(matches!(decide(&fw, r.clone(), Some("alice-secret"), &takeover, 0), Decision::Accept(_)));
+    let elsewhere = Sessions(HashMap::from([(b"alice".to_vec(), 3)]), Some(r.key.clone()));
+    assert_eq!(code(&decide(&fw, r, Some("alice-secret"), &elsewhere, 0)), Some(RefusalCode::QuotaExceeded));
 }
 
 #[test]

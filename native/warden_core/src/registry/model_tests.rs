@@ -987,3 +987,65 @@ fn cross_process_race_on_one_key() {
     assert_eq!(r.stats().taken_over, 300);
     assert_eq!(r.live_sessions_of_user(b"alice"), 300);
 }
+
+/// The other race of facts page section 4, with real threads: a clean
+/// takeover (old session clean or persistent, new one clean), where the old
+/// queue's on_client_gone runs at the same time as the new queue's wakeup
+/// followed by the new connection's on_register. Whatever the interleaving:
+/// the new generation is online on the new queue, the old one ended
+/// `TakenOver` exactly once, and the old queue's gone is applied or counted
+/// stale, never both. Many keys at once, on few shards, so that the racing
+/// threads also contend for shard locks with each other.
+#[test]
+fn clean_takeover_late_gone_races_new_queue_threads() {
+    const KEYS: u64 = 400;
+    let r = Arc::new(Registry::new(RegistryConfig { shards: 4, history_size: 10_000, pending_ttl_ms: u64::MAX }));
+    let mut g2s = Vec::new();
+    for i in 0..KEYS {
+        let k = key(&format!("late-gone{i}"));
+        let old_clean = i % 2 == 0;
+        let (s1, q1, s2) = (ProcId(i * 10 + 1), ProcId(i * 10 + 2), ProcId(i * 10 + 3));
+        r.auth_accepted(k.clone(), s1, cinfo(1, old_clean), 0);
+        r.woke_up(&k, q1, 0);
+        r.registered(k.clone(), s1, cinfo(1, old_clean), 0);
+        g2s.push(r.auth_accepted(k.clone(), s2, cinfo(1, true), 1));
+    }
+    let stale_before = r.stats().stale_events;
+    let barrier = Arc::new(Barrier::new(2));
+    std::thread::scope(|sc| {
+        let (r1, b1) = (&r, Arc::clone(&barrier));
+        sc.spawn(move || {
+            b1.wait();
+            for i in 0..KEYS {
+                let k = key(&format!("late-gone{i}"));
+                r1.gone(&k, ProcId(i * 10 + 2), 2);
+            }
+        });
+        let (r2, b2) = (&r, Arc::clone(&barrier));
+        sc.spawn(move || {
+            b2.wait();
+            for i in 0..KEYS {
+                let k = key(&format!("late-gone{i}"));
+                r2.woke_up(&k, ProcId(i * 10 + 4), 2);
+                r2.registered(k, ProcId(i * 10 + 3), cinfo(1, true), 2);
+            }
+        });
+    });
+    let endings = r.recent_endings(usize::MAX);
+    for i in 0..KEYS {
+        let k = key(&format!("late-gone{i}"));
+        let v = r.lookup(&k).unwrap();
+        assert_eq!(
+            (v.state, v.generation, v.queue, v.conn, v.pending_generation),
+            (SessionState::Online, g2s[i as usize], Some(ProcId(i * 10 + 4)), Some(ProcId(i * 10 + 3)), None),
+            "{k:?}"
+        );
+        let mine: Vec<_> = endings.iter().filter(|e| e.key == k).collect();
+        assert_eq!(mine.len(), 1, "{k:?}: {mine:?}");
+        assert_eq!(mine[0].reason, EndReason::TakenOver, "{k:?}");
+    }
+    let stale = r.stats().stale_events - stale_before;
+    assert!(stale <= KEYS, "at most one stale gone per key, got {stale}");
+    assert_eq!(r.counts(), StateCounts { authenticated: 0, online: KEYS, offline: 0 });
+    assert_eq!(r.live_sessions_of_user(USERS[1].as_bytes()), KEYS as usize);
+}

@@ -1,0 +1,329 @@
+%% @doc The NIF library missing or failing to load, and a disable/enable
+%% cycle of the plugin (facts page, section 1: disabling stops the app,
+%% purges its modules and unloads the NIF).
+%%
+%% Documented choice: without the library the application still starts and
+%% keeps its hooks registered, so that they answer with the failure decision
+%% (`failure_decision', default `deny': fail closed) instead of raising or
+%% leaving the decision to the next plugin. Lifecycle hooks return `ok', the
+%% operator API returns `{error, nif_not_loaded}', and one error line names
+%% the library and why it did not load.
+%%
+%% The library is shared with suites that ran before in this VM: each case
+%% stops the app and purges `vmq_warden_nif' (old and current code) so that
+%% the library really unloads before another `nif_path' is tried.
+-module(vmq_warden_nif_missing_SUITE).
+
+-include_lib("common_test/include/ct.hrl").
+-include_lib("stdlib/include/assert.hrl").
+
+-export([all/0, init_per_suite/1, end_per_suite/1,
+         init_per_testcase/2, end_per_testcase/2]).
+-export([missing_library_fails_closed/1,
+         broken_library_fails_closed/1,
+         failure_decision_next/1,
+         bad_setting_refused_without_nif/1,
+         disable_enable_cycle/1]).
+%% logger handler callback (captures events for the cases)
+-export([log/2]).
+
+-define(PEER, {{127, 0, 0, 1}, 41000}).
+-define(PASSWORD, <<"n0t-In-Any-L0g!">>).
+-define(HANDLER, warden_nif_missing_capture).
+
+all() ->
+    [missing_library_fails_closed,
+     broken_library_fails_closed,
+     failure_decision_next,
+     bad_setting_refused_without_nif,
+     disable_enable_cycle].
+
+init_per_suite(Config) ->
+    Config.
+
+end_per_suite(_Config) ->
+    %% leave the VM as the next suite expects it: app stopped, NIF unloaded,
+    %% default library path
+    stop_and_purge(),
+    reset_env(),
+    ok.
+
+init_per_testcase(_Case, Config) ->
+    stop_and_purge(),
+    reset_env(),
+    ok = logger:add_handler(?HANDLER, ?MODULE, #{level => all, config => #{pid => self()}}),
+    Config.
+
+end_per_testcase(_Case, _Config) ->
+    _ = logger:remove_handler(?HANDLER),
+    stop_and_purge(),
+    reset_env(),
+    ok.
+
+%%--------------------------------------------------------------------
+%% Cases
+%%--------------------------------------------------------------------
+
+missing_library_fails_closed(Config) ->
+    Path = filename:join(?config(priv_dir, Config), "no_such_library"),
+    ok = start_with_nif(Path),
+    ?assertNot(vmq_warden_nif:loaded()),
+    %% the app runs: supervisor, log drainer and reloader are up
+    ?assert(is_pid(whereis(vmq_warden_sup))),
+    ?assert(is_pid(whereis(vmq_warden_reloader))),
+    assert_clear_log_line(Path),
+    assert_fails_closed(),
+    assert_lifecycle_ok(),
+    assert_api_not_loaded(),
+    assert_no_password_logged().
+
+%% A file that exists but is no shared library (erlang:load_nif appends .so).
+broken_library_fails_closed(Config) ->
+    Path = filename:join(?config(priv_dir, Config), "not_a_library"),
+    ok = file:write_file(Path ++ ".so", <<"this is not an ELF file\n">>),
+    ok = start_with_nif(Path),
+    ?assertNot(vmq_warden_nif:loaded()),
+    assert_clear_log_line(Path),
+    assert_fails_closed(),
+    assert_lifecycle_ok(),
+    assert_api_not_loaded(),
+    assert_no_password_logged().
+
+%% failure_decision = next: every auth hook passes the decision on, so the
+%% next plugin in the chain decides (here the fake plugin knows one user).
+failure_decision_next(Config) ->
+    Path = filename:join(?config(priv_dir, Config), "no_such_library"),
+    ok = load_app(),
+    ok = application:set_env(vmq_warden, failure_decision, next),
+    ok = start_with_nif(Path),
+    [?assertEqual(next, R) || R <- auth_all_arities(<<"alice">>, ?PASSWORD)],
+    Chain = vmq_hook_chain:plugins(),
+    ?assertEqual(ok, vmq_hook_chain:all_till_ok(
+                       auth_on_register, [?PEER, {"", <<"c">>}, <<"fake-user">>, <<"fake-pass">>, true],
+                       Chain)),
+    %% and the deny default refuses that same client (fail closed)
+    ok = application:set_env(vmq_warden, failure_decision, deny),
+    ?assertEqual({error, plugin_unavailable},
+                 vmq_hook_chain:all_till_ok(
+                   auth_on_register, [?PEER, {"", <<"c">>}, <<"fake-user">>, <<"fake-pass">>, true],
+                   Chain)),
+    assert_lifecycle_ok(),
+    assert_no_password_logged().
+
+%% The settings are checked before the library is loaded: a bad one fails
+%% start even when the NIF is missing (the failure decision itself must be
+%% valid for fail-closed to mean anything).
+bad_setting_refused_without_nif(Config) ->
+    Path = filename:join(?config(priv_dir, Config), "no_such_library"),
+    ok = load_app(),
+    ok = application:set_env(vmq_warden, failure_decision, maybe),
+    ok = application:set_env(vmq_warden, nif_path, Path),
+    ?assertMatch({error, {{bad_config, {invalid_setting, failure_decision, maybe}}, _}},
+                 application:start(vmq_warden)),
+    ?assertEqual(undefined, whereis(vmq_warden_sup)),
+    ok = application:set_env(vmq_warden, failure_decision, deny),
+    ?assertEqual(ok, application:start(vmq_warden)).
+
+%% First with a missing library, then as VerneMQ disables and enables a
+%% plugin: stop the app, purge every module (the NIF library unloads with
+%% vmq_warden_nif), unload, load, start. The library loads again and the
+%% hooks decide normally. The registry lives in the library, so it starts
+%% empty after a disable/enable cycle.
+disable_enable_cycle(Config) ->
+    Path = filename:join(?config(priv_dir, Config), "no_such_library"),
+    ok = start_with_nif(Path),
+    ?assertNot(vmq_warden_nif:loaded()),
+    [?assertMatch({error, _}, R) || R <- auth_all_arities(<<"alice">>, ?PASSWORD)],
+    %% the operator fixes the path (here: back to the default priv/ library)
+    disable(),
+    ok = enable(#{default_decision => allow}),
+    ?assert(vmq_warden_nif:loaded()),
+    ?assertEqual([ok, ok, ok, ok], auth_all_arities(<<"alice">>, ?PASSWORD)),
+    Sid = {"", <<"before-cycle">>},
+    Conn = vmq_hook_chain:spawn_proc(),
+    ok = vmq_hook_chain:in_proc(Conn, fun() ->
+             ok = vmq_warden_hooks:auth_on_register(?PEER, Sid, undefined, undefined, true),
+             vmq_warden_hooks:on_register(?PEER, Sid, undefined)
+         end),
+    ?assertMatch({ok, #{state := online}}, vmq_warden:lookup(Sid)),
+    %% two more cycles with the library present
+    [begin
+         disable(),
+         ?assertEqual(false, code:is_loaded(vmq_warden_nif)),
+         ?assertNot(library_mapped()),
+         ok = enable(#{default_decision => deny}),
+         ?assert(vmq_warden_nif:loaded()),
+         ?assert(library_mapped()),
+         %% a fresh registry
+         ?assertEqual(not_found, vmq_warden:lookup(Sid)),
+         ?assertEqual(#{authenticated => 0, online => 0, offline => 0}, vmq_warden:counts()),
+         %% the hooks decide normally (default_decision deny: not authorized)
+         [?assertMatch({error, _}, R) || R <- auth_all_arities(<<"alice">>, ?PASSWORD)],
+         ?assertEqual(next, set_and_auth(next)),
+         ?assertEqual(ok, set_and_auth(allow)),
+         ?assertMatch(#{decisions := #{accepted := 1}}, vmq_warden:stats())
+     end || _ <- [1, 2]],
+    assert_no_password_logged().
+
+%%--------------------------------------------------------------------
+%% Assertions
+%%--------------------------------------------------------------------
+
+%% One error line at start names the library path and says why and what the
+%% hooks do; it carries no password.
+assert_clear_log_line(Path) ->
+    Events = captured(),
+    Lines = [E || E <- Events, maps:get(level, E) =:= error,
+                  contains(E, "NIF library not loaded")],
+    ?assertMatch([_], Lines),
+    [Line] = Lines,
+    ct:pal("NIF missing log line: ~p", [Line]),
+    ?assertEqual([vmq_warden], maps:get(domain, maps:get(meta, Line))),
+    ?assert(contains(Line, Path)),
+    ?assert(contains(Line, "nif_load_failed")),
+    ?assert(contains(Line, "failure decision")),
+    ok.
+
+assert_fails_closed() ->
+    [R3a, R3b, R5a, R5b] = auth_all_arities(<<"alice">>, ?PASSWORD),
+    ?assertEqual({error, plugin_unavailable}, R3a),
+    ?assertEqual({error, plugin_unavailable}, R3b),
+    ?assertEqual({error, #{reason_code => server_unavailable}}, R5a),
+    ?assertEqual({error, #{reason_code => server_unavailable}}, R5b),
+    %% anonymous and encrypted passwords too
+    ?assertEqual({error, plugin_unavailable},
+                 vmq_warden_hooks:auth_on_register(?PEER, {"", <<"anon">>}, undefined, undefined, 1)),
+    ?assertEqual({error, plugin_unavailable},
+                 vmq_warden_hooks:auth_on_register(?PEER, {"", <<"enc">>}, <<"u">>,
+                                                   {encrypted, <<"x">>}, false)),
+    ?assert(maps:get(failed, maps:get(decisions, vmq_warden:stats())) >= 6),
+    ok.
+
+assert_lifecycle_ok() ->
+    Sid = {"", <<"lifecycle">>},
+    ?assertEqual(ok, vmq_warden_hooks:on_register(?PEER, Sid, <<"alice">>)),
+    ?assertEqual(ok, vmq_warden_hooks:on_register_m5(?PEER, Sid, <<"alice">>, #{})),
+    [?assertEqual(ok, vmq_warden_hooks:F(Sid))
+     || F <- [on_client_wakeup, on_client_offline, on_client_gone, on_session_expired]],
+    ok.
+
+assert_api_not_loaded() ->
+    ?assertEqual({error, nif_not_loaded}, vmq_warden:lookup({"", <<"x">>})),
+    ?assertEqual({error, nif_not_loaded}, vmq_warden:sessions(#{})),
+    ?assertEqual({error, nif_not_loaded}, vmq_warden:counts()),
+    ?assertEqual({error, nif_not_loaded}, vmq_warden:recent_endings(10)),
+    ?assertEqual({error, nif_not_loaded}, vmq_warden:bans()),
+    ?assertEqual({error, nif_not_loaded}, vmq_warden:clear_bans(all)),
+    ?assertEqual({error, nif_not_loaded}, vmq_warden:reload()),
+    %% stats/0 feeds the metrics and never fails: it says the NIF is missing
+    ?assertMatch(#{nif_loaded := false, decisions := #{failed := _}}, vmq_warden:stats()),
+    ?assert(is_list(vmq_warden_metrics:metrics())),
+    ok.
+
+assert_no_password_logged() ->
+    _ = catch vmq_warden_log:flush(),
+    _ = captured(),
+    Events = all_captured(),
+    ?assertNotEqual([], Events),
+    [?assertNot(contains(E, binary_to_list(?PASSWORD)), E) || E <- Events],
+    ok.
+
+%%--------------------------------------------------------------------
+%% Helpers
+%%--------------------------------------------------------------------
+
+auth_all_arities(User, Password) ->
+    Sid = {"", <<"client-1">>},
+    Meta = #{listener_port => 1883, listener_type => mqtt},
+    [vmq_warden_hooks:auth_on_register(?PEER, Sid, User, Password, true),
+     vmq_warden_hooks:auth_on_register(?PEER, Sid, User, Password, true, Meta),
+     vmq_warden_hooks:auth_on_register_m5(?PEER, Sid, User, Password, true, #{}),
+     vmq_warden_hooks:auth_on_register_m5(?PEER, Sid, User, Password, true, #{}, Meta)].
+
+set_and_auth(Decision) ->
+    ok = application:set_env(vmq_warden, default_decision, Decision),
+    ok = vmq_warden_config:apply(),
+    vmq_warden_hooks:auth_on_register(?PEER, {"", <<"after-cycle">>}, undefined, undefined, true).
+
+start_with_nif(Path) ->
+    ok = load_app(),
+    ok = application:set_env(vmq_warden, nif_path, Path),
+    application:start(vmq_warden).
+
+%% What VerneMQ does on `vmq-admin plugin disable'.
+%% ERTS unmaps the library only once no resource object of it (an auth
+%% context a process still holds as garbage, e.g. one of an earlier suite's
+%% connection stand-ins) is alive; collect such garbage first, as would
+%% happen on its own in a broker within moments.
+disable() ->
+    ok = application:stop(vmq_warden),
+    _ = [erlang:garbage_collect(P) || P <- processes()],
+    {ok, Mods} = application:get_key(vmq_warden, modules),
+    ?assert(lists:member(vmq_warden_nif, Mods)),
+    [purge(M) || M <- Mods],
+    ok = application:unload(vmq_warden).
+
+%% ... and on enable (the app env comes back from the .app file: nif_path
+%% is gone, the default library in priv/ is used).
+enable(Env) ->
+    ok = application:load(vmq_warden),
+    maps:foreach(fun(K, V) -> ok = application:set_env(vmq_warden, K, V) end, Env),
+    application:start(vmq_warden).
+
+load_app() ->
+    case application:load(vmq_warden) of
+        ok -> ok;
+        {error, {already_loaded, vmq_warden}} -> ok
+    end.
+
+stop_and_purge() ->
+    _ = application:stop(vmq_warden),
+    _ = [erlang:garbage_collect(P) || P <- processes()],
+    purge(vmq_warden_nif),
+    ok.
+
+purge(M) ->
+    _ = code:purge(M),
+    _ = code:delete(M),
+    _ = code:purge(M),
+    ok.
+
+reset_env() ->
+    _ = application:load(vmq_warden),
+    [application:unset_env(vmq_warden, K)
+     || K <- [nif_path | maps:keys(vmq_warden_config:defaults())]],
+    ok.
+
+%% Linux: is the library still mapped into this VM?
+library_mapped() ->
+    case file:read_file("/proc/self/maps") of
+        {ok, Maps} -> binary:match(Maps, <<"vmq_warden_nif.so">>) =/= nomatch;
+        _ -> false
+    end.
+
+contains(Event, String) ->
+    Text = lists:flatten(io_lib:format("~0tp", [Event])),
+    string:find(Text, String) =/= nomatch.
+
+%% Events logged since the last call (all of the case: all_captured/0).
+captured() ->
+    New = receive_all(),
+    put(all_captured, all_captured() ++ New),
+    New.
+
+all_captured() ->
+    case get(all_captured) of
+        undefined -> [];
+        L -> L
+    end.
+
+receive_all() ->
+    receive
+        {?HANDLER, Event} -> [Event | receive_all()]
+    after 0 -> []
+    end.
+
+%% logger handler: forward every event to the test case process
+log(Event, #{config := #{pid := Pid}}) ->
+    Pid ! {?HANDLER, Event},
+    ok.
