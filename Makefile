@@ -64,6 +64,10 @@ shell: build
 demo: build
 	escript scripts/demo.escript
 
+# Benchmark (release build): make bench; make bench QUICK=1 (under a minute).
+bench:
+	sh scripts/bench.sh $(if $(QUICK),--quick)
+
 clean:
 	$(REBAR) clean
 	cargo clean

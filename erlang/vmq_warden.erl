@@ -18,7 +18,7 @@ lookup(SubscriberId) ->
     call(fun() ->
                  case vmq_warden_nif:lookup(Mountpoint, ClientId) of
                      not_found -> not_found;
-                     Session -> {ok, with_node(Session)}
+                     Session -> {ok, session(Session)}
                  end
          end).
 
@@ -37,7 +37,7 @@ sessions(Filter) when is_map(Filter) ->
             end,
     call(fun() ->
                  case vmq_warden_nif:list(Spec, Limit) of
-                     List when is_list(List) -> [with_node(S) || S <- List];
+                     List when is_list(List) -> [session(S) || S <- List];
                      Error -> Error
                  end
          end);
@@ -99,6 +99,20 @@ clear_bans({username, User}) when is_binary(User) ->
     call(fun() -> {ok, vmq_warden_nif:clear_bans({username, User})} end);
 clear_bans(_) ->
     {error, badarg}.
+
+%% The NIF returns sessions as tuples (see warden_nif::encode::session): a
+%% map literal here shares one key tuple among all the maps it builds.
+session({Mountpoint, ClientId, State, Generation, PendingGeneration, Peer, Username,
+         CleanSession, Protocol, FirstConnect, LastConnect, LastChange, ConnectCount,
+         LastEnd}) ->
+    #{mountpoint => Mountpoint, client_id => ClientId, state => State,
+      generation => Generation, pending_generation => PendingGeneration, peer => Peer,
+      username => Username, clean_session => CleanSession, protocol => Protocol,
+      first_connect => FirstConnect, last_connect => LastConnect,
+      last_change => LastChange, connect_count => ConnectCount, last_end => LastEnd,
+      node => node()};
+session(Other) ->
+    Other.
 
 with_node(Map) when is_map(Map) -> Map#{node => node()};
 with_node(Other) -> Other.

@@ -5,7 +5,7 @@
 -module(vmq_warden_nif).
 
 -export([load/0, loaded/0]).
--export([ping/0,
+-export([ping/0, noop/0, memory/0,
          auth_begin/1, auth_password/2, auth_password_slow/2,
          registered/7, queue_event/4,
          configure/1, load_files/2,
@@ -76,6 +76,11 @@ loaded() ->
     end.
 
 ping() -> ?NOT_LOADED.
+
+%% Benchmark baselines: a NIF that does nothing, and the bytes the Rust side
+%% holds on its heap (counted by its global allocator).
+noop() -> ?NOT_LOADED.
+memory() -> ?NOT_LOADED.
 
 %% Hooks (see vmq_warden_hooks for the argument shapes).
 auth_begin(_Request) -> ?NOT_LOADED.

