@@ -18,7 +18,6 @@
          refusal_reaches_logger/1,
          refusal_storm_is_rate_limited/1,
          cli_registered_on_start_unregistered_on_stop/1]).
--export([log/2]).
 
 -define(PEER, {{192, 0, 2, 7}, 40001}).
 -define(PASSWORD, <<"Sup3r-S3cret-pw">>).
@@ -48,11 +47,11 @@ init_per_testcase(_Case, Config) ->
     #{level := Primary} = logger:get_primary_config(),
     %% VerneMQ logs at info by default; OTP's primary level is notice
     ok = logger:update_primary_config(#{level => info}),
-    ok = logger:add_handler(?HANDLER, ?MODULE, #{level => all, config => #{pid => self()}}),
+    ok = vmq_warden_log_capture:install(?HANDLER),
     [{primary_level, Primary} | Config].
 
 end_per_testcase(_Case, Config) ->
-    _ = logger:remove_handler(?HANDLER),
+    ok = vmq_warden_log_capture:remove(?HANDLER),
     ok = logger:update_primary_config(#{level => ?config(primary_level, Config)}),
     _ = application:stop(vmq_warden),
     _ = [catch meck:unload(M) || M <- [clique]],
@@ -80,8 +79,8 @@ bad_setting_fails_start(_Config) ->
          ?assertEqual(undefined, whereis(vmq_warden_sup)),
          ?assertNot(lists:keymember(vmq_warden, 1, application:which_applications())),
          %% and an error line that names the setting
-         Lines = [E || E <- captured(), maps:get(level, E) =:= error,
-                       contains(E, "bad configuration"), contains(E, atom_to_list(Key))],
+         Lines = [E || E <- vmq_warden_log_capture:captured(), maps:get(level, E) =:= error,
+                       vmq_warden_log_capture:contains(E, "bad configuration"), vmq_warden_log_capture:contains(E, atom_to_list(Key))],
          ?assertMatch([_ | _], Lines, Key)
      end || {Key, Value} <- Bad],
     %% the same node starts once the setting is fixed
@@ -139,11 +138,11 @@ refusal_reaches_logger(_Config) ->
     ok = application:set_env(vmq_warden, default_decision, deny),
     ok = application:start(vmq_warden),
     ok = vmq_warden_log:flush(),
-    _ = captured(),
+    _ = vmq_warden_log_capture:captured(),
     Sid = {"", <<"refused-client">>},
     ?assertMatch({error, _}, vmq_warden_hooks:auth_on_register(?PEER, Sid, <<"mallory">>, ?PASSWORD, true)),
     ok = vmq_warden_log:flush(),
-    Events = captured(),
+    Events = vmq_warden_log_capture:captured(),
     Audit = [E || #{meta := #{target := ?AUDIT}} = E <- Events],
     ?assertMatch([_], Audit, Events),
     [#{level := Level, msg := {report, Report}, meta := Meta}] = Audit,
@@ -165,13 +164,13 @@ refusal_reaches_logger(_Config) ->
     ?assertMatch({error, _}, vmq_warden_hooks:auth_on_register_m5(?PEER, Sid, <<"mallory">>,
                                                                   ?PASSWORD, true, #{})),
     ok = vmq_warden_log:flush(),
-    Events2 = captured(),
+    Events2 = vmq_warden_log_capture:captured(),
     Bad = [R || #{meta := #{target := ?AUDIT}, msg := {report, #{code := <<"bad_username_or_password">>} = R}}
                     <- Events2],
     ?assertMatch([_, _], Bad, Events2),
     ct:pal("bad password audit: ~p", [Bad]),
-    [?assertNot(contains(E, binary_to_list(?PASSWORD)), E) || E <- all_captured()],
-    [?assertNot(contains(E, "the-right-one"), E) || E <- all_captured()].
+    [?assertNot(vmq_warden_log_capture:contains(E, binary_to_list(?PASSWORD)), E) || E <- vmq_warden_log_capture:all_captured()],
+    [?assertNot(vmq_warden_log_capture:contains(E, "the-right-one"), E) || E <- vmq_warden_log_capture:all_captured()].
 
 %% 2000 refused connects: at most 50 audit lines per second reach the log,
 %% the rest are counted and reported by a summary line once the second is
@@ -182,7 +181,7 @@ refusal_storm_is_rate_limited(_Config) ->
     %% let a previous window's summary out first
     timer:sleep(1100),
     ok = vmq_warden_log:flush(),
-    _ = captured(),
+    _ = vmq_warden_log_capture:captured(),
     Refused0 = not_authorized(),
     N = 2000,
     T0 = erlang:monotonic_time(millisecond),
@@ -193,7 +192,7 @@ refusal_storm_is_rate_limited(_Config) ->
     %% the summary of the storm's last second comes with the next drain
     timer:sleep(1100),
     ok = vmq_warden_log:flush(),
-    Events = [E || #{meta := #{target := ?AUDIT}} = E <- captured()],
+    Events = [E || #{meta := #{target := ?AUDIT}} = E <- vmq_warden_log_capture:captured()],
     Refusals = [E || #{level := info} = E <- Events],
     Summaries = [R || #{level := warning, msg := {report, R}} <- Events],
     ct:pal("storm of ~b refusals in ~b ms: ~b audit lines, summaries ~p",
@@ -215,8 +214,8 @@ refusal_storm_is_rate_limited(_Config) ->
     ?assertMatch({error, _}, vmq_warden_hooks:auth_on_register(?PEER, {"", <<"after">>}, undefined,
                                                                undefined, true)),
     ok = vmq_warden_log:flush(),
-    ?assertMatch([#{level := info}], [E || #{meta := #{target := ?AUDIT}} = E <- captured()]),
-    [?assertNot(contains(E, binary_to_list(?PASSWORD))) || E <- all_captured()].
+    ?assertMatch([#{level := info}], [E || #{meta := #{target := ?AUDIT}} = E <- vmq_warden_log_capture:captured()]),
+    [?assertNot(vmq_warden_log_capture:contains(E, binary_to_list(?PASSWORD))) || E <- vmq_warden_log_capture:all_captured()].
 
 not_authorized() ->
     #{decisions := #{refused := #{not_authorized := R}}} = vmq_warden:stats(),
@@ -275,28 +274,3 @@ reset_env() ->
      || K <- [nif_path | maps:keys(vmq_warden_config:defaults())]],
     ok.
 
-contains(Event, String) ->
-    Text = lists:flatten(io_lib:format("~0tp", [Event])),
-    string:find(Text, String) =/= nomatch.
-
-%% Events logged since the last call (all of the case: all_captured/0).
-captured() ->
-    New = receive_all(),
-    put(all_captured, all_captured() ++ New),
-    New.
-
-all_captured() ->
-    case get(all_captured) of
-        undefined -> [];
-        L -> L
-    end.
-
-receive_all() ->
-    receive
-        {?HANDLER, Event} -> [Event | receive_all()]
-    after 0 -> []
-    end.
-
-log(Event, #{config := #{pid := Pid}}) ->
-    Pid ! {?HANDLER, Event},
-    ok.

@@ -24,8 +24,6 @@
          failure_decision_next/1,
          bad_setting_refused_without_nif/1,
          disable_enable_cycle/1]).
-%% logger handler callback (captures events for the cases)
--export([log/2]).
 
 -define(PEER, {{127, 0, 0, 1}, 41000}).
 -define(PASSWORD, <<"n0t-In-Any-L0g!">>).
@@ -51,11 +49,11 @@ end_per_suite(_Config) ->
 init_per_testcase(_Case, Config) ->
     stop_and_purge(),
     reset_env(),
-    ok = logger:add_handler(?HANDLER, ?MODULE, #{level => all, config => #{pid => self()}}),
+    ok = vmq_warden_log_capture:install(?HANDLER),
     Config.
 
 end_per_testcase(_Case, _Config) ->
-    _ = logger:remove_handler(?HANDLER),
+    ok = vmq_warden_log_capture:remove(?HANDLER),
     stop_and_purge(),
     reset_env(),
     ok.
@@ -155,12 +153,12 @@ disable_enable_cycle(Config) ->
          %% threads that used it): then the same image is reused, the
          %% operator is warned, and the state is reset all the same.
          StillMapped = library_mapped(),
-         _ = captured(),
+         _ = vmq_warden_log_capture:captured(),
          ok = enable(#{default_decision => deny}),
          ?assert(vmq_warden_nif:loaded()),
          ?assert(library_mapped()),
          ?assertEqual(StillMapped,
-                      lists:any(fun(E) -> contains(E, "still mapped") end, captured())),
+                      lists:any(fun(E) -> vmq_warden_log_capture:contains(E, "still mapped") end, vmq_warden_log_capture:captured())),
          %% a fresh registry
          ?assertEqual(not_found, vmq_warden:lookup(Sid)),
          ?assertEqual(#{authenticated => 0, online => 0, offline => 0}, vmq_warden:counts()),
@@ -181,16 +179,16 @@ disable_enable_cycle(Config) ->
 %% One error line at start names the library path and says why and what the
 %% hooks do; it carries no password.
 assert_clear_log_line(Path) ->
-    Events = captured(),
+    Events = vmq_warden_log_capture:captured(),
     Lines = [E || E <- Events, maps:get(level, E) =:= error,
-                  contains(E, "NIF library not loaded")],
+                  vmq_warden_log_capture:contains(E, "NIF library not loaded")],
     ?assertMatch([_], Lines),
     [Line] = Lines,
     ct:pal("NIF missing log line: ~p", [Line]),
     ?assertEqual([vmq_warden], maps:get(domain, maps:get(meta, Line))),
-    ?assert(contains(Line, Path)),
-    ?assert(contains(Line, "nif_load_failed")),
-    ?assert(contains(Line, "failure decision")),
+    ?assert(vmq_warden_log_capture:contains(Line, Path)),
+    ?assert(vmq_warden_log_capture:contains(Line, "nif_load_failed")),
+    ?assert(vmq_warden_log_capture:contains(Line, "failure decision")),
     ok.
 
 assert_fails_closed() ->
@@ -231,10 +229,10 @@ assert_api_not_loaded() ->
 
 assert_no_password_logged() ->
     _ = catch vmq_warden_log:flush(),
-    _ = captured(),
-    Events = all_captured(),
+    _ = vmq_warden_log_capture:captured(),
+    Events = vmq_warden_log_capture:all_captured(),
     ?assertNotEqual([], Events),
-    [?assertNot(contains(E, binary_to_list(?PASSWORD)), E) || E <- Events],
+    [?assertNot(vmq_warden_log_capture:contains(E, binary_to_list(?PASSWORD)), E) || E <- Events],
     ok.
 
 %%--------------------------------------------------------------------
@@ -306,29 +304,3 @@ library_mapped() ->
         _ -> false
     end.
 
-contains(Event, String) ->
-    Text = lists:flatten(io_lib:format("~0tp", [Event])),
-    string:find(Text, String) =/= nomatch.
-
-%% Events logged since the last call (all of the case: all_captured/0).
-captured() ->
-    New = receive_all(),
-    put(all_captured, all_captured() ++ New),
-    New.
-
-all_captured() ->
-    case get(all_captured) of
-        undefined -> [];
-        L -> L
-    end.
-
-receive_all() ->
-    receive
-        {?HANDLER, Event} -> [Event | receive_all()]
-    after 0 -> []
-    end.
-
-%% logger handler: forward every event to the test case process
-log(Event, #{config := #{pid := Pid}}) ->
-    Pid ! {?HANDLER, Event},
-    ok.
