@@ -196,6 +196,23 @@ pub struct RegistryStats {
     pub shards: u64,
 }
 
+/// A borrowed `SubscriberKey`: events on keys that already exist and
+/// lookups need no copy of the key bytes. `&SubscriberKey` converts into it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyRef<'a> {
+    pub mountpoint: &'a [u8],
+    pub client_id: &'a [u8],
+}
+
+impl<'a> From<&'a SubscriberKey> for KeyRef<'a> {
+    fn from(k: &'a SubscriberKey) -> KeyRef<'a> {
+        KeyRef {
+            mountpoint: &k.mountpoint,
+            client_id: &k.client_id,
+        }
+    }
+}
+
 // ---- shards -------------------------------------------------------------------
 
 // Indexes of the per-shard counters.
@@ -251,9 +268,9 @@ fn state_counter(s: Option<crate::registry::SessionState>) -> Option<usize> {
 }
 
 impl ShardInner {
-    fn find(&self, h: u64, key: &SubscriberKey) -> Option<u32> {
+    fn find(&self, h: u64, key: KeyRef<'_>) -> Option<u32> {
         self.index
-            .find(h, |&i| self.slab.get(i).key_eq(&key.mountpoint, &key.client_id))
+            .find(h, |&i| self.slab.get(i).key_eq(key.mountpoint, key.client_id))
             .copied()
     }
 
@@ -360,8 +377,8 @@ impl Registry {
 
     /// One keyed hash per event: bits 32.. pick the shard, the table inside
     /// uses the low bits (bucket) and the top 7 (control bytes).
-    fn hash_key(&self, key: &SubscriberKey) -> u64 {
-        hash_parts(&self.shard_hasher, (&key.mountpoint, &key.client_id))
+    fn hash_key(&self, key: KeyRef<'_>) -> u64 {
+        hash_parts(&self.shard_hasher, (key.mountpoint, key.client_id))
     }
 
     fn shard_of_hash(&self, h: u64) -> &Shard {
@@ -426,7 +443,7 @@ impl Registry {
     /// it is inserted only if the event left something in it).
     fn with_record<R>(
         &self,
-        key: &SubscriberKey,
+        key: KeyRef<'_>,
         now: Millis,
         f: impl FnOnce(&mut Record, &mut Ctx<'_>) -> R,
     ) -> (R, &Shard) {
@@ -438,7 +455,6 @@ impl Registry {
             let inner = &mut *g;
             let found = inner.find(h, key);
             let mut cx = Ctx {
-                key,
                 now,
                 pending_ttl: self.pending_ttl.load(Relaxed),
                 next_gen: &mut inner.next_gen,
@@ -476,7 +492,7 @@ impl Registry {
 
     fn event(
         &self,
-        key: &SubscriberKey,
+        key: KeyRef<'_>,
         now: Millis,
         what: &'static str,
         f: impl FnOnce(&mut Record, &mut Ctx<'_>) -> Applied,
@@ -503,7 +519,7 @@ impl Registry {
         info: ConnectInfo,
         now: Millis,
     ) -> u64 {
-        self.with_record(&key, now, |r, cx| {
+        self.with_record((&key).into(), now, |r, cx| {
             r.auth_accepted(cx, conn, info)
         })
         .0
@@ -517,42 +533,43 @@ impl Registry {
         info: ConnectInfo,
         now: Millis,
     ) -> Applied {
-        self.event(&key, now, "registered", |r, cx| {
+        self.event((&key).into(), now, "registered", |r, cx| {
             r.registered(cx, conn, info)
         })
     }
 
     /// on_client_wakeup from queue process `queue`.
-    pub fn woke_up(&self, key: &SubscriberKey, queue: ProcId, now: Millis) -> Applied {
-        self.event(key, now, "woke_up", |r, cx| {
+    pub fn woke_up<'k>(&self, key: impl Into<KeyRef<'k>>, queue: ProcId, now: Millis) -> Applied {
+        self.event(key.into(), now, "woke_up", |r, cx| {
             r.woke_up(cx, queue)
         })
     }
 
     /// on_client_offline from queue process `queue`.
-    pub fn went_offline(&self, key: &SubscriberKey, queue: ProcId, now: Millis) -> Applied {
-        self.event(key, now, "went_offline", |r, cx| {
+    pub fn went_offline<'k>(&self, key: impl Into<KeyRef<'k>>, queue: ProcId, now: Millis) -> Applied {
+        self.event(key.into(), now, "went_offline", |r, cx| {
             r.went_offline(cx, queue)
         })
     }
 
     /// on_client_gone from queue process `queue`.
-    pub fn gone(&self, key: &SubscriberKey, queue: ProcId, now: Millis) -> Applied {
-        self.event(key, now, "gone", |r, cx| {
+    pub fn gone<'k>(&self, key: impl Into<KeyRef<'k>>, queue: ProcId, now: Millis) -> Applied {
+        self.event(key.into(), now, "gone", |r, cx| {
             r.gone(cx, queue)
         })
     }
 
     /// on_session_expired from queue process `queue`.
-    pub fn expired(&self, key: &SubscriberKey, queue: ProcId, now: Millis) -> Applied {
-        self.event(key, now, "expired", |r, cx| {
+    pub fn expired<'k>(&self, key: impl Into<KeyRef<'k>>, queue: ProcId, now: Millis) -> Applied {
+        self.event(key.into(), now, "expired", |r, cx| {
             r.expired(cx, queue)
         })
     }
 
     /// The record of `key`. A pending connect older than the TTL is shown
     /// until the next event or sweep touches the record.
-    pub fn lookup(&self, key: &SubscriberKey) -> Option<SessionView> {
+    pub fn lookup<'k>(&self, key: impl Into<KeyRef<'k>>) -> Option<SessionView> {
+        let key = key.into();
         let h = self.hash_key(key);
         let g = self.shard_of_hash(h).inner.lock();
         g.find(h, key).and_then(|i| g.slab.get(i).view())
@@ -656,9 +673,7 @@ impl Registry {
                         i += 1;
                         continue;
                     }
-                    let key = rec.key();
                     let mut cx = Ctx {
-                        key: &key,
                         now,
                         pending_ttl,
                         next_gen: &mut inner.next_gen,
@@ -672,7 +687,8 @@ impl Registry {
                     endings = cx.endings;
                     if rec.is_empty() {
                         // The last record moves into slot i: look at it next.
-                        inner.remove(self.hash_key(&key), i, &self.shard_hasher);
+                        let h = hash_parts(&self.shard_hasher, rec.key_parts());
+                        inner.remove(h, i, &self.shard_hasher);
                     } else {
                         i += 1;
                     }

@@ -8,12 +8,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::types::{Millis, Peer, ProcId, Protocol, SubscriberKey};
 
-use super::{Applied, ConnectInfo, EndReason, Ending, SessionState, SessionView};
+use super::{Applied, KeyRef, ConnectInfo, EndReason, Ending, SessionState, SessionView};
 
-/// Per-event context: the key, the clock, the shard's generation counter and
-/// the endings the event produced.
+/// Per-event context: the clock, the shard's generation counter and the
+/// endings the event produced (their key is copied from the record).
 pub(super) struct Ctx<'a> {
-    pub key: &'a SubscriberKey,
     pub now: Millis,
     pub pending_ttl: u64,
     pub next_gen: &'a mut u64,
@@ -164,8 +163,8 @@ pub(super) fn encode_key(mountpoint: &[u8], client_id: &[u8], extra: usize) -> V
 }
 
 impl Record {
-    pub fn new(key: &SubscriberKey, now: Millis) -> Record {
-        let kb = encode_key(&key.mountpoint, &key.client_id, 0).into_boxed_slice();
+    pub fn new(key: KeyRef<'_>, now: Millis) -> Record {
+        let kb = encode_key(key.mountpoint, key.client_id, 0).into_boxed_slice();
         let t = T48::new(now);
         Record {
             key_len: u32::try_from(kb.len()).expect("key longer than 4 GiB"),
@@ -369,7 +368,7 @@ impl Record {
     fn end_cur(&mut self, cx: &mut Ctx<'_>, reason: EndReason) {
         assert!(self.has_cur(), "end_cur without a session");
         cx.endings.push(Ending {
-            key: cx.key.clone(),
+            key: self.key(),
             generation: self.gen,
             reason,
             peer: self.peer(),
@@ -405,7 +404,7 @@ impl Record {
     fn abandon_pending(&mut self, cx: &mut Ctx<'_>) {
         if let Some(p) = self.pending.take() {
             cx.endings.push(Ending {
-                key: cx.key.clone(),
+                key: self.key(),
                 generation: p.gen,
                 reason: EndReason::Abandoned,
                 peer: p.peer,
