@@ -544,7 +544,7 @@ scale_one(Name, M, N, NL, Reps) ->
     %% what the broker would do; a clear is faster and equivalent here)
     case M of
         warden_ref -> warden_ref:reset();
-        _ -> vmq_warden_nif:clear_registry()
+        _ -> vmq_warden_nif:reset()
     end,
     Nat2 = native_mem(M),
     #{impl => Name, n => N, fill_ns => FillNs, ls_fill => LSFill,

@@ -8,7 +8,7 @@ use std::str::FromStr;
 use rustler::types::map::MapIterator;
 use rustler::{Atom, Encoder, Env, Error, NifResult, Term, TermType};
 use warden_core::firewall::{BanSelector, BanTarget, DefaultDecision, FirewallConfig, UnknownUser};
-use warden_core::registry::{Filter, SessionState};
+use warden_core::registry::{Filter, KeyRef, SessionState};
 use warden_core::IpNet;
 
 use crate::pending::PENDING;
@@ -100,8 +100,9 @@ fn load_files<'a>(env: Env<'a>, policy: Term<'a>, passwords: Term<'a>) -> NifRes
 
 #[rustler::nif]
 fn lookup<'a>(env: Env<'a>, mountpoint: Term<'a>, client_id: Term<'a>) -> NifResult<Term<'a>> {
-    let key = decode::key(mountpoint, client_id)?;
-    Ok(match WARDEN.registry.lookup(&key) {
+    let (mp, cid) = decode::key_bins(mountpoint, client_id)?;
+    let key = KeyRef { mountpoint: mp.as_slice(), client_id: cid.as_slice() };
+    Ok(match WARDEN.registry.lookup(key) {
         Some(view) => encode::session(env, &view),
         None => atoms::not_found().encode(env),
     })

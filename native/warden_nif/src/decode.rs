@@ -36,6 +36,16 @@ pub fn key(mountpoint: Term, client_id: Term) -> NifResult<SubscriberKey> {
     Ok(SubscriberKey::new(bytes(mountpoint)?, bytes(client_id)?))
 }
 
+/// The key's binaries, borrowed from the terms (no copy): for events on
+/// existing records and lookups (`KeyRef::from(&..)` over the pair).
+pub fn key_bins<'a>(mountpoint: Term<'a>, client_id: Term<'a>) -> NifResult<(Binary<'a>, Binary<'a>)> {
+    let (mp, cid) = (Binary::from_term(mountpoint)?, Binary::from_term(client_id)?);
+    if mp.len() > MAX_FIELD || cid.len() > MAX_FIELD {
+        return Err(Error::BadArg);
+    }
+    Ok((mp, cid))
+}
+
 /// A local pid's term is an immediate word that is unique while the process
 /// lives, which is all the registry needs to tell two queues apart.
 pub fn proc_id(term: Term) -> NifResult<ProcId> {

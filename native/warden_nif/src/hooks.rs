@@ -3,7 +3,7 @@
 
 use rustler::{Atom, Encoder, Env, Error, NifResult, Term};
 use warden_core::firewall::{AuthRequest, Decision, Listener, PasswordStep, PendingAuth, Step};
-use warden_core::registry::{Applied, ConnectInfo};
+use warden_core::registry::{Applied, ConnectInfo, KeyRef};
 use warden_core::types::{Peer, ProcId, Protocol, SubscriberKey};
 
 use crate::pending::PENDING;
@@ -160,21 +160,22 @@ fn registered<'a>(
 #[rustler::nif]
 fn queue_event<'a>(env: Env<'a>, event: Atom, mountpoint: Term<'a>, client_id: Term<'a>, queue: Term<'a>) -> NifResult<Term<'a>> {
     let w = &*WARDEN;
-    let key = decode::key(mountpoint, client_id)?;
+    let (mp, cid) = decode::key_bins(mountpoint, client_id)?;
+    let key = KeyRef { mountpoint: mp.as_slice(), client_id: cid.as_slice() };
     let queue = decode::proc_id(queue)?;
     let now = now();
     let applied = if event == atoms::wakeup() {
         HookCounters::bump(&w.hooks.on_client_wakeup);
-        w.registry.woke_up(&key, queue, now)
+        w.registry.woke_up(key, queue, now)
     } else if event == atoms::offline() {
         HookCounters::bump(&w.hooks.on_client_offline);
-        w.registry.went_offline(&key, queue, now)
+        w.registry.went_offline(key, queue, now)
     } else if event == atoms::gone() {
         HookCounters::bump(&w.hooks.on_client_gone);
-        w.registry.gone(&key, queue, now)
+        w.registry.gone(key, queue, now)
     } else if event == atoms::expired() {
         HookCounters::bump(&w.hooks.on_session_expired);
-        w.registry.expired(&key, queue, now)
+        w.registry.expired(key, queue, now)
     } else {
         return Err(rustler::Error::BadArg);
     };

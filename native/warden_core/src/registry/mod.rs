@@ -3,7 +3,7 @@
 //! (per-user live session counts).
 //!
 //! Concurrency: records live in `shards` independent `parking_lot::Mutex`ed
-//! hash maps, chosen by a keyed (DoS-resistant) hash of the key. Per-shard
+//! tables, chosen by a keyed (DoS-resistant) hash of the key. Per-shard
 //! counters are atomics next to each shard (cache-line aligned) so `counts()`
 //! and `stats()` never lock. The per-user index is sharded the same way. The
 //! history ring has its own lock and is written only after the shard lock is
@@ -15,6 +15,7 @@
 
 mod history;
 mod record;
+mod slab;
 mod users;
 
 #[cfg(test)]
@@ -22,10 +23,10 @@ mod model_tests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use ahash::RandomState;
+use hashbrown::HashTable;
 use parking_lot::Mutex;
 
 use crate::types::{Millis, Peer, ProcId, Protocol, SubscriberKey};
@@ -33,6 +34,7 @@ use crate::IpNet;
 
 use history::History;
 use record::{Ctx, Record, Snapshot};
+use slab::Slab;
 use users::UserIndex;
 
 // ---- public types ---------------------------------------------------------------
@@ -194,6 +196,23 @@ pub struct RegistryStats {
     pub shards: u64,
 }
 
+/// A borrowed `SubscriberKey`: events on keys that already exist and
+/// lookups need no copy of the key bytes. `&SubscriberKey` converts into it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyRef<'a> {
+    pub mountpoint: &'a [u8],
+    pub client_id: &'a [u8],
+}
+
+impl<'a> From<&'a SubscriberKey> for KeyRef<'a> {
+    fn from(k: &'a SubscriberKey) -> KeyRef<'a> {
+        KeyRef {
+            mountpoint: &k.mountpoint,
+            client_id: &k.client_id,
+        }
+    }
+}
+
 // ---- shards -------------------------------------------------------------------
 
 // Indexes of the per-shard counters.
@@ -209,8 +228,12 @@ const C_TAKEN: usize = 8;
 const C_ENDED: usize = 9;
 const N_COUNTERS: usize = 10;
 
+/// Memory layout: the records are dense in `slab` (chunks of a fixed size,
+/// no per-entry slack); `index` maps the keyed hash of a key to its slot
+/// (4 bytes per bucket), so the table's load-factor slack costs little.
 struct ShardInner {
-    map: HashMap<SubscriberKey, Record, RandomState>,
+    index: HashTable<u32>,
+    slab: Slab<Record>,
     /// Last generation handed out for a key of this shard.
     next_gen: u64,
 }
@@ -244,11 +267,42 @@ fn state_counter(s: Option<crate::registry::SessionState>) -> Option<usize> {
     }
 }
 
-/// Borrowed key for events on existing keys; owned for the events that hand
-/// us the key (saves a clone when the record is created).
-enum KeyArg<'a> {
-    Borrowed(&'a SubscriberKey),
-    Owned(SubscriberKey),
+impl ShardInner {
+    fn find(&self, h: u64, key: KeyRef<'_>) -> Option<u32> {
+        self.index
+            .find(h, |&i| self.slab.get(i).key_eq(key.mountpoint, key.client_id))
+            .copied()
+    }
+
+    fn insert(&mut self, h: u64, rec: Record, hasher: &RandomState) {
+        let i = self.slab.push(rec);
+        let slab = &self.slab;
+        self.index
+            .insert_unique(h, i, |&j| hash_parts(hasher, slab.get(j).key_parts()));
+    }
+
+    /// Remove the record in slot `i` (found under hash `h`); the last record
+    /// moves into the slot.
+    fn remove(&mut self, h: u64, i: u32, hasher: &RandomState) {
+        if let Ok(e) = self.index.find_entry(h, |&j| j == i) {
+            e.remove();
+        }
+        if let Some(moved_from) = self.slab.swap_remove(i) {
+            let mh = hash_parts(hasher, self.slab.get(i).key_parts());
+            if let Some(slot) = self.index.find_mut(mh, |&j| j == moved_from) {
+                *slot = i;
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.index = HashTable::new();
+        self.slab.clear();
+    }
+}
+
+fn hash_parts(hasher: &RandomState, (mp, cid): (&[u8], &[u8])) -> u64 {
+    hasher.hash_one((mp, cid))
 }
 
 // ---- registry -----------------------------------------------------------------
@@ -303,7 +357,8 @@ impl Registry {
         let shards = (0..n)
             .map(|_| Shard {
                 inner: Mutex::new(ShardInner {
-                    map: HashMap::with_hasher(RandomState::new()),
+                    index: HashTable::new(),
+                    slab: Slab::new(),
                     next_gen: 0,
                 }),
                 c: Default::default(),
@@ -320,14 +375,14 @@ impl Registry {
         }
     }
 
-    fn shard_index(&self, key: &SubscriberKey) -> usize {
-        // High bits: the map inside uses its own seed, but keep the two
-        // selections independent anyway.
-        (self.shard_hasher.hash_one(key) >> 32) as usize & self.shard_mask
+    /// One keyed hash per event: bits 32.. pick the shard, the table inside
+    /// uses the low bits (bucket) and the top 7 (control bytes).
+    fn hash_key(&self, key: KeyRef<'_>) -> u64 {
+        hash_parts(&self.shard_hasher, (key.mountpoint, key.client_id))
     }
 
-    fn shard_of(&self, key: &SubscriberKey) -> &Shard {
-        &self.shards[self.shard_index(key)]
+    fn shard_of_hash(&self, h: u64) -> &Shard {
+        &self.shards[(h >> 32) as usize & self.shard_mask]
     }
 
     fn hash_user(&self, u: &[u8]) -> u64 {
@@ -388,57 +443,48 @@ impl Registry {
     /// it is inserted only if the event left something in it).
     fn with_record<R>(
         &self,
-        key: KeyArg<'_>,
+        key: KeyRef<'_>,
         now: Millis,
         f: impl FnOnce(&mut Record, &mut Ctx<'_>) -> R,
     ) -> (R, &Shard) {
-        let key_ref = match &key {
-            KeyArg::Borrowed(k) => *k,
-            KeyArg::Owned(k) => k,
-        };
-        let shard = self.shard_of(key_ref);
+        let h = self.hash_key(key);
+        let shard = self.shard_of_hash(h);
         let hash_user = |u: &[u8]| self.hash_user(u);
         let (r, endings) = {
             let mut g = shard.inner.lock();
             let inner = &mut *g;
+            let found = inner.find(h, key);
             let mut cx = Ctx {
-                key: key_ref,
                 now,
                 pending_ttl: self.pending_ttl.load(Relaxed),
                 next_gen: &mut inner.next_gen,
                 endings: Vec::new(),
             };
-            let (r, new_rec) = match inner.map.get_mut(key_ref) {
-                Some(rec) => {
+            match found {
+                Some(i) => {
+                    let rec = inner.slab.get_mut(i);
                     let before = rec.snapshot(hash_user);
                     rec.expire_pending(&mut cx);
                     let r = f(rec, &mut cx);
                     self.account(shard, before, rec.snapshot(hash_user));
-                    if rec.is_empty() {
-                        inner.map.remove(key_ref);
+                    let empty = rec.is_empty();
+                    let endings = std::mem::take(&mut cx.endings);
+                    if empty {
+                        inner.remove(h, i, &self.shard_hasher);
                     }
-                    (r, None)
+                    (r, endings)
                 }
                 None => {
-                    let mut rec = Record::new(now);
+                    let mut rec = Record::new(key, now);
                     let r = f(&mut rec, &mut cx);
-                    if rec.is_empty() {
-                        (r, None)
-                    } else {
+                    let endings = std::mem::take(&mut cx.endings);
+                    if !rec.is_empty() {
                         self.account(shard, Snapshot::EMPTY, rec.snapshot(hash_user));
-                        (r, Some(rec))
+                        inner.insert(h, rec, &self.shard_hasher);
                     }
+                    (r, endings)
                 }
-            };
-            let endings = cx.endings;
-            if let Some(rec) = new_rec {
-                let owned = match key {
-                    KeyArg::Borrowed(k) => k.clone(),
-                    KeyArg::Owned(k) => k,
-                };
-                inner.map.insert(owned, rec);
             }
-            (r, endings)
         };
         self.finish(shard, endings);
         (r, shard)
@@ -446,7 +492,7 @@ impl Registry {
 
     fn event(
         &self,
-        key: KeyArg<'_>,
+        key: KeyRef<'_>,
         now: Millis,
         what: &'static str,
         f: impl FnOnce(&mut Record, &mut Ctx<'_>) -> Applied,
@@ -473,7 +519,7 @@ impl Registry {
         info: ConnectInfo,
         now: Millis,
     ) -> u64 {
-        self.with_record(KeyArg::Owned(key), now, |r, cx| {
+        self.with_record((&key).into(), now, |r, cx| {
             r.auth_accepted(cx, conn, info)
         })
         .0
@@ -487,44 +533,46 @@ impl Registry {
         info: ConnectInfo,
         now: Millis,
     ) -> Applied {
-        self.event(KeyArg::Owned(key), now, "registered", |r, cx| {
+        self.event((&key).into(), now, "registered", |r, cx| {
             r.registered(cx, conn, info)
         })
     }
 
     /// on_client_wakeup from queue process `queue`.
-    pub fn woke_up(&self, key: &SubscriberKey, queue: ProcId, now: Millis) -> Applied {
-        self.event(KeyArg::Borrowed(key), now, "woke_up", |r, cx| {
+    pub fn woke_up<'k>(&self, key: impl Into<KeyRef<'k>>, queue: ProcId, now: Millis) -> Applied {
+        self.event(key.into(), now, "woke_up", |r, cx| {
             r.woke_up(cx, queue)
         })
     }
 
     /// on_client_offline from queue process `queue`.
-    pub fn went_offline(&self, key: &SubscriberKey, queue: ProcId, now: Millis) -> Applied {
-        self.event(KeyArg::Borrowed(key), now, "went_offline", |r, cx| {
+    pub fn went_offline<'k>(&self, key: impl Into<KeyRef<'k>>, queue: ProcId, now: Millis) -> Applied {
+        self.event(key.into(), now, "went_offline", |r, cx| {
             r.went_offline(cx, queue)
         })
     }
 
     /// on_client_gone from queue process `queue`.
-    pub fn gone(&self, key: &SubscriberKey, queue: ProcId, now: Millis) -> Applied {
-        self.event(KeyArg::Borrowed(key), now, "gone", |r, cx| {
+    pub fn gone<'k>(&self, key: impl Into<KeyRef<'k>>, queue: ProcId, now: Millis) -> Applied {
+        self.event(key.into(), now, "gone", |r, cx| {
             r.gone(cx, queue)
         })
     }
 
     /// on_session_expired from queue process `queue`.
-    pub fn expired(&self, key: &SubscriberKey, queue: ProcId, now: Millis) -> Applied {
-        self.event(KeyArg::Borrowed(key), now, "expired", |r, cx| {
+    pub fn expired<'k>(&self, key: impl Into<KeyRef<'k>>, queue: ProcId, now: Millis) -> Applied {
+        self.event(key.into(), now, "expired", |r, cx| {
             r.expired(cx, queue)
         })
     }
 
     /// The record of `key`. A pending connect older than the TTL is shown
     /// until the next event or sweep touches the record.
-    pub fn lookup(&self, key: &SubscriberKey) -> Option<SessionView> {
-        let g = self.shard_of(key).inner.lock();
-        g.map.get(key).and_then(|r| r.view(key))
+    pub fn lookup<'k>(&self, key: impl Into<KeyRef<'k>>) -> Option<SessionView> {
+        let key = key.into();
+        let h = self.hash_key(key);
+        let g = self.shard_of_hash(h).inner.lock();
+        g.find(h, key).and_then(|i| g.slab.get(i).view())
     }
 
     /// Up to `limit` records matching `filter` (in no particular order).
@@ -552,12 +600,12 @@ impl Registry {
             return;
         };
         let g = s.inner.lock();
-        for (k, r) in g.map.iter() {
+        for r in g.slab.iter() {
             if out.len() >= limit {
                 return;
             }
-            if matches(filter, k, r) {
-                out.extend(r.view(k));
+            if matches(filter, r) {
+                out.extend(r.view());
             }
         }
     }
@@ -617,13 +665,18 @@ impl Registry {
             {
                 let mut g = shard.inner.lock();
                 let inner = &mut *g;
-                let next_gen = &mut inner.next_gen;
-                inner.map.retain(|k, rec| {
+                let pending_ttl = self.pending_ttl.load(Relaxed);
+                let mut i = 0;
+                while i < inner.slab.len() {
+                    let rec = inner.slab.get_mut(i);
+                    if !rec.has_pending() {
+                        i += 1;
+                        continue;
+                    }
                     let mut cx = Ctx {
-                        key: k,
                         now,
-                        pending_ttl: self.pending_ttl.load(Relaxed),
-                        next_gen: &mut *next_gen,
+                        pending_ttl,
+                        next_gen: &mut inner.next_gen,
                         endings: std::mem::take(&mut endings),
                     };
                     let before = rec.snapshot(hash_user);
@@ -632,8 +685,14 @@ impl Registry {
                         self.account(shard, before, rec.snapshot(hash_user));
                     }
                     endings = cx.endings;
-                    !rec.is_empty()
-                });
+                    if rec.is_empty() {
+                        // The last record moves into slot i: look at it next.
+                        let h = hash_parts(&self.shard_hasher, rec.key_parts());
+                        inner.remove(h, i, &self.shard_hasher);
+                    } else {
+                        i += 1;
+                    }
+                }
             }
             for e in &endings {
                 debug_assert_eq!(e.reason, EndReason::Abandoned);
@@ -662,10 +721,10 @@ impl Registry {
         let hash_user = |u: &[u8]| self.hash_user(u);
         for shard in self.shards.iter() {
             let mut g = shard.inner.lock();
-            for rec in g.map.values() {
+            for rec in g.slab.iter() {
                 self.account(shard, rec.snapshot(hash_user), Snapshot::EMPTY);
             }
-            g.map.clear();
+            g.clear();
             for i in [C_STALE, C_DUP, C_UNKNOWN, C_TAKEN, C_ENDED] {
                 shard.c[i].store(0, Relaxed);
             }
@@ -683,20 +742,23 @@ impl Registry {
     }
 }
 
-fn matches(f: &Filter, k: &SubscriberKey, r: &Record) -> bool {
+fn matches(f: &Filter, r: &Record) -> bool {
     if let Some(st) = f.state {
         if r.state() != Some(st) {
             return false;
         }
     }
-    if let Some(mp) = &f.mountpoint {
-        if *k.mountpoint != **mp {
-            return false;
+    if f.mountpoint.is_some() || f.client_id_prefix.is_some() {
+        let (mp, cid) = r.key_parts();
+        if let Some(m) = &f.mountpoint {
+            if mp != m.as_slice() {
+                return false;
+            }
         }
-    }
-    if let Some(p) = &f.client_id_prefix {
-        if !k.client_id.starts_with(p) {
-            return false;
+        if let Some(p) = &f.client_id_prefix {
+            if !cid.starts_with(p) {
+                return false;
+            }
         }
     }
     if f.username.is_none() && f.network.is_none() {
