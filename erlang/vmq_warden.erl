@@ -14,8 +14,8 @@
 %% @doc One subscriber's session record.
 -spec lookup(subscriber_id()) -> {ok, session()} | not_found | {error, term()}.
 lookup(SubscriberId) ->
-    {Mountpoint, ClientId} = vmq_warden_hooks:normalize_subscriber_id(SubscriberId),
     call(fun() ->
+                 {Mountpoint, ClientId} = vmq_warden_hooks:normalize_subscriber_id(SubscriberId),
                  case vmq_warden_nif:lookup(Mountpoint, ClientId) of
                      not_found -> not_found;
                      Session -> {ok, session(Session)}

@@ -11,6 +11,9 @@
 %% letting the next plugin in the chain admit everyone.
 start(_Type, _Args) ->
     vmq_warden_stats:init(),
+    %% Present on VerneMQ 2.x (it wraps CONNECT passwords); the hooks only
+    %% check that it is loaded.
+    _ = code:ensure_loaded(credentials_obfuscation),
     case vmq_warden_config:settings() of
         {ok, Settings} ->
             start(Settings);

@@ -45,7 +45,7 @@ authorize(Proto, Peer, SubscriberId, User, Password, Clean, Meta) ->
     try
         Request = auth_request(Proto, Peer, SubscriberId, User, Password, Clean, Meta),
         case vmq_warden_nif:auth_begin(Request) of
-            {?NEED_PASSWORD, Ctx} -> with_password(Proto, Ctx, Password);
+            {?NEED_PASSWORD, Token} -> with_password(Token, Password);
             Decision -> Decision
         end
     catch
@@ -55,14 +55,13 @@ authorize(Proto, Peer, SubscriberId, User, Password, Clean, Meta) ->
 
 %% The password is decrypted only here, once, and only when the decision
 %% needs it (facts page, section 2: a decrypt costs 7-10 us).
-with_password(Proto, Ctx, Password) ->
+with_password(Token, Password) ->
     Plain = plaintext(Password),
-    case vmq_warden_nif:auth_password(Ctx, Plain) of
+    case vmq_warden_nif:auth_password(Token, Plain) of
         ?NEED_SLOW_HASH ->
             %% bcrypt/argon2/PBKDF2: runs on a dirty CPU scheduler.
-            vmq_warden_nif:auth_password_slow(Ctx, Plain);
+            vmq_warden_nif:auth_password_slow(Token, Plain);
         Decision ->
-            _ = Proto,
             Decision
     end.
 
@@ -70,9 +69,10 @@ plaintext(undefined) -> undefined;
 plaintext(Bin) when is_binary(Bin) -> Bin;
 plaintext({plaintext, Bin}) when is_binary(Bin) -> Bin;
 plaintext({encrypted, _} = Encrypted) ->
-    %% VerneMQ 2.x wraps passwords with credentials_obfuscation.
-    case erlang:function_exported(credentials_obfuscation, decrypt, 1)
-        orelse code:ensure_loaded(credentials_obfuscation) =:= {module, credentials_obfuscation} of
+    %% VerneMQ 2.x wraps passwords with credentials_obfuscation (loaded by
+    %% the broker; the app start loads it too). No code server call here: a
+    %% connect storm must not queue on it.
+    case erlang:function_exported(credentials_obfuscation, decrypt, 1) of
         true ->
             case credentials_obfuscation:decrypt(Encrypted) of
                 Bin when is_binary(Bin) -> Bin;
@@ -85,7 +85,7 @@ plaintext({encrypted, _} = Encrypted) ->
 plaintext(_) ->
     undefined.
 
-%% The request tuple the NIF decodes (see warden_nif::hooks::AuthRequestTerm).
+%% The request tuple the NIF decodes (auth_begin in native/warden_nif/src/hooks.rs).
 auth_request(Proto, Peer, SubscriberId, User, Password, Clean, Meta) ->
     {Mountpoint, ClientId} = normalize_subscriber_id(SubscriberId),
     {Ip, Port} = normalize_peer(Peer),
@@ -161,12 +161,26 @@ queue_event(Event, Hook, SubscriberId) ->
 %%--------------------------------------------------------------------
 
 %% Mountpoint is a charlist (usually ""), client id a binary. Anything else
-%% is passed on as an empty value that no rule can mistake for a real id.
+%% is `badarg': the auth hooks answer it with the failure decision and the
+%% lifecycle hooks ignore it (logged). It is never mapped to some other,
+%% valid subscriber id.
 -spec normalize_subscriber_id(term()) -> {binary(), binary()}.
-normalize_subscriber_id({Mountpoint, ClientId}) ->
-    {to_bin(Mountpoint), to_bin(ClientId)};
+normalize_subscriber_id({Mountpoint, ClientId}) when is_binary(ClientId) ->
+    {mountpoint(Mountpoint), ClientId};
 normalize_subscriber_id(_) ->
-    {<<>>, <<>>}.
+    error(badarg).
+
+%% The usual mountpoint first: profiled, unicode:characters_to_binary/1 of
+%% "" was the most expensive step of a lifecycle hook on the Erlang side.
+mountpoint([]) -> <<>>;
+mountpoint(B) when is_binary(B) -> B;
+mountpoint(L) when is_list(L) ->
+    case unicode:characters_to_binary(L) of
+        B when is_binary(B) -> B;
+        _ -> error(badarg)
+    end;
+mountpoint(_) ->
+    error(badarg).
 
 -spec normalize_peer(term()) -> {inet:ip_address() | undefined, inet:port_number() | undefined}.
 normalize_peer({Ip, Port}) ->
@@ -195,19 +209,6 @@ normalize_flag(true) -> true;
 normalize_flag(1) -> true;
 normalize_flag(_) -> false.
 
-to_bin(B) when is_binary(B) -> B;
-%% The usual mountpoint: profiled, unicode:characters_to_binary/1 of ""
-%% was the most expensive step of a lifecycle hook on the Erlang side.
-to_bin([]) -> <<>>;
-to_bin(L) when is_list(L) ->
-    try unicode:characters_to_binary(L) of
-        B when is_binary(B) -> B;
-        _ -> <<>>
-    catch
-        _:_ -> <<>>
-    end;
-to_bin(A) when is_atom(A) -> atom_to_binary(A, utf8);
-to_bin(_) -> <<>>.
 
 %%--------------------------------------------------------------------
 %% Failure handling
