@@ -12,6 +12,9 @@
 -define(PEER, {{127, 0, 0, 1}, 34678}).
 -define(CHAIN, vmq_hook_chain).
 
+%% Settings back to defaults, then these on top, applied to the NIF.
+set_env(Map) -> vmq_warden_robust_util:set_env(Map).
+
 all() ->
     [hooks_are_registered_and_exported,
      clean_connect_and_disconnect,
@@ -41,7 +44,6 @@ end_per_suite(_Config) ->
     ok.
 
 init_per_testcase(_Case, Config) ->
-    reset_env(),
     set_env(#{default_decision => allow}),
     vmq_warden_nif:reset(),
     Config.
@@ -49,14 +51,6 @@ init_per_testcase(_Case, Config) ->
 end_per_testcase(_Case, _Config) ->
     catch meck:unload(),
     ok.
-
-reset_env() ->
-    [application:unset_env(vmq_warden, K) || K <- maps:keys(vmq_warden_config:defaults())],
-    ok.
-
-set_env(Map) ->
-    maps:foreach(fun(K, V) -> application:set_env(vmq_warden, K, V) end, Map),
-    ok = vmq_warden_config:apply().
 
 %%--------------------------------------------------------------------
 %% Helpers: one call per hook, in the right process
