@@ -4,9 +4,9 @@ use std::net::IpAddr;
 
 use rustler::types::tuple::make_tuple;
 use rustler::{Atom, Encoder, Env, NewBinary, Term};
-use warden_core::firewall::{Decision, ModValue, Modifiers, RefusalCode};
+use warden_core::firewall::{Decision, ModValue, RefusalCode};
 use warden_core::registry::{EndReason, Ending, SessionState, SessionView};
-use warden_core::types::{Peer, Protocol, SubscriberKey};
+use warden_core::types::{Peer, Protocol};
 
 use crate::atoms;
 
@@ -117,26 +117,6 @@ fn modifiers<'a>(env: Env<'a>, entries: &[(&'static str, ModValue)], protocol: P
             map
         }
     }
-}
-
-/// The subscriber id the client will register with once the broker applied
-/// the modifiers.
-pub fn registered_key(key: &SubscriberKey, mods: &Modifiers, protocol: Protocol) -> SubscriberKey {
-    for (k, v) in mods.entries(protocol) {
-        if let ("subscriber_id", ModValue::SubscriberId { mountpoint, client_id }) = (k, v) {
-            return SubscriberKey::new(mountpoint, client_id);
-        }
-    }
-    key.clone()
-}
-
-pub fn effective_clean_session(requested: bool, mods: &Modifiers, protocol: Protocol) -> bool {
-    for (k, v) in mods.entries(protocol) {
-        if let ("clean_session" | "clean_start", ModValue::Bool(b)) = (k, v) {
-            return b;
-        }
-    }
-    requested
 }
 
 fn put<'a>(map: Term<'a>, key: &str, value: Term<'a>) -> Term<'a> {

@@ -116,8 +116,8 @@ fn finish<'a>(
     decision: Decision,
 ) -> Term<'a> {
     if let Decision::Accept(mods) = &decision {
-        let key = encode::registered_key(key, mods, protocol);
-        let clean_session = encode::effective_clean_session(clean_session, mods, protocol);
+        let key = mods.subscriber_id.clone().unwrap_or_else(|| key.clone());
+        let clean_session = mods.clean_session.unwrap_or(clean_session);
         // A certificate identity renames the session (the `username`
         // modifier): it counts toward that user's max_sessions.
         let username = mods.username.clone().or(username);
