@@ -55,7 +55,7 @@ valid(K, V) when K =:= rate_per_peer; K =:= rate_per_user -> is_number(V) andals
 valid(_, V) -> is_integer(V) andalso V >= 0.
 
 %% @doc Push the settings into the Rust core and load the files. A bad
-%% setting or file leaves whatever was running untouched.
+%% setting changes nothing; a bad file keeps the running policy.
 -spec apply() -> ok | {error, term()}.
 apply() ->
     case settings() of

@@ -17,9 +17,9 @@ start_link() ->
 flush() ->
     gen_server:call(?MODULE, flush).
 
+%% The log level reaches the core with the other settings
+%% (vmq_warden_config:apply/0).
 init([]) ->
-    _ = catch vmq_warden_nif:set_log_level(
-                atom_to_binary(application:get_env(vmq_warden, log_level, info), utf8)),
     erlang:send_after(?INTERVAL, self(), drain),
     {ok, #{}}.
 

@@ -11,7 +11,7 @@
          configure/1, load_files/2,
          lookup/2, list/2, counts/0, stats/0, recent_endings/1, sweep/0, reset/0,
          bans/0, clear_bans/1,
-         drain_logs/1, set_log_level/1, debug_panic/0]).
+         drain_logs/1, debug_panic/0]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
 
@@ -106,7 +106,6 @@ clear_bans(_Selector) -> ?NOT_LOADED.
 
 %% Logging bridge (vmq_warden_log).
 drain_logs(_Max) -> ?NOT_LOADED.
-set_log_level(_Level) -> ?NOT_LOADED.
 
 %% Forces a Rust panic inside a NIF: tests show Rustler turns it into an
 %% Erlang error and the VM and the hooks survive.

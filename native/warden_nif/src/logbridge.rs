@@ -198,9 +198,3 @@ fn drain_logs(env: Env<'_>, max: usize) -> Term<'_> {
         .collect();
     (terms, DROPPED.swap(0, Ordering::Relaxed)).encode(env)
 }
-
-#[rustler::nif]
-fn set_log_level(level: String) -> rustler::Atom {
-    set_level(&level);
-    crate::atoms::ok()
-}
