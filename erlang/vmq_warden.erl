@@ -26,7 +26,8 @@ sessions() -> sessions(#{}).
 
 %% @doc Sessions matching every given filter: `state' (atom), `username'
 %% (binary), `mountpoint' (string), `client_id' (prefix, binary), `peer'
-%% (CIDR, e.g. <<"10.0.0.0/8">> or "::1/128"), `limit' (default 1000).
+%% (CIDR or address, e.g. <<"10.0.0.0/8">>, "::1/128", "10.1.2.3"), `limit'
+%% (default 1000).
 -spec sessions(map()) -> [session()] | {error, term()}.
 sessions(Filter) when is_map(Filter) ->
     Spec = {opt(state, Filter), opt(username, Filter), opt(mountpoint, Filter),

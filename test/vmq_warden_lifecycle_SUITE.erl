@@ -302,7 +302,10 @@ ipv6_peer_and_network_filter(_Config) ->
     ok = ?CHAIN:in_proc(S, fun() -> ?CHAIN:all(on_register, [Peer, Sid, undefined], ?CHAIN:plugins()) end),
     ?assertMatch(#{peer := Peer}, session(Sid)),
     ?assertMatch([#{client_id := <<"v6">>}], vmq_warden:sessions(#{peer => <<"2001:db8::/32">>})),
-    ?assertEqual([], vmq_warden:sessions(#{peer => <<"10.0.0.0/8">>})).
+    ?assertEqual([], vmq_warden:sessions(#{peer => <<"10.0.0.0/8">>})),
+    %% a plain address, as `vmq-admin warden session show --peer` accepts
+    ?assertMatch([#{client_id := <<"v6">>}], vmq_warden:sessions(#{peer => <<"2001:db8::1">>})),
+    ?assertEqual([], vmq_warden:sessions(#{peer => "2001:db8::2"})).
 
 %% VerneMQ 2.x passes {encrypted, Bin}; the plugin decrypts it once with
 %% credentials_obfuscation. 1.x passes a plain binary.

@@ -122,9 +122,9 @@ fn list<'a>(env: Env<'a>, spec: Term<'a>, limit: usize) -> NifResult<Term<'a>> {
     };
     let network = match decode::opt_bytes(network)? {
         None => None,
-        Some(n) => match IpNet::from_str(&String::from_utf8_lossy(&n)) {
-            Ok(net) => Some(net),
-            Err(_) => return Ok((atoms::error(), "peer must be a CIDR network, e.g. 10.0.0.0/8").encode(env)),
+        Some(n) => match parse_network(&String::from_utf8_lossy(&n)) {
+            Some(net) => Some(net),
+            None => return Ok((atoms::error(), "peer must be a CIDR network or an address, e.g. 10.0.0.0/8").encode(env)),
         },
     };
     let filter = Filter {
@@ -136,6 +136,12 @@ fn list<'a>(env: Env<'a>, spec: Term<'a>, limit: usize) -> NifResult<Term<'a>> {
     };
     let views = WARDEN.registry.list(&filter, limit);
     Ok(views.iter().map(|v| encode::session(env, v)).collect::<Vec<Term>>().encode(env))
+}
+
+/// "10.0.0.0/8", "::1/128", or a plain address (the vmq-admin `--peer`
+/// flag accepts both).
+fn parse_network(s: &str) -> Option<IpNet> {
+    IpNet::from_str(s).ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
 }
 
 fn parse_state(s: &[u8]) -> Option<SessionState> {
