@@ -11,7 +11,8 @@
          configure/1, load_files/2,
          lookup/2, list/2, counts/0, stats/0, recent_endings/1, sweep/0, reset/0,
          bans/0, clear_bans/1,
-         drain_logs/1, debug_panic/0]).
+         drain_logs/1, debug_panic/0,
+         call_times_start/0, call_times_stop/0, call_times/0]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
 
@@ -81,6 +82,11 @@ ping() -> ?NOT_LOADED.
 %% holds on its heap (counted by its global allocator).
 noop() -> ?NOT_LOADED.
 memory() -> ?NOT_LOADED.
+%% Wall and thread CPU time of every NIF call while on (warden_nif::timing):
+%% tells a NIF that kept its scheduler > 1 ms from an OS that preempted it.
+call_times_start() -> ?NOT_LOADED.
+call_times_stop() -> ?NOT_LOADED.
+call_times() -> ?NOT_LOADED.
 
 %% Hooks (see vmq_warden_hooks for the argument shapes).
 auth_begin(_Request) -> ?NOT_LOADED.

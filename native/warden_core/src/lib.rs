@@ -5,6 +5,7 @@
 //! [`types`] and back.
 #![forbid(unsafe_code)]
 
+pub mod calltime;
 pub mod credentials;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -11,6 +11,7 @@ use warden_core::firewall::{BanSelector, BanTarget, DefaultDecision, FirewallCon
 use warden_core::registry::{Filter, KeyRef, SessionState};
 use warden_core::IpNet;
 
+use crate::timing::{self, Nif};
 use crate::pending::PENDING;
 use crate::state::{now, WARDEN};
 use crate::{atoms, decode, encode, logbridge};
@@ -19,6 +20,7 @@ use crate::{atoms, decode, encode, logbridge};
 /// validated there); missing keys keep their defaults.
 #[rustler::nif]
 fn configure(settings: Term) -> NifResult<Atom> {
+    let _timed = timing::timed(Nif::Admin);
     let iter = MapIterator::new(settings).ok_or(Error::BadArg)?;
     let mut cfg = FirewallConfig::default();
     for (k, v) in iter {
@@ -76,6 +78,7 @@ fn opt_path(term: Term) -> NifResult<Option<PathBuf>> {
 /// stays and the error names file, line and reason.
 #[rustler::nif(schedule = "DirtyIo")]
 fn load_files<'a>(env: Env<'a>, policy: Term<'a>, passwords: Term<'a>) -> NifResult<Term<'a>> {
+    let _timed = timing::timed(Nif::LoadFiles);
     let policy = opt_path(policy)?;
     let passwords = opt_path(passwords)?;
     Ok(match WARDEN.firewall.load(policy.as_deref(), passwords.as_deref()) {
@@ -100,6 +103,7 @@ fn load_files<'a>(env: Env<'a>, policy: Term<'a>, passwords: Term<'a>) -> NifRes
 
 #[rustler::nif]
 fn lookup<'a>(env: Env<'a>, mountpoint: Term<'a>, client_id: Term<'a>) -> NifResult<Term<'a>> {
+    let _timed = timing::timed(Nif::Lookup);
     let (mp, cid) = decode::key_bins(mountpoint, client_id)?;
     let key = KeyRef { mountpoint: mp.as_slice(), client_id: cid.as_slice() };
     Ok(match WARDEN.registry.lookup(key) {
@@ -112,6 +116,7 @@ fn lookup<'a>(env: Env<'a>, mountpoint: Term<'a>, client_id: Term<'a>) -> NifRes
 /// a binary or `undefined`.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn list<'a>(env: Env<'a>, spec: Term<'a>, limit: usize) -> NifResult<Term<'a>> {
+    let _timed = timing::timed(Nif::List);
     let [state, user, mp, cid, network] = decode::tuple::<5>(spec)?;
     let state = match decode::opt_bytes(state)? {
         None => None,
@@ -152,6 +157,7 @@ fn parse_state(s: &[u8]) -> Option<SessionState> {
 
 #[rustler::nif]
 fn counts(env: Env) -> Term {
+    let _timed = timing::timed(Nif::Admin);
     let c = WARDEN.registry.counts();
     encode::map_of(
         env,
@@ -166,6 +172,7 @@ fn counts(env: Env) -> Term {
 /// Every counter, in the shape `vmq_warden:stats/0` documents.
 #[rustler::nif]
 fn stats(env: Env) -> Term {
+    let _timed = timing::timed(Nif::Admin);
     let w = &*WARDEN;
     let f = w.firewall.stats();
     let r = w.registry.stats();
@@ -230,14 +237,18 @@ fn stats(env: Env) -> Term {
 
 #[rustler::nif]
 fn recent_endings(env: Env, limit: usize) -> Term {
+    let _timed = timing::timed(Nif::Admin);
     let endings = WARDEN.registry.recent_endings(limit);
     endings.iter().map(|e| encode::ending(env, e)).collect::<Vec<Term>>().encode(env)
 }
 
 /// Periodic clean-up (the reloader calls it): connects accepted but never
-/// registered, and auth contexts whose next step never came.
-#[rustler::nif]
+/// registered, and auth contexts whose next step never came. Dirty: it
+/// scans every shard that holds a pending connect, milliseconds at a million
+/// sessions.
+#[rustler::nif(schedule = "DirtyCpu")]
 fn sweep() -> usize {
+    let _timed = timing::timed(Nif::Bulk);
     let now = now();
     WARDEN.registry.sweep(now) + PENDING.sweep(now)
 }
@@ -247,9 +258,11 @@ fn sweep() -> usize {
 /// library mapped while a thread holds one of its thread-local destructors
 /// (parking_lot registers one when a lock is contended), so after a
 /// disable/enable cycle the "new" library can be the old one with its
-/// statics, which missed every hook while the plugin was disabled.
-#[rustler::nif]
+/// statics, which missed every hook while the plugin was disabled. Dirty:
+/// it drops every record.
+#[rustler::nif(schedule = "DirtyCpu")]
 fn reset() -> Atom {
+    let _timed = timing::timed(Nif::Bulk);
     WARDEN.registry.clear();
     WARDEN.firewall.clear_bans(BanSelector::All);
     WARDEN.firewall.clear_cache();
@@ -257,8 +270,10 @@ fn reset() -> Atom {
     atoms::ok()
 }
 
-#[rustler::nif]
+/// Dirty, like `clear_bans`: up to `max_tracked` entries per table.
+#[rustler::nif(schedule = "DirtyCpu")]
 fn bans(env: Env) -> Term {
+    let _timed = timing::timed(Nif::Bulk);
     let bans = WARDEN.firewall.bans(now());
     bans.iter()
         .map(|b| {
@@ -280,8 +295,9 @@ fn bans(env: Env) -> Term {
 }
 
 /// `all`, `{peer, IpTuple}` or `{username, Bin}`.
-#[rustler::nif]
+#[rustler::nif(schedule = "DirtyCpu")]
 fn clear_bans(selector: Term) -> NifResult<usize> {
+    let _timed = timing::timed(Nif::Bulk);
     let sel = if selector.is_atom() && atom_is(selector, "all") {
         BanSelector::All
     } else {

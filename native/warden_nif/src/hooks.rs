@@ -6,6 +6,7 @@ use warden_core::firewall::{AuthRequest, Decision, Listener, PasswordStep, Pendi
 use warden_core::registry::{Applied, ConnectInfo, KeyRef};
 use warden_core::types::{Peer, ProcId, Protocol, SubscriberKey};
 
+use crate::timing::{self, Nif};
 use crate::pending::PENDING;
 use crate::state::{now, HookCounters, RegistrySessions, WARDEN};
 use crate::{atoms, decode, encode};
@@ -28,6 +29,7 @@ pub struct AuthContext {
 ///  {ListenerPort, ListenerType, ListenerAddr}, ClientCertDer, ConnPid}.
 #[rustler::nif]
 fn auth_begin<'a>(env: Env<'a>, req: Term<'a>) -> NifResult<Term<'a>> {
+    let _timed = timing::timed(Nif::AuthBegin);
     let w = &*WARDEN;
     HookCounters::bump(&w.hooks.auth_on_register);
     let [proto, mp, cid, ip, port, user, has_pw, clean, listener, cert, conn] = decode::tuple::<11>(req)?;
@@ -72,6 +74,7 @@ fn take_context(env: Env, token: u64) -> NifResult<AuthContext> {
 /// Normal scheduler: a cache hit or a fast hash decides here.
 #[rustler::nif]
 fn auth_password<'a>(env: Env<'a>, token: u64, password: Term<'a>) -> NifResult<Term<'a>> {
+    let _timed = timing::timed(Nif::AuthPassword);
     let w = &*WARDEN;
     let password = decode::opt_bytes(password)?;
     let ctx = take_context(env, token)?;
@@ -90,6 +93,7 @@ fn auth_password<'a>(env: Env<'a>, token: u64, password: Term<'a>) -> NifResult<
 /// bcrypt / argon2 / costly PBKDF2: never on a normal scheduler.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn auth_password_slow<'a>(env: Env<'a>, token: u64, password: Term<'a>) -> NifResult<Term<'a>> {
+    let _timed = timing::timed(Nif::AuthPasswordSlow);
     let w = &*WARDEN;
     let password = decode::opt_bytes(password)?;
     let ctx = take_context(env, token)?;
@@ -140,6 +144,7 @@ fn registered<'a>(
     user: Term<'a>,
     proto: Term<'a>,
 ) -> NifResult<Term<'a>> {
+    let _timed = timing::timed(Nif::Registered);
     let w = &*WARDEN;
     HookCounters::bump(&w.hooks.on_register);
     let key = decode::key(mountpoint, client_id)?;
@@ -159,6 +164,7 @@ fn registered<'a>(
 /// on_client_wakeup / offline / gone / session_expired, from the queue process.
 #[rustler::nif]
 fn queue_event<'a>(env: Env<'a>, event: Atom, mountpoint: Term<'a>, client_id: Term<'a>, queue: Term<'a>) -> NifResult<Term<'a>> {
+    let _timed = timing::timed(Nif::QueueEvent);
     let w = &*WARDEN;
     let (mp, cid) = decode::key_bins(mountpoint, client_id)?;
     let key = KeyRef { mountpoint: mp.as_slice(), client_id: cid.as_slice() };

@@ -13,6 +13,7 @@ mod hooks;
 mod logbridge;
 mod pending;
 mod state;
+mod timing;
 
 pub mod atoms {
     rustler::atoms! {

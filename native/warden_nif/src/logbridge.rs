@@ -26,6 +26,7 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use warden_core::loglimit::WindowLimiter;
 
+use crate::timing::{self, Nif};
 use crate::encode;
 
 const QUEUE_BOUND: usize = 4096;
@@ -169,6 +170,7 @@ fn level_atom(level: &Level) -> &'static str {
 /// plus how many were dropped since the last drain.
 #[rustler::nif]
 fn drain_logs(env: Env<'_>, max: usize) -> Term<'_> {
+    let _timed = timing::timed(Nif::Admin);
     // A storm that has stopped still gets its summary line.
     let summary = AUDIT.lock().roll(now_second());
     if let Some(n) = summary {

@@ -1,0 +1,128 @@
+//! Clock reads for `warden_core::calltime`: the wall time and the calling
+//! thread's CPU time of each NIF call, while recording is on (the benchmark
+//! turns it on; `call_times_start/0`). Off, a call costs one relaxed load.
+
+use std::time::Instant;
+
+use once_cell::sync::Lazy;
+use rustler::{Atom, Encoder, Env, Term};
+use warden_core::calltime::{CallSample, CallTimes};
+
+use crate::atoms;
+
+/// The kinds of call that are timed, and the scheduler each runs on.
+#[derive(Clone, Copy)]
+pub enum Nif {
+    AuthBegin,
+    AuthPassword,
+    AuthPasswordSlow,
+    Registered,
+    QueueEvent,
+    Lookup,
+    List,
+    /// counts, stats, recent_endings, configure, drain_logs: bounded work
+    Admin,
+    /// sweep, reset, bans, clear_bans: a pass over a whole table
+    Bulk,
+    LoadFiles,
+}
+
+const KINDS: usize = 10;
+const NAMES: [(&str, &str); KINDS] = [
+    ("auth_begin", "normal"),
+    ("auth_password", "normal"),
+    ("auth_password_slow", "dirty_cpu"),
+    ("registered", "normal"),
+    ("queue_event", "normal"),
+    ("lookup", "normal"),
+    ("list", "dirty_cpu"),
+    ("admin", "normal"),
+    ("bulk", "dirty_cpu"),
+    ("load_files", "dirty_io"),
+];
+
+static TIMES: Lazy<CallTimes<KINDS>> = Lazy::new(CallTimes::default);
+
+/// Records the call when dropped, at the end of the NIF's body.
+pub struct Timed(Option<(Nif, Instant, ThreadUsage)>);
+
+pub fn timed(nif: Nif) -> Timed {
+    if !TIMES.enabled() {
+        return Timed(None);
+    }
+    Timed(Some((nif, Instant::now(), ThreadUsage::now())))
+}
+
+impl Drop for Timed {
+    fn drop(&mut self) {
+        if let Some((nif, wall, start)) = self.0 {
+            let wall_ns = u64::try_from(wall.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            let end = ThreadUsage::now();
+            TIMES.record(nif as usize, CallSample {
+                wall_ns,
+                cpu_ns: end.cpu_ns.saturating_sub(start.cpu_ns),
+                blocked: end.voluntary_switches > start.voluntary_switches,
+            });
+        }
+    }
+}
+
+/// The calling thread's CPU time and voluntary context switches. Neither
+/// is in std, and both are system calls, which is why they are read only
+/// while recording. Zero where a call fails.
+#[derive(Clone, Copy, Default)]
+struct ThreadUsage {
+    cpu_ns: u64,
+    voluntary_switches: i64,
+}
+
+impl ThreadUsage {
+    fn now() -> ThreadUsage {
+        // CPU time from CLOCK_THREAD_CPUTIME_ID (exact); getrusage's CPU
+        // times are split by scheduler ticks, too coarse for 1 ms.
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: `ts` is a valid, writable timespec; the clock id is a
+        // constant the kernel knows.
+        let cpu_ns = if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
+            (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+        } else {
+            0
+        };
+        // SAFETY: rusage is plain data, valid when zeroed; getrusage writes
+        // only into the struct it is given.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let voluntary_switches = if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } == 0 { ru.ru_nvcsw as i64 } else { 0 };
+        ThreadUsage { cpu_ns, voluntary_switches }
+    }
+}
+
+/// Zero the figures and record from now on (a diagnostic: each recorded
+/// call costs four system calls).
+#[rustler::nif]
+fn call_times_start() -> Atom {
+    TIMES.start();
+    atoms::ok()
+}
+
+#[rustler::nif]
+fn call_times_stop() -> Atom {
+    TIMES.stop();
+    atoms::ok()
+}
+
+/// `[{Name, Scheduler, {Calls, MaxWallNs, MaxCpuNs, OverWall1ms, OverCpu1ms,
+/// Blocked, OverWall1msBlocked}}]` for every kind of call made since
+/// `call_times_start/0` (see `warden_core::calltime::CallFigures`).
+#[rustler::nif]
+fn call_times(env: Env) -> Term {
+    NAMES
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (name, sched))| {
+            let f = TIMES.figures(i);
+            let figures = (f.calls, f.max_wall_ns, f.max_cpu_ns, f.over_wall, f.over_cpu, f.blocked, f.over_wall_blocked);
+            (f.calls > 0).then(|| (*name, *sched, figures).encode(env))
+        })
+        .collect::<Vec<Term>>()
+        .encode(env)
+}
