@@ -4,8 +4,8 @@
 //! | scheme | string | algorithm | slow? |
 //! |---|---|---|---|
 //! | vmq_passwd / mosquitto 1.x | `$6$SALT$HASH` | SHA-512(password ++ salt) | no |
-//! | mosquitto 2.x | `$7$ITER$SALT$HASH` | PBKDF2-HMAC-SHA512, 64-byte hash | if ITER > 1000 |
-//! | mosquitto-go-auth | `PBKDF2$sha256\|sha512$ITER$SALT$HASH` | PBKDF2-HMAC-SHA256/512, key length = hash length | if ITER > 1000 |
+//! | mosquitto 2.x | `$7$ITER$SALT$HASH` | PBKDF2-HMAC-SHA512, 64-byte hash | if ITER > 250 |
+//! | mosquitto-go-auth | `PBKDF2$sha256\|sha512$ITER$SALT$HASH` | PBKDF2-HMAC-SHA256/512, key length = hash length | if ITER > 250 |
 //! | bcrypt | `$2a$`, `$2b$`, `$2y$` | bcrypt (passwords beyond 72 bytes are truncated, as everywhere) | yes |
 //! | argon2 | `$argon2id$v=19$m=..,t=..,p=..$SALT$HASH` (also `argon2i`, `argon2d`) | Argon2 | yes |
 //!
@@ -34,8 +34,11 @@ use subtle::ConstantTimeEq;
 
 /// Highest PBKDF2 iteration count accepted (`$7$` and go-auth).
 pub const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
-/// PBKDF2 above this many iterations is [`PasswordHash::is_slow`].
-pub const FAST_PBKDF2_ITERATIONS: u32 = 1000;
+/// PBKDF2 above this many iterations is [`PasswordHash::is_slow`]. 1000
+/// iterations of HMAC-SHA512 measured 0.9-1.05 ms of CPU on the benchmark
+/// machine (the robustness suite's call timing): too close to a scheduler
+/// slice; 250 keeps a normal-scheduler verification near 0.25 ms.
+pub const FAST_PBKDF2_ITERATIONS: u32 = 250;
 /// Highest accepted PBKDF2 output length in bytes (go-auth's key length).
 pub const MAX_PBKDF2_HASH_LEN: usize = 128;
 /// Lowest accepted PBKDF2 output length in bytes.

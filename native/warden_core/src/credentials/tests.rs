@@ -91,11 +91,11 @@ fn mosquitto7_fixed_vector() {
 
 #[test]
 fn mosquitto7_round_trip_and_cost_class() {
-    let h = ok(&make_7(b"pw", b"saltsaltsalt", 1000));
+    let h = ok(&make_7(b"pw", b"saltsaltsalt", 250));
     assert!(h.verify(b"pw"));
     assert!(!h.verify(b"pW"));
-    assert!(!h.is_slow(), "1000 iterations is still fast");
-    assert!(ok(&make_7(b"pw", b"saltsaltsalt", 1001)).is_slow());
+    assert!(!h.is_slow(), "250 iterations is still fast");
+    assert!(ok(&make_7(b"pw", b"saltsaltsalt", 251)).is_slow());
 }
 
 #[test]
@@ -123,7 +123,7 @@ fn goauth_fixed_vectors() {
     let h = ok("PBKDF2$sha256$1000$c2l4dGVlbiBieXRlIHNsdA==$AYZuPPuwufqDAYlJN9Ib/mddTa1Lfy1YLQ07jBfskwo=");
     assert!(h.verify(b"hunter2"));
     assert!(!h.verify(b"hunter3"));
-    assert!(!h.is_slow());
+    assert!(h.is_slow(), "1000 iterations: over the fast bound");
     assert_eq!(h.scheme(), SchemeKind::GoAuthPbkdf2);
     let h = ok("PBKDF2$sha512$2000$c2l4dGVlbiBieXRlIHNsdA==$3XA1ge9nB0D6tjjyaSH/zvDSc7x6shFiR/0P8MZF4lc=");
     assert!(h.verify(b"hunter2"));
