@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use parking_lot::Mutex;
@@ -86,13 +87,17 @@ impl<K> RateInner<K> {
 #[derive(Debug)]
 pub struct RateLimiter<K> {
     inner: Mutex<RateInner<K>>,
+    /// Mirrors `rate_per_ms > 0`, so that a disabled limiter (the default)
+    /// costs every connect no lock shared by all schedulers.
+    enabled: AtomicBool,
 }
 
 impl<K: Clone + Eq + Hash> RateLimiter<K> {
     pub fn new(rate_per_sec: f64, burst: u32, max: usize) -> Self {
         let mut inner = RateInner { rate_per_ms: 0.0, burst: 1.0, max, map: HashMap::new() };
         Self::apply(&mut inner, rate_per_sec, burst, max);
-        RateLimiter { inner: Mutex::new(inner) }
+        let enabled = AtomicBool::new(inner.rate_per_ms > 0.0);
+        RateLimiter { inner: Mutex::new(inner), enabled }
     }
 
     fn apply(inner: &mut RateInner<K>, rate_per_sec: f64, burst: u32, max: usize) {
@@ -106,6 +111,7 @@ impl<K: Clone + Eq + Hash> RateLimiter<K> {
     pub fn set_params(&self, rate_per_sec: f64, burst: u32, max: usize) {
         let mut inner = self.inner.lock();
         Self::apply(&mut inner, rate_per_sec, burst, max);
+        self.enabled.store(inner.rate_per_ms > 0.0, Relaxed);
         if inner.rate_per_ms == 0.0 {
             inner.map.clear();
             return;
@@ -121,11 +127,14 @@ impl<K: Clone + Eq + Hash> RateLimiter<K> {
     }
 
     pub fn enabled(&self) -> bool {
-        self.inner.lock().rate_per_ms > 0.0
+        self.enabled.load(Relaxed)
     }
 
     /// Takes one token for `key`; false when its bucket is empty.
     pub fn try_acquire(&self, key: &K, now: Millis) -> bool {
+        if !self.enabled() {
+            return true;
+        }
         let mut inner = self.inner.lock();
         if inner.rate_per_ms == 0.0 {
             return true;
@@ -181,9 +190,17 @@ struct BanInner<K> {
 /// Failed-login counters and temporary bans: `threshold` failures within
 /// `window_ms` (counted from the first failure of the window) ban the key for
 /// `duration_ms`. A threshold of 0 disables counting and banning.
+///
+/// Every connect asks [`BanTable::banned_until`]; two atomics let it and
+/// `record_success` skip the table's lock (shared by all schedulers) in the
+/// usual case: no ban running, no failure counted.
 #[derive(Debug)]
 pub struct BanTable<K> {
     inner: Mutex<BanInner<K>>,
+    /// The latest `banned_until` ever set: no ban runs at or after it.
+    horizon: AtomicU64,
+    /// Whether the table holds any entry (updated under the lock).
+    nonempty: AtomicBool,
 }
 
 /// One active ban, as listed by [`BanTable::list`].
@@ -198,6 +215,8 @@ impl<K: Clone + Eq + Hash> BanTable<K> {
     pub fn new(threshold: u32, window_ms: u64, duration_ms: u64, max: usize) -> Self {
         BanTable {
             inner: Mutex::new(BanInner { threshold, window_ms, duration_ms, max: max.max(1), map: HashMap::new() }),
+            horizon: AtomicU64::new(0),
+            nonempty: AtomicBool::new(false),
         }
     }
 
@@ -212,10 +231,14 @@ impl<K: Clone + Eq + Hash> BanTable<K> {
             let max = inner.max;
             make_room(&mut inner.map, max, |_| false, |e| e.last_seen);
         }
+        self.nonempty.store(!inner.map.is_empty(), Relaxed);
     }
 
     /// `Some(until)` while `key` is banned.
     pub fn banned_until(&self, key: &K, now: Millis) -> Option<Millis> {
+        if now >= self.horizon.load(Relaxed) {
+            return None;
+        }
         let inner = self.inner.lock();
         inner.map.get(key).map(|e| e.banned_until).filter(|until| *until > now)
     }
@@ -235,6 +258,7 @@ impl<K: Clone + Eq + Hash> BanTable<K> {
                 |e| (e.banned_until > now, e.last_seen),
             );
         }
+        self.nonempty.store(true, Relaxed);
         let e = inner.map.entry(key.clone()).or_insert(BanEntry {
             window_start: now,
             failures: 0,
@@ -251,6 +275,7 @@ impl<K: Clone + Eq + Hash> BanTable<K> {
             e.banned_until = now.saturating_add(duration);
             e.failures = 0;
             e.window_start = now;
+            self.horizon.fetch_max(e.banned_until, Relaxed);
             return Some(e.banned_until);
         }
         None
@@ -258,6 +283,9 @@ impl<K: Clone + Eq + Hash> BanTable<K> {
 
     /// A successful login forgets the failures counted for `key` (not a running ban).
     pub fn record_success(&self, key: &K, now: Millis) {
+        if !self.nonempty.load(Relaxed) {
+            return;
+        }
         let mut inner = self.inner.lock();
         let remove = match inner.map.get_mut(key) {
             Some(e) if e.banned_until > now => {
@@ -269,6 +297,7 @@ impl<K: Clone + Eq + Hash> BanTable<K> {
         };
         if remove {
             inner.map.remove(key);
+            self.nonempty.store(!inner.map.is_empty(), Relaxed);
         }
     }
 
@@ -291,7 +320,10 @@ impl<K: Clone + Eq + Hash> BanTable<K> {
 
     /// Lifts the ban and forgets the failures of `key`; 1 if it was banned.
     pub fn clear_key(&self, key: &K, now: Millis) -> usize {
-        match self.inner.lock().map.remove(key) {
+        let mut inner = self.inner.lock();
+        let removed = inner.map.remove(key);
+        self.nonempty.store(!inner.map.is_empty(), Relaxed);
+        match removed {
             Some(e) if e.banned_until > now => 1,
             _ => 0,
         }
@@ -302,6 +334,7 @@ impl<K: Clone + Eq + Hash> BanTable<K> {
         let mut inner = self.inner.lock();
         let n = inner.map.values().filter(|e| e.banned_until > now).count();
         inner.map.clear();
+        self.nonempty.store(false, Relaxed);
         n
     }
 
@@ -445,6 +478,51 @@ mod tests {
         assert_eq!(t.clear_key(&"a", 1), 0);
         assert_eq!(t.clear_all(1), 1);
         assert!(t.list(1).is_empty());
+    }
+
+    /// The lock-free answers (no ban running, no entry) must agree with the
+    /// table through bans, expiry, successes and clears.
+    #[test]
+    fn ban_fast_paths_agree_with_the_table() {
+        let t: BanTable<u32> = BanTable::new(2, 1000, 500, 100);
+        let truth = |t: &BanTable<u32>, k: u32, now: Millis| t.list(now).iter().find(|b| b.key == k).map(|b| b.until);
+        let mut now = 10_000;
+        for step in 0..400u32 {
+            let k = step % 3;
+            match step % 7 {
+                0 | 1 | 4 => {
+                    t.record_failure(&k, now);
+                }
+                2 => t.record_success(&k, now),
+                5 if step % 5 == 0 => {
+                    t.clear_key(&k, now);
+                }
+                6 if step % 11 == 0 => {
+                    t.clear_all(now);
+                }
+                _ => {}
+            }
+            now += 37;
+            for key in 0..3 {
+                assert_eq!(t.banned_until(&key, now), truth(&t, key, now), "step {step}, key {key}");
+            }
+            assert_eq!(t.nonempty.load(Relaxed), !t.is_empty(), "step {step}");
+        }
+        assert!(t.horizon.load(Relaxed) > 0, "bans were set");
+    }
+
+    #[test]
+    fn disabled_rate_limiter_is_known_without_its_lock() {
+        let r: RateLimiter<u32> = RateLimiter::new(0.0, 1, 10);
+        assert!(!r.enabled());
+        assert!((0..100).all(|_| r.try_acquire(&1, 0)));
+        r.set_params(1.0, 1, 10);
+        assert!(r.enabled());
+        assert!(r.try_acquire(&1, 0));
+        assert!(!r.try_acquire(&1, 0));
+        r.set_params(0.0, 1, 10);
+        assert!(!r.enabled());
+        assert!(r.try_acquire(&1, 0));
     }
 
     #[test]
