@@ -35,11 +35,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ipnet::IpNet;
-use parking_lot::RwLock;
+use arc_swap::ArcSwap;
 use serde::Deserialize;
 
 use crate::credentials::{self, AuthCache, PasswordFile, PasswordHash};
 use crate::limits::{peer_key, BanTable, RateLimiter};
+use crate::striped::StripedCounters;
 use crate::policy::{in_networks, Action, CertField, MatchInput, Policy, PolicyError, Settings};
 pub use crate::policy::{ModValue, Modifiers};
 use crate::types::{Millis, Peer, Protocol, SubscriberKey};
@@ -337,20 +338,20 @@ pub enum BanSelector {
 // Stats
 // ---------------------------------------------------------------------------
 
-#[derive(Default)]
-struct Counters {
-    accepted: AtomicU64,
-    next: AtomicU64,
-    refused: [AtomicU64; 6],
-    cache_hits: AtomicU64,
-    cache_misses: AtomicU64,
-    slow_verifications: AtomicU64,
-    bans_started: AtomicU64,
-    reloads_ok: AtomicU64,
-    reloads_failed: AtomicU64,
-    verify_micros: AtomicU64,
-    verify_count: AtomicU64,
-}
+// Indexes of the decision counters (`Firewall::stats`); refusals take
+// REFUSED + RefusalCode::index().
+const S_ACCEPTED: usize = 0;
+const S_NEXT: usize = 1;
+const S_CACHE_HITS: usize = 2;
+const S_CACHE_MISSES: usize = 3;
+const S_SLOW_VERIFICATIONS: usize = 4;
+const S_BANS_STARTED: usize = 5;
+const S_RELOADS_OK: usize = 6;
+const S_RELOADS_FAILED: usize = 7;
+const S_VERIFY_MICROS: usize = 8;
+const S_VERIFY_COUNT: usize = 9;
+const S_REFUSED: usize = 10;
+const N_STATS: usize = S_REFUSED + RefusalCode::ALL.len();
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FirewallStats {
@@ -412,14 +413,16 @@ pub fn cert_identity_name(der: &[u8], from: CertField) -> Result<Vec<u8>, String
 // ---------------------------------------------------------------------------
 
 pub struct Firewall {
-    cfg: RwLock<FirewallConfig>,
-    snap: RwLock<Arc<Snapshot>>,
-    cache: RwLock<Arc<AuthCache>>,
+    // Read on every connect, replaced on reload or reconfiguration: ArcSwap
+    // reads write no cache line shared by the schedulers, a RwLock's do.
+    cfg: ArcSwap<FirewallConfig>,
+    snap: ArcSwap<Snapshot>,
+    cache: ArcSwap<AuthCache>,
     peer_rate: RateLimiter<IpNet>,
     user_rate: RateLimiter<Vec<u8>>,
     peer_bans: BanTable<IpNet>,
     user_bans: BanTable<Vec<u8>>,
-    stats: Counters,
+    stats: StripedCounters<N_STATS>,
     generation: AtomicU64,
     last_now: AtomicU64,
     /// Tests: treat every hash as slow (the slow formats live on the credentials branch).
@@ -434,19 +437,19 @@ fn lossy(b: &[u8]) -> String {
 impl Firewall {
     pub fn new(cfg: FirewallConfig) -> Firewall {
         Firewall {
-            cfg: RwLock::new(cfg),
-            snap: RwLock::new(Arc::new(Snapshot {
+            cfg: ArcSwap::from_pointee(cfg),
+            snap: ArcSwap::from_pointee(Snapshot {
                 policy: Policy::empty(),
                 passwords: PasswordFile::default(),
                 has_password_file: false,
                 generation: 0,
-            })),
-            cache: RwLock::new(Arc::new(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms))),
+            }),
+            cache: ArcSwap::from_pointee(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms)),
             peer_rate: RateLimiter::new(cfg.rate_per_peer, cfg.burst_per_peer, cfg.max_tracked),
             user_rate: RateLimiter::new(cfg.rate_per_user, cfg.burst_per_user, cfg.max_tracked),
             peer_bans: BanTable::new(cfg.ban_threshold, cfg.ban_window_ms, cfg.ban_duration_ms, cfg.max_tracked),
             user_bans: BanTable::new(cfg.ban_threshold, cfg.ban_window_ms, cfg.ban_duration_ms, cfg.max_tracked),
-            stats: Counters::default(),
+            stats: StripedCounters::default(),
             generation: AtomicU64::new(0),
             last_now: AtomicU64::new(0),
             #[cfg(test)]
@@ -457,18 +460,26 @@ impl Firewall {
     /// New settings. Limiter and ban tables keep their entries; the cache is
     /// rebuilt (emptied) only when its size or TTLs change.
     pub fn reconfigure(&self, cfg: FirewallConfig) {
-        let old = std::mem::replace(&mut *self.cfg.write(), cfg);
+        let old = *self.cfg.swap(Arc::new(cfg));
         self.peer_rate.set_params(cfg.rate_per_peer, cfg.burst_per_peer, cfg.max_tracked);
         self.user_rate.set_params(cfg.rate_per_user, cfg.burst_per_user, cfg.max_tracked);
         self.peer_bans.set_params(cfg.ban_threshold, cfg.ban_window_ms, cfg.ban_duration_ms, cfg.max_tracked);
         self.user_bans.set_params(cfg.ban_threshold, cfg.ban_window_ms, cfg.ban_duration_ms, cfg.max_tracked);
         if (old.cache_size, old.cache_ok_ttl_ms, old.cache_fail_ttl_ms) != (cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms) {
-            *self.cache.write() = Arc::new(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms));
+            self.cache.store(Arc::new(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms)));
         }
     }
 
     pub fn config(&self) -> FirewallConfig {
-        *self.cfg.read()
+        **self.cfg.load()
+    }
+
+    /// The decision clock, for `stats` (active bans "now"): written only when
+    /// it moves, so connects within the same millisecond share no write.
+    fn note_now(&self, now: Millis) {
+        if now > self.last_now.load(Ordering::Relaxed) {
+            self.last_now.fetch_max(now, Ordering::Relaxed);
+        }
     }
 
     /// Parses both files and swaps them in as one snapshot. On any error the
@@ -492,7 +503,7 @@ impl Firewall {
                 Ok(self.swap(policy, passwords.unwrap_or_default(), has_file))
             }
             Err(e) => {
-                self.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                self.stats.bump(S_RELOADS_FAILED);
                 tracing::error!(target: "vmq_warden", error = %e, "policy reload failed; keeping the running policy");
                 Err(e)
             }
@@ -517,9 +528,9 @@ impl Firewall {
             generation,
         };
         let snap = Arc::new(Snapshot { policy, passwords, has_password_file, generation });
-        *self.snap.write() = snap;
-        self.cache.read().clear();
-        self.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
+        self.snap.store(snap);
+        self.cache.load().clear();
+        self.stats.bump(S_RELOADS_OK);
         for w in &report.warnings {
             tracing::warn!(target: "vmq_warden", warning = %w, "password file line skipped");
         }
@@ -528,16 +539,16 @@ impl Firewall {
 
     /// Generation of the running snapshot (1 after the first load).
     pub fn generation(&self) -> u64 {
-        self.snap.read().generation
+        self.snap.load().generation
     }
 
     // -- decision ----------------------------------------------------------
 
     /// First call of a decision: everything that needs no password.
     pub fn begin(&self, req: AuthRequest, sessions: &dyn LiveSessions, now: Millis) -> Step {
-        self.last_now.fetch_max(now, Ordering::Relaxed);
+        self.note_now(now);
         let cfg = self.config();
-        let snap = self.snap.read().clone();
+        let snap = self.snap.load();
         match self.screen(&cfg, &snap, &req, sessions, now) {
             Screen::Done(d) => Step::Done(self.finish(&req, d)),
             Screen::Password(pending) => Step::NeedPassword(*pending),
@@ -547,23 +558,23 @@ impl Firewall {
     /// Second call, on the normal scheduler: cache hit or fast hash decide
     /// here; a slow hash that is not cached answers `NeedSlowHash`.
     pub fn with_password(&self, pending: &PendingAuth, password: Option<&[u8]>, sessions: &dyn LiveSessions, now: Millis) -> PasswordStep {
-        self.last_now.fetch_max(now, Ordering::Relaxed);
+        self.note_now(now);
         let pw = match password {
             Some(pw) => pw,
             None => return PasswordStep::Done(self.finish(&pending.req, self.failed(pending, now, "no password given"))),
         };
-        let cache = self.cache.read().clone();
+        let cache = self.cache.load();
         let (fp, slow) = match &pending.kind {
             PendingKind::Known { fingerprint, slow, .. } => (*fingerprint, *slow || self.forced_slow()),
             PendingKind::UnknownDeny => (0, true),
         };
         match cache.check(&pending.identity, pw, fp, now) {
             Some(ok) => {
-                self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                self.stats.bump(S_CACHE_HITS);
                 PasswordStep::Done(self.after_verify(pending, ok, sessions, now))
             }
             None => {
-                self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                self.stats.bump(S_CACHE_MISSES);
                 if slow {
                     PasswordStep::NeedSlowHash
                 } else {
@@ -575,21 +586,21 @@ impl Firewall {
 
     /// Third call, on a dirty scheduler: runs the (slow) verification.
     pub fn verify_slow(&self, pending: &PendingAuth, password: Option<&[u8]>, sessions: &dyn LiveSessions, now: Millis) -> Decision {
-        self.last_now.fetch_max(now, Ordering::Relaxed);
+        self.note_now(now);
         let Some(pw) = password else {
             return self.finish(&pending.req, self.failed(pending, now, "no password given"));
         };
-        let cache = self.cache.read().clone();
+        let cache = self.cache.load();
         let fp = match &pending.kind {
             PendingKind::Known { fingerprint, .. } => *fingerprint,
             PendingKind::UnknownDeny => 0,
         };
         // A concurrent verification of the same credentials may have finished meanwhile.
         if let Some(ok) = cache.check(&pending.identity, pw, fp, now) {
-            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+            self.stats.bump(S_CACHE_HITS);
             return self.after_verify(pending, ok, sessions, now);
         }
-        self.stats.slow_verifications.fetch_add(1, Ordering::Relaxed);
+        self.stats.bump(S_SLOW_VERIFICATIONS);
         self.verify_now(pending, pw, &cache, sessions, now)
     }
 
@@ -613,8 +624,8 @@ impl Firewall {
             }
         };
         let micros = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.stats.verify_micros.fetch_add(micros, Ordering::Relaxed);
-        self.stats.verify_count.fetch_add(1, Ordering::Relaxed);
+        self.stats.add(S_VERIFY_MICROS, micros);
+        self.stats.bump(S_VERIFY_COUNT);
         cache.remember(&pending.identity, pw, fp, ok, now);
         self.after_verify(pending, ok, sessions, now)
     }
@@ -650,7 +661,7 @@ impl Firewall {
     }
 
     fn ban_started(&self, target: &str, until: Millis) {
-        self.stats.bans_started.fetch_add(1, Ordering::Relaxed);
+        self.stats.bump(S_BANS_STARTED);
         tracing::warn!(target: "vmq_warden::audit", ban = %target, until, "ban started after repeated failed logins");
     }
 
@@ -658,13 +669,13 @@ impl Firewall {
     fn finish(&self, req: &AuthRequest, d: Decision) -> Decision {
         match &d {
             Decision::Accept(_) => {
-                self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                self.stats.bump(S_ACCEPTED);
             }
             Decision::Next => {
-                self.stats.next.fetch_add(1, Ordering::Relaxed);
+                self.stats.bump(S_NEXT);
             }
             Decision::Refuse(r) => {
-                self.stats.refused[r.code.index()].fetch_add(1, Ordering::Relaxed);
+                self.stats.bump(S_REFUSED + r.code.index());
                 tracing::info!(
                     target: "vmq_warden::audit",
                     code = r.code.as_str(),
@@ -861,26 +872,25 @@ impl Firewall {
 
     /// Empties the credential cache (e.g. after an operator changed a password by hand).
     pub fn clear_cache(&self) {
-        self.cache.read().clear();
+        self.cache.load().clear();
     }
 
     pub fn stats(&self) -> FirewallStats {
-        let s = &self.stats;
         let now = self.last_now.load(Ordering::Relaxed);
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let l = |i| self.stats.get(i);
         FirewallStats {
-            accepted: l(&s.accepted),
-            next: l(&s.next),
-            refused: RefusalCode::ALL.iter().map(|c| (*c, l(&s.refused[c.index()]))).collect(),
-            cache_hits: l(&s.cache_hits),
-            cache_misses: l(&s.cache_misses),
-            slow_verifications: l(&s.slow_verifications),
-            bans_started: l(&s.bans_started),
+            accepted: l(S_ACCEPTED),
+            next: l(S_NEXT),
+            refused: RefusalCode::ALL.iter().map(|c| (*c, l(S_REFUSED + c.index()))).collect(),
+            cache_hits: l(S_CACHE_HITS),
+            cache_misses: l(S_CACHE_MISSES),
+            slow_verifications: l(S_SLOW_VERIFICATIONS),
+            bans_started: l(S_BANS_STARTED),
             bans_active: (self.peer_bans.active(now) + self.user_bans.active(now)) as u64,
-            reloads_ok: l(&s.reloads_ok),
-            reloads_failed: l(&s.reloads_failed),
-            verify_micros_total: l(&s.verify_micros),
-            verify_count: l(&s.verify_count),
+            reloads_ok: l(S_RELOADS_OK),
+            reloads_failed: l(S_RELOADS_FAILED),
+            verify_micros_total: l(S_VERIFY_MICROS),
+            verify_count: l(S_VERIFY_COUNT),
             tracked_peers: (self.peer_rate.len() + self.peer_bans.len()) as u64,
             tracked_users: (self.user_rate.len() + self.user_bans.len()) as u64,
         }

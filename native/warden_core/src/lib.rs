@@ -10,6 +10,7 @@ pub mod credentials;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod registry;
+pub mod striped;
 pub mod firewall;
 pub mod limits;
 pub mod loglimit;

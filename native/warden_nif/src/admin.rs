@@ -13,7 +13,7 @@ use warden_core::IpNet;
 
 use crate::timing::{self, Nif};
 use crate::pending::PENDING;
-use crate::state::{now, WARDEN};
+use crate::state::{now, Hook, WARDEN};
 use crate::{atoms, decode, encode, logbridge};
 
 /// `Settings` is the map built by `vmq_warden_config:settings/0` (already
@@ -178,24 +178,13 @@ fn stats(env: Env) -> Term {
     let r = w.registry.stats();
     let c = w.registry.counts();
     let n = |v: u64| v.encode(env);
-    let load = |a: &std::sync::atomic::AtomicU64| n(a.load(std::sync::atomic::Ordering::Relaxed));
     let refused: Vec<(&str, Term)> = f.refused.iter().map(|(code, v)| (code.as_str(), n(*v))).collect();
     let decisions = encode::map_of(
         env,
         &[("accepted", n(f.accepted)), ("next", n(f.next)), ("refused", encode::map_of(env, &refused))],
     );
-    let h = &w.hooks;
-    let events = encode::map_of(
-        env,
-        &[
-            ("auth_on_register", load(&h.auth_on_register)),
-            ("on_register", load(&h.on_register)),
-            ("on_client_wakeup", load(&h.on_client_wakeup)),
-            ("on_client_offline", load(&h.on_client_offline)),
-            ("on_client_gone", load(&h.on_client_gone)),
-            ("on_session_expired", load(&h.on_session_expired)),
-        ],
-    );
+    let calls: Vec<(&str, Term)> = Hook::ALL.iter().map(|h| (h.name(), n(w.hooks.get(*h as usize)))).collect();
+    let events = encode::map_of(env, &calls);
     let registry = encode::map_of(
         env,
         &[

@@ -8,7 +8,7 @@ use warden_core::types::{Peer, ProcId, Protocol, SubscriberKey};
 
 use crate::timing::{self, Nif};
 use crate::pending::PENDING;
-use crate::state::{now, HookCounters, RegistrySessions, WARDEN};
+use crate::state::{now, Hook, RegistrySessions, WARDEN};
 use crate::{atoms, decode, encode};
 
 /// What survives between the auth steps (see `pending`): the firewall's
@@ -31,7 +31,7 @@ pub struct AuthContext {
 fn auth_begin<'a>(env: Env<'a>, req: Term<'a>) -> NifResult<Term<'a>> {
     let _timed = timing::timed(Nif::AuthBegin);
     let w = &*WARDEN;
-    HookCounters::bump(&w.hooks.auth_on_register);
+    w.hooks.bump(Hook::AuthOnRegister as usize);
     let [proto, mp, cid, ip, port, user, has_pw, clean, listener, cert, conn] = decode::tuple::<11>(req)?;
     let [l_port, l_type, l_addr] = decode::tuple::<3>(listener)?;
     let protocol = decode::protocol(proto)?;
@@ -146,7 +146,7 @@ fn registered<'a>(
 ) -> NifResult<Term<'a>> {
     let _timed = timing::timed(Nif::Registered);
     let w = &*WARDEN;
-    HookCounters::bump(&w.hooks.on_register);
+    w.hooks.bump(Hook::OnRegister as usize);
     let key = decode::key(mountpoint, client_id)?;
     let info = ConnectInfo {
         peer: decode::peer(ip, port)?,
@@ -171,16 +171,16 @@ fn queue_event<'a>(env: Env<'a>, event: Atom, mountpoint: Term<'a>, client_id: T
     let queue = decode::proc_id(queue)?;
     let now = now();
     let applied = if event == atoms::wakeup() {
-        HookCounters::bump(&w.hooks.on_client_wakeup);
+        w.hooks.bump(Hook::OnClientWakeup as usize);
         w.registry.woke_up(key, queue, now)
     } else if event == atoms::offline() {
-        HookCounters::bump(&w.hooks.on_client_offline);
+        w.hooks.bump(Hook::OnClientOffline as usize);
         w.registry.went_offline(key, queue, now)
     } else if event == atoms::gone() {
-        HookCounters::bump(&w.hooks.on_client_gone);
+        w.hooks.bump(Hook::OnClientGone as usize);
         w.registry.gone(key, queue, now)
     } else if event == atoms::expired() {
-        HookCounters::bump(&w.hooks.on_session_expired);
+        w.hooks.bump(Hook::OnSessionExpired as usize);
         w.registry.expired(key, queue, now)
     } else {
         return Err(rustler::Error::BadArg);

@@ -1,11 +1,11 @@
 //! The one `Warden` per loaded library, and the clock it reads.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use once_cell::sync::Lazy;
 use warden_core::firewall::{Firewall, FirewallConfig, LiveSessions};
 use warden_core::registry::{Registry, RegistryConfig, SessionState};
+use warden_core::striped::StripedCounters;
 use warden_core::types::{Millis, SubscriberKey};
 
 pub struct Warden {
@@ -14,20 +14,33 @@ pub struct Warden {
     pub hooks: HookCounters,
 }
 
-/// Calls per hook, for `stats/0` and the broker's metrics.
-#[derive(Default)]
-pub struct HookCounters {
-    pub auth_on_register: AtomicU64,
-    pub on_register: AtomicU64,
-    pub on_client_wakeup: AtomicU64,
-    pub on_client_offline: AtomicU64,
-    pub on_client_gone: AtomicU64,
-    pub on_session_expired: AtomicU64,
+/// Calls per hook, for `stats/0` and the broker's metrics, indexed by
+/// [`Hook`]: striped, since every scheduler counts every hook.
+pub type HookCounters = StripedCounters<{ Hook::ALL.len() }>;
+
+#[derive(Clone, Copy)]
+pub enum Hook {
+    AuthOnRegister,
+    OnRegister,
+    OnClientWakeup,
+    OnClientOffline,
+    OnClientGone,
+    OnSessionExpired,
 }
 
-impl HookCounters {
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+impl Hook {
+    pub const ALL: [Hook; 6] =
+        [Hook::AuthOnRegister, Hook::OnRegister, Hook::OnClientWakeup, Hook::OnClientOffline, Hook::OnClientGone, Hook::OnSessionExpired];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::AuthOnRegister => "auth_on_register",
+            Hook::OnRegister => "on_register",
+            Hook::OnClientWakeup => "on_client_wakeup",
+            Hook::OnClientOffline => "on_client_offline",
+            Hook::OnClientGone => "on_client_gone",
+            Hook::OnSessionExpired => "on_session_expired",
+        }
     }
 }
 
