@@ -2,12 +2,11 @@
 //!
 //! Endings are numbered from one counter when they happen (under their
 //! record's shard lock) and staged in that shard; a full stage, and every
-//! read, moves staged endings here, where they are kept ordered by number.
+//! read, moves staged endings here, where the newest `cap` by number are
+//! kept.
 //! The staging spares every ending a lock shared by all schedulers; the
 //! numbers keep the order exact: after the moves, the history holds the
 //! `cap` newest endings, newest first, as if each had been pushed at once.
-
-use std::collections::VecDeque;
 
 use parking_lot::Mutex;
 
@@ -21,8 +20,25 @@ pub(super) const STAGE: usize = 32;
 
 struct Ring {
     cap: usize,
-    /// Ascending by number.
-    items: VecDeque<Numbered>,
+    /// In arrival order, which is not quite number order (shards move
+    /// their stages at different times); up to twice `cap` between trims.
+    items: Vec<Numbered>,
+}
+
+impl Ring {
+    /// Keep the `cap` newest; returns the others (to drop after unlocking).
+    fn trim(&mut self) -> Vec<Numbered> {
+        if self.items.len() <= self.cap {
+            return Vec::new();
+        }
+        if self.cap == 0 {
+            return std::mem::take(&mut self.items);
+        }
+        let excess = self.items.len() - self.cap;
+        // The `excess` oldest end up before index `excess`.
+        self.items.select_nth_unstable_by_key(excess, |(n, _)| *n);
+        self.items.drain(..excess).collect()
+    }
 }
 
 pub(super) struct History(Mutex<Ring>);
@@ -32,38 +48,42 @@ impl History {
         // Never preallocate a huge configured size; grow as endings come.
         History(Mutex::new(Ring {
             cap,
-            items: VecDeque::with_capacity(cap.min(1024)),
+            items: Vec::with_capacity(cap.min(1024)),
         }))
     }
 
-    /// Adds endings (in any order); the oldest beyond the capacity go. The
-    /// ones that go are dropped after the lock is released.
+    /// Adds endings (in any order). Trimmed to the `cap` newest when twice
+    /// that many are held: an O(n) selection every `cap` endings, where
+    /// keeping them sorted cost a long memmove for every late arrival.
     pub fn push_all(&self, endings: Vec<Numbered>) {
         if endings.is_empty() {
             return;
         }
-        let mut evicted = Vec::new();
-        {
+        let evicted = {
             let mut g = self.0.lock();
             if g.cap == 0 {
                 return;
             }
-            for e in endings {
-                // Almost always at the back: endings arrive nearly in order.
-                let at = g.items.iter().rposition(|(n, _)| *n < e.0).map_or(0, |i| i + 1);
-                g.items.insert(at, e);
-                if g.items.len() > g.cap {
-                    evicted.extend(g.items.pop_front());
-                }
+            g.items.extend(endings);
+            if g.items.len() >= 2 * g.cap.max(STAGE) {
+                g.trim()
+            } else {
+                Vec::new()
             }
-        }
+        };
         drop(evicted);
     }
 
     /// Newest first.
     pub fn recent(&self, limit: usize) -> Vec<Ending> {
-        let g = self.0.lock();
-        g.items.iter().rev().take(limit).map(|(_, e)| e.clone()).collect()
+        let (mut newest, evicted) = {
+            let mut g = self.0.lock();
+            let evicted = g.trim();
+            (g.items.iter().map(|(n, e)| (*n, e.clone())).collect::<Vec<_>>(), evicted)
+        };
+        drop(evicted);
+        newest.sort_unstable_by_key(|(n, _)| std::cmp::Reverse(*n));
+        newest.into_iter().take(limit).map(|(_, e)| e).collect()
     }
 
     /// The length once `staged` more endings have been moved here.
@@ -73,14 +93,16 @@ impl History {
     }
 
     pub fn set_capacity(&self, cap: usize) {
-        let mut g = self.0.lock();
-        g.cap = cap;
-        while g.items.len() > cap {
-            g.items.pop_front();
-        }
-        if g.items.capacity() > 2 * cap.max(16) {
-            g.items.shrink_to(cap);
-        }
+        let evicted = {
+            let mut g = self.0.lock();
+            g.cap = cap;
+            let evicted = g.trim();
+            if g.items.capacity() > 2 * cap.max(16) {
+                g.items.shrink_to(2 * cap);
+            }
+            evicted
+        };
+        drop(evicted);
     }
 
     pub fn clear(&self) {
