@@ -34,6 +34,8 @@ pub mod atoms {
     duplicate,
     unknown,
     all,
+    start,
+    done,
     peer,
     username,
     // session and ending maps (encode.rs)
