@@ -571,8 +571,10 @@ scale_one(Name, M, N, NL, Reps) ->
 longest_list_call(Reps, Limit) ->
     Spec = {undefined, undefined, undefined, undefined, <<"172.16.0.0/12">>},
     Runs = [list_calls(Spec, start, Limit, []) || _ <- lists:seq(1, Reps)],
-    #{list_longest => lists:max(lists:append(Runs)),
-      list_calls => lists:max([length(R) || R <- Runs])}.
+    Calls = lists:append(Runs),
+    #{list_longest => lists:max(Calls),
+      list_calls => lists:max([length(R) || R <- Runs]),
+      list_calls_over_1ms => {length([Ns || Ns <- Calls, Ns > 1000000]), length(Calls)}}.
 
 list_calls(_Spec, done, _Limit, Ns) -> Ns;
 list_calls(_Spec, _Cursor, 0, Ns) -> Ns;
@@ -656,8 +658,9 @@ print_scale(Results) ->
               ls_list := LSList, list_longest_call := Longest, bg_lifecycles := Bg} <- Results],
     ok.
 
-fmt_longest(#{list_longest := Ns, list_calls := Calls}) ->
-    io_lib:format("longest NIF call ~s us (of ~p calls per list), ", [fmt(Ns / 1000), Calls]);
+fmt_longest(#{list_longest := Ns, list_calls := Calls, list_calls_over_1ms := {Over, All}}) ->
+    io_lib:format("longest NIF call ~s us (~p calls per list; ~p of ~p over 1 ms), ",
+                  [fmt(Ns / 1000), Calls, Over, All]);
 fmt_longest(#{}) ->
     "".
 
