@@ -144,13 +144,15 @@ fn list_chunk<'a>(env: Env<'a>, spec: Term<'a>, cursor: Term<'a>, limit: usize) 
     let started = Instant::now();
     let mut rows: Vec<Term> = Vec::new();
     let mut views = Vec::new();
+    // Checked after each step: a call reads something even if its thread
+    // was descheduled before the first step (unless Limit is 0).
     while let Some(at) = cursor {
-        if rows.len() >= limit || started.elapsed() >= LIST_CALL_BUDGET {
-            break;
-        }
         cursor = WARDEN.registry.list_chunk(&filter, at, LIST_STEP_SLOTS, &mut views, limit - rows.len());
         // Encoded after the step returned: no shard lock is held here.
         rows.extend(views.drain(..).map(|v| encode::session(env, &v)));
+        if rows.len() >= limit || started.elapsed() >= LIST_CALL_BUDGET {
+            break;
+        }
     }
     let percent = (started.elapsed().as_micros() * 100 / TIMESLICE_MICROS).clamp(1, 100) as i32;
     rustler::schedule::consume_timeslice(env, percent);
