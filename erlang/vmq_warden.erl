@@ -36,14 +36,33 @@ sessions(Filter) when is_map(Filter) ->
                 L when is_integer(L), L >= 0 -> L;
                 _ -> 1000
             end,
-    call(fun() ->
-                 case vmq_warden_nif:list(Spec, Limit) of
-                     List when is_list(List) -> [session(S) || S <- List];
-                     Error -> Error
-                 end
-         end);
+    call(fun() -> list_chunks(Spec, start, Limit, #{}, []) end);
 sessions(_) ->
     {error, badarg}.
+
+%% The NIF returns the list in pieces of a fraction of a millisecond each, so
+%% that no scheduler is held for long; a record moved inside the registry
+%% between two pieces can come twice, hence the keys already taken (`Seen').
+list_chunks(Spec, Cursor, Limit, Seen, Acc) ->
+    case vmq_warden_nif:list_chunk(Spec, Cursor, Limit) of
+        {Rows, Next} when is_list(Rows) ->
+            {Seen1, Acc1, Left} = take_new(Rows, Seen, Acc, Limit),
+            case Next =:= done orelse Left =:= 0 of
+                true -> lists:reverse(Acc1);
+                false -> list_chunks(Spec, Next, Left, Seen1, Acc1)
+            end;
+        Error ->
+            Error
+    end.
+
+take_new([], Seen, Acc, Left) ->
+    {Seen, Acc, Left};
+take_new([Row | Rows], Seen, Acc, Left) ->
+    Key = {element(1, Row), element(2, Row)},
+    case Seen of
+        #{Key := _} -> take_new(Rows, Seen, Acc, Left);
+        #{} -> take_new(Rows, Seen#{Key => []}, [session(Row) | Acc], Left - 1)
+    end.
 
 opt(Key, Filter) ->
     case maps:get(Key, Filter, undefined) of

@@ -9,7 +9,7 @@
          auth_begin/1, auth_password/2, auth_password_slow/2,
          registered/7, queue_event/4,
          configure/1, load_files/2,
-         lookup/2, list/2, counts/0, stats/0, recent_endings/1, sweep/0, reset/0,
+         lookup/2, list_chunk/3, counts/0, stats/0, recent_endings/1, sweep/0, reset/0,
          bans/0, clear_bans/1,
          drain_logs/1, debug_panic/0,
          call_times_start/0, call_times_stop/0, call_times/0]).
@@ -101,7 +101,9 @@ load_files(_PolicyPath, _PasswordPath) -> ?NOT_LOADED.
 
 %% Registry and firewall state (vmq_warden).
 lookup(_Mountpoint, _ClientId) -> ?NOT_LOADED.
-list(_FilterSpec, _Limit) -> ?NOT_LOADED.
+%% {Rows, Cursor | done}: one bounded piece of a listing, from `start' or the
+%% cursor of the previous piece (vmq_warden:sessions/1 loops them).
+list_chunk(_FilterSpec, _Cursor, _Limit) -> ?NOT_LOADED.
 counts() -> ?NOT_LOADED.
 stats() -> ?NOT_LOADED.
 recent_endings(_Limit) -> ?NOT_LOADED.

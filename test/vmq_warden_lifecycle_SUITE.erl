@@ -33,7 +33,9 @@ all() ->
      encrypted_and_plaintext_passwords,
      next_passes_to_the_next_plugin,
      garbage_arguments_never_raise,
-     operator_api].
+     operator_api,
+     sessions_listed_in_chunks,
+     sessions_removed_between_chunks].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(vmq_warden),
@@ -401,3 +403,74 @@ operator_api(_Config) ->
     Stats = vmq_warden:stats(),
     ?assertMatch(#{events := #{auth_on_register := N}} when N >= 2, Stats),
     ?assertMatch(#{registry := #{online := 1, offline := 1}}, Stats).
+
+%% Persistent sessions the registry learns of from an offline hook (queue =
+%% the calling process), the quickest way to fill it.
+offline_sessions(Prefix, N) ->
+    Ids = [iolist_to_binary(io_lib:format("~s~5..0B", [Prefix, I])) || I <- lists:seq(1, N)],
+    [ok = vmq_warden_hooks:on_client_offline(sid(Id)) || Id <- Ids],
+    Ids.
+
+client_ids(Sessions) -> [C || #{client_id := C} <- Sessions].
+
+raw_client_ids(Rows) -> [element(2, R) || R <- Rows].
+
+-define(ALL_SPEC, {undefined, undefined, undefined, undefined, undefined}).
+
+%% More sessions than one NIF call returns: sessions/1 loops the chunks and
+%% every limit and filter gives exact counts with no repeats.
+sessions_listed_in_chunks(_Config) ->
+    A = offline_sessions("chunk-a-", 2500),
+    B = offline_sessions("chunk-b-", 2500),
+    %% 5000 records are far more than one call reads in its ~200 us
+    {Rows, Next} = vmq_warden_nif:list_chunk(?ALL_SPEC, start, 100000),
+    ?assertNotEqual(done, Next),
+    ?assert(length(Rows) < 5000),
+    Unique = fun(L) -> Ids = client_ids(L), ?assertEqual(length(Ids), length(lists:usort(Ids))), Ids end,
+    ?assertEqual(lists:sort(A ++ B), lists:sort(Unique(vmq_warden:sessions(#{limit => 100000})))),
+    ?assertEqual(3000, length(Unique(vmq_warden:sessions(#{limit => 3000})))),
+    ?assertEqual(1000, length(Unique(vmq_warden:sessions(#{})))),
+    ?assertEqual(5000, length(Unique(vmq_warden:sessions(#{state => offline, limit => 5000})))),
+    ?assertEqual(B, lists:sort(Unique(vmq_warden:sessions(#{client_id => <<"chunk-b-">>,
+                                                              limit => 100000})))),
+    Some = Unique(vmq_warden:sessions(#{client_id => <<"chunk-a-">>, limit => 2499})),
+    ?assertEqual(2499, length(Some)),
+    ?assertEqual([], Some -- A),
+    ?assertEqual([], vmq_warden:sessions(#{state => online, limit => 100000})),
+    ?assertEqual([], vmq_warden:sessions(#{limit => 0})),
+    ?assertMatch({error, _}, vmq_warden:sessions(#{state => nonsense, limit => 0})).
+
+%% Sessions expired between two NIF calls of one listing (the NIF called
+%% directly, as sessions/1 does). The first call stops after 3 rows, in the
+%% middle of the first shard, which is read from its last slot down.
+sessions_removed_between_chunks(_Config) ->
+    %% Every session not yet listed expires: the shard's 3 listed records
+    %% move down into the freed slots, and those below the cursor come
+    %% again; nothing else does.
+    All = offline_sessions("gone-", 2000),
+    {First, {0, Unvisited} = Cursor} = vmq_warden_nif:list_chunk(?ALL_SPEC, start, 3),
+    ?assert(Unvisited > 0),
+    Listed = raw_client_ids(First),
+    [ok = vmq_warden_hooks:on_session_expired(sid(Id)) || Id <- All -- Listed],
+    Again = raw_client_ids(rest_of_listing(Cursor)),
+    ?assertEqual([], Again -- Listed),
+    ?assertEqual(min(Unvisited, 3), length(Again)),
+    ?assertEqual(lists:sort(Listed), lists:sort(client_ids(vmq_warden:sessions(#{})))),
+
+    %% Every other session not yet listed expires: the others are all listed.
+    vmq_warden_nif:reset(),
+    All2 = offline_sessions("half-", 2000),
+    {First2, Cursor2} = vmq_warden_nif:list_chunk(?ALL_SPEC, start, 3),
+    Listed2 = raw_client_ids(First2),
+    {Expire, Keep} = lists:partition(fun(Id) -> binary:last(Id) rem 2 =:= 0 end, All2 -- Listed2),
+    [ok = vmq_warden_hooks:on_session_expired(sid(Id)) || Id <- Expire],
+    Rest = raw_client_ids(rest_of_listing(Cursor2)),
+    ?assertEqual([], Rest -- (Listed2 ++ Keep)),
+    ?assertEqual(lists:sort(Listed2 ++ Keep), lists:usort(Listed2 ++ Rest)),
+    ?assertEqual(lists:sort(Listed2 ++ Keep),
+                 lists:sort(client_ids(vmq_warden:sessions(#{limit => 100000})))).
+
+rest_of_listing(done) -> [];
+rest_of_listing(Cursor) ->
+    {Rows, Next} = vmq_warden_nif:list_chunk(?ALL_SPEC, Cursor, 100000),
+    Rows ++ rest_of_listing(Next).

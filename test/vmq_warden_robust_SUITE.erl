@@ -25,6 +25,7 @@
 all() ->
     [panic_is_contained,
      every_nif_rejects_garbage,
+     list_chunk_rejects_foreign_cursors,
      churn_returns_to_baseline,
      bounded_tables_stay_bounded,
      no_long_schedules,
@@ -116,6 +117,24 @@ every_nif_rejects_garbage(_Config) ->
     Errors = lists:usort([R || {_, _, {error, R}} <- Outcomes]),
     ct:pal("~p NIF calls with garbage; error reasons: ~p", [length(Outcomes), Errors]),
     ?assertEqual(<<"pong">>, vmq_warden_nif:ping()),
+    ?assertEqual(true, ?U:registry_consistent()).
+
+%% A valid filter with cursors list_chunk/3 never hands out (the garbage
+%% above has no valid filter): badarg. A cursor past the end of a shard is
+%% valid, since the shard may have shrunk since: it is read from its end.
+list_chunk_rejects_foreign_cursors(_Config) ->
+    Spec = {undefined, undefined, undefined, undefined, undefined},
+    ok = vmq_warden_hooks:on_client_offline(sid(<<"kept">>)),
+    Bad = [{1 bsl 20, 0}, {-1, 0}, {0, -1}, {0, 1 bsl 32}, {1 bsl 80, 0}, {0.0, 0}, {0}, {0, 0, 0},
+           [0, 0], done, stop, <<"start">>, "start", {start, 0}],
+    [?assertError(badarg, vmq_warden_nif:list_chunk(Spec, C, 10)) || C <- Bad],
+    ?assertMatch({[_], done}, vmq_warden_nif:list_chunk(Spec, start, 10)),
+    ?assertMatch({_, _}, vmq_warden_nif:list_chunk(Spec, {0, 1 bsl 32 - 1}, 10)),
+    ?assertMatch({[], {0, _}}, vmq_warden_nif:list_chunk(Spec, start, 0)),
+    ?assertError(badarg, vmq_warden_nif:list_chunk(Spec, start, -1)),
+    ?assertError(badarg, vmq_warden_nif:list_chunk({1, 2, 3, 4, 5}, start, 10)),
+    ?assertMatch({error, _}, vmq_warden_nif:list_chunk({<<"sleeping">>, undefined, undefined,
+                                                        undefined, undefined}, start, 10)),
     ?assertEqual(true, ?U:registry_consistent()).
 
 %% All-same garbage in every position, plus shifted mixes.

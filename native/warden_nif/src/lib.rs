@@ -35,6 +35,8 @@ pub mod atoms {
     duplicate,
     unknown,
     all,
+    start,
+    done,
     peer,
     username,
     // session and ending maps (encode.rs)

@@ -35,7 +35,7 @@ const NAMES: [(&str, &str); KINDS] = [
     ("registered", "normal"),
     ("queue_event", "normal"),
     ("lookup", "normal"),
-    ("list", "dirty_cpu"),
+    ("list_chunk", "normal"),
     ("admin", "normal"),
     ("bulk", "dirty_cpu"),
     ("load_files", "dirty_io"),

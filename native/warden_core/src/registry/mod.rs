@@ -215,6 +215,24 @@ impl<'a> From<&'a SubscriberKey> for KeyRef<'a> {
     }
 }
 
+/// Where a chunked listing ([`Registry::list_chunk`]) continues: slots
+/// `0..unvisited` of shard `shard` are still to be read, then every later
+/// shard. `unvisited` is clamped to the shard's length when it is read, so
+/// `u32::MAX` stands for the whole shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListCursor {
+    pub shard: usize,
+    pub unvisited: u32,
+}
+
+impl ListCursor {
+    pub const START: ListCursor = ListCursor::shard_start(0);
+
+    const fn shard_start(shard: usize) -> ListCursor {
+        ListCursor { shard, unvisited: u32::MAX }
+    }
+}
+
 // ---- shards -------------------------------------------------------------------
 
 // Indexes of the per-shard counters.
@@ -612,38 +630,61 @@ impl Registry {
     /// Up to `limit` records matching `filter` (in no particular order).
     pub fn list(&self, filter: &Filter, limit: usize) -> Vec<SessionView> {
         let mut out = Vec::new();
-        for i in 0..self.shards.len() {
+        let mut cursor = Some(ListCursor::START);
+        while let Some(c) = cursor {
             if out.len() >= limit {
                 break;
             }
-            self.list_shard(i, filter, &mut out, limit);
+            cursor = self.list_chunk(filter, c, usize::MAX, &mut out, limit);
         }
         out
     }
 
-    /// Append the matching records of shard `shard` to `out` until
-    /// `out.len()` reaches `limit`. Out-of-range shards add nothing.
-    pub fn list_shard(
+    /// One bounded step of a listing: visits at most `max_slots` record
+    /// slots from `cursor` on (at least one), holding one shard lock at a
+    /// time, and appends the matching records to `out` until `out.len()`
+    /// reaches `limit`. Returns where to continue, or `None` when every
+    /// shard has been read. A cursor past the last shard is `None` at once.
+    ///
+    /// The registry may change between steps. Each shard is read from its
+    /// last slot down to slot 0 because removal moves the last record into
+    /// the freed slot and inserts append: a record present for the whole
+    /// listing is never missed (a moved record is either already visited or
+    /// lands below the cursor), a record inserted meanwhile may be missed,
+    /// and a record is returned twice only if a removal below the cursor
+    /// moved it there after it was visited (callers drop such repeats by key).
+    pub fn list_chunk(
         &self,
-        shard: usize,
         filter: &Filter,
+        mut cursor: ListCursor,
+        max_slots: usize,
         out: &mut Vec<SessionView>,
         limit: usize,
-    ) {
-        let Some(s) = self.shards.get(shard) else {
-            return;
-        };
-        let g = s.inner.lock();
-        for r in g.slab.iter() {
-            if out.len() >= limit {
-                return;
+    ) -> Option<ListCursor> {
+        let mut budget = max_slots.max(1);
+        while let Some(shard) = self.shards.get(cursor.shard) {
+            if budget == 0 || out.len() >= limit {
+                return Some(cursor);
             }
-            if matches(filter, r) {
-                out.extend(r.view());
+            let g = shard.inner.lock();
+            // The shard may have shrunk since the cursor was made.
+            let mut slot = cursor.unvisited.min(g.slab.len());
+            while slot > 0 && budget > 0 && out.len() < limit {
+                slot -= 1;
+                budget -= 1;
+                let r = g.slab.get(slot);
+                if matches(filter, r) {
+                    out.extend(r.view());
+                }
             }
+            drop(g);
+            if slot > 0 {
+                return Some(ListCursor { shard: cursor.shard, unvisited: slot });
+            }
+            cursor = ListCursor::shard_start(cursor.shard + 1);
         }
+        None
     }
-
     pub fn shard_count(&self) -> usize {
         self.shards.len()
     }

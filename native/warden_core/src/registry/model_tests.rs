@@ -1049,3 +1049,98 @@ fn clean_takeover_late_gone_races_new_queue_threads() {
     assert_eq!(r.counts(), StateCounts { authenticated: 0, online: KEYS, offline: 0 });
     assert_eq!(r.live_sessions_of_user(USERS[1].as_bytes()), KEYS as usize);
 }
+
+/// Where `k`'s record is: (shard, slot, the shard's length).
+fn slot_of(r: &Registry, k: &SubscriberKey) -> Option<(usize, u32, u32)> {
+    let h = r.hash_key(k.into());
+    let shard = (h >> 32) as usize & r.shard_mask;
+    let g = r.shards[shard].inner.lock();
+    g.find(h, k.into()).map(|slot| (shard, slot, g.slab.len()))
+}
+
+/// Is slot `slot` of `shard` still ahead of `cursor` (`None`: listing done)?
+fn unvisited(cursor: Option<ListCursor>, shard: usize, slot: u32) -> bool {
+    match cursor {
+        None => false,
+        Some(c) => shard > c.shard || (shard == c.shard && slot < c.unvisited),
+    }
+}
+
+/// Inserts and removals between the steps of a chunked listing: every key
+/// present for the whole listing is returned, nothing that never existed
+/// is, and a key comes back twice only after a removal moved its record
+/// from a visited slot to one still ahead of the cursor.
+#[test]
+fn list_chunk_under_concurrent_changes() {
+    let mut repeats = 0;
+    for seed in 1..=300u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let r = Registry::new(RegistryConfig {
+            shards: 1 << rng.below(3),
+            ..Default::default()
+        });
+        let universe: Vec<SubscriberKey> = (0..400).map(|i| key(&format!("k{i}"))).collect();
+        let queue = |i: usize| ProcId(10_000 + i as u64);
+        let mut present = vec![false; universe.len()];
+        for (i, k) in universe.iter().enumerate() {
+            if rng.chance(50) {
+                assert_eq!(r.went_offline(k, queue(i), 0), Applied::Applied);
+                present[i] = true;
+            }
+        }
+        let mut throughout = present.clone();
+        let mut ever = present.clone();
+        let mut moves_ahead = vec![0usize; universe.len()];
+        let index: HashMap<SubscriberKey, usize> =
+            universe.iter().cloned().enumerate().map(|(i, k)| (k, i)).collect();
+
+        let mut out = Vec::new();
+        let mut cursor = Some(ListCursor::START);
+        while let Some(c) = cursor {
+            let max_slots = 1 + rng.below(8) as usize;
+            cursor = r.list_chunk(&Filter::default(), c, max_slots, &mut out, usize::MAX);
+            for _ in 0..rng.below(4) {
+                let i = rng.below(universe.len() as u64) as usize;
+                let k = &universe[i];
+                if present[i] {
+                    let (shard, slot, len) = slot_of(&r, k).expect("present key has a slot");
+                    let last = len - 1;
+                    if slot < last && unvisited(cursor, shard, slot) && !unvisited(cursor, shard, last) {
+                        let g = r.shards[shard].inner.lock();
+                        let (mp, cid) = g.slab.get(last).key_parts();
+                        let moved = SubscriberKey::new(mp.to_vec(), cid.to_vec());
+                        moves_ahead[index[&moved]] += 1;
+                    }
+                    assert_eq!(r.expired(k, queue(i), 1), Applied::Applied);
+                    present[i] = false;
+                    throughout[i] = false;
+                } else {
+                    assert_eq!(r.went_offline(k, queue(i), 1), Applied::Applied);
+                    present[i] = true;
+                    ever[i] = true;
+                }
+            }
+        }
+
+        let mut seen = vec![0usize; universe.len()];
+        for v in &out {
+            let i = *index.get(&v.key).expect("listed key never existed");
+            assert!(ever[i], "seed {seed}: {:?} listed but never present", v.key);
+            seen[i] += 1;
+        }
+        for i in 0..universe.len() {
+            if throughout[i] {
+                assert!(seen[i] >= 1, "seed {seed}: {:?} missed", universe[i]);
+            }
+            assert!(
+                seen[i] <= 1 + moves_ahead[i],
+                "seed {seed}: {:?} listed {} times, moved ahead {} times",
+                universe[i],
+                seen[i],
+                moves_ahead[i]
+            );
+            repeats += seen[i].saturating_sub(1);
+        }
+    }
+    assert!(repeats > 0, "no run exercised a repeated key");
+}

@@ -859,14 +859,76 @@ fn list_filters() {
     assert_eq!(r.list(&Filter::default(), 2).len(), 2);
     assert!(r.list(&Filter::default(), 0).is_empty());
 
-    // Chunked reads see the same as list().
-    let mut out = Vec::new();
-    for s in 0..r.shard_count() {
-        r.list_shard(s, &Filter::default(), &mut out, usize::MAX);
-    }
-    r.list_shard(r.shard_count(), &Filter::default(), &mut out, usize::MAX);
-    assert_eq!(out.len(), 4);
     assert_counts_match_scan(&r);
+}
+
+/// Every step of a chunked listing, collected; `None` as soon as `out`
+/// reaches `limit`.
+fn list_in_chunks(r: &Registry, f: &Filter, max_slots: usize, limit: usize) -> (Vec<SessionView>, usize) {
+    let mut out = Vec::new();
+    let mut steps = 0;
+    let mut cursor = Some(ListCursor::START);
+    while let Some(c) = cursor {
+        if out.len() >= limit {
+            break;
+        }
+        cursor = r.list_chunk(f, c, max_slots, &mut out, limit);
+        steps += 1;
+    }
+    (out, steps)
+}
+
+fn sorted_keys(views: &[SessionView]) -> Vec<SubscriberKey> {
+    let mut keys: Vec<_> = views.iter().map(|v| v.key.clone()).collect();
+    keys.sort();
+    keys
+}
+
+#[test]
+fn list_chunk_small_steps_equal_list() {
+    let r = reg();
+    for i in 0..600 {
+        let k = key(&format!("c{i}"));
+        if i % 3 == 0 {
+            r.auth_accepted(k, ProcId(1000 + i), info("alice", true), 0);
+        } else {
+            r.went_offline(&k, ProcId(5000 + i), 0);
+        }
+    }
+    let offline = Filter {
+        state: Some(SessionState::Offline),
+        ..Default::default()
+    };
+    for f in [Filter::default(), offline] {
+        let all = r.list(&f, usize::MAX);
+        for max_slots in [0, 1, 2, 7, 150, 600, usize::MAX] {
+            let (chunked, steps) = list_in_chunks(&r, &f, max_slots, usize::MAX);
+            assert_eq!(sorted_keys(&chunked), sorted_keys(&all), "max_slots {max_slots}");
+            // Only the slot budget ends a step early.
+            assert!(steps <= 600usize.div_ceil(max_slots.max(1)) + 1, "{steps} steps");
+        }
+        for limit in [0, 1, 199, 200, 399, 400, 401] {
+            let (chunked, _) = list_in_chunks(&r, &f, 7, limit);
+            assert_eq!(chunked.len(), limit.min(all.len()), "limit {limit}");
+            assert_eq!(r.list(&f, limit).len(), limit.min(all.len()));
+        }
+    }
+    assert_eq!(r.list(&Filter::default(), usize::MAX).len(), 600);
+
+    // A cursor past the last shard is done; one past a shard's length is
+    // clamped to it.
+    let mut out = Vec::new();
+    let past = ListCursor {
+        shard: r.shard_count(),
+        unvisited: 0,
+    };
+    assert_eq!(r.list_chunk(&Filter::default(), past, 10, &mut out, 10), None);
+    let last = ListCursor {
+        shard: r.shard_count() - 1,
+        unvisited: u32::MAX - 1,
+    };
+    assert_eq!(r.list_chunk(&Filter::default(), last, usize::MAX, &mut out, usize::MAX), None);
+    assert_eq!(out.len(), r.shards[r.shard_count() - 1].inner.lock().slab.len() as usize);
 }
 
 #[test]
