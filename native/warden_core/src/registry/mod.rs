@@ -5,11 +5,9 @@
 //! Concurrency: records live in `shards` independent `parking_lot::Mutex`ed
 //! tables, chosen by a keyed (DoS-resistant) hash of the key. Per-shard
 //! counters are atomics next to each shard (cache-line aligned) so `counts()`
-//! and `stats()` never lock. The per-user index is sharded the same way.
-//! Endings are numbered and staged in their shard, and moved into the
-//! history (its own lock) in batches after the shard lock is released, or
-//! when the history is read (history.rs). Lock order when both are held:
-//! record shard, then user shard.
+//! and `stats()` never lock. The per-user index is sharded the same way. The
+//! history ring has its own lock and is written only after the shard lock is
+//! released. Lock order when both are held: record shard, then user shard.
 //!
 //! State machine: see docs/DESIGN.md "Registry state machine" and
 //! `record.rs`. The rules chosen for ambiguous cases are listed on
@@ -34,7 +32,7 @@ use parking_lot::Mutex;
 use crate::types::{Millis, Peer, ProcId, Protocol, SubscriberKey};
 use crate::IpNet;
 
-use history::{History, Numbered};
+use history::History;
 use record::{Ctx, Record, Snapshot};
 use slab::Slab;
 use users::UserIndex;
@@ -246,9 +244,7 @@ const C_DUP: usize = 6;
 const C_UNKNOWN: usize = 7;
 const C_TAKEN: usize = 8;
 const C_ENDED: usize = 9;
-/// Endings staged in the shard (not counters: readers skip empty stages).
-const C_STAGED: usize = 10;
-const N_COUNTERS: usize = 11;
+const N_COUNTERS: usize = 10;
 
 /// Memory layout: the records are dense in `slab` (chunks of a fixed size,
 /// no per-entry slack); `index` maps the keyed hash of a key to its slot
@@ -258,8 +254,6 @@ struct ShardInner {
     slab: Slab<Record>,
     /// Last generation handed out for a key of this shard.
     next_gen: u64,
-    /// Endings not yet in the history (see history.rs).
-    staged: Vec<Numbered>,
 }
 
 /// Aligned so that two shards' counters never share a cache line.
@@ -322,7 +316,6 @@ impl ShardInner {
     fn clear(&mut self) {
         self.index = HashTable::new();
         self.slab.clear();
-        self.staged = Vec::new();
     }
 }
 
@@ -372,8 +365,6 @@ pub struct Registry {
     user_hasher: RandomState,
     users: UserIndex,
     history: History,
-    /// Numbers the endings: their order in the history.
-    ending_seq: AtomicU64,
     /// Settable at run time (`pending_ttl` in vernemq.conf).
     pending_ttl: AtomicU64,
 }
@@ -387,7 +378,6 @@ impl Registry {
                     index: HashTable::new(),
                     slab: Slab::new(),
                     next_gen: 0,
-                    staged: Vec::new(),
                 }),
                 c: Default::default(),
             })
@@ -399,7 +389,6 @@ impl Registry {
             user_hasher: RandomState::new(),
             users: UserIndex::new(n),
             history: History::new(cfg.history_size),
-            ending_seq: AtomicU64::new(0),
             pending_ttl: AtomicU64::new(cfg.pending_ttl_ms),
         }
     }
@@ -455,38 +444,17 @@ impl Registry {
         }
     }
 
-    /// Count, number and stage the endings of one event (under the shard
-    /// lock); a full stage is returned, for the history once the lock is
-    /// released (see history.rs).
-    fn stage(&self, shard: &Shard, staged: &mut Vec<Numbered>, endings: Vec<Ending>) -> Option<Vec<Numbered>> {
+    fn finish(&self, shard: &Shard, endings: Vec<Ending>) {
         if endings.is_empty() {
-            return None;
+            return;
         }
-        for e in endings {
+        for e in &endings {
             shard.add(C_ENDED);
             if e.reason == EndReason::TakenOver {
                 shard.add(C_TAKEN);
             }
-            staged.push((self.ending_seq.fetch_add(1, Relaxed), e));
         }
-        let full = (staged.len() >= history::STAGE).then(|| std::mem::replace(staged, Vec::with_capacity(history::STAGE)));
-        shard.c[C_STAGED].store(staged.len() as u64, Relaxed);
-        full
-    }
-
-    /// Move every shard's staged endings into the history (before reading it).
-    fn flush_staged(&self) {
-        for shard in self.shards.iter() {
-            if shard.get(C_STAGED) == 0 {
-                continue;
-            }
-            let batch = {
-                let mut g = shard.inner.lock();
-                shard.c[C_STAGED].store(0, Relaxed);
-                std::mem::take(&mut g.staged)
-            };
-            self.history.push_all(batch);
-        }
+        self.history.push_all(endings);
     }
 
     /// Run one event on the key's record (creating an empty one if absent;
@@ -500,7 +468,7 @@ impl Registry {
         let h = self.hash_key(key);
         let shard = self.shard_of_hash(h);
         let hash_user = |u: &[u8]| self.hash_user(u);
-        let (r, full_stage) = {
+        let (r, endings) = {
             let mut g = shard.inner.lock();
             let inner = &mut *g;
             let found = inner.find(h, key);
@@ -522,7 +490,7 @@ impl Registry {
                     if empty {
                         inner.remove(h, i, &self.shard_hasher);
                     }
-                    (r, self.stage(shard, &mut inner.staged, endings))
+                    (r, endings)
                 }
                 None => {
                     let mut rec = Record::new(key, now);
@@ -532,13 +500,11 @@ impl Registry {
                         self.account(shard, Snapshot::EMPTY, rec.snapshot(hash_user));
                         inner.insert(h, rec, &self.shard_hasher);
                     }
-                    (r, self.stage(shard, &mut inner.staged, endings))
+                    (r, endings)
                 }
             }
         };
-        if let Some(batch) = full_stage {
-            self.history.push_all(batch);
-        }
+        self.finish(shard, endings);
         (r, shard)
     }
 
@@ -710,7 +676,7 @@ impl Registry {
             unknown_events: self.sum(C_UNKNOWN),
             taken_over: self.sum(C_TAKEN),
             ended: self.sum(C_ENDED),
-            history_len: self.history.len_with_staged(self.sum(C_STAGED) as usize) as u64,
+            history_len: self.history.len() as u64,
             shards: self.shards.len() as u64,
         }
     }
@@ -722,7 +688,6 @@ impl Registry {
 
     /// Newest first.
     pub fn recent_endings(&self, limit: usize) -> Vec<Ending> {
-        self.flush_staged();
         self.history.recent(limit)
     }
 
@@ -779,8 +744,7 @@ impl Registry {
         // One history batch in key order, so a sweep's endings do not depend
         // on hash-map iteration order.
         all_endings.sort_unstable_by(|a, b| a.key.cmp(&b.key));
-        let numbered = all_endings.into_iter().map(|e| (self.ending_seq.fetch_add(1, Relaxed), e)).collect();
-        self.history.push_all(numbered);
+        self.history.push_all(all_endings);
         dropped
     }
 
@@ -802,7 +766,7 @@ impl Registry {
                 self.account(shard, rec.snapshot(hash_user), Snapshot::EMPTY);
             }
             g.clear();
-            for i in [C_STALE, C_DUP, C_UNKNOWN, C_TAKEN, C_ENDED, C_STAGED] {
+            for i in [C_STALE, C_DUP, C_UNKNOWN, C_TAKEN, C_ENDED] {
                 shard.c[i].store(0, Relaxed);
             }
         }
