@@ -645,8 +645,10 @@ stall_audit(#{n := N, life := L, life_keys := K, slow_users := SU, hits := H,
     ok = vmq_warden_nif:call_times_stop(),
     [#{nif => binary_to_list(Name), sched => binary_to_atom(Sched), calls => C,
        max_wall => MW, max_cpu => MC, over_wall => OW, over_cpu => OC,
-       blocked => B, over_wall_blocked => OWB}
-     || {Name, Sched, {C, MW, MC, OW, OC, B, OWB}} <- Calls].
+       blocked => B, over_wall_blocked => OWB, over_cpu_faults => PF}
+     || {Name, Sched, #{calls := C, max_wall_ns := MW, max_cpu_ns := MC, over_wall := OW,
+                        over_cpu := OC, blocked := B, over_wall_blocked := OWB,
+                        over_cpu_page_faults := PF}} <- Calls].
 
 print_calls([]) ->
     ok;
@@ -654,15 +656,17 @@ print_calls(Calls) ->
     io:format("~nNIF calls during the stall audit (the plugin's workloads again, every call "
               "timed inside the NIF: wall time, the thread's CPU time, voluntary context "
               "switches)~n~n"),
-    io:format("  ~-20s ~-9s ~10s ~12s ~12s ~9s ~9s ~9s ~9s~n",
+    io:format("  ~-20s ~-9s ~10s ~12s ~12s ~9s ~9s ~9s ~9s ~9s~n",
               ["NIF", "scheduler", "calls", "max wall us", "max CPU us", ">1ms wall",
-               ">1ms CPU", "blocked", ">1ms+blk"]),
-    [io:format("  ~-20s ~-9s ~10b ~12.1f ~12.1f ~9b ~9b ~9b ~9b~n",
-               [Nif, Sched, C, MW / 1000, MC / 1000, OW, OC, B, OWB])
+               ">1ms CPU", "blocked", ">1ms+blk", "faults"]),
+    [io:format("  ~-20s ~-9s ~10b ~12.1f ~12.1f ~9b ~9b ~9b ~9b ~9b~n",
+               [Nif, Sched, C, MW / 1000, MC / 1000, OW, OC, B, OWB, PF])
      || #{nif := Nif, sched := Sched, calls := C, max_wall := MW, max_cpu := MC,
-          over_wall := OW, over_cpu := OC, blocked := B, over_wall_blocked := OWB} <- Calls],
+          over_wall := OW, over_cpu := OC, blocked := B, over_wall_blocked := OWB,
+          over_cpu_faults := PF} <- Calls],
     io:format("  (>1ms wall with neither >1ms CPU nor a block: the OS preempted the "
-              "scheduler thread; blocked: the thread waited, e.g. on a contended lock)~n"),
+              "scheduler thread; blocked: the thread waited, on a lock or in the kernel; "
+              "faults: page faults taken by the >1ms-CPU calls, whose CPU time includes them)~n"),
     ok.
 
 %%--------------------------------------------------------------------

@@ -306,9 +306,9 @@ no_long_schedules(Config) ->
     Kinds = maps:from_list([{binary_to_atom(N), {binary_to_atom(S), F}} || {N, S, F} <- Calls]),
     [?assertMatch(#{K := {normal, _}}, Kinds)
      || K <- [auth_begin, auth_password, admin]],
-    ?assertMatch(#{auth_password_slow := {dirty_cpu, {N, _, _, _, _, _, _}}} when N > 0, Kinds),
+    ?assertMatch(#{auth_password_slow := {dirty_cpu, #{calls := N}}} when N > 0, Kinds),
     ?assertMatch(#{bulk := {dirty_cpu, _}, load_files := {dirty_io, _}}, Kinds),
-    Stalls = [{K, F} || {K, {normal, {_, _, _, _, OverCpu, _, _} = F}} <- maps:to_list(Kinds),
+    Stalls = [{K, F} || {K, {normal, #{over_cpu := OverCpu} = F}} <- maps:to_list(Kinds),
                         OverCpu > 0],
     ?assertEqual([], Stalls).
 
@@ -331,11 +331,11 @@ call_times_count_calls(_Config) ->
     ok = vmq_warden_nif:call_times_stop(),
     _ = Lifecycles(100),
     ?assertEqual(Calls, vmq_warden_nif:call_times()),
-    Count = fun(Name) -> {_, _, {N, _, _, _, _, _, _}} = lists:keyfind(Name, 1, Calls), N end,
+    Count = fun(Name) -> {_, _, #{calls := N}} = lists:keyfind(Name, 1, Calls), N end,
     ?assertEqual(500, Count(<<"auth_begin">>)),
     ?assertEqual(500, Count(<<"registered">>)),
     ?assertEqual(1000, Count(<<"queue_event">>)),
-    [?assert(MaxWall > 0 andalso MaxWall < 1000000000) || {_, _, {_, MaxWall, _, _, _, _, _}} <- Calls],
+    [?assert(MaxWall > 0 andalso MaxWall < 1000000000) || {_, _, #{max_wall_ns := MaxWall}} <- Calls],
     ok = vmq_warden_nif:call_times_start(),
     ?assertEqual([], vmq_warden_nif:call_times()),
     ok = vmq_warden_nif:call_times_stop().

@@ -24,6 +24,7 @@ struct Slot {
     over_cpu: AtomicU64,
     blocked: AtomicU64,
     over_wall_blocked: AtomicU64,
+    over_cpu_page_faults: AtomicU64,
 }
 
 /// Figures of one kind of call since the last `start`.
@@ -40,6 +41,9 @@ pub struct CallFigures {
     pub blocked: u64,
     /// Calls longer than [`STALL_NS`] in wall time that blocked.
     pub over_wall_blocked: u64,
+    /// Page faults taken by the calls over [`STALL_NS`] of CPU: first
+    /// touches of fresh memory, whose cost the CPU time includes.
+    pub over_cpu_page_faults: u64,
 }
 
 /// What the caller measured of one call.
@@ -48,6 +52,7 @@ pub struct CallSample {
     pub wall_ns: u64,
     pub cpu_ns: u64,
     pub blocked: bool,
+    pub page_faults: u64,
 }
 
 /// One slot per kind of call (`N` kinds, indexed by the caller).
@@ -70,7 +75,7 @@ impl<const N: usize> CallTimes<N> {
     /// Zero every figure and start recording.
     pub fn start(&self) {
         for s in &self.slots {
-            for a in [&s.calls, &s.max_wall_ns, &s.max_cpu_ns, &s.over_wall, &s.over_cpu, &s.blocked, &s.over_wall_blocked] {
+            for a in [&s.calls, &s.max_wall_ns, &s.max_cpu_ns, &s.over_wall, &s.over_cpu, &s.blocked, &s.over_wall_blocked, &s.over_cpu_page_faults] {
                 a.store(0, Relaxed);
             }
         }
@@ -88,6 +93,9 @@ impl<const N: usize> CallTimes<N> {
         s.max_wall_ns.fetch_max(c.wall_ns, Relaxed);
         s.max_cpu_ns.fetch_max(c.cpu_ns, Relaxed);
         let long = c.wall_ns > STALL_NS;
+        if c.cpu_ns > STALL_NS {
+            s.over_cpu_page_faults.fetch_add(c.page_faults, Relaxed);
+        }
         for (cond, counter) in [
             (long, &s.over_wall),
             (c.cpu_ns > STALL_NS, &s.over_cpu),
@@ -109,6 +117,7 @@ impl<const N: usize> CallTimes<N> {
             over_cpu: s.over_cpu.load(Relaxed),
             blocked: s.blocked.load(Relaxed),
             over_wall_blocked: s.over_wall_blocked.load(Relaxed),
+            over_cpu_page_faults: s.over_cpu_page_faults.load(Relaxed),
         })
     }
 }
@@ -123,7 +132,7 @@ mod tests {
         assert!(!t.enabled());
         t.start();
         assert!(t.enabled());
-        let call = |wall_ns, cpu_ns, blocked| CallSample { wall_ns, cpu_ns, blocked };
+        let call = |wall_ns, cpu_ns, blocked| CallSample { wall_ns, cpu_ns, blocked, page_faults: 3 };
         t.record(0, call(500, 400, false));
         t.record(0, call(2_500_000, 300_000, false)); // preempted: long wall, short CPU
         t.record(0, call(1_200_000, 1_100_000, false)); // really busy
@@ -140,6 +149,7 @@ mod tests {
                 over_cpu: 1,
                 blocked: 2,
                 over_wall_blocked: 1,
+                over_cpu_page_faults: 3,
             }
         );
         assert_eq!(t.figures(1), CallFigures::default());
@@ -150,7 +160,7 @@ mod tests {
     fn start_zeroes_the_previous_figures() {
         let t = CallTimes::<1>::default();
         t.start();
-        t.record(0, CallSample { wall_ns: 2_000_000, cpu_ns: 2_000_000, blocked: true });
+        t.record(0, CallSample { wall_ns: 2_000_000, cpu_ns: 2_000_000, blocked: true, page_faults: 1 });
         t.stop();
         assert!(!t.enabled());
         t.start();

@@ -8,7 +8,7 @@ use once_cell::sync::Lazy;
 use rustler::{Atom, Encoder, Env, Term};
 use warden_core::calltime::{CallSample, CallTimes};
 
-use crate::atoms;
+use crate::{atoms, encode};
 
 /// The kinds of call that are timed, and the scheduler each runs on.
 #[derive(Clone, Copy)]
@@ -62,18 +62,21 @@ impl Drop for Timed {
                 wall_ns,
                 cpu_ns: end.cpu_ns.saturating_sub(start.cpu_ns),
                 blocked: end.voluntary_switches > start.voluntary_switches,
+                page_faults: end.page_faults.saturating_sub(start.page_faults),
             });
         }
     }
 }
 
-/// The calling thread's CPU time and voluntary context switches. Neither
+/// The calling thread's CPU time, voluntary context switches and page
+/// faults (first touches of memory count as CPU time too). None
 /// is in std, and both are system calls, which is why they are read only
 /// while recording. Zero where a call fails.
 #[derive(Clone, Copy, Default)]
 struct ThreadUsage {
     cpu_ns: u64,
     voluntary_switches: i64,
+    page_faults: u64,
 }
 
 impl ThreadUsage {
@@ -91,8 +94,14 @@ impl ThreadUsage {
         // SAFETY: rusage is plain data, valid when zeroed; getrusage writes
         // only into the struct it is given.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        let voluntary_switches = if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } == 0 { ru.ru_nvcsw as i64 } else { 0 };
-        ThreadUsage { cpu_ns, voluntary_switches }
+        if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+            return ThreadUsage { cpu_ns, ..ThreadUsage::default() };
+        }
+        ThreadUsage {
+            cpu_ns,
+            voluntary_switches: ru.ru_nvcsw as i64,
+            page_faults: (ru.ru_minflt as u64).saturating_add(ru.ru_majflt as u64),
+        }
     }
 }
 
@@ -110,9 +119,10 @@ fn call_times_stop() -> Atom {
     atoms::ok()
 }
 
-/// `[{Name, Scheduler, {Calls, MaxWallNs, MaxCpuNs, OverWall1ms, OverCpu1ms,
-/// Blocked, OverWall1msBlocked}}]` for every kind of call made since
-/// `call_times_start/0` (see `warden_core::calltime::CallFigures`).
+/// `[{Name, Scheduler, #{calls, max_wall_ns, max_cpu_ns, over_wall, over_cpu,
+/// blocked, over_wall_blocked, over_cpu_page_faults}}]` for every kind of
+/// call made since `call_times_start/0` (see
+/// `warden_core::calltime::CallFigures`; `over_*`: calls over 1 ms).
 #[rustler::nif]
 fn call_times(env: Env) -> Term {
     NAMES
@@ -120,7 +130,20 @@ fn call_times(env: Env) -> Term {
         .enumerate()
         .filter_map(|(i, (name, sched))| {
             let f = TIMES.figures(i);
-            let figures = (f.calls, f.max_wall_ns, f.max_cpu_ns, f.over_wall, f.over_cpu, f.blocked, f.over_wall_blocked);
+            let n = |v: u64| v.encode(env);
+            let figures = encode::map_of(
+                env,
+                &[
+                    ("calls", n(f.calls)),
+                    ("max_wall_ns", n(f.max_wall_ns)),
+                    ("max_cpu_ns", n(f.max_cpu_ns)),
+                    ("over_wall", n(f.over_wall)),
+                    ("over_cpu", n(f.over_cpu)),
+                    ("blocked", n(f.blocked)),
+                    ("over_wall_blocked", n(f.over_wall_blocked)),
+                    ("over_cpu_page_faults", n(f.over_cpu_page_faults)),
+                ],
+            );
             (f.calls > 0).then(|| (*name, *sched, figures).encode(env))
         })
         .collect::<Vec<Term>>()
