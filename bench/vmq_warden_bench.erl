@@ -626,29 +626,57 @@ stall_audit(#{n := N, life := L, life_keys := K, slow_users := SU, hits := H,
               scale_n := ScaleN, lookups := NL, list_reps := Reps}, true) ->
     M = vmq_warden_hooks,
     S = erlang:system_info(schedulers_online),
-    ok = vmq_warden_nif:call_times_start(),
-    %% logins first, while the bench's password file is configured; a reload
-    %% empties the verification cache, so the slow hashes run again
-    ok = vmq_warden:reload(),
-    Login = login_fun(keyset("apw", H + 2 * SU)),
-    [begin
-         [Login(Kind, I, I) || I <- lists:seq(1, SU)],
-         loop(fun(I) -> Login(Kind, (I rem SU) + 1, I) end, 1, H)
-     end || Kind <- ["bcrypt", "argon2id"]],
-    loop(fun(I) -> Login("sha512", (I rem 1000) + 1, I) end, 1, H),
-    application:unset_env(vmq_warden, password_file),
-    ok = vmq_warden:reload(),
-    _ = hook_rows("audit", M, N),
-    _ = life_run(M, "audit", S, K, max(2, 2 * (L div (2 * K)))),
-    _ = scale_one("audit", M, ScaleN, NL, Reps),
-    Calls = vmq_warden_nif:call_times(),
+    Logins = fun() ->
+                     %% while the bench's password file is configured; a reload
+                     %% empties the verification cache, so the slow hashes run again
+                     ok = vmq_warden:reload(),
+                     Login = login_fun(keyset("apw", H + 2 * SU)),
+                     [begin
+                          [Login(Kind, I, I) || I <- lists:seq(1, SU)],
+                          loop(fun(I) -> Login(Kind, (I rem SU) + 1, I) end, 1, H)
+                      end || Kind <- ["bcrypt", "argon2id"]],
+                     loop(fun(I) -> Login("sha512", (I rem 1000) + 1, I) end, 1, H),
+                     application:unset_env(vmq_warden, password_file),
+                     ok = vmq_warden:reload()
+             end,
+    Phases = [{"logins", Logins},
+              {"each hook", fun() -> hook_rows("audit", M, N) end},
+              {"lifecycles", fun() -> life_run(M, "audit", S, K, max(2, 2 * (L div (2 * K)))) end},
+              {"registry at scale", fun() -> scale_one("audit", M, ScaleN, NL, Reps) end}],
+    PerPhase = [{Name, audit_phase(F)} || {Name, F} <- Phases],
     ok = vmq_warden_nif:call_times_stop(),
+    %% where the calls over 1 ms of CPU were, if any
+    [io:format("  (stall audit, ~s: ~s)~n",
+               [Name, lists:join(", ", [io_lib:format("~s ~p over 1 ms of CPU (max ~.1f us)",
+                                                      [Nif, OC, MC / 1000])
+                                         || #{nif := Nif, over_cpu := OC, max_cpu := MC} <- Calls,
+                                            OC > 0])])
+     || {Name, Calls} <- PerPhase, lists:any(fun(#{over_cpu := OC}) -> OC > 0 end, Calls)],
+    merge_calls(lists:append([Calls || {_, Calls} <- PerPhase])).
+
+%% The figures of one phase: call timing restarted (zeroed) for it.
+audit_phase(F) ->
+    ok = vmq_warden_nif:call_times_start(),
+    _ = F(),
     [#{nif => binary_to_list(Name), sched => binary_to_atom(Sched), calls => C,
        max_wall => MW, max_cpu => MC, over_wall => OW, over_cpu => OC,
        blocked => B, over_wall_blocked => OWB, over_cpu_faults => PF}
      || {Name, Sched, #{calls := C, max_wall_ns := MW, max_cpu_ns := MC, over_wall := OW,
                         over_cpu := OC, blocked := B, over_wall_blocked := OWB,
-                        over_cpu_page_faults := PF}} <- Calls].
+                        over_cpu_page_faults := PF}} <- vmq_warden_nif:call_times()].
+
+%% One row per NIF over all phases: counts summed, maxima kept.
+merge_calls(Rows) ->
+    Add = fun(A, B) ->
+                  maps:map(fun(K, V) when K =:= max_wall; K =:= max_cpu -> max(V, maps:get(K, B));
+                              (K, V) when is_integer(V) -> V + maps:get(K, B);
+                              (_, V) -> V
+                           end, A)
+          end,
+    ByNif = lists:foldl(fun(#{nif := Nif} = R, Acc) ->
+                                maps:update_with(Nif, fun(A) -> Add(A, R) end, R, Acc)
+                        end, #{}, Rows),
+    [R || {_, R} <- lists:sort(maps:to_list(ByNif))].
 
 print_calls([]) ->
     ok;
