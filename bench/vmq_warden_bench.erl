@@ -103,6 +103,8 @@ header(Opts, Nif) ->
                erlang:system_info(dirty_cpu_schedulers_online),
                erlang:system_info(otp_release), erlang:system_info(version)]),
     io:format("machine load at start: ~s~n", [load()]),
+    %% glibc malloc settings change the stall audit (docs/BENCHMARKS.md)
+    io:format("GLIBC_TUNABLES: ~s~n", [os:getenv("GLIBC_TUNABLES", "(not set)")]),
     Nif orelse io:format("*** NIF NOT LOADED: native rows are skipped ***~n"),
     io:format("median: ns/call from batches of ~p calls; p99: ns/call timing each call "
               "(includes the timer row); long_sched: system_monitor long_schedule events > 1 ms, all/with an end in a vmq_warden_nif call~n~n", [?BATCH]).
