@@ -1022,3 +1022,40 @@ fn as_str_names() {
         ]
     );
 }
+
+/// The index grows and shrinks around records that move (removal moves the
+/// last record of a shard into the freed slot) using the hash bits kept in
+/// its buckets: every key must still be found after many growths, and after
+/// half of them were removed in random order.
+#[test]
+fn index_survives_growth_and_moves() {
+    let r = Registry::new(RegistryConfig { shards: 1, history_size: 0, pending_ttl_ms: 1000 });
+    let n = 50_000u32;
+    let k = |i: u32| key(&format!("grow-{i}"));
+    for i in 0..n {
+        assert_eq!(r.woke_up(&k(i), ProcId(u64::from(i) + 1), 1), Applied::Applied);
+    }
+    assert_eq!(r.len(), n as usize);
+    assert!((0..n).all(|i| r.lookup(&k(i)).is_some()));
+    // Remove every other key in a scrambled order (gone from its queue).
+    let mut gone: Vec<u32> = (0..n).filter(|i| i % 2 == 0).collect();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for j in (1..gone.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        gone.swap(j, (x % (j as u64 + 1)) as usize);
+    }
+    for &i in &gone {
+        assert_eq!(r.gone(&k(i), ProcId(u64::from(i) + 1), 2), Applied::Applied);
+    }
+    assert_eq!(r.len(), (n / 2) as usize);
+    for i in 0..n {
+        assert_eq!(r.lookup(&k(i)).is_some(), i % 2 == 1, "key {i}");
+    }
+    // And the table still takes new keys.
+    for i in n..n + 1000 {
+        assert_eq!(r.woke_up(&k(i), ProcId(u64::from(i) + 1), 3), Applied::Applied);
+        assert!(r.lookup(&k(i)).is_some());
+    }
+}
