@@ -1,7 +1,8 @@
 //! Configuration, the operator API's reads (lookup, list, counts, stats,
-//! endings, bans) and test hooks. File loading runs on a dirty scheduler:
-//! it may take longer than a scheduler slice. The session list is read in
-//! bounded chunks on normal schedulers instead (see `list_chunk`).
+//! endings, bans) and test hooks. File loading and the passes over whole
+//! tables (sweep, reset, bans, clear_bans) run on dirty schedulers: they may
+//! take longer than a scheduler slice. The session list is read in bounded
+//! chunks on normal schedulers instead (see `list_chunk`).
 
 use std::path::PathBuf;
 use std::str::FromStr;

@@ -418,8 +418,12 @@ impl Registry {
         hash_parts(&self.shard_hasher, (key.mountpoint, key.client_id))
     }
 
+    fn shard_index(&self, h: u64) -> usize {
+        (h >> 32) as usize & self.shard_mask
+    }
+
     fn shard_of_hash(&self, h: u64) -> &Shard {
-        &self.shards[(h >> 32) as usize & self.shard_mask]
+        &self.shards[self.shard_index(h)]
     }
 
     fn hash_user(&self, u: &[u8]) -> u64 {
@@ -670,6 +674,7 @@ impl Registry {
         }
         None
     }
+
     pub fn shard_count(&self) -> usize {
         self.shards.len()
     }

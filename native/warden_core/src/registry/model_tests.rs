@@ -1053,7 +1053,7 @@ fn clean_takeover_late_gone_races_new_queue_threads() {
 /// Where `k`'s record is: (shard, slot, the shard's length).
 fn slot_of(r: &Registry, k: &SubscriberKey) -> Option<(usize, u32, u32)> {
     let h = r.hash_key(k.into());
-    let shard = (h >> 32) as usize & r.shard_mask;
+    let shard = r.shard_index(h);
     let g = r.shards[shard].inner.lock();
     g.find(h, k.into()).map(|slot| (shard, slot, g.slab.len()))
 }
