@@ -14,6 +14,7 @@
 //! [`Registry`].
 
 mod history;
+mod pool;
 mod record;
 mod slab;
 mod users;
@@ -33,7 +34,7 @@ use crate::types::{Millis, Peer, ProcId, Protocol, SubscriberKey};
 use crate::IpNet;
 
 use history::History;
-use record::{Ctx, Record, Snapshot};
+use record::{Ctx, Record, Snapshot, Store};
 use slab::Slab;
 use users::UserIndex;
 
@@ -252,6 +253,8 @@ const N_COUNTERS: usize = 10;
 struct ShardInner {
     index: HashTable<IndexEntry>,
     slab: Slab<Record>,
+    /// The records' key bytes and pending connects (pool.rs).
+    st: Store,
     /// Last generation handed out for a key of this shard.
     next_gen: u64,
 }
@@ -308,7 +311,7 @@ impl ShardInner {
     fn find(&self, h: u64, key: KeyRef<'_>) -> Option<u32> {
         let h32 = h as u32;
         self.index
-            .find(table_hash(h32), |e| e.hash == h32 && self.slab.get(e.slot).key_eq(key.mountpoint, key.client_id))
+            .find(table_hash(h32), |e| e.hash == h32 && self.slab.get(e.slot).key_eq(&self.st, key.mountpoint, key.client_id))
             .map(|e| e.slot)
     }
 
@@ -324,8 +327,9 @@ impl ShardInner {
         if let Ok(e) = self.index.find_entry(table_hash(h as u32), |e| e.slot == i) {
             e.remove();
         }
+        self.slab.get_mut(i).release(&mut self.st);
         if let Some(moved_from) = self.slab.swap_remove(i) {
-            let mh = hash_parts(hasher, self.slab.get(i).key_parts());
+            let mh = hash_parts(hasher, self.slab.get(i).key_parts(&self.st));
             if let Some(e) = self.index.find_mut(table_hash(mh as u32), |e| e.slot == moved_from) {
                 e.slot = i;
             }
@@ -335,6 +339,7 @@ impl ShardInner {
     fn clear(&mut self) {
         self.index = HashTable::new();
         self.slab.clear();
+        self.st = Store::new();
     }
 }
 
@@ -396,6 +401,7 @@ impl Registry {
                 inner: Mutex::new(ShardInner {
                     index: HashTable::new(),
                     slab: Slab::new(),
+                    st: Store::new(),
                     next_gen: 0,
                 }),
                 c: Default::default(),
@@ -500,14 +506,15 @@ impl Registry {
                 pending_ttl: self.pending_ttl.load(Relaxed),
                 next_gen: &mut inner.next_gen,
                 endings: Vec::new(),
+                st: &mut inner.st,
             };
             match found {
                 Some(i) => {
                     let rec = inner.slab.get_mut(i);
-                    let before = rec.snapshot(hash_user);
+                    let before = rec.snapshot(cx.st, hash_user);
                     rec.expire_pending(&mut cx);
                     let r = f(rec, &mut cx);
-                    self.account(shard, before, rec.snapshot(hash_user));
+                    self.account(shard, before, rec.snapshot(cx.st, hash_user));
                     let empty = rec.is_empty();
                     let endings = std::mem::take(&mut cx.endings);
                     if empty {
@@ -516,11 +523,13 @@ impl Registry {
                     (r, endings)
                 }
                 None => {
-                    let mut rec = Record::new(key, now);
+                    let mut rec = Record::new(key, now, &mut cx.st.bytes);
                     let r = f(&mut rec, &mut cx);
                     let endings = std::mem::take(&mut cx.endings);
-                    if !rec.is_empty() {
-                        self.account(shard, Snapshot::EMPTY, rec.snapshot(hash_user));
+                    if rec.is_empty() {
+                        rec.release(cx.st);
+                    } else {
+                        self.account(shard, Snapshot::EMPTY, rec.snapshot(cx.st, hash_user));
                         inner.insert(h, rec);
                     }
                     (r, endings)
@@ -613,7 +622,7 @@ impl Registry {
         let key = key.into();
         let h = self.hash_key(key);
         let g = self.shard_of_hash(h).inner.lock();
-        g.find(h, key).and_then(|i| g.slab.get(i).view())
+        g.find(h, key).and_then(|i| g.slab.get(i).view(&g.st))
     }
 
     /// Up to `limit` records matching `filter` (in no particular order).
@@ -662,8 +671,8 @@ impl Registry {
                 slot -= 1;
                 budget -= 1;
                 let r = g.slab.get(slot);
-                if matches(filter, r) {
-                    out.extend(r.view());
+                if matches(filter, r, &g.st) {
+                    out.extend(r.view(&g.st));
                 }
             }
             drop(g);
@@ -716,17 +725,20 @@ impl Registry {
     }
 
     /// Drop pending connects older than the TTL (ending `Abandoned`); records
-    /// left empty are removed. Shards without pending connects are skipped
-    /// without locking. Returns how many were dropped.
+    /// left empty are removed. Then a shard store left empty gives its
+    /// memory back (pool.rs: not from a hook). Returns how many were dropped.
     pub fn sweep(&self, now: Millis) -> usize {
         let hash_user = |u: &[u8]| self.hash_user(u);
         let mut dropped = 0;
         let mut all_endings = Vec::new();
         for shard in self.shards.iter() {
             if shard.get(C_PENDING) == 0 {
+                let trimmed = shard.inner.lock().st.trim();
+                drop(trimmed);
                 continue;
             }
             let mut endings = Vec::new();
+            let trimmed;
             {
                 let mut g = shard.inner.lock();
                 let inner = &mut *g;
@@ -743,22 +755,25 @@ impl Registry {
                         pending_ttl,
                         next_gen: &mut inner.next_gen,
                         endings: std::mem::take(&mut endings),
+                        st: &mut inner.st,
                     };
-                    let before = rec.snapshot(hash_user);
+                    let before = rec.snapshot(cx.st, hash_user);
                     if rec.expire_pending(&mut cx) {
                         dropped += 1;
-                        self.account(shard, before, rec.snapshot(hash_user));
+                        self.account(shard, before, rec.snapshot(cx.st, hash_user));
                     }
                     endings = cx.endings;
                     if rec.is_empty() {
                         // The last record moves into slot i: look at it next.
-                        let h = hash_parts(&self.shard_hasher, rec.key_parts());
+                        let h = hash_parts(&self.shard_hasher, rec.key_parts(&inner.st));
                         inner.remove(h, i, &self.shard_hasher);
                     } else {
                         i += 1;
                     }
                 }
+                trimmed = inner.st.trim();
             }
+            drop(trimmed);
             for e in &endings {
                 debug_assert_eq!(e.reason, EndReason::Abandoned);
                 shard.add(C_ENDED);
@@ -787,7 +802,7 @@ impl Registry {
         for shard in self.shards.iter() {
             let mut g = shard.inner.lock();
             for rec in g.slab.iter() {
-                self.account(shard, rec.snapshot(hash_user), Snapshot::EMPTY);
+                self.account(shard, rec.snapshot(&g.st, hash_user), Snapshot::EMPTY);
             }
             g.clear();
             for i in [C_STALE, C_DUP, C_UNKNOWN, C_TAKEN, C_ENDED] {
@@ -807,14 +822,14 @@ impl Registry {
     }
 }
 
-fn matches(f: &Filter, r: &Record) -> bool {
+fn matches(f: &Filter, r: &Record, st: &Store) -> bool {
     if let Some(st) = f.state {
         if r.state() != Some(st) {
             return false;
         }
     }
     if f.mountpoint.is_some() || f.client_id_prefix.is_some() {
-        let (mp, cid) = r.key_parts();
+        let (mp, cid) = r.key_parts(st);
         if let Some(m) = &f.mountpoint {
             if mp != m.as_slice() {
                 return false;
@@ -829,7 +844,7 @@ fn matches(f: &Filter, r: &Record) -> bool {
     if f.username.is_none() && f.network.is_none() {
         return true;
     }
-    let (peer, user) = r.peer_and_user();
+    let (peer, user) = r.peer_and_user(st);
     if let Some(u) = &f.username {
         if user != Some(u.as_slice()) {
             return false;

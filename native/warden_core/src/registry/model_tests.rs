@@ -1107,7 +1107,7 @@ fn list_chunk_under_concurrent_changes() {
                     let last = len - 1;
                     if slot < last && unvisited(cursor, shard, slot) && !unvisited(cursor, shard, last) {
                         let g = r.shards[shard].inner.lock();
-                        let (mp, cid) = g.slab.get(last).key_parts();
+                        let (mp, cid) = g.slab.get(last).key_parts(&g.st);
                         let moved = SubscriberKey::new(mp.to_vec(), cid.to_vec());
                         moves_ahead[index[&moved]] += 1;
                     }

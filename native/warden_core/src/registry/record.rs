@@ -2,13 +2,39 @@
 //! state machine that moves it. Everything here runs under the shard lock; it
 //! never locks anything itself. Endings produced by a transition are collected
 //! in [`Ctx::endings`] and pushed to the history ring by the caller after the
-//! shard lock is released.
+//! shard lock is released. Key, username and pending connect live in the
+//! shard's [`Store`] (pool.rs), so reads take it as an argument.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::types::{Millis, Peer, ProcId, Protocol, SubscriberKey};
 
+use super::pool::{BytePool, Bytes, Slot, Table, NONE};
 use super::{Applied, KeyRef, ConnectInfo, EndReason, Ending, SessionState, SessionView};
+
+/// What a shard's records keep outside themselves (pool.rs says why).
+pub(super) struct Store {
+    pub bytes: BytePool,
+    pub pending: Table<Pending>,
+}
+
+impl Store {
+    pub fn new() -> Store {
+        Store {
+            bytes: BytePool::new(),
+            pending: Table::new(),
+        }
+    }
+
+    /// Memory the store no longer needs (see pool.rs), for the caller to
+    /// drop once the shard lock is released.
+    pub fn trim(&mut self) -> Trimmed {
+        (self.bytes.trim(), self.pending.trim())
+    }
+}
+
+/// Blocks and chunks [`Store::trim`] let go of.
+pub(super) type Trimmed = (Vec<Box<[u8]>>, Vec<Vec<Slot<Pending>>>);
 
 /// Per-event context: the clock, the shard's generation counter and the
 /// endings the event produced (their key is copied from the record).
@@ -17,6 +43,7 @@ pub(super) struct Ctx<'a> {
     pub pending_ttl: u64,
     pub next_gen: &'a mut u64,
     pub endings: Vec<Ending>,
+    pub st: &'a mut Store,
 }
 
 impl Ctx<'_> {
@@ -30,20 +57,21 @@ impl Ctx<'_> {
 }
 
 /// A connect our auth accepted that is not confirmed yet (no on_register and
-/// no wakeup). Boxed in the record: it only exists for the few milliseconds of
-/// a registration, so steady-state records do not pay for it.
+/// no wakeup). In the shard's table, not in the record: it only exists for
+/// the few milliseconds of a registration, so steady-state records do not
+/// pay for it.
 pub(super) struct Pending {
     gen: u64,
     conn: ProcId,
     created: Millis,
     peer: Option<Peer>,
-    username: Option<Box<[u8]>>,
+    username: Option<Bytes>,
     clean: bool,
     protocol: Protocol,
 }
 
 /// Times are stored in 48 bits (milliseconds up to the year 10889; larger
-/// values saturate), which keeps the record at 104 bytes.
+/// values saturate), which keeps the record at 96 bytes.
 #[derive(Clone, Copy)]
 struct T48([u8; 6]);
 
@@ -71,7 +99,7 @@ const MQTT5: u16 = 1 << 6;
 const PEER_V4: u16 = 1 << 7;
 const PEER_V6: u16 = 1 << 8;
 /// `kb` holds a username after the key (kept across sessions so that the
-/// same user's next session reuses the allocation).
+/// same user's next session reuses the block).
 const HAS_USER: u16 = 1 << 9;
 const SESSION_BITS: u16 = HAS_CUR | HAS_CONN | HAS_QUEUE | ONLINE | REGISTERED | CLEAN | MQTT5 | PEER_V4 | PEER_V6;
 
@@ -81,19 +109,32 @@ struct NewSession<'u> {
     conn: Option<ProcId>,
     queue: Option<ProcId>,
     peer: Option<Peer>,
-    username: Option<&'u [u8]>,
+    username: UserIn<'u>,
     online: bool,
     registered: bool,
     clean: bool,
     protocol: Protocol,
 }
 
-fn push_varint(out: &mut Vec<u8>, mut n: usize) {
+/// A username to store: none, from outside the pool, or a pending
+/// connect's (in the pool the record's bytes are written to).
+#[derive(Clone, Copy)]
+enum UserIn<'u> {
+    No,
+    Ext(&'u [u8]),
+    Pooled(&'u Bytes),
+}
+
+/// The varint of `n` in `buf`; returns its length.
+fn put_varint(buf: &mut [u8; 10], mut n: usize) -> usize {
+    let mut i = 0;
     while n >= 0x80 {
-        out.push((n as u8) | 0x80);
+        buf[i] = (n as u8) | 0x80;
         n >>= 7;
+        i += 1;
     }
-    out.push(n as u8);
+    buf[i] = n as u8;
+    i + 1
 }
 
 fn read_varint(b: &[u8]) -> (usize, usize) {
@@ -109,15 +150,16 @@ fn read_varint(b: &[u8]) -> (usize, usize) {
     unreachable!("truncated varint in a record key")
 }
 
-/// All that is known about one key, compact (one allocation for key and
+/// All that is known about one key, compact (one pool block for key and
 /// username, flags in bits, peer and times packed): the current session
 /// (online, or offline with its persistent queue kept by the broker; present
 /// when `HAS_CUR`), the pending connect, and the key's history fields.
 pub(super) struct Record {
     /// `[varint mountpoint length][mountpoint][client id][username]`; the key
     /// part is `kb[..key_len]`.
-    kb: Box<[u8]>,
-    pending: Option<Box<Pending>>,
+    kb: Bytes,
+    /// Slot in the shard's pending table, or `NONE`.
+    pending: u32,
     gen: u64,
     conn: u64,
     queue: u64,
@@ -153,23 +195,18 @@ impl Snapshot {
     };
 }
 
-/// The key bytes as stored in a record (`[varint][mountpoint][client id]`).
-pub(super) fn encode_key(mountpoint: &[u8], client_id: &[u8], extra: usize) -> Vec<u8> {
-    let mut v = Vec::with_capacity(mountpoint.len() + client_id.len() + 2 + extra);
-    push_varint(&mut v, mountpoint.len());
-    v.extend_from_slice(mountpoint);
-    v.extend_from_slice(client_id);
-    v
-}
-
 impl Record {
-    pub fn new(key: KeyRef<'_>, now: Millis) -> Record {
-        let kb = encode_key(key.mountpoint, key.client_id, 0).into_boxed_slice();
+    /// A record for `key`, its bytes in `bytes`: give them back with
+    /// [`Record::release`].
+    pub fn new(key: KeyRef<'_>, now: Millis, bytes: &mut BytePool) -> Record {
+        let mut varint = [0u8; 10];
+        let n = put_varint(&mut varint, key.mountpoint.len());
+        let kb = bytes.alloc(&[&varint[..n], key.mountpoint, key.client_id]);
         let t = T48::new(now);
         Record {
             key_len: u32::try_from(kb.len()).expect("key longer than 4 GiB"),
             kb,
-            pending: None,
+            pending: NONE,
             gen: 0,
             conn: 0,
             queue: 0,
@@ -255,55 +292,89 @@ impl Record {
             }
         }
     }
-    /// The current session's username.
-    fn user(&self) -> Option<&[u8]> {
-        (self.has(HAS_CUR) && self.has(HAS_USER)).then(|| &self.kb[self.key_len as usize..])
+    /// Give the record's key bytes and pending connect back to the store:
+    /// it is leaving the shard.
+    pub fn release(&mut self, st: &mut Store) {
+        if let Some(u) = self.drop_pending(st).and_then(|p| p.username) {
+            st.bytes.free(u);
+        }
+        st.bytes.free(std::mem::replace(&mut self.kb, Bytes::EMPTY));
     }
-    /// Store `u` after the key, reallocating only if it differs from the one
-    /// stored.
-    fn set_user(&mut self, u: Option<&[u8]>) {
+    /// Take the pending connect out of the store (its username is still
+    /// the store's: the caller frees it).
+    fn drop_pending(&mut self, st: &mut Store) -> Option<Pending> {
+        st.pending.take(std::mem::replace(&mut self.pending, NONE))
+    }
+    fn pending<'s>(&self, st: &'s Store) -> Option<&'s Pending> {
+        st.pending.get(self.pending)
+    }
+    /// The current session's username.
+    fn user<'s>(&self, st: &'s Store) -> Option<&'s [u8]> {
+        (self.has(HAS_CUR) && self.has(HAS_USER)).then(|| &st.bytes.get(&self.kb)[self.key_len as usize..])
+    }
+    /// Store `u` after the key, in a new block only if it differs from the
+    /// one stored.
+    fn set_user(&mut self, bytes: &mut BytePool, u: UserIn<'_>) {
         let k = self.key_len as usize;
-        let stored = self.has(HAS_USER).then(|| &self.kb[k..]);
-        if stored == u {
+        let cur = bytes.get(&self.kb);
+        let stored = self.has(HAS_USER).then(|| &cur[k..]);
+        let new = match u {
+            UserIn::No => None,
+            UserIn::Ext(s) => Some(s),
+            UserIn::Pooled(b) => Some(bytes.get(b)),
+        };
+        if stored == new {
             return;
         }
-        let mut v = Vec::with_capacity(k + u.map_or(0, |u| u.len()));
-        v.extend_from_slice(&self.kb[..k]);
-        if let Some(u) = u {
-            v.extend_from_slice(u);
+        // Both may be the pool's bytes: join them outside it first.
+        let total = k + new.map_or(0, <[u8]>::len);
+        let mut stack = [0u8; 256];
+        let mut heap = Vec::new();
+        let buf: &mut [u8] = if total <= stack.len() {
+            &mut stack[..total]
+        } else {
+            heap.resize(total, 0);
+            &mut heap
+        };
+        buf[..k].copy_from_slice(&cur[..k]);
+        if let Some(new) = new {
+            buf[k..].copy_from_slice(new);
         }
-        self.kb = v.into_boxed_slice();
-        self.set(HAS_USER, u.is_some());
+        let has_user = new.is_some();
+        let old = std::mem::replace(&mut self.kb, bytes.alloc(&[buf]));
+        bytes.free(old);
+        self.set(HAS_USER, has_user);
     }
     fn set_times_change(&mut self, now: Millis) {
         self.last_change = T48::new(now);
     }
 
-    /// Mountpoint and client id, borrowed from the record.
-    pub fn key_parts(&self) -> (&[u8], &[u8]) {
-        let (mp_len, n) = read_varint(&self.kb);
-        let key = &self.kb[..self.key_len as usize];
+    /// Mountpoint and client id, borrowed from the store.
+    pub fn key_parts<'s>(&self, st: &'s Store) -> (&'s [u8], &'s [u8]) {
+        let kb = st.bytes.get(&self.kb);
+        let (mp_len, n) = read_varint(kb);
+        let key = &kb[..self.key_len as usize];
         (&key[n..n + mp_len], &key[n + mp_len..])
     }
 
-    pub fn key_eq(&self, mountpoint: &[u8], client_id: &[u8]) -> bool {
-        let (mp, cid) = self.key_parts();
+    pub fn key_eq(&self, st: &Store, mountpoint: &[u8], client_id: &[u8]) -> bool {
+        let (mp, cid) = self.key_parts(st);
         mp == mountpoint && cid == client_id
     }
 
-    pub fn key(&self) -> SubscriberKey {
-        let (mp, cid) = self.key_parts();
+    pub fn key(&self, st: &Store) -> SubscriberKey {
+        let (mp, cid) = self.key_parts(st);
         SubscriberKey::new(mp, cid)
     }
 
-    fn set_cur(&mut self, s: NewSession<'_>) {
+    fn set_cur(&mut self, bytes: &mut BytePool, s: NewSession<'_>) {
         self.bits &= !SESSION_BITS;
         self.bits |= HAS_CUR;
         self.gen = s.gen;
         self.set_conn(s.conn);
         self.set_queue(s.queue);
         self.set_peer(s.peer);
-        self.set_user(s.username);
+        self.set_user(bytes, s.username);
         self.set(ONLINE, s.online);
         self.set(REGISTERED, s.registered);
         self.set(CLEAN, s.clean);
@@ -316,15 +387,15 @@ impl Record {
 
     /// on_register carries peer, username and protocol but not the clean
     /// flag: the one already known (from auth, or assumed at wakeup) stays.
-    fn set_registered_info(&mut self, info: ConnectInfo) {
+    fn set_registered_info(&mut self, bytes: &mut BytePool, info: ConnectInfo) {
         self.set_peer(info.peer);
-        self.set_user(info.username.as_deref());
+        self.set_user(bytes, info.username.as_deref().map_or(UserIn::No, UserIn::Ext));
         self.set(MQTT5, info.protocol == Protocol::Mqtt5);
     }
 
     /// A record with neither a session nor a pending connect leaves the map.
     pub fn is_empty(&self) -> bool {
-        !self.has_cur() && self.pending.is_none()
+        !self.has_cur() && !self.has_pending()
     }
 
     pub fn state(&self) -> Option<SessionState> {
@@ -334,7 +405,7 @@ impl Record {
             } else {
                 SessionState::Offline
             })
-        } else if self.pending.is_some() {
+        } else if self.has_pending() {
             Some(SessionState::Authenticated)
         } else {
             None
@@ -342,19 +413,19 @@ impl Record {
     }
 
     pub fn has_pending(&self) -> bool {
-        self.pending.is_some()
+        self.pending != NONE
     }
 
-    pub fn snapshot(&self, hash_user: impl Fn(&[u8]) -> u64) -> Snapshot {
-        let a = if self.online() { self.user() } else { None };
-        let b = self.pending.as_ref().and_then(|p| p.username.as_deref());
+    pub fn snapshot(&self, st: &Store, hash_user: impl Fn(&[u8]) -> u64) -> Snapshot {
+        let a = if self.online() { self.user(st) } else { None };
+        let b = self.pending(st).and_then(|p| p.username.as_ref()).map(|u| st.bytes.get(u));
         let users = match (a, b) {
             (Some(a), Some(b)) if a == b => [Some(hash_user(a)), None],
             (a, b) => [a.map(&hash_user), b.map(&hash_user)],
         };
         Snapshot {
             state: self.state(),
-            pending: self.pending.is_some(),
+            pending: self.has_pending(),
             users,
         }
     }
@@ -368,11 +439,11 @@ impl Record {
     fn end_cur(&mut self, cx: &mut Ctx<'_>, reason: EndReason) {
         assert!(self.has_cur(), "end_cur without a session");
         cx.endings.push(Ending {
-            key: self.key(),
+            key: self.key(cx.st),
             generation: self.gen,
             reason,
             peer: self.peer(),
-            username: self.user().map(Box::from),
+            username: self.user(cx.st).map(Box::from),
             started: self.last_connect.get(),
             ended: cx.now,
         });
@@ -402,13 +473,18 @@ impl Record {
     }
 
     fn abandon_pending(&mut self, cx: &mut Ctx<'_>) {
-        if let Some(p) = self.pending.take() {
+        if let Some(p) = self.drop_pending(cx.st) {
+            let username = p.username.map(|u| {
+                let copy = Box::from(cx.st.bytes.get(&u));
+                cx.st.bytes.free(u);
+                copy
+            });
             cx.endings.push(Ending {
-                key: self.key(),
+                key: self.key(cx.st),
                 generation: p.gen,
                 reason: EndReason::Abandoned,
                 peer: p.peer,
-                username: p.username,
+                username,
                 started: p.created,
                 ended: cx.now,
             });
@@ -420,7 +496,7 @@ impl Record {
     /// Drop the pending connect if it is older than the TTL. Returns whether
     /// one was dropped.
     pub fn expire_pending(&mut self, cx: &mut Ctx<'_>) -> bool {
-        match &self.pending {
+        match self.pending(cx.st) {
             Some(p) if cx.now.saturating_sub(p.created) > cx.pending_ttl => {
                 self.abandon_pending(cx);
                 true
@@ -431,10 +507,7 @@ impl Record {
 
     /// The pending connect becomes the current session.
     fn promote(&mut self, cx: &mut Ctx<'_>, queue: Option<ProcId>, registered: bool) {
-        let p = self
-            .pending
-            .take()
-            .expect("promote without a pending connect");
+        let p = self.drop_pending(cx.st).expect("promote without a pending connect");
         self.replace_cur(cx, p.clean);
         self.start(
             cx,
@@ -443,13 +516,16 @@ impl Record {
                 conn: Some(p.conn),
                 queue,
                 peer: p.peer,
-                username: p.username.as_deref(),
+                username: p.username.as_ref().map_or(UserIn::No, UserIn::Pooled),
                 online: true,
                 registered,
                 clean: p.clean,
                 protocol: p.protocol,
             },
         );
+        if let Some(u) = p.username {
+            cx.st.bytes.free(u);
+        }
     }
 
     /// A confirmed connect we never saw accepted (another plugin in the chain
@@ -469,7 +545,7 @@ impl Record {
             conn,
             queue,
             peer: None,
-            username: None,
+            username: UserIn::No,
             online: true,
             registered: info.is_some(),
             clean: false,
@@ -477,7 +553,7 @@ impl Record {
         };
         if let Some(info) = &info {
             s.peer = info.peer;
-            s.username = info.username.as_deref();
+            s.username = info.username.as_deref().map_or(UserIn::No, UserIn::Ext);
             s.clean = info.clean_session;
             s.protocol = info.protocol;
         }
@@ -485,7 +561,7 @@ impl Record {
     }
 
     fn start(&mut self, cx: &mut Ctx<'_>, s: NewSession<'_>) {
-        self.set_cur(s);
+        self.set_cur(&mut cx.st.bytes, s);
         self.connect_count = self.connect_count.saturating_add(1);
         self.last_connect = T48::new(cx.now);
         self.set_times_change(cx.now);
@@ -498,27 +574,28 @@ impl Record {
         // newest can still win the registration; the older one is abandoned.
         self.abandon_pending(cx);
         let gen = cx.new_gen();
-        self.pending = Some(Box::new(Pending {
+        let username = info.username.map(|u| cx.st.bytes.alloc(&[&u]));
+        self.pending = cx.st.pending.insert(Pending {
             gen,
             conn,
             created: cx.now,
             peer: info.peer,
-            username: info.username,
+            username,
             clean: info.clean_session,
             protocol: info.protocol,
-        }));
+        });
         self.set_times_change(cx.now);
         gen
     }
 
     pub fn registered(&mut self, cx: &mut Ctx<'_>, conn: ProcId, info: ConnectInfo) -> Applied {
-        if self.pending.as_ref().is_some_and(|p| p.conn == conn) {
+        if self.pending(cx.st).is_some_and(|p| p.conn == conn) {
             // Normal promotion by our own accepted connect; the queue is not
             // known yet when on_register comes before the wakeup.
             self.promote(cx, None, true);
             // on_register carries the session as finally registered (after
             // any modifiers): it wins over what auth saw, but for the flag.
-            self.set_registered_info(info);
+            self.set_registered_info(&mut cx.st.bytes, info);
             return Applied::Applied;
         }
         if self.has_cur() {
@@ -531,13 +608,13 @@ impl Record {
                     return Applied::Duplicate;
                 }
                 self.set_conn(Some(conn));
-                self.set_registered_info(info);
+                self.set_registered_info(&mut cx.st.bytes, info);
                 self.set(REGISTERED, true);
                 self.set_times_change(cx.now);
                 return Applied::Applied;
             }
         }
-        if self.pending.is_some() {
+        if self.has_pending() {
             // A newer accepted connect is pending: this registration was
             // superseded (its own pending was replaced) and will be taken over.
             return Applied::Stale;
@@ -549,7 +626,7 @@ impl Record {
     pub fn woke_up(&mut self, cx: &mut Ctx<'_>, queue: ProcId) -> Applied {
         if self.online() {
             if self.queue() == Some(queue) {
-                return if self.pending.is_some() {
+                return if self.has_pending() {
                     // Same queue woken again for a new connect (reuse).
                     self.promote(cx, Some(queue), false);
                     Applied::Applied
@@ -565,7 +642,7 @@ impl Record {
                 return Applied::Applied;
             }
         }
-        if self.pending.is_some() {
+        if self.has_pending() {
             self.promote(cx, Some(queue), false);
         } else {
             self.start_unannounced(cx, None, Some(queue), None);
@@ -574,16 +651,16 @@ impl Record {
     }
 
     pub fn went_offline(&mut self, cx: &mut Ctx<'_>, queue: ProcId) -> Applied {
-        if !self.has_cur() && self.pending.is_none() {
+        if !self.has_cur() && !self.has_pending() {
             // Unknown key (plugin enabled on a running broker): we learn
             // of a persistent session only now.
             let gen = cx.new_gen();
-            self.set_cur(NewSession {
+            self.set_cur(&mut cx.st.bytes, NewSession {
                 gen,
                 conn: None,
                 queue: Some(queue),
                 peer: None,
-                username: None,
+                username: UserIn::No,
                 online: false,
                 registered: false,
                 clean: false,
@@ -598,7 +675,7 @@ impl Record {
                 return Applied::Duplicate;
             }
             self.set(ONLINE, false);
-            let reason = if self.pending.is_some() {
+            let reason = if self.has_pending() {
                 EndReason::TakenOver
             } else {
                 EndReason::Offline
@@ -615,7 +692,7 @@ impl Record {
             return Applied::Unknown;
         }
         if self.has_cur() && self.queue() == Some(queue) {
-            let reason = match (self.online(), self.pending.is_some()) {
+            let reason = match (self.online(), self.has_pending()) {
                 (true, true) => EndReason::TakenOver,
                 (true, false) => EndReason::Gone,
                 // Not observed (an offline queue removed for a clean
@@ -644,12 +721,12 @@ impl Record {
 
     // ---- reads --------------------------------------------------------------
 
-    pub fn view(&self) -> Option<SessionView> {
+    pub fn view(&self, st: &Store) -> Option<SessionView> {
         let state = self.state()?;
-        let pending_generation = self.pending.as_ref().map(|p| p.gen);
+        let pending_generation = self.pending(st).map(|p| p.gen);
         let last_end = self.last_end_reason.map(|r| (r, self.last_end_at.get()));
         let common = |generation, peer, username: Option<&[u8]>, clean_session, protocol| SessionView {
-            key: self.key(),
+            key: self.key(st),
             state,
             generation,
             peer,
@@ -672,26 +749,26 @@ impl Record {
                 ..common(
                     self.gen,
                     self.peer(),
-                    self.user(),
+                    self.user(st),
                     self.has(CLEAN),
                     self.protocol(),
                 )
             })
         } else {
-            let p = self.pending.as_ref()?;
+            let p = self.pending(st)?;
             Some(SessionView {
                 conn: Some(p.conn),
-                ..common(p.gen, p.peer, p.username.as_deref(), p.clean, p.protocol)
+                ..common(p.gen, p.peer, p.username.as_ref().map(|u| st.bytes.get(u)), p.clean, p.protocol)
             })
         }
     }
 
     /// The fields the list filter looks at, without building a view.
-    pub fn peer_and_user(&self) -> (Option<Peer>, Option<&[u8]>) {
+    pub fn peer_and_user<'s>(&self, st: &'s Store) -> (Option<Peer>, Option<&'s [u8]>) {
         if self.has_cur() {
-            (self.peer(), self.user())
-        } else if let Some(p) = &self.pending {
-            (p.peer, p.username.as_deref())
+            (self.peer(), self.user(st))
+        } else if let Some(p) = self.pending(st) {
+            (p.peer, p.username.as_ref().map(|u| st.bytes.get(u)))
         } else {
             (None, None)
         }
