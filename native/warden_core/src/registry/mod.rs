@@ -841,23 +841,19 @@ fn matches(f: &Filter, r: &Record, st: &Store) -> bool {
             }
         }
     }
-    if f.username.is_none() && f.network.is_none() {
-        return true;
-    }
-    let (peer, user) = r.peer_and_user(st);
-    if let Some(u) = &f.username {
-        if user != Some(u.as_slice()) {
-            return false;
-        }
-    }
     if let Some(net) = &f.network {
-        match peer {
+        match r.filter_peer(st) {
             Some(p) => {
                 if !net.contains(&p.ip) && !net.contains(&p.ip.to_canonical()) {
                     return false;
                 }
             }
             None => return false,
+        }
+    }
+    if let Some(u) = &f.username {
+        if r.filter_user(st) != Some(u.as_slice()) {
+            return false;
         }
     }
     true

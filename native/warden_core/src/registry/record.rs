@@ -763,14 +763,22 @@ impl Record {
         }
     }
 
-    /// The fields the list filter looks at, without building a view.
-    pub fn peer_and_user<'s>(&self, st: &'s Store) -> (Option<Peer>, Option<&'s [u8]>) {
+    // The fields the list filter looks at, without building a view. Apart,
+    // so that a network filter reads no bytes outside the record.
+
+    pub fn filter_peer(&self, st: &Store) -> Option<Peer> {
         if self.has_cur() {
-            (self.peer(), self.user(st))
-        } else if let Some(p) = self.pending(st) {
-            (p.peer, p.username.as_ref().map(|u| st.bytes.get(u)))
+            self.peer()
         } else {
-            (None, None)
+            self.pending(st).and_then(|p| p.peer)
+        }
+    }
+
+    pub fn filter_user<'s>(&self, st: &'s Store) -> Option<&'s [u8]> {
+        if self.has_cur() {
+            self.user(st)
+        } else {
+            self.pending(st)?.username.as_ref().map(|u| st.bytes.get(u))
         }
     }
 }
