@@ -728,51 +728,17 @@ impl Registry {
     /// left empty are removed. Then a shard store left empty gives its
     /// memory back (pool.rs: not from a hook). Returns how many were dropped.
     pub fn sweep(&self, now: Millis) -> usize {
-        let hash_user = |u: &[u8]| self.hash_user(u);
         let mut dropped = 0;
         let mut all_endings = Vec::new();
         for shard in self.shards.iter() {
-            if shard.get(C_PENDING) == 0 {
-                let trimmed = shard.inner.lock().st.trim();
-                drop(trimmed);
-                continue;
-            }
             let mut endings = Vec::new();
-            let trimmed;
-            {
+            let trimmed = {
                 let mut g = shard.inner.lock();
-                let inner = &mut *g;
-                let pending_ttl = self.pending_ttl.load(Relaxed);
-                let mut i = 0;
-                while i < inner.slab.len() {
-                    let rec = inner.slab.get_mut(i);
-                    if !rec.has_pending() {
-                        i += 1;
-                        continue;
-                    }
-                    let mut cx = Ctx {
-                        now,
-                        pending_ttl,
-                        next_gen: &mut inner.next_gen,
-                        endings: std::mem::take(&mut endings),
-                        st: &mut inner.st,
-                    };
-                    let before = rec.snapshot(cx.st, hash_user);
-                    if rec.expire_pending(&mut cx) {
-                        dropped += 1;
-                        self.account(shard, before, rec.snapshot(cx.st, hash_user));
-                    }
-                    endings = cx.endings;
-                    if rec.is_empty() {
-                        // The last record moves into slot i: look at it next.
-                        let h = hash_parts(&self.shard_hasher, rec.key_parts(&inner.st));
-                        inner.remove(h, i, &self.shard_hasher);
-                    } else {
-                        i += 1;
-                    }
+                if shard.get(C_PENDING) > 0 {
+                    dropped += self.expire_pending_in(shard, &mut g, now, &mut endings);
                 }
-                trimmed = inner.st.trim();
-            }
+                g.st.trim()
+            };
             drop(trimmed);
             for e in &endings {
                 debug_assert_eq!(e.reason, EndReason::Abandoned);
@@ -784,6 +750,44 @@ impl Registry {
         // on hash-map iteration order.
         all_endings.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         self.history.push_all(all_endings);
+        dropped
+    }
+
+    /// The sweep's pass over one locked shard: drops the pending connects
+    /// older than the TTL, adding their endings to `endings`. Returns how
+    /// many were dropped.
+    fn expire_pending_in(&self, shard: &Shard, inner: &mut ShardInner, now: Millis, endings: &mut Vec<Ending>) -> usize {
+        let hash_user = |u: &[u8]| self.hash_user(u);
+        let pending_ttl = self.pending_ttl.load(Relaxed);
+        let mut dropped = 0;
+        let mut i = 0;
+        while i < inner.slab.len() {
+            let rec = inner.slab.get_mut(i);
+            if !rec.has_pending() {
+                i += 1;
+                continue;
+            }
+            let mut cx = Ctx {
+                now,
+                pending_ttl,
+                next_gen: &mut inner.next_gen,
+                endings: std::mem::take(endings),
+                st: &mut inner.st,
+            };
+            let before = rec.snapshot(cx.st, hash_user);
+            if rec.expire_pending(&mut cx) {
+                dropped += 1;
+                self.account(shard, before, rec.snapshot(cx.st, hash_user));
+            }
+            *endings = cx.endings;
+            if rec.is_empty() {
+                // The last record moves into slot i: look at it next.
+                let h = hash_parts(&self.shard_hasher, rec.key_parts(&inner.st));
+                inner.remove(h, i, &self.shard_hasher);
+            } else {
+                i += 1;
+            }
+        }
         dropped
     }
 

@@ -17,6 +17,8 @@
 //! read wrong bytes, never memory outside the pool. Every method runs under
 //! the shard lock.
 
+use super::slab::Slab;
+
 /// "No block" in a free list, and no pending connect in a record.
 pub(super) const NONE: u32 = u32::MAX;
 
@@ -209,10 +211,11 @@ impl BytePool {
     }
 }
 
-/// Slots for values of one type, in chunks that never move, with freed slots
-/// reused first. Indexes are `u32`; [`NONE`] is never one.
+/// Slots for values of one type, in the chunks of a [`Slab`] (they never
+/// move), with freed slots reused first. Indexes are `u32`; [`NONE`] is
+/// never one.
 pub(super) struct Table<T> {
-    chunks: Vec<Vec<Slot<T>>>,
+    slots: Slab<Slot<T>>,
     /// First free slot, [`NONE`] if none.
     free: u32,
     live: u32,
@@ -223,56 +226,45 @@ pub(super) enum Slot<T> {
     Used(T),
 }
 
-const TABLE_CHUNK_BITS: u32 = 8;
-const TABLE_CHUNK: usize = 1 << TABLE_CHUNK_BITS;
-
 impl<T> Table<T> {
     pub fn new() -> Table<T> {
         Table {
-            chunks: Vec::new(),
+            slots: Slab::new(),
             free: NONE,
             live: 0,
         }
-    }
-
-    fn pos(i: u32) -> (usize, usize) {
-        ((i >> TABLE_CHUNK_BITS) as usize, i as usize & (TABLE_CHUNK - 1))
     }
 
     pub fn insert(&mut self, v: T) -> u32 {
         self.live += 1;
         if self.free != NONE {
             let i = self.free;
-            let (c, o) = Self::pos(i);
-            match std::mem::replace(&mut self.chunks[c][o], Slot::Used(v)) {
+            match std::mem::replace(self.slots.get_mut(i), Slot::Used(v)) {
                 Slot::Free(next) => self.free = next,
                 Slot::Used(_) => unreachable!("a used slot on the free list"),
             }
             return i;
         }
-        if self.chunks.last().is_none_or(|c| c.len() == TABLE_CHUNK) {
-            self.chunks.push(Vec::with_capacity(TABLE_CHUNK));
-        }
-        let c = self.chunks.len() - 1;
-        let i = u32::try_from(c * TABLE_CHUNK + self.chunks[c].len())
-            .ok()
-            .filter(|&i| i != NONE)
-            .expect("more than 2^32 - 1 slots in a table");
-        self.chunks[c].push(Slot::Used(v));
+        let i = self.slots.push(Slot::Used(v));
+        assert!(i != NONE, "more than 2^32 - 1 slots in a table");
         i
     }
 
     pub fn get(&self, i: u32) -> Option<&T> {
-        let (c, o) = Self::pos(i);
-        match self.chunks.get(c)?.get(o)? {
+        if i >= self.slots.len() {
+            return None;
+        }
+        match self.slots.get(i) {
             Slot::Used(v) => Some(v),
             Slot::Free(_) => None,
         }
     }
 
     pub fn take(&mut self, i: u32) -> Option<T> {
-        let (c, o) = Self::pos(i);
-        let slot = self.chunks.get_mut(c)?.get_mut(o)?;
+        if i >= self.slots.len() {
+            return None;
+        }
+        let slot = self.slots.get_mut(i);
         if let Slot::Free(_) = slot {
             return None;
         }
@@ -287,18 +279,16 @@ impl<T> Table<T> {
     /// If the table is empty: all chunks but the first (kept against churn
     /// at zero), returned for the caller to drop after the shard lock.
     pub fn trim(&mut self) -> Vec<Vec<Slot<T>>> {
-        if self.live > 0 || self.free == NONE && self.chunks.len() <= 1 {
+        if self.live > 0 || self.free == NONE {
             return Vec::new();
         }
-        let spare = self.chunks.split_off(self.chunks.len().min(1));
-        self.chunks.iter_mut().for_each(Vec::clear);
         self.free = NONE;
-        spare
+        self.slots.clear_keeping_one()
     }
 
     #[cfg(test)]
     pub fn chunk_count(&self) -> usize {
-        self.chunks.len()
+        self.slots.chunk_count()
     }
 }
 
@@ -391,7 +381,7 @@ mod tests {
     fn table_reuses_slots_and_trims_when_empty() {
         let mut t = Table::new();
         let ids: Vec<u32> = (0..1000u32).map(|v| t.insert(v)).collect();
-        assert_eq!(t.chunk_count(), 1000usize.div_ceil(TABLE_CHUNK));
+        assert_eq!(t.chunk_count(), 1000usize.div_ceil(256));
         assert_eq!(t.take(ids[10]), Some(10));
         assert_eq!(t.take(ids[10]), None, "taken twice");
         assert_eq!(t.get(ids[10]), None);
@@ -406,8 +396,8 @@ mod tests {
                 assert!(t.trim().is_empty(), "nothing trimmed while slots are used");
             }
         }
-        assert_eq!(t.chunk_count(), 1000usize.div_ceil(TABLE_CHUNK), "kept until trimmed");
-        assert_eq!(t.trim().len(), 1000usize.div_ceil(TABLE_CHUNK) - 1);
+        assert_eq!(t.chunk_count(), 1000usize.div_ceil(256), "kept until trimmed");
+        assert_eq!(t.trim().len(), 1000usize.div_ceil(256) - 1);
         assert_eq!(t.chunk_count(), 1);
         assert_eq!(t.insert(1), 0, "numbering starts over");
     }

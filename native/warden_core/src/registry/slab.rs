@@ -79,4 +79,18 @@ impl<T> Slab<T> {
         self.chunks = Vec::new();
         self.len = 0;
     }
+
+    /// Empty the slab but keep the first chunk (against churn at zero); the
+    /// other chunks are returned, for the caller to drop outside its lock.
+    pub fn clear_keeping_one(&mut self) -> Vec<Vec<T>> {
+        let spare = self.chunks.split_off(self.chunks.len().min(1));
+        self.chunks.iter_mut().for_each(Vec::clear);
+        self.len = 0;
+        spare
+    }
+
+    #[cfg(test)]
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
 }
