@@ -207,7 +207,9 @@ impl LiveSessions for NoSessions {
 // Moved once or twice per connect; boxing would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 pub enum Step {
-    Done(Decision),
+    /// The decision, and the request given back (the caller registers an
+    /// accepted client from it without having kept a copy).
+    Done(Decision, AuthRequest),
     NeedPassword(PendingAuth),
 }
 
@@ -550,8 +552,10 @@ impl Firewall {
         let cfg = self.config();
         let snap = self.snap.load();
         match self.screen(&cfg, &snap, &req, sessions, now) {
-            Screen::Done(d) => Step::Done(self.finish(&req, d)),
-            Screen::Password(pending) => Step::NeedPassword(*pending),
+            Screen::Done(d) => Step::Done(self.finish(&req, d), req),
+            Screen::Password(PasswordCheck { snap, identity, kind, settings }) => {
+                Step::NeedPassword(PendingAuth { snap, req, identity, kind, settings })
+            }
         }
     }
 
@@ -820,23 +824,21 @@ impl Firewall {
         let hash = policy_user.and_then(|u| u.password.as_ref()).or_else(|| snap.passwords.get(user));
         let settings = policy_user.map(|u| u.settings.clone()).unwrap_or_default();
         match hash {
-            Some(h) => Screen::Password(Box::new(PendingAuth {
+            Some(h) => Screen::Password(PasswordCheck {
                 snap: snap.clone(),
-                req: req.clone(),
                 identity: user.clone(),
                 kind: PendingKind::Known { hash: h.clone(), fingerprint: h.fingerprint(), slow: h.is_slow() },
                 settings,
-            })),
+            }),
             None if !snap.has_user_source() => Done(default_decision(cfg)),
             None => match cfg.unknown_user {
                 UnknownUser::Next => Done(Decision::Next),
-                UnknownUser::Deny => Screen::Password(Box::new(PendingAuth {
+                UnknownUser::Deny => Screen::Password(PasswordCheck {
                     snap: snap.clone(),
-                    req: req.clone(),
                     identity: user.clone(),
                     kind: PendingKind::UnknownDeny,
                     settings,
-                })),
+                }),
             },
         }
     }
@@ -901,7 +903,16 @@ impl Firewall {
 #[allow(clippy::large_enum_variant)]
 enum Screen {
     Done(Decision),
-    Password(Box<PendingAuth>),
+    Password(PasswordCheck),
+}
+
+/// A [`PendingAuth`] but for the request, which `begin` moves in (no copy
+/// of the client's key, username or certificate).
+struct PasswordCheck {
+    snap: Arc<Snapshot>,
+    identity: Vec<u8>,
+    kind: PendingKind,
+    settings: Settings,
 }
 
 fn refuse(code: RefusalCode, reason: impl Into<String>) -> Decision {

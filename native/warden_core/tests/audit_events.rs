@@ -59,7 +59,7 @@ fn req(peer: &str, client_id: &str, user: &str) -> AuthRequest {
 
 fn decide(fw: &Firewall, r: AuthRequest, pw: &str) -> Decision {
     match fw.begin(r, &NoSessions, 0) {
-        Step::Done(d) => d,
+        Step::Done(d, _) => d,
         Step::NeedPassword(p) => match fw.with_password(&p, Some(pw.as_bytes()), &NoSessions, 0) {
             PasswordStep::Done(d) => d,
             PasswordStep::NeedSlowHash => fw.verify_slow(&p, Some(pw.as_bytes()), &NoSessions, 0),

@@ -32,6 +32,19 @@ pub fn opt_bytes(term: Term) -> NifResult<Option<Vec<u8>>> {
     }
 }
 
+/// A binary's bytes, borrowed from the term (no copy), or `None` for
+/// `undefined`.
+pub fn opt_slice<'a>(term: Term<'a>) -> NifResult<Option<&'a [u8]>> {
+    if term == atoms::undefined().to_term(term.get_env()) {
+        return Ok(None);
+    }
+    let bin = Binary::from_term(term)?;
+    if bin.len() > MAX_FIELD {
+        return Err(Error::BadArg);
+    }
+    Ok(Some(bin.as_slice()))
+}
+
 pub fn key(mountpoint: Term, client_id: Term) -> NifResult<SubscriberKey> {
     Ok(SubscriberKey::new(bytes(mountpoint)?, bytes(client_id)?))
 }

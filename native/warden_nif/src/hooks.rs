@@ -4,7 +4,7 @@
 use rustler::{Atom, Encoder, Env, Error, NifResult, Term};
 use warden_core::firewall::{AuthRequest, Decision, Listener, PasswordStep, PendingAuth, Step};
 use warden_core::registry::{Applied, ConnectInfo, KeyRef};
-use warden_core::types::{Peer, ProcId, Protocol, SubscriberKey};
+use warden_core::types::{Millis, ProcId};
 
 use crate::timing::{self, Nif};
 use crate::pending::PENDING;
@@ -12,16 +12,11 @@ use crate::state::{now, Hook, RegistrySessions, WARDEN};
 use crate::{atoms, decode, encode};
 
 /// What survives between the auth steps (see `pending`): the firewall's
-/// pending decision (bound to the policy snapshot it started with) and what
-/// the registry records if the client is accepted.
+/// pending decision, which holds the request and is bound to the policy
+/// snapshot it started with, and the connection process it is for.
 pub struct AuthContext {
     pending: PendingAuth,
-    key: SubscriberKey,
     pub conn: ProcId,
-    peer: Option<Peer>,
-    username: Option<Vec<u8>>,
-    clean_session: bool,
-    protocol: Protocol,
 }
 
 /// `Req` is the tuple built by `vmq_warden_hooks:auth_request/7`:
@@ -31,22 +26,18 @@ pub struct AuthContext {
 fn auth_begin<'a>(env: Env<'a>, req: Term<'a>) -> NifResult<Term<'a>> {
     let _timed = timing::timed(Nif::AuthBegin);
     let w = &*WARDEN;
+    let now = now();
     w.hooks.bump(Hook::AuthOnRegister as usize);
     let [proto, mp, cid, ip, port, user, has_pw, clean, listener, cert, conn] = decode::tuple::<11>(req)?;
     let [l_port, l_type, l_addr] = decode::tuple::<3>(listener)?;
-    let protocol = decode::protocol(proto)?;
-    let key = decode::key(mp, cid)?;
-    let peer = decode::peer(ip, port)?;
-    let username = decode::opt_bytes(user)?;
-    let clean_session: bool = clean.decode()?;
     let conn = decode::proc_id(conn)?;
     let request = AuthRequest {
-        key: key.clone(),
-        peer,
-        username: username.clone(),
+        key: decode::key(mp, cid)?,
+        peer: decode::peer(ip, port)?,
+        username: decode::opt_bytes(user)?,
         has_password: has_pw.decode()?,
-        clean_session,
-        protocol,
+        clean_session: clean.decode()?,
+        protocol: decode::protocol(proto)?,
         listener: Some(Listener {
             port: decode::port(l_port)?,
             kind: decode::opt_bytes(l_type)?.map(|b| String::from_utf8_lossy(&b).into_owned()),
@@ -55,11 +46,10 @@ fn auth_begin<'a>(env: Env<'a>, req: Term<'a>) -> NifResult<Term<'a>> {
         client_cert: decode::opt_bytes_any_size(cert)?,
     };
     let sessions = RegistrySessions(&w.registry);
-    match w.firewall.begin(request, &sessions, now()) {
-        Step::Done(decision) => Ok(finish(env, &key, conn, peer, username, clean_session, protocol, decision)),
+    match w.firewall.begin(request, &sessions, now) {
+        Step::Done(decision, request) => Ok(finish(env, &request, conn, decision, now)),
         Step::NeedPassword(pending) => {
-            let ctx = AuthContext { pending, key, conn, peer, username, clean_session, protocol };
-            let token = PENDING.insert(ctx, now()).ok_or(Error::BadArg)?;
+            let token = PENDING.insert(AuthContext { pending, conn }, now).ok_or(Error::BadArg)?;
             Ok((atoms::warden_need_password(), token).encode(env))
         }
     }
@@ -76,13 +66,14 @@ fn take_context(env: Env, token: u64) -> NifResult<AuthContext> {
 fn auth_password<'a>(env: Env<'a>, token: u64, password: Term<'a>) -> NifResult<Term<'a>> {
     let _timed = timing::timed(Nif::AuthPassword);
     let w = &*WARDEN;
+    let now = now();
     let password = decode::opt_bytes(password)?;
     let ctx = take_context(env, token)?;
     let sessions = RegistrySessions(&w.registry);
-    match w.firewall.with_password(&ctx.pending, password.as_deref(), &sessions, now()) {
-        PasswordStep::Done(decision) => Ok(finish_ctx(env, &ctx, decision)),
+    match w.firewall.with_password(&ctx.pending, password.as_deref(), &sessions, now) {
+        PasswordStep::Done(decision) => Ok(finish(env, ctx.pending.request(), ctx.conn, decision, now)),
         PasswordStep::NeedSlowHash => {
-            if !PENDING.put(token, ctx, now()) {
+            if !PENDING.put(token, ctx, now) {
                 return Err(Error::BadArg);
             }
             Ok(atoms::warden_need_slow_hash().to_term(env))
@@ -99,36 +90,26 @@ fn auth_password_slow<'a>(env: Env<'a>, token: u64, password: Term<'a>) -> NifRe
     let ctx = take_context(env, token)?;
     let sessions = RegistrySessions(&w.registry);
     let decision = w.firewall.verify_slow(&ctx.pending, password.as_deref(), &sessions, now());
-    Ok(finish_ctx(env, &ctx, decision))
-}
-
-fn finish_ctx<'a>(env: Env<'a>, ctx: &AuthContext, decision: Decision) -> Term<'a> {
-    finish(env, &ctx.key, ctx.conn, ctx.peer, ctx.username.clone(), ctx.clean_session, ctx.protocol, decision)
+    // The hash took a while: the registry gets the time it ended.
+    Ok(finish(env, ctx.pending.request(), ctx.conn, decision, now()))
 }
 
 /// An accepted client becomes a pending connect in the registry, under the
 /// subscriber id it will register with (a policy may rewrite the mountpoint).
-#[allow(clippy::too_many_arguments)]
-fn finish<'a>(
-    env: Env<'a>,
-    key: &SubscriberKey,
-    conn: ProcId,
-    peer: Option<Peer>,
-    username: Option<Vec<u8>>,
-    clean_session: bool,
-    protocol: Protocol,
-    decision: Decision,
-) -> Term<'a> {
+fn finish<'a>(env: Env<'a>, req: &AuthRequest, conn: ProcId, decision: Decision, now: Millis) -> Term<'a> {
     if let Decision::Accept(mods) = &decision {
-        let key = mods.subscriber_id.clone().unwrap_or_else(|| key.clone());
-        let clean_session = mods.clean_session.unwrap_or(clean_session);
-        // A certificate identity renames the session (the `username`
-        // modifier): it counts toward that user's max_sessions.
-        let username = mods.username.clone().or(username);
-        let info = ConnectInfo { peer, username: username.map(Vec::into_boxed_slice), clean_session, protocol };
-        WARDEN.registry.auth_accepted(key, conn, info, now());
+        let key = mods.subscriber_id.as_ref().unwrap_or(&req.key);
+        let info = ConnectInfo {
+            peer: req.peer,
+            // A certificate identity renames the session (the `username`
+            // modifier): it counts toward that user's max_sessions.
+            username: mods.username.as_deref().or(req.username.as_deref()),
+            clean_session: mods.clean_session.unwrap_or(req.clean_session),
+            protocol: req.protocol,
+        };
+        WARDEN.registry.auth_accepted(key, conn, info, now);
     }
-    encode::decision(env, &decision, protocol)
+    encode::decision(env, &decision, req.protocol)
 }
 
 /// on_register / on_register_m5, from the connection process.
@@ -147,10 +128,11 @@ fn registered<'a>(
     let _timed = timing::timed(Nif::Registered);
     let w = &*WARDEN;
     w.hooks.bump(Hook::OnRegister as usize);
-    let key = decode::key(mountpoint, client_id)?;
+    let (mp, cid) = decode::key_bins(mountpoint, client_id)?;
+    let key = KeyRef { mountpoint: mp.as_slice(), client_id: cid.as_slice() };
     let info = ConnectInfo {
         peer: decode::peer(ip, port)?,
-        username: decode::opt_bytes(user)?.map(Vec::into_boxed_slice),
+        username: decode::opt_slice(user)?,
         // on_register does not carry the flag: the registry keeps the one
         // seen at auth and uses this only for a session it never saw
         // authorised, which it treats as persistent (like a bare wakeup).

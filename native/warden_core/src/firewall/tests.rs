@@ -50,7 +50,7 @@ fn on(mut r: AuthRequest, port: u16, kind: &str) -> AuthRequest {
 /// Runs all steps like the NIF does.
 fn decide(fw: &Firewall, r: AuthRequest, pw: Option<&str>, s: &dyn LiveSessions, now: Millis) -> Decision {
     match fw.begin(r, s, now) {
-        Step::Done(d) => d,
+        Step::Done(d, _) => d,
         Step::NeedPassword(p) => match fw.with_password(&p, pw.map(str::as_bytes), s, now) {
             PasswordStep::Done(d) => d,
             PasswordStep::NeedSlowHash => fw.verify_slow(&p, pw.map(str::as_bytes), s, now),

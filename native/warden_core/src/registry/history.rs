@@ -25,21 +25,22 @@ impl History {
 
     /// Adds endings, oldest first; the oldest beyond the capacity go, and
     /// are freed after the lock is released (every scheduler takes it).
-    pub fn push_all(&self, endings: Vec<Ending>) {
-        let mut evicted = Vec::new();
+    /// Each evicted one takes the place of the one that pushed it out in
+    /// `endings`: no allocation for them.
+    pub fn push_all(&self, mut endings: Vec<Ending>) {
         {
             let mut g = self.0.lock();
             if g.cap == 0 {
                 return;
             }
-            for e in endings {
-                if g.items.len() >= g.cap {
-                    evicted.extend(g.items.pop_front());
-                }
-                g.items.push_back(e);
+            let room = g.cap.saturating_sub(g.items.len()).min(endings.len());
+            g.items.extend(endings.drain(..room));
+            for e in &mut endings {
+                let Some(oldest) = g.items.pop_front() else { break };
+                g.items.push_back(std::mem::replace(e, oldest));
             }
         }
-        drop(evicted);
+        drop(endings);
     }
 
     /// Newest first.
@@ -68,5 +69,43 @@ impl History {
         g.items.clear();
         let cap = g.cap.min(1024);
         g.items.shrink_to(cap);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::EndReason;
+    use crate::types::SubscriberKey;
+
+    fn ending(generation: u64) -> Ending {
+        Ending {
+            key: SubscriberKey::new(Vec::new(), format!("c{generation}").into_bytes()),
+            generation,
+            reason: EndReason::Gone,
+            peer: None,
+            username: None,
+            started: 0,
+            ended: generation,
+        }
+    }
+
+    fn gens(h: &History) -> Vec<u64> {
+        h.recent(usize::MAX).iter().map(|e| e.generation).collect()
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_room_keeps_the_newest_in_order() {
+        let h = History::new(3);
+        h.push_all(vec![ending(1), ending(2)]);
+        assert_eq!(gens(&h), [2, 1]);
+        // one fits, three push out older ones (two of them from this batch)
+        h.push_all(vec![ending(3), ending(4), ending(5), ending(6)]);
+        assert_eq!(gens(&h), [6, 5, 4]);
+        h.push_all(vec![ending(7)]);
+        assert_eq!(gens(&h), [7, 6, 5]);
+        let none = History::new(0);
+        none.push_all(vec![ending(1)]);
+        assert_eq!(none.len(), 0);
     }
 }

@@ -128,10 +128,12 @@ pub enum Applied {
     Unknown,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnectInfo {
+/// Borrowed from the hook's arguments: the registry copies the username
+/// into its pool only if it differs from the one it keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectInfo<'u> {
     pub peer: Option<Peer>,
-    pub username: Option<Box<[u8]>>,
+    pub username: Option<&'u [u8]>,
     pub clean_session: bool,
     pub protocol: Protocol,
 }
@@ -315,22 +317,22 @@ impl ShardInner {
             .map(|e| e.slot)
     }
 
-    fn insert(&mut self, h: u64, rec: Record) {
+    fn insert(&mut self, rec: Record) {
+        let hash = rec.index_hash();
         let slot = self.slab.push(rec);
-        let entry = IndexEntry { slot, hash: h as u32 };
-        self.index.insert_unique(table_hash(entry.hash), entry, |e| table_hash(e.hash));
+        self.index.insert_unique(table_hash(hash), IndexEntry { slot, hash }, |e| table_hash(e.hash));
     }
 
-    /// Remove the record in slot `i` (found under hash `h`); the last record
-    /// moves into the slot.
-    fn remove(&mut self, h: u64, i: u32, hasher: &RandomState) {
-        if let Ok(e) = self.index.find_entry(table_hash(h as u32), |e| e.slot == i) {
+    /// Remove the record in slot `i`; the last record moves into the slot.
+    fn remove(&mut self, i: u32) {
+        let h32 = self.slab.get(i).index_hash();
+        if let Ok(e) = self.index.find_entry(table_hash(h32), |e| e.slot == i) {
             e.remove();
         }
         self.slab.get_mut(i).release(&mut self.st);
         if let Some(moved_from) = self.slab.swap_remove(i) {
-            let mh = hash_parts(hasher, self.slab.get(i).key_parts(&self.st));
-            if let Some(e) = self.index.find_mut(table_hash(mh as u32), |e| e.slot == moved_from) {
+            let mh = self.slab.get(i).index_hash();
+            if let Some(e) = self.index.find_mut(table_hash(mh), |e| e.slot == moved_from) {
                 e.slot = i;
             }
         }
@@ -518,19 +520,19 @@ impl Registry {
                     let empty = rec.is_empty();
                     let endings = std::mem::take(&mut cx.endings);
                     if empty {
-                        inner.remove(h, i, &self.shard_hasher);
+                        inner.remove(i);
                     }
                     (r, endings)
                 }
                 None => {
-                    let mut rec = Record::new(key, now, &mut cx.st.bytes);
+                    let mut rec = Record::new(key, h as u32, now, &mut cx.st.bytes);
                     let r = f(&mut rec, &mut cx);
                     let endings = std::mem::take(&mut cx.endings);
                     if rec.is_empty() {
                         rec.release(cx.st);
                     } else {
                         self.account(shard, Snapshot::EMPTY, rec.snapshot(cx.st, hash_user));
-                        inner.insert(h, rec);
+                        inner.insert(rec);
                     }
                     (r, endings)
                 }
@@ -562,28 +564,28 @@ impl Registry {
 
     /// Our auth_on_register accepted `conn`: a pending connect with a new
     /// generation, returned.
-    pub fn auth_accepted(
+    pub fn auth_accepted<'k>(
         &self,
-        key: SubscriberKey,
+        key: impl Into<KeyRef<'k>>,
         conn: ProcId,
-        info: ConnectInfo,
+        info: ConnectInfo<'_>,
         now: Millis,
     ) -> u64 {
-        self.with_record((&key).into(), now, |r, cx| {
+        self.with_record(key.into(), now, |r, cx| {
             r.auth_accepted(cx, conn, info)
         })
         .0
     }
 
     /// on_register / on_register_m5 from connection process `conn`.
-    pub fn registered(
+    pub fn registered<'k>(
         &self,
-        key: SubscriberKey,
+        key: impl Into<KeyRef<'k>>,
         conn: ProcId,
-        info: ConnectInfo,
+        info: ConnectInfo<'_>,
         now: Millis,
     ) -> Applied {
-        self.event((&key).into(), now, "registered", |r, cx| {
+        self.event(key.into(), now, "registered", |r, cx| {
             r.registered(cx, conn, info)
         })
     }
@@ -782,8 +784,7 @@ impl Registry {
             *endings = cx.endings;
             if rec.is_empty() {
                 // The last record moves into slot i: look at it next.
-                let h = hash_parts(&self.shard_hasher, rec.key_parts(&inner.st));
-                inner.remove(h, i, &self.shard_hasher);
+                inner.remove(i);
             } else {
                 i += 1;
             }

@@ -28,13 +28,13 @@ impl Rng {
 
 const USERS: [&str; 3] = ["alice", "bob", "carol"];
 
-fn cinfo(user: usize, clean: bool) -> ConnectInfo {
+fn cinfo(user: usize, clean: bool) -> ConnectInfo<'static> {
     ConnectInfo {
         peer: Some(Peer {
             ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, user as u8)),
             port: 1883,
         }),
-        username: (user < USERS.len()).then(|| USERS[user].as_bytes().into()),
+        username: (user < USERS.len()).then(|| USERS[user].as_bytes()),
         clean_session: clean,
         protocol: if clean {
             Protocol::Mqtt5
@@ -197,9 +197,9 @@ impl KeySim {
 fn apply(r: &Registry, k: &SubscriberKey, ev: Ev, now: Millis) -> Result<Applied, u64> {
     Ok(match ev {
         Ev::Auth { conn, user, clean } => {
-            return Err(r.auth_accepted(k.clone(), conn, cinfo(user, clean), now))
+            return Err(r.auth_accepted(k, conn, cinfo(user, clean), now))
         }
-        Ev::Reg { conn, user, clean } => r.registered(k.clone(), conn, cinfo(user, clean), now),
+        Ev::Reg { conn, user, clean } => r.registered(k, conn, cinfo(user, clean), now),
         Ev::Wake(q) => r.woke_up(k, q, now),
         Ev::Off(q) => r.went_offline(k, q, now),
         Ev::Gone(q) => r.gone(k, q, now),
@@ -214,7 +214,7 @@ struct MSession {
     gen: u64,
     conn: Option<ProcId>,
     queue: Option<ProcId>,
-    info: ConnectInfo,
+    info: ConnectInfo<'static>,
     online: bool,
     registered: bool,
 }
@@ -224,7 +224,7 @@ struct MPending {
     gen: u64,
     conn: ProcId,
     created: Millis,
-    info: ConnectInfo,
+    info: ConnectInfo<'static>,
 }
 
 #[derive(Clone)]
@@ -238,7 +238,7 @@ struct MRec {
     last_end: Option<(EndReason, Millis)>,
 }
 
-const UNKNOWN_INFO: ConnectInfo = ConnectInfo {
+const UNKNOWN_INFO: ConnectInfo<'static> = ConnectInfo {
     peer: None,
     username: None,
     clean_session: false,
@@ -273,7 +273,7 @@ impl Model {
             generation: gen,
             reason,
             peer: info.peer,
-            username: info.username.clone(),
+            username: info.username.map(Box::from),
             started,
             ended: now,
         });
@@ -343,7 +343,7 @@ impl Model {
         &mut self,
         k: &SubscriberKey,
         queue: Option<ProcId>,
-        reg_info: Option<ConnectInfo>,
+        reg_info: Option<ConnectInfo<'static>>,
         now: Millis,
     ) {
         let p = self.rec(k).pend.take().unwrap();
@@ -596,7 +596,7 @@ impl Model {
             state,
             generation: gen,
             peer: info.peer,
-            username: info.username.clone(),
+            username: info.username.map(Box::from),
             clean_session: info.clean_session,
             protocol: info.protocol,
             first_connect: r.first,
@@ -618,9 +618,9 @@ impl Model {
                     .cur
                     .as_ref()
                     .filter(|c| c.online)
-                    .and_then(|c| c.info.username.as_deref())
+                    .and_then(|c| c.info.username)
                     == Some(u);
-                let b = r.pend.as_ref().and_then(|p| p.info.username.as_deref()) == Some(u);
+                let b = r.pend.as_ref().and_then(|p| p.info.username) == Some(u);
                 a || b
             })
             .count()
@@ -943,18 +943,18 @@ fn cross_process_race_on_one_key() {
         let k = key(&format!("race{i}"));
         let old_clean = i % 2 == 0;
         let (s1, q1, s2) = (ProcId(i * 10 + 1), ProcId(i * 10 + 2), ProcId(i * 10 + 3));
-        let g1 = r.auth_accepted(k.clone(), s1, cinfo(0, old_clean), 0);
+        let g1 = r.auth_accepted(&k, s1, cinfo(0, old_clean), 0);
         r.woke_up(&k, q1, 0);
-        r.registered(k.clone(), s1, cinfo(0, old_clean), 0);
+        r.registered(&k, s1, cinfo(0, old_clean), 0);
         // New connect is persistent: the old queue is kept (false->false) or
         // reused after its gone (true->false).
-        let g2 = r.auth_accepted(k.clone(), s2, cinfo(0, false), 1);
+        let g2 = r.auth_accepted(&k, s2, cinfo(0, false), 1);
         let barrier = Arc::new(Barrier::new(2));
         std::thread::scope(|sc| {
             let (r1, b1, k1) = (&r, Arc::clone(&barrier), k.clone());
             sc.spawn(move || {
                 b1.wait();
-                r1.registered(k1, s2, cinfo(0, false), 2);
+                r1.registered(&k1, s2, cinfo(0, false), 2);
             });
             let (r2, b2, k2) = (&r, Arc::clone(&barrier), k.clone());
             sc.spawn(move || {
@@ -1005,10 +1005,10 @@ fn clean_takeover_late_gone_races_new_queue_threads() {
         let k = key(&format!("late-gone{i}"));
         let old_clean = i % 2 == 0;
         let (s1, q1, s2) = (ProcId(i * 10 + 1), ProcId(i * 10 + 2), ProcId(i * 10 + 3));
-        r.auth_accepted(k.clone(), s1, cinfo(1, old_clean), 0);
+        r.auth_accepted(&k, s1, cinfo(1, old_clean), 0);
         r.woke_up(&k, q1, 0);
-        r.registered(k.clone(), s1, cinfo(1, old_clean), 0);
-        g2s.push(r.auth_accepted(k.clone(), s2, cinfo(1, true), 1));
+        r.registered(&k, s1, cinfo(1, old_clean), 0);
+        g2s.push(r.auth_accepted(&k, s2, cinfo(1, true), 1));
     }
     let stale_before = r.stats().stale_events;
     let barrier = Arc::new(Barrier::new(2));
@@ -1027,7 +1027,7 @@ fn clean_takeover_late_gone_races_new_queue_threads() {
             for i in 0..KEYS {
                 let k = key(&format!("late-gone{i}"));
                 r2.woke_up(&k, ProcId(i * 10 + 4), 2);
-                r2.registered(k, ProcId(i * 10 + 3), cinfo(1, true), 2);
+                r2.registered(&k, ProcId(i * 10 + 3), cinfo(1, true), 2);
             }
         });
     });

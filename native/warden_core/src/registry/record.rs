@@ -173,6 +173,10 @@ pub(super) struct Record {
     bits: u16,
     key_len: u32,
     connect_count: u32,
+    /// The low 32 bits of the key's hash, as its index bucket keeps them:
+    /// moving the record to another slot (a removal below it) finds the
+    /// bucket without reading and hashing the key bytes.
+    index_hash: u32,
     last_end_reason: Option<EndReason>,
 }
 
@@ -198,7 +202,7 @@ impl Snapshot {
 impl Record {
     /// A record for `key`, its bytes in `bytes`: give them back with
     /// [`Record::release`].
-    pub fn new(key: KeyRef<'_>, now: Millis, bytes: &mut BytePool) -> Record {
+    pub fn new(key: KeyRef<'_>, index_hash: u32, now: Millis, bytes: &mut BytePool) -> Record {
         let mut varint = [0u8; 10];
         let n = put_varint(&mut varint, key.mountpoint.len());
         let kb = bytes.alloc(&[&varint[..n], key.mountpoint, key.client_id]);
@@ -218,6 +222,7 @@ impl Record {
             port: 0,
             bits: 0,
             connect_count: 0,
+            index_hash,
             last_end_reason: None,
         }
     }
@@ -387,9 +392,9 @@ impl Record {
 
     /// on_register carries peer, username and protocol but not the clean
     /// flag: the one already known (from auth, or assumed at wakeup) stays.
-    fn set_registered_info(&mut self, bytes: &mut BytePool, info: ConnectInfo) {
+    fn set_registered_info(&mut self, bytes: &mut BytePool, info: ConnectInfo<'_>) {
         self.set_peer(info.peer);
-        self.set_user(bytes, info.username.as_deref().map_or(UserIn::No, UserIn::Ext));
+        self.set_user(bytes, info.username.map_or(UserIn::No, UserIn::Ext));
         self.set(MQTT5, info.protocol == Protocol::Mqtt5);
     }
 
@@ -410,6 +415,10 @@ impl Record {
         } else {
             None
         }
+    }
+
+    pub fn index_hash(&self) -> u32 {
+        self.index_hash
     }
 
     pub fn has_pending(&self) -> bool {
@@ -535,7 +544,7 @@ impl Record {
         cx: &mut Ctx<'_>,
         conn: Option<ProcId>,
         queue: Option<ProcId>,
-        info: Option<ConnectInfo>,
+        info: Option<ConnectInfo<'_>>,
     ) {
         let clean = info.as_ref().is_some_and(|i| i.clean_session);
         self.replace_cur(cx, clean);
@@ -553,7 +562,7 @@ impl Record {
         };
         if let Some(info) = &info {
             s.peer = info.peer;
-            s.username = info.username.as_deref().map_or(UserIn::No, UserIn::Ext);
+            s.username = info.username.map_or(UserIn::No, UserIn::Ext);
             s.clean = info.clean_session;
             s.protocol = info.protocol;
         }
@@ -569,12 +578,12 @@ impl Record {
 
     // ---- events -------------------------------------------------------------
 
-    pub fn auth_accepted(&mut self, cx: &mut Ctx<'_>, conn: ProcId, info: ConnectInfo) -> u64 {
+    pub fn auth_accepted(&mut self, cx: &mut Ctx<'_>, conn: ProcId, info: ConnectInfo<'_>) -> u64 {
         // A second accepted connect before the first was confirmed: only the
         // newest can still win the registration; the older one is abandoned.
         self.abandon_pending(cx);
         let gen = cx.new_gen();
-        let username = info.username.map(|u| cx.st.bytes.alloc(&[&u]));
+        let username = info.username.map(|u| cx.st.bytes.alloc(&[u]));
         self.pending = cx.st.pending.insert(Pending {
             gen,
             conn,
@@ -588,7 +597,7 @@ impl Record {
         gen
     }
 
-    pub fn registered(&mut self, cx: &mut Ctx<'_>, conn: ProcId, info: ConnectInfo) -> Applied {
+    pub fn registered(&mut self, cx: &mut Ctx<'_>, conn: ProcId, info: ConnectInfo<'_>) -> Applied {
         if self.pending(cx.st).is_some_and(|p| p.conn == conn) {
             // Normal promotion by our own accepted connect; the queue is not
             // known yet when on_register comes before the wakeup.

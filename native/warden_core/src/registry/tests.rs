@@ -15,19 +15,19 @@ pub(super) fn key(id: &str) -> SubscriberKey {
     SubscriberKey::new(Vec::new(), id.as_bytes().to_vec())
 }
 
-fn info(user: &str, clean: bool) -> ConnectInfo {
+fn info(user: &str, clean: bool) -> ConnectInfo<'_> {
     ConnectInfo {
         peer: Some(Peer {
             ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
             port: 4000,
         }),
-        username: Some(user.as_bytes().into()),
+        username: Some(user.as_bytes()),
         clean_session: clean,
         protocol: Protocol::Mqtt3,
     }
 }
 
-fn info_at(user: &str, clean: bool, ip: IpAddr) -> ConnectInfo {
+fn info_at(user: &str, clean: bool, ip: IpAddr) -> ConnectInfo<'_> {
     ConnectInfo {
         peer: Some(Peer { ip, port: 1 }),
         ..info(user, clean)
@@ -44,10 +44,10 @@ fn reg() -> Registry {
 
 /// Normal connect as seen on the broker: auth, wakeup, on_register.
 fn connect(r: &Registry, k: &SubscriberKey, s: ProcId, q: ProcId, clean: bool, t: Millis) -> u64 {
-    let g = r.auth_accepted(k.clone(), s, info("alice", clean), t);
+    let g = r.auth_accepted(k, s, info("alice", clean), t);
     assert_eq!(r.woke_up(k, q, t + 1), Applied::Applied);
     assert_eq!(
-        r.registered(k.clone(), s, info("alice", clean), t + 2),
+        r.registered(k, s, info("alice", clean), t + 2),
         Applied::Applied
     );
     g
@@ -85,7 +85,7 @@ fn assert_counts_match_scan(r: &Registry) {
 fn normal_connect_wakeup_before_register() {
     let r = reg();
     let k = key("c");
-    let g = r.auth_accepted(k.clone(), S1, info("alice", true), 10);
+    let g = r.auth_accepted(&k, S1, info("alice", true), 10);
     let v = view(&r, &k);
     assert_eq!(v.state, SessionState::Authenticated);
     assert_eq!(
@@ -112,12 +112,12 @@ fn normal_connect_wakeup_before_register() {
     );
 
     assert_eq!(
-        r.registered(k.clone(), S1, info("alice", true), 12),
+        r.registered(&k, S1, info("alice", true), 12),
         Applied::Applied
     );
     assert_eq!(view(&r, &k).last_change, 12);
     assert_eq!(
-        r.registered(k.clone(), S1, info("alice", true), 13),
+        r.registered(&k, S1, info("alice", true), 13),
         Applied::Duplicate
     );
     assert_eq!(r.woke_up(&k, Q1, 14), Applied::Duplicate);
@@ -140,9 +140,9 @@ fn normal_connect_wakeup_before_register() {
 fn on_register_before_wakeup() {
     let r = reg();
     let k = key("c");
-    let g = r.auth_accepted(k.clone(), S1, info("alice", false), 10);
+    let g = r.auth_accepted(&k, S1, info("alice", false), 10);
     assert_eq!(
-        r.registered(k.clone(), S1, info("alice", false), 11),
+        r.registered(&k, S1, info("alice", false), 11),
         Applied::Applied
     );
     let v = view(&r, &k);
@@ -218,7 +218,7 @@ fn takeover_false_false() {
     let r = reg();
     let k = key("c");
     let g1 = connect(&r, &k, S1, Q1, false, 10);
-    let g2 = r.auth_accepted(k.clone(), S2, info("alice", false), 100);
+    let g2 = r.auth_accepted(&k, S2, info("alice", false), 100);
     assert!(g2 > g1);
     let v = view(&r, &k);
     assert_eq!(
@@ -234,7 +234,7 @@ fn takeover_false_false() {
     assert_eq!(r.went_offline(&k, Q1, 101), Applied::Applied);
     assert_eq!(view(&r, &k).state, SessionState::Offline);
     assert_eq!(
-        r.registered(k.clone(), S2, info("alice", false), 102),
+        r.registered(&k, S2, info("alice", false), 102),
         Applied::Applied
     );
     let v = view(&r, &k);
@@ -261,9 +261,9 @@ fn takeover_false_false_register_before_old_offline() {
     let r = reg();
     let k = key("c");
     let g1 = connect(&r, &k, S1, Q1, false, 10);
-    let g2 = r.auth_accepted(k.clone(), S2, info("alice", false), 100);
+    let g2 = r.auth_accepted(&k, S2, info("alice", false), 100);
     assert_eq!(
-        r.registered(k.clone(), S2, info("alice", false), 101),
+        r.registered(&k, S2, info("alice", false), 101),
         Applied::Applied
     );
     assert_eq!(r.went_offline(&k, Q1, 102), Applied::Stale);
@@ -282,13 +282,13 @@ fn takeover_false_true() {
     let r = reg();
     let k = key("c");
     let g1 = connect(&r, &k, S1, Q1, false, 10);
-    let g2 = r.auth_accepted(k.clone(), S2, info("alice", true), 100);
+    let g2 = r.auth_accepted(&k, S2, info("alice", true), 100);
     assert_eq!(r.gone(&k, Q1, 101), Applied::Applied);
     let v = view(&r, &k);
     assert_eq!((v.state, v.generation), (SessionState::Authenticated, g2));
     assert_eq!(r.woke_up(&k, Q2, 200), Applied::Applied);
     assert_eq!(
-        r.registered(k.clone(), S2, info("alice", true), 201),
+        r.registered(&k, S2, info("alice", true), 201),
         Applied::Applied
     );
     let v = view(&r, &k);
@@ -306,10 +306,10 @@ fn takeover_true_false_queue_reused() {
     let r = reg();
     let k = key("c");
     let g1 = connect(&r, &k, S1, Q1, true, 10);
-    let g2 = r.auth_accepted(k.clone(), S2, info("alice", false), 100);
+    let g2 = r.auth_accepted(&k, S2, info("alice", false), 100);
     assert_eq!(r.gone(&k, Q1, 101), Applied::Applied);
     assert_eq!(
-        r.registered(k.clone(), S2, info("alice", false), 102),
+        r.registered(&k, S2, info("alice", false), 102),
         Applied::Applied
     );
     assert_eq!(r.woke_up(&k, Q1, 103), Applied::Applied);
@@ -327,11 +327,11 @@ fn takeover_true_true() {
     let r = reg();
     let k = key("c");
     let g1 = connect(&r, &k, S1, Q1, true, 10);
-    let g2 = r.auth_accepted(k.clone(), S2, info("alice", true), 100);
+    let g2 = r.auth_accepted(&k, S2, info("alice", true), 100);
     assert_eq!(r.gone(&k, Q1, 101), Applied::Applied);
     assert_eq!(r.woke_up(&k, Q2, 102), Applied::Applied);
     assert_eq!(
-        r.registered(k.clone(), S2, info("alice", true), 103),
+        r.registered(&k, S2, info("alice", true), 103),
         Applied::Applied
     );
     let v = view(&r, &k);
@@ -353,13 +353,13 @@ fn late_gone_after_new_wakeup_is_stale() {
             let r = reg();
             let k = key("c");
             let g1 = connect(&r, &k, S1, Q1, old_clean, 10);
-            let g2 = r.auth_accepted(k.clone(), S2, info("alice", true), 100);
+            let g2 = r.auth_accepted(&k, S2, info("alice", true), 100);
             assert_eq!(r.woke_up(&k, Q2, 101), Applied::Applied);
             if gone_before_register {
                 assert_eq!(r.gone(&k, Q1, 102), Applied::Stale);
             }
             assert_eq!(
-                r.registered(k.clone(), S2, info("alice", true), 103),
+                r.registered(&k, S2, info("alice", true), 103),
                 Applied::Applied
             );
             if !gone_before_register {
@@ -389,9 +389,9 @@ fn late_gone_true_false_after_register_is_stale() {
     let r = reg();
     let k = key("c");
     let g1 = connect(&r, &k, S1, Q1, true, 10);
-    let g2 = r.auth_accepted(k.clone(), S2, info("alice", false), 100);
+    let g2 = r.auth_accepted(&k, S2, info("alice", false), 100);
     assert_eq!(
-        r.registered(k.clone(), S2, info("alice", false), 101),
+        r.registered(&k, S2, info("alice", false), 101),
         Applied::Applied
     );
     assert_eq!(r.gone(&k, Q1, 102), Applied::Stale);
@@ -410,7 +410,7 @@ fn clean_connect_over_offline_discards_it() {
     let k = key("c");
     let g1 = connect(&r, &k, S1, Q1, false, 10);
     assert_eq!(r.went_offline(&k, Q1, 20), Applied::Applied);
-    let g2 = r.auth_accepted(k.clone(), S2, info("alice", true), 30);
+    let g2 = r.auth_accepted(&k, S2, info("alice", true), 30);
     // Offline view kept while the connect is pending.
     let v = view(&r, &k);
     assert_eq!(
@@ -419,7 +419,7 @@ fn clean_connect_over_offline_discards_it() {
     );
     assert_eq!(r.woke_up(&k, Q2, 31), Applied::Applied);
     assert_eq!(
-        r.registered(k.clone(), S2, info("alice", true), 32),
+        r.registered(&k, S2, info("alice", true), 32),
         Applied::Applied
     );
     let v = view(&r, &k);
@@ -490,7 +490,7 @@ fn unknown_subscriber_wakeup_then_register() {
     assert!(v.generation > 0);
     assert_eq!(r.live_sessions_of_user(b"alice"), 0);
     assert_eq!(
-        r.registered(k.clone(), S1, info("alice", true), 11),
+        r.registered(&k, S1, info("alice", true), 11),
         Applied::Applied
     );
     let v2 = view(&r, &k);
@@ -500,7 +500,7 @@ fn unknown_subscriber_wakeup_then_register() {
     );
     assert_eq!(r.live_sessions_of_user(b"alice"), 1);
     assert_eq!(
-        r.registered(k.clone(), S1, info("alice", true), 12),
+        r.registered(&k, S1, info("alice", true), 12),
         Applied::Duplicate
     );
     assert_counts_match_scan(&r);
@@ -511,7 +511,7 @@ fn unknown_subscriber_register_then_wakeup() {
     let r = reg();
     let k = key("c");
     assert_eq!(
-        r.registered(k.clone(), S1, info("bob", false), 10),
+        r.registered(&k, S1, info("bob", false), 10),
         Applied::Applied
     );
     assert_eq!(
@@ -534,7 +534,7 @@ fn unannounced_takeover_by_other_plugin() {
     assert!(g2 > g1);
     assert_eq!(r.gone(&k, Q1, 21), Applied::Stale);
     assert_eq!(
-        r.registered(k.clone(), S2, info("bob", true), 22),
+        r.registered(&k, S2, info("bob", true), 22),
         Applied::Applied
     );
     let v = view(&r, &k);
@@ -575,11 +575,11 @@ fn unknown_offline_creates_offline_record() {
 fn offline_from_unknown_queue_with_only_pending_is_stale() {
     let r = reg();
     let k = key("c");
-    let g = r.auth_accepted(k.clone(), S2, info("alice", false), 10);
+    let g = r.auth_accepted(&k, S2, info("alice", false), 10);
     assert_eq!(r.went_offline(&k, Q1, 11), Applied::Stale);
     assert_eq!(r.gone(&k, Q1, 11), Applied::Stale);
     assert_eq!(
-        r.registered(k.clone(), S2, info("alice", false), 12),
+        r.registered(&k, S2, info("alice", false), 12),
         Applied::Applied
     );
     assert_eq!(view(&r, &k).generation, g);
@@ -589,7 +589,7 @@ fn offline_from_unknown_queue_with_only_pending_is_stale() {
 fn sweep_drops_unconfirmed_connects() {
     let r = reg();
     let k = key("c");
-    let g = r.auth_accepted(k.clone(), S1, info("alice", true), 0);
+    let g = r.auth_accepted(&k, S1, info("alice", true), 0);
     assert_eq!(r.sweep(1000), 0, "ttl not exceeded yet");
     assert_eq!(r.sweep(1001), 1);
     assert!(r.lookup(&k).is_none());
@@ -602,7 +602,7 @@ fn sweep_drops_unconfirmed_connects() {
     // A pending connect over a live session: only the pending goes.
     let k2 = key("d");
     let g1 = connect(&r, &k2, S1, Q1, false, 2000);
-    let g2 = r.auth_accepted(k2.clone(), S2, info("bob", false), 2100);
+    let g2 = r.auth_accepted(&k2, S2, info("bob", false), 2100);
     assert_eq!(r.live_sessions_of_user(b"bob"), 1);
     assert_eq!(r.sweep(5000), 1);
     let v = view(&r, &k2);
@@ -626,11 +626,11 @@ fn sweep_drops_unconfirmed_connects() {
 fn stale_pending_dropped_lazily() {
     let r = reg();
     let k = key("c");
-    let g1 = r.auth_accepted(k.clone(), S1, info("alice", true), 0);
+    let g1 = r.auth_accepted(&k, S1, info("alice", true), 0);
     // Its on_register, far too late: the pending is gone, the registration is
     // a confirmed connect we did not see accepted -> new generation.
     assert_eq!(
-        r.registered(k.clone(), S1, info("alice", true), 5000),
+        r.registered(&k, S1, info("alice", true), 5000),
         Applied::Applied
     );
     let v = view(&r, &k);
@@ -651,16 +651,16 @@ fn stale_pending_dropped_lazily() {
 fn second_auth_abandons_first_pending() {
     let r = reg();
     let k = key("c");
-    let g1 = r.auth_accepted(k.clone(), S1, info("alice", true), 0);
-    let g2 = r.auth_accepted(k.clone(), S2, info("alice", true), 1);
+    let g1 = r.auth_accepted(&k, S1, info("alice", true), 0);
+    let g2 = r.auth_accepted(&k, S2, info("alice", true), 1);
     assert!(g2 > g1);
     assert_eq!(reasons(&r), vec![(g1, EndReason::Abandoned)]);
     assert_eq!(
-        r.registered(k.clone(), S1, info("alice", true), 2),
+        r.registered(&k, S1, info("alice", true), 2),
         Applied::Stale
     );
     assert_eq!(
-        r.registered(k.clone(), S2, info("alice", true), 3),
+        r.registered(&k, S2, info("alice", true), 3),
         Applied::Applied
     );
     assert_eq!(view(&r, &k).generation, g2);
@@ -687,10 +687,10 @@ fn generations_increase_across_record_removal() {
 fn per_user_counts() {
     let r = reg();
     connect(&r, &key("a1"), S1, Q1, true, 0);
-    r.auth_accepted(key("a2"), S2, info("alice", true), 0);
+    r.auth_accepted(&key("a2"), S2, info("alice", true), 0);
     assert_eq!(r.live_sessions_of_user(b"alice"), 2);
     // A takeover of a1 by another user: two live until promotion.
-    r.auth_accepted(key("a1"), S3, info("bob", true), 1);
+    r.auth_accepted(&key("a1"), S3, info("bob", true), 1);
     assert_eq!(
         (
             r.live_sessions_of_user(b"alice"),
@@ -715,7 +715,7 @@ fn per_user_counts() {
         (1, 1)
     );
     // on_register's username (after modifiers) replaces auth's.
-    r.registered(key("a1"), S3, info("carol", true), 4);
+    r.registered(&key("a1"), S3, info("carol", true), 4);
     assert_eq!(
         (
             r.live_sessions_of_user(b"bob"),
@@ -747,11 +747,11 @@ fn list_filters() {
     let v6 = IpAddr::V6("2001:db8::5".parse::<Ipv6Addr>().unwrap());
     let mapped = IpAddr::V6(Ipv4Addr::new(192, 168, 1, 9).to_ipv6_mapped());
     let mp = |m: &str, c: &str| SubscriberKey::new(m.as_bytes().to_vec(), c.as_bytes().to_vec());
-    r.auth_accepted(mp("", "sensor-1"), S1, info_at("alice", true, v4), 0);
+    r.auth_accepted(&mp("", "sensor-1"), S1, info_at("alice", true, v4), 0);
     r.woke_up(&mp("", "sensor-1"), Q1, 1);
-    r.auth_accepted(mp("", "sensor-2"), S2, info_at("bob", true, v6), 0);
+    r.auth_accepted(&mp("", "sensor-2"), S2, info_at("bob", true, v6), 0);
     r.auth_accepted(
-        mp("mp1", "sensor-3"),
+        &mp("mp1", "sensor-3"),
         S3,
         info_at("alice", false, mapped),
         0,
@@ -890,7 +890,7 @@ fn list_chunk_small_steps_equal_list() {
     for i in 0..600 {
         let k = key(&format!("c{i}"));
         if i % 3 == 0 {
-            r.auth_accepted(k, ProcId(1000 + i), info("alice", true), 0);
+            r.auth_accepted(&k, ProcId(1000 + i), info("alice", true), 0);
         } else {
             r.went_offline(&k, ProcId(5000 + i), 0);
         }
@@ -1021,16 +1021,16 @@ fn shard_store_round_trips_and_empties() {
             let conn = ProcId(10_000 + (round * 10_000 + i) as u64);
             // every 5th connect is accepted twice: the first is abandoned
             if i % 5 == 0 {
-                r.auth_accepted(k.clone(), ProcId(1), info(&user_of(i, round + 1), false), 1);
+                r.auth_accepted(k, ProcId(1), info(&user_of(i, round + 1), false), 1);
             }
-            r.auth_accepted(k.clone(), conn, info(&user_of(i, round), false), 1);
+            r.auth_accepted(k, conn, info(&user_of(i, round), false), 1);
             if round == 0 {
                 // (later rounds show the offline session until promotion)
                 assert_eq!(view(&r, k).username.as_deref(), Some(user_of(i, round).as_bytes()));
             }
             assert_eq!(r.woke_up(k, Q1, 2), Applied::Applied);
             let registered_as = user_of(i, round + 2);
-            assert_eq!(r.registered(k.clone(), conn, info(&registered_as, false), 3), Applied::Applied);
+            assert_eq!(r.registered(k, conn, info(&registered_as, false), 3), Applied::Applied);
         }
         for (i, k) in keys.iter().enumerate() {
             let v = view(&r, k);
