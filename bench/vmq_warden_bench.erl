@@ -16,6 +16,12 @@
 %%   port that ran > 1 ms without yielding) during that workload's passes.
 %% - longest NIF call (filtered list): the list as vmq_warden:sessions/1
 %%   runs it, with each vmq_warden_nif:list_chunk/3 call timed on its own.
+%% - "N sessions cached" rows: the hooks over 100 sessions, round after
+%%   round, so their data stays in the CPU cache: the code path's own cost,
+%%   next to the rows over 200,000 sessions that also read memory.
+%% - stall audit: every plugin NIF call timed inside the NIF (wall and the
+%%   thread's CPU time), then vmq_warden_nif:calibrate/1 (fixed arithmetic)
+%%   the same way, as the machine's own floor of calls over 1 ms.
 -module(vmq_warden_bench).
 
 -export([main/1, run/1]).
@@ -74,13 +80,16 @@ run(Opts0) ->
 
 sizes(#{smoke := true} = O) ->
     O#{n => 2000, life => 2000, life_keys => 500, scale_n => 20000, lookups => 2000,
-       list_reps => 2, slow_users => 2, hits => 500, matches_every => 100};
+       list_reps => 2, slow_users => 2, hits => 500, matches_every => 100,
+       cached_rounds => 100, calibration_ms => 200};
 sizes(#{quick := true} = O) ->
     O#{n => 20000, life => 20000, life_keys => 5000, scale_n => maps:get(sessions, O),
-       lookups => 20000, list_reps => 5, slow_users => 4, hits => 5000, matches_every => 100};
+       lookups => 20000, list_reps => 5, slow_users => 4, hits => 5000, matches_every => 100,
+       cached_rounds => 500, calibration_ms => 1000};
 sizes(O) ->
     O#{n => 200000, life => 200000, life_keys => 20000, scale_n => maps:get(sessions, O),
-       lookups => 200000, list_reps => 20, slow_users => 16, hits => 50000, matches_every => 100}.
+       lookups => 200000, list_reps => 20, slow_users => 16, hits => 50000, matches_every => 100,
+       cached_rounds => 2000, calibration_ms => 10000}.
 
 start_plugin() ->
     application:load(vmq_warden),
@@ -273,9 +282,10 @@ baselines(#{n := N0}, Nif) ->
 %% Each hook on its own, over N distinct keys in the state that hook expects
 %%--------------------------------------------------------------------
 
-hooks(#{n := N}, Nif) ->
+hooks(#{n := N, cached_rounds := R}, Nif) ->
     Impls = [{"ets ref", warden_ref}] ++ [{"vmq_warden", vmq_warden_hooks} || Nif],
-    lists:append([hook_rows(Name, M, N) || {Name, M} <- Impls]).
+    lists:append([hook_rows(Name, M, N) || {Name, M} <- Impls]) ++
+        lists:append([cached_rows(Name, M, R) || {Name, M} <- Impls]).
 
 hook_rows(Name, M, N) ->
     Tag = fun(S) -> lists:flatten(io_lib:format("~s~s", [tag(M), S])) end,
@@ -299,6 +309,58 @@ hook_rows(Name, M, N) ->
     %% leave nothing behind: the persistent sets end gone too
     [ok = loop(F, 1, N) || F <- [Gone(PA), Gone(PB)]],
     [R1, R2, R3, R4, R5].
+
+%% The same hooks over only ?CACHED sessions, round after round: each call
+%% finds its session's data in the CPU cache, so the figure is the cost of
+%% the code path alone. The rows above, over N distinct sessions, also pay
+%% for reading it from memory. Both are shown; the targets use the rows
+%% above. Rounds go two persistent (ending offline), two clean (ending
+%% gone), as in the lifecycle; even rounds are timed in one batch of
+%% ?CACHED calls per hook, odd rounds call by call (p99).
+-define(CACHED, 100).
+
+cached_rows(Name, M, Rounds) ->
+    Ks = keyset(tag(M) ++ "hot", ?CACHED),
+    Sid = fun(I) -> element(1, element(I, Ks)) end,
+    %% {workload, in which rounds (any, persistent, clean), call}
+    Hooks = [{"auth_on_register (accept, no password)", any,
+              fun(I, Clean) -> {S, Peer, _} = element(I, Ks),
+                               ok = M:auth_on_register(Peer, S, undefined, undefined, Clean) end},
+             {"on_client_wakeup", any, fun(I, _) -> M:on_client_wakeup(Sid(I)) end},
+             {"on_register", any, fun(I, _) -> {S, Peer, User} = element(I, Ks),
+                                               M:on_register(Peer, S, User) end},
+             {"on_client_offline", persistent, fun(I, _) -> M:on_client_offline(Sid(I)) end},
+             {"on_client_gone", clean, fun(I, _) -> M:on_client_gone(Sid(I)) end}],
+    Samples = cached_rounds(Hooks, Rounds, 0, #{}),
+    %% leave nothing behind: the last round was a clean one (ending gone)
+    [begin
+         {Batches, Calls} = maps:get(W, Samples),
+         Hook = hd(string:split(W, " (")),
+         row(Hook ++ ", " ++ integer_to_list(?CACHED) ++ " sessions cached", Name,
+             median(Batches), pct(Calls, 0.99), 0, {0, 0})
+     end || {W, _, _} <- Hooks].
+
+cached_rounds(_Hooks, Rounds, R, Acc) when R >= Rounds, R rem 4 =:= 0 ->
+    Acc;
+cached_rounds(Hooks, Rounds, R, Acc0) ->
+    Clean = R rem 4 >= 2,
+    Kind = case Clean of true -> clean; false -> persistent end,
+    Acc = lists:foldl(
+            fun({W, When, F}, A) when When =:= any; When =:= Kind ->
+                    Call = fun(I) -> F(I, Clean) end,
+                    {B, C} = maps:get(W, A, {[], []}),
+                    case R rem 2 of
+                        0 ->
+                            T0 = now_ns(),
+                            loop(Call, 1, ?CACHED),
+                            A#{W => {[(now_ns() - T0) / ?CACHED | B], C}};
+                        1 ->
+                            A#{W => {B, percall(Call, 1, ?CACHED, C)}}
+                    end;
+               (_, A) ->
+                    A
+            end, Acc0, Hooks),
+    cached_rounds(Hooks, Rounds, R + 1, Acc).
 
 tag(warden_ref) -> "r";
 tag(_) -> "n".
@@ -625,7 +687,8 @@ stop_background(Pids) ->
 stall_audit(_Opts, false) ->
     [];
 stall_audit(#{n := N, life := L, life_keys := K, slow_users := SU, hits := H,
-              scale_n := ScaleN, lookups := NL, list_reps := Reps}, true) ->
+              scale_n := ScaleN, lookups := NL, list_reps := Reps,
+              calibration_ms := CalMs}, true) ->
     M = vmq_warden_hooks,
     S = erlang:system_info(schedulers_online),
     Logins = fun() ->
@@ -644,7 +707,8 @@ stall_audit(#{n := N, life := L, life_keys := K, slow_users := SU, hits := H,
     Phases = [{"logins", Logins},
               {"each hook", fun() -> hook_rows("audit", M, N) end},
               {"lifecycles", fun() -> life_run(M, "audit", S, K, max(2, 2 * (L div (2 * K)))) end},
-              {"registry at scale", fun() -> scale_one("audit", M, ScaleN, NL, Reps) end}],
+              {"registry at scale", fun() -> scale_one("audit", M, ScaleN, NL, Reps) end},
+              {"calibration", fun() -> calibration(S, CalMs) end}],
     PerPhase = [{Name, audit_phase(F)} || {Name, F} <- Phases],
     ok = vmq_warden_nif:call_times_stop(),
     %% where the calls over 1 ms of CPU were, if any
@@ -655,6 +719,28 @@ stall_audit(#{n := N, life := L, life_keys := K, slow_users := SU, hits := H,
                                             OC > 0])])
      || {Name, Calls} <- PerPhase, lists:any(fun(#{over_cpu := OC}) -> OC > 0 end, Calls)],
     merge_calls(lists:append([Calls || {_, Calls} <- PerPhase])).
+
+%% The machine's own share of calls over 1 ms: one process per scheduler
+%% calls vmq_warden_nif:calibrate/1 (about 1 us of arithmetic, no memory,
+%% no lock) for Ms milliseconds, timed like the plugin's calls. On a
+%% dedicated machine none of these goes over 1 ms of CPU; each that does
+%% is time the thread's CPU clock counted that no code of ours spent.
+calibration(Procs, Ms) ->
+    %% rounds for about 1 us per call, measured here
+    T0 = now_ns(),
+    loop(fun(_) -> vmq_warden_nif:calibrate(1000) end, 1, 10000),
+    Rounds = max(1, round(1000 * 1000 / max(1.0, (now_ns() - T0) / 10000))),
+    Deadline = now_ns() + Ms * 1000000,
+    Spin = fun Spin(Calls) ->
+                   case now_ns() < Deadline of
+                       true ->
+                           loop(fun(_) -> vmq_warden_nif:calibrate(Rounds) end, 1, 1000),
+                           Spin(Calls + 1000);
+                       false ->
+                           Calls
+                   end
+           end,
+    parallel(fun(_) -> Spin(0) end, lists:duplicate(Procs, x)).
 
 %% The figures of one phase: call timing restarted (zeroed) for it.
 audit_phase(F) ->
@@ -827,17 +913,28 @@ list_calls_within_budget(Calls) ->
 %% for the address-space lock). Those are printed apart, with the
 %% long_schedule events, which cannot tell any of them apart.
 stall_target(Calls, {LS, LSNif, Floor}) ->
-    Normal = [C || #{sched := normal} = C <- Calls],
+    Normal = [C || #{sched := normal, nif := Nif} = C <- Calls, Nif =/= "calibration"],
     Sum = fun(K) -> lists:sum([maps:get(K, C) || C <- Normal]) end,
     MaxCpu = lists:max([0 | [MC || #{max_cpu := MC} <- Normal]]),
     {"zero scheduler stalls > 1 ms (plugin workloads)",
      io_lib:format("~p of ~p normal-scheduler NIF calls used > 1 ms of CPU (max ~.1f us); "
                    "> 1 ms of wall time: ~p preempted, ~p blocked; long_schedule events "
-                   "~p, ~p with an end in a NIF call, empty-call baselines ~p",
+                   "~p, ~p with an end in a NIF call, empty-call baselines ~p; ~s",
                    [Sum(over_cpu), Sum(calls), MaxCpu / 1000,
                     Sum(over_wall) - Sum(over_wall_blocked), Sum(over_wall_blocked),
-                    LS, LSNif, Floor]),
+                    LS, LSNif, Floor, calibration_figures(Calls)]),
      Normal =/= [] andalso Sum(over_cpu) =:= 0}.
+
+%% Not part of the target: the same count for calls that do nothing but
+%% arithmetic (calibration/2), the machine's floor.
+calibration_figures(Calls) ->
+    case [C || #{nif := "calibration"} = C <- Calls] of
+        [#{calls := N, over_cpu := OC, max_cpu := MC}] ->
+            io_lib:format("calibration (1 us of arithmetic a call): ~p of ~p calls over 1 ms "
+                          "of CPU (max ~.1f us)", [OC, N, MC / 1000]);
+        [] ->
+            "no calibration"
+    end.
 
 print_targets(Ts) ->
     io:format("~nTargets~n"),

@@ -12,7 +12,7 @@
          lookup/2, list_chunk/3, counts/0, stats/0, recent_endings/1, sweep/0, reset/0,
          bans/0, clear_bans/1,
          drain_logs/1, debug_panic/0,
-         call_times_start/0, call_times_stop/0, call_times/0]).
+         call_times_start/0, call_times_stop/0, call_times/0, calibrate/1]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
 
@@ -87,6 +87,7 @@ memory() -> ?NOT_LOADED.
 call_times_start() -> ?NOT_LOADED.
 call_times_stop() -> ?NOT_LOADED.
 call_times() -> ?NOT_LOADED.
+calibrate(_Rounds) -> ?NOT_LOADED.
 
 %% Hooks (see vmq_warden_hooks for the argument shapes).
 auth_begin(_Request) -> ?NOT_LOADED.

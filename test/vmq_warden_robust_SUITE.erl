@@ -327,6 +327,9 @@ call_times_count_calls(_Config) ->
     ok = ?U:set_env(#{default_decision => allow}),
     ok = vmq_warden_nif:call_times_start(),
     _ = Lifecycles(500),
+    [_ = vmq_warden_nif:calibrate(1000) || _ <- lists:seq(1, 7)],
+    %% the benchmark's yardstick never holds a scheduler long
+    ?assertError(badarg, vmq_warden_nif:calibrate(100001)),
     Calls = vmq_warden_nif:call_times(),
     ok = vmq_warden_nif:call_times_stop(),
     _ = Lifecycles(100),
@@ -335,6 +338,7 @@ call_times_count_calls(_Config) ->
     ?assertEqual(500, Count(<<"auth_begin">>)),
     ?assertEqual(500, Count(<<"registered">>)),
     ?assertEqual(1000, Count(<<"queue_event">>)),
+    ?assertEqual(7, Count(<<"calibration">>)),
     [?assert(MaxWall > 0 andalso MaxWall < 1000000000) || {_, _, #{max_wall_ns := MaxWall}} <- Calls],
     ok = vmq_warden_nif:call_times_start(),
     ?assertEqual([], vmq_warden_nif:call_times()),

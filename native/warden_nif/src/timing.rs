@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use once_cell::sync::Lazy;
-use rustler::{Atom, Encoder, Env, Term};
+use rustler::{Atom, Encoder, Env, NifResult, Term};
 use warden_core::calltime::{CallSample, CallTimes};
 
 use crate::{atoms, encode};
@@ -25,9 +25,12 @@ pub enum Nif {
     /// sweep, reset, bans, clear_bans: a pass over a whole table
     Bulk,
     LoadFiles,
+    /// `calibrate/1`: fixed arithmetic, the benchmark's yardstick for the
+    /// clocks themselves (see there).
+    Calibration,
 }
 
-const KINDS: usize = 10;
+const KINDS: usize = 11;
 const NAMES: [(&str, &str); KINDS] = [
     ("auth_begin", "normal"),
     ("auth_password", "normal"),
@@ -39,6 +42,7 @@ const NAMES: [(&str, &str); KINDS] = [
     ("admin", "normal"),
     ("bulk", "dirty_cpu"),
     ("load_files", "dirty_io"),
+    ("calibration", "normal"),
 ];
 
 static TIMES: Lazy<CallTimes<KINDS>> = Lazy::new(CallTimes::default);
@@ -104,6 +108,31 @@ impl ThreadUsage {
         }
     }
 }
+
+/// `Rounds` steps of arithmetic that touch no memory and take no lock,
+/// timed like the plugin's calls. Any of these calls that the thread's CPU
+/// clock puts over 1 ms says how often the machine (not the code) makes a
+/// call look that long: the benchmark's stall audit runs it next to the
+/// plugin's workloads. Answers the arithmetic's result, so that it is done.
+/// At most `MAX_CALIBRATION_ROUNDS` (about 0.1 ms): it runs on a normal
+/// scheduler.
+#[rustler::nif]
+fn calibrate(rounds: u32) -> NifResult<u64> {
+    if rounds > MAX_CALIBRATION_ROUNDS {
+        return Err(rustler::Error::BadArg);
+    }
+    let _timed = timed(Nif::Calibration);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..rounds {
+        // xorshift64: each step depends on the last, no shortcut
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    Ok(std::hint::black_box(x))
+}
+
+const MAX_CALIBRATION_ROUNDS: u32 = 100_000;
 
 /// Zero the figures and record from now on (a diagnostic: each recorded
 /// call costs four system calls).
