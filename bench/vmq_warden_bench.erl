@@ -468,12 +468,13 @@ passwords(#{slow_users := SU, hits := H}, Nif) ->
 
 ref_passwords(H) ->
     Users = 1000,
-    [warden_ref:add_user(pw_user("sha", I), pw(I)) || I <- lists:seq(1, Users)],
+    Creds = credentials("sha", Users),
+    [warden_ref:add_user(User, Pw) || {User, Pw} <- tuple_to_list(Creds)],
     Ks = keyset("rpw", H),
     F = fun(Off) -> fun(I) ->
                             {Sid, Peer, _} = element(I, Ks),
-                            U = (I + Off) rem Users + 1,
-                            ok = warden_ref:auth_on_register(Peer, Sid, pw_user("sha", U), pw(U), true),
+                            {User, Pw} = element((I + Off) rem Users + 1, Creds),
+                            ok = warden_ref:auth_on_register(Peer, Sid, User, Pw, true),
                             warden_ref:on_client_wakeup(Sid),
                             warden_ref:on_client_gone(Sid)
                     end end,
@@ -481,6 +482,11 @@ ref_passwords(H) ->
 
 pw_user(Kind, I) -> iolist_to_binary(io_lib:format("~s-~p", [Kind, I])).
 pw(I) -> iolist_to_binary(io_lib:format("secret-~p", [I])).
+
+%% Users 1..N of a kind as {User, Password}, built before any timing (as the
+%% key sets are): formatting them inside the loop cost more than a login.
+credentials(Kind, N) ->
+    list_to_tuple([{pw_user(Kind, I), pw(I)} || I <- lists:seq(1, N)]).
 
 nif_passwords(SU, H) ->
     Dir = filename:join(tmp_dir(), "vmq_warden_bench"),
@@ -506,33 +512,36 @@ nif_passwords(SU, H) ->
     ok = vmq_warden:reload(),
     Login = login_fun(keyset("npw", H + 2 * SU)),
     Slow = fun(Kind) ->
+                   C = credentials(Kind, SU),
                    _ = long_sched(),
                    %% misses: every user's first login (one call each, timed)
-                   Miss = [begin T0 = now_ns(), Login(Kind, I, I), now_ns() - T0 end
+                   Miss = [begin T0 = now_ns(), Login(C, I, I), now_ns() - T0 end
                            || I <- lists:seq(1, SU)],
                    LSMiss = long_sched(),
                    MissRow = row("login " ++ Kind ++ ", cache miss (+wakeup+gone)", "vmq_warden",
                                  median(Miss), pct(Miss, 0.99),
                                  length(Miss) * 1.0e9 / lists:sum(Miss), LSMiss),
                    %% hits: the same users again
-                   Hit = fun(Off) -> fun(I) -> Login(Kind, (I + Off) rem SU + 1, I) end end,
+                   Hit = fun(Off) -> fun(I) -> Login(C, (I + Off) rem SU + 1, I) end end,
                    HitRow = measure("login " ++ Kind ++ ", cache hit (+wakeup+gone)", "vmq_warden",
                                     Hit(0), Hit(1), H),
                    [MissRow, HitRow]
            end,
     Rows = Slow("bcrypt") ++ Slow("argon2id"),
-    Fast = fun(Off) -> fun(I) -> Login("sha512", (I + Off) rem 1000 + 1, I) end end,
+    C6 = credentials("sha512", 1000),
+    Fast = fun(Off) -> fun(I) -> Login(C6, (I + Off) rem 1000 + 1, I) end end,
     FastRow = measure("login $6$ sha512 (auth+wakeup+gone)", "vmq_warden", Fast(0), Fast(7), H),
     %% the password file stays configured for the stall audit's logins
     Rows ++ [FastRow].
 
-%% Login(Kind, UserIndex, KeyIndex): auth with the user's password, then
-%% wakeup and gone.
+%% Login(Credentials, UserIndex, KeyIndex): auth with the user's password
+%% (from credentials/2), then wakeup and gone.
 login_fun(Ks) ->
-    fun(Kind, U, KeyI) ->
+    fun(Creds, U, KeyI) ->
             {Sid, Peer, _} = element(KeyI, Ks),
-            R = vmq_warden_hooks:auth_on_register(Peer, Sid, pw_user(Kind, U), pw(U), true),
-            R =:= ok orelse error({login_refused, Kind, U, R}),
+            {User, Pw} = element(U, Creds),
+            R = vmq_warden_hooks:auth_on_register(Peer, Sid, User, Pw, true),
+            R =:= ok orelse error({login_refused, User, R}),
             vmq_warden_hooks:on_client_wakeup(Sid),
             vmq_warden_hooks:on_client_gone(Sid)
     end.
@@ -697,10 +706,12 @@ stall_audit(#{n := N, life := L, life_keys := K, slow_users := SU, hits := H,
                      ok = vmq_warden:reload(),
                      Login = login_fun(keyset("apw", H + 2 * SU)),
                      [begin
-                          [Login(Kind, I, I) || I <- lists:seq(1, SU)],
-                          loop(fun(I) -> Login(Kind, (I rem SU) + 1, I) end, 1, H)
+                          C = credentials(Kind, SU),
+                          [Login(C, I, I) || I <- lists:seq(1, SU)],
+                          loop(fun(I) -> Login(C, (I rem SU) + 1, I) end, 1, H)
                       end || Kind <- ["bcrypt", "argon2id"]],
-                     loop(fun(I) -> Login("sha512", (I rem 1000) + 1, I) end, 1, H),
+                     C6 = credentials("sha512", 1000),
+                     loop(fun(I) -> Login(C6, (I rem 1000) + 1, I) end, 1, H),
                      application:unset_env(vmq_warden, password_file),
                      ok = vmq_warden:reload()
              end,
