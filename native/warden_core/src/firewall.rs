@@ -204,13 +204,15 @@ impl LiveSessions for NoSessions {
     }
 }
 
-// Moved once or twice per connect; boxing would only add an allocation.
+// The Done variant is moved once, straight to the caller.
 #[allow(clippy::large_enum_variant)]
 pub enum Step {
     /// The decision, and the request given back (the caller registers an
     /// accepted client from it without having kept a copy).
     Done(Decision, AuthRequest),
-    NeedPassword(PendingAuth),
+    /// Boxed once here: it waits between the NIF calls of one login and
+    /// changes hands several times (over 500 bytes).
+    NeedPassword(Box<PendingAuth>),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -554,7 +556,7 @@ impl Firewall {
         match self.screen(&cfg, &snap, &req, sessions, now) {
             Screen::Done(d) => Step::Done(self.finish(&req, d), req),
             Screen::Password(PasswordCheck { snap, identity, kind, settings }) => {
-                Step::NeedPassword(PendingAuth { snap, req, identity, kind, settings })
+                Step::NeedPassword(Box::new(PendingAuth { snap, req, identity, kind, settings }))
             }
         }
     }

@@ -15,7 +15,7 @@ use crate::{atoms, decode, encode};
 /// pending decision, which holds the request and is bound to the policy
 /// snapshot it started with, and the connection process it is for.
 pub struct AuthContext {
-    pending: PendingAuth,
+    pending: Box<PendingAuth>,
     pub conn: ProcId,
 }
 

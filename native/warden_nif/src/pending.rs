@@ -8,6 +8,8 @@
 //! never came (its process died) is dropped by `sweep` after `TTL_MS`.
 
 use std::collections::HashMap;
+
+use ahash::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use once_cell::sync::Lazy;
@@ -28,18 +30,20 @@ struct Entry {
     created: Millis,
 }
 
+type Shard = HashMap<u64, Entry, RandomState>;
+
 pub struct PendingTable {
-    shards: Vec<Mutex<HashMap<u64, Entry>>>,
+    shards: Vec<Mutex<Shard>>,
     next: AtomicU64,
 }
 
 pub static PENDING: Lazy<PendingTable> = Lazy::new(|| PendingTable {
-    shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+    shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
     next: AtomicU64::new(1),
 });
 
 impl PendingTable {
-    fn shard(&self, token: u64) -> &Mutex<HashMap<u64, Entry>> {
+    fn shard(&self, token: u64) -> &Mutex<Shard> {
         &self.shards[(token as usize) % SHARDS]
     }
 

@@ -46,7 +46,7 @@ pub(super) struct Entry {
 #[derive(Default)]
 pub(super) struct Shard {
     capacity: usize,
-    pub(super) map: HashMap<Key, Entry>,
+    pub(super) map: HashMap<Key, Entry, ahash::RandomState>,
     /// Insertion order; a (key, seq) pair is live only while the map holds
     /// that key with that seq.
     pub(super) order: VecDeque<(Key, u64)>,
@@ -100,7 +100,9 @@ impl Inner {
 }
 
 pub struct AuthCache {
-    key: [u8; 32],
+    /// HMAC-SHA256 already keyed with this cache's random key: each lookup
+    /// clones it instead of keying a new one (two SHA-256 blocks less).
+    mac: Hmac<Sha256>,
     pub(super) inner: RwLock<Inner>,
     ok_ttl: AtomicU64,
     fail_ttl: AtomicU64,
@@ -124,7 +126,7 @@ impl std::fmt::Debug for AuthCache {
 impl AuthCache {
     pub fn new(capacity: usize, ok_ttl_ms: Millis, fail_ttl_ms: Millis) -> AuthCache {
         AuthCache {
-            key: super::random_key(),
+            mac: <Hmac<Sha256> as Mac>::new_from_slice(&super::random_key()).expect("HMAC takes any key length"),
             inner: RwLock::new(Inner::new(capacity)),
             ok_ttl: AtomicU64::new(ok_ttl_ms),
             fail_ttl: AtomicU64::new(fail_ttl_ms),
@@ -137,7 +139,7 @@ impl AuthCache {
     }
 
     pub(super) fn key_of(&self, user: &[u8], password: &[u8], fingerprint: u64) -> Key {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let mut mac = self.mac.clone();
         // Length prefixes keep (user, password) splits apart.
         mac.update(&(user.len() as u64).to_le_bytes());
         mac.update(user);

@@ -57,7 +57,9 @@ impl std::error::Error for LoadError {}
 /// A parsed password file.
 #[derive(Debug, Default)]
 pub struct PasswordFile {
-    entries: HashMap<Box<[u8]>, PasswordHash>,
+    /// Looked up on every login with a password (ahash: keyed, and
+    /// cheaper than SipHash for short names).
+    entries: HashMap<Box<[u8]>, PasswordHash, ahash::RandomState>,
     warnings: Vec<LoadWarning>,
     readable_by_others: bool,
     decoy: Option<PasswordHash>,
