@@ -99,7 +99,7 @@ recent_endings(Limit) when is_integer(Limit), Limit >= 0 ->
 %% policy stays and the error names the file, line and reason.
 -spec reload() -> ok | {error, term()}.
 reload() ->
-    vmq_warden_config:reload().
+    vmq_warden_reloader:reload().
 
 -spec bans() -> [map()] | {error, term()}.
 bans() ->

@@ -42,6 +42,7 @@ all() ->
      max_sessions_from_the_registry,
      cert_identity,
      failed_reload_keeps_the_policy,
+     reloader_loads_a_change_once,
      rate_limits,
      bans_and_clearing_them,
      slow_hashes_run_on_dirty_schedulers,
@@ -464,6 +465,37 @@ failed_reload_keeps_the_policy(Config) ->
     ok = vmq_warden:reload(),
     both_next(?LAN, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none),
     accepted({{8, 8, 8, 8}, 1}, <<"any">>, <<"root">>, ?ALICE_PW, none).
+
+%% The reloader loads changed files once: not a second time after an
+%% operator's reload of the same files (that would empty the password cache
+%% again), and not at all while reload_interval is 0. Its ticks are sent by
+%% hand here; each one replaces the pending timer, and an hour-long
+%% interval keeps the timer out of the way meanwhile.
+reloader_loads_a_change_once(Config) ->
+    Passwd = ?config(passwd, Config),
+    All = [[L, "\n"] || L <- passwd_lines()],
+    Fewer = tl(All),                                 % another size: a change even within one second
+    Tick = fun() ->
+                   vmq_warden_reloader ! tick,
+                   _ = sys:get_state(vmq_warden_reloader),   % handled
+                   stat([reloads, ok])
+           end,
+    ok = application:set_env(vmq_warden, reload_interval, 3600000),
+    Ok = Tick(),                                     % the files as this case found them
+    ok = file:write_file(Passwd, Fewer),
+    ok = vmq_warden:reload(),
+    ?assertEqual(Ok + 1, stat([reloads, ok])),
+    ?assertEqual(Ok + 1, Tick()),                    % already loaded
+    ok = file:write_file(Passwd, All),
+    ?assertEqual(Ok + 2, Tick()),                    % changed: loaded
+    ?assertEqual(Ok + 2, Tick()),
+    ok = application:set_env(vmq_warden, reload_interval, 0),
+    ok = file:write_file(Passwd, Fewer),
+    ?assertEqual(Ok + 2, Tick()),                    % 0: no automatic reload
+    ok = vmq_warden:reload(),                        % but the operator's
+    ?assertEqual(Ok + 3, stat([reloads, ok])),
+    ok = file:write_file(Passwd, All),
+    ok = vmq_warden:reload().
 
 alice_hash(Config) ->
     {match, [H]} = re:run(?config(example, Config), "password = \"([^\"]+)\"",
