@@ -223,10 +223,18 @@ pub enum PasswordStep {
     NeedSlowHash,
 }
 
-/// What is held between `begin` and the password calls.
+/// What is held between `begin` and the password calls: the request, moved
+/// in by `begin` (no copy of the client's key, username or certificate),
+/// and the check `screen` decided on.
 pub struct PendingAuth {
-    snap: Arc<Snapshot>,
     req: AuthRequest,
+    check: PasswordCheck,
+}
+
+/// The password check of one login, bound to the policy snapshot it started
+/// with.
+struct PasswordCheck {
+    snap: Arc<Snapshot>,
     identity: Vec<u8>,
     kind: PendingKind,
     settings: Settings,
@@ -244,12 +252,12 @@ impl PendingAuth {
     }
 
     pub fn username(&self) -> &[u8] {
-        &self.identity
+        &self.check.identity
     }
 
     /// Generation of the policy snapshot this decision runs against.
     pub fn generation(&self) -> u64 {
-        self.snap.generation
+        self.check.snap.generation
     }
 }
 
@@ -257,8 +265,8 @@ impl fmt::Debug for PendingAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PendingAuth")
             .field("key", &self.req.key)
-            .field("username", &String::from_utf8_lossy(&self.identity))
-            .field("generation", &self.snap.generation)
+            .field("username", &String::from_utf8_lossy(&self.check.identity))
+            .field("generation", &self.check.snap.generation)
             .finish_non_exhaustive()
     }
 }
@@ -555,9 +563,7 @@ impl Firewall {
         let snap = self.snap.load();
         match self.screen(&cfg, &snap, &req, sessions, now) {
             Screen::Done(d) => Step::Done(self.finish(&req, d), req),
-            Screen::Password(PasswordCheck { snap, identity, kind, settings }) => {
-                Step::NeedPassword(Box::new(PendingAuth { snap, req, identity, kind, settings }))
-            }
+            Screen::Password(check) => Step::NeedPassword(Box::new(PendingAuth { req, check })),
         }
     }
 
@@ -570,11 +576,11 @@ impl Firewall {
             None => return PasswordStep::Done(self.finish(&pending.req, self.failed(pending, now, "no password given"))),
         };
         let cache = self.cache.load();
-        let (fp, slow) = match &pending.kind {
+        let (fp, slow) = match &pending.check.kind {
             PendingKind::Known { fingerprint, slow, .. } => (*fingerprint, *slow || self.forced_slow()),
             PendingKind::UnknownDeny => (0, true),
         };
-        match cache.check(&pending.identity, pw, fp, now) {
+        match cache.check(&pending.check.identity, pw, fp, now) {
             Some(ok) => {
                 self.stats.bump(S_CACHE_HITS);
                 PasswordStep::Done(self.after_verify(pending, ok, sessions, now))
@@ -597,12 +603,12 @@ impl Firewall {
             return self.finish(&pending.req, self.failed(pending, now, "no password given"));
         };
         let cache = self.cache.load();
-        let fp = match &pending.kind {
+        let fp = match &pending.check.kind {
             PendingKind::Known { fingerprint, .. } => *fingerprint,
             PendingKind::UnknownDeny => 0,
         };
         // A concurrent verification of the same credentials may have finished meanwhile.
-        if let Some(ok) = cache.check(&pending.identity, pw, fp, now) {
+        if let Some(ok) = cache.check(&pending.check.identity, pw, fp, now) {
             self.stats.bump(S_CACHE_HITS);
             return self.after_verify(pending, ok, sessions, now);
         }
@@ -622,7 +628,7 @@ impl Firewall {
 
     fn verify_now(&self, pending: &PendingAuth, pw: &[u8], cache: &AuthCache, sessions: &dyn LiveSessions, now: Millis) -> Decision {
         let t0 = Instant::now();
-        let (ok, fp) = match &pending.kind {
+        let (ok, fp) = match &pending.check.kind {
             PendingKind::Known { hash, fingerprint, .. } => (hash.verify(pw), *fingerprint),
             PendingKind::UnknownDeny => {
                 credentials::dummy_verify(pw);
@@ -632,7 +638,7 @@ impl Firewall {
         let micros = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.stats.add(S_VERIFY_MICROS, micros);
         self.stats.bump(S_VERIFY_COUNT);
-        cache.remember(&pending.identity, pw, fp, ok, now);
+        cache.remember(&pending.check.identity, pw, fp, ok, now);
         self.after_verify(pending, ok, sessions, now)
     }
 
@@ -643,8 +649,8 @@ impl Firewall {
             if let Some(p) = pending.req.peer {
                 self.peer_bans.record_success(&peer_key(p.ip), now);
             }
-            self.user_bans.record_success(&pending.identity, now);
-            post_checks(&pending.req, Some(&pending.identity), &pending.settings, sessions, None)
+            self.user_bans.record_success(&pending.check.identity, now);
+            post_checks(&pending.req, Some(&pending.check.identity), &pending.check.settings, sessions, None)
         };
         self.finish(&pending.req, d)
     }
@@ -656,10 +662,10 @@ impl Firewall {
                 self.ban_started(&format!("peer {}", peer_key(p.ip)), until);
             }
         }
-        let known = matches!(pending.kind, PendingKind::Known { .. });
+        let known = matches!(pending.check.kind, PendingKind::Known { .. });
         if known {
-            if let Some(until) = self.user_bans.record_failure(&pending.identity, now) {
-                self.ban_started(&format!("user {}", lossy(&pending.identity)), until);
+            if let Some(until) = self.user_bans.record_failure(&pending.check.identity, now) {
+                self.ban_started(&format!("user {}", lossy(&pending.check.identity)), until);
             }
         }
         let reason = if known { format!("credentials: {why}") } else { "credentials: unknown user".to_string() };
@@ -906,15 +912,6 @@ impl Firewall {
 enum Screen {
     Done(Decision),
     Password(PasswordCheck),
-}
-
-/// A [`PendingAuth`] but for the request, which `begin` moves in (no copy
-/// of the client's key, username or certificate).
-struct PasswordCheck {
-    snap: Arc<Snapshot>,
-    identity: Vec<u8>,
-    kind: PendingKind,
-    settings: Settings,
 }
 
 fn refuse(code: RefusalCode, reason: impl Into<String>) -> Decision {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rustler::types::map::MapIterator;
 use rustler::{Atom, Encoder, Env, Error, NifResult, Term, TermType};
 use warden_core::firewall::{BanSelector, BanTarget, DefaultDecision, FirewallConfig, UnknownUser};
-use warden_core::registry::{Filter, KeyRef, ListCursor, SessionState};
+use warden_core::registry::{Filter, ListCursor, SessionState};
 use warden_core::IpNet;
 
 use crate::timing::{self, Nif};
@@ -107,8 +107,7 @@ fn load_files<'a>(env: Env<'a>, policy: Term<'a>, passwords: Term<'a>) -> NifRes
 #[rustler::nif]
 fn lookup<'a>(env: Env<'a>, mountpoint: Term<'a>, client_id: Term<'a>) -> NifResult<Term<'a>> {
     let _timed = timing::timed(Nif::Lookup);
-    let (mp, cid) = decode::key_bins(mountpoint, client_id)?;
-    let key = KeyRef { mountpoint: mp.as_slice(), client_id: cid.as_slice() };
+    let key = decode::key_ref(mountpoint, client_id)?;
     Ok(match WARDEN.registry.lookup(key) {
         Some(view) => encode::session(env, &view),
         None => atoms::not_found().encode(env),

@@ -8,6 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use rustler::types::tuple::get_tuple;
 use rustler::{Binary, Error, LocalPid, NifResult, Term, TermType};
+use warden_core::registry::KeyRef;
 use warden_core::types::{Peer, ProcId, Protocol, SubscriberKey};
 
 use crate::atoms;
@@ -16,47 +17,39 @@ use crate::atoms;
 /// real CONNECT and is refused before it reaches the registry.
 pub const MAX_FIELD: usize = 65_535;
 
-pub fn bytes(term: Term) -> NifResult<Vec<u8>> {
+/// A binary's bytes, borrowed from the term (no copy).
+fn slice<'a>(term: Term<'a>) -> NifResult<&'a [u8]> {
     let bin = Binary::from_term(term)?;
     if bin.len() > MAX_FIELD {
         return Err(Error::BadArg);
     }
-    Ok(bin.as_slice().to_vec())
+    Ok(bin.as_slice())
 }
 
-pub fn opt_bytes(term: Term) -> NifResult<Option<Vec<u8>>> {
-    if term == atoms::undefined().to_term(term.get_env()) {
-        Ok(None)
-    } else {
-        bytes(term).map(Some)
-    }
+pub fn bytes(term: Term) -> NifResult<Vec<u8>> {
+    slice(term).map(<[u8]>::to_vec)
 }
 
-/// A binary's bytes, borrowed from the term (no copy), or `None` for
-/// `undefined`.
+/// A binary's bytes, borrowed, or `None` for `undefined`.
 pub fn opt_slice<'a>(term: Term<'a>) -> NifResult<Option<&'a [u8]>> {
     if term == atoms::undefined().to_term(term.get_env()) {
         return Ok(None);
     }
-    let bin = Binary::from_term(term)?;
-    if bin.len() > MAX_FIELD {
-        return Err(Error::BadArg);
-    }
-    Ok(Some(bin.as_slice()))
+    slice(term).map(Some)
+}
+
+pub fn opt_bytes(term: Term) -> NifResult<Option<Vec<u8>>> {
+    Ok(opt_slice(term)?.map(<[u8]>::to_vec))
 }
 
 pub fn key(mountpoint: Term, client_id: Term) -> NifResult<SubscriberKey> {
     Ok(SubscriberKey::new(bytes(mountpoint)?, bytes(client_id)?))
 }
 
-/// The key's binaries, borrowed from the terms (no copy): for events on
-/// existing records and lookups (`KeyRef::from(&..)` over the pair).
-pub fn key_bins<'a>(mountpoint: Term<'a>, client_id: Term<'a>) -> NifResult<(Binary<'a>, Binary<'a>)> {
-    let (mp, cid) = (Binary::from_term(mountpoint)?, Binary::from_term(client_id)?);
-    if mp.len() > MAX_FIELD || cid.len() > MAX_FIELD {
-        return Err(Error::BadArg);
-    }
-    Ok((mp, cid))
+/// The key borrowed from the terms (no copy): for events on existing
+/// records, on_register and lookups.
+pub fn key_ref<'a>(mountpoint: Term<'a>, client_id: Term<'a>) -> NifResult<KeyRef<'a>> {
+    Ok(KeyRef { mountpoint: slice(mountpoint)?, client_id: slice(client_id)? })
 }
 
 /// A local pid's term is an immediate word that is unique while the process

@@ -3,7 +3,7 @@
 
 use rustler::{Atom, Encoder, Env, Error, NifResult, Term};
 use warden_core::firewall::{AuthRequest, Decision, Listener, PasswordStep, PendingAuth, Step};
-use warden_core::registry::{Applied, ConnectInfo, KeyRef};
+use warden_core::registry::{Applied, ConnectInfo};
 use warden_core::types::{Millis, ProcId};
 
 use crate::timing::{self, Nif};
@@ -128,8 +128,7 @@ fn registered<'a>(
     let _timed = timing::timed(Nif::Registered);
     let w = &*WARDEN;
     w.hooks.bump(Hook::OnRegister as usize);
-    let (mp, cid) = decode::key_bins(mountpoint, client_id)?;
-    let key = KeyRef { mountpoint: mp.as_slice(), client_id: cid.as_slice() };
+    let key = decode::key_ref(mountpoint, client_id)?;
     let info = ConnectInfo {
         peer: decode::peer(ip, port)?,
         username: decode::opt_slice(user)?,
@@ -148,8 +147,7 @@ fn registered<'a>(
 fn queue_event<'a>(env: Env<'a>, event: Atom, mountpoint: Term<'a>, client_id: Term<'a>, queue: Term<'a>) -> NifResult<Term<'a>> {
     let _timed = timing::timed(Nif::QueueEvent);
     let w = &*WARDEN;
-    let (mp, cid) = decode::key_bins(mountpoint, client_id)?;
-    let key = KeyRef { mountpoint: mp.as_slice(), client_id: cid.as_slice() };
+    let key = decode::key_ref(mountpoint, client_id)?;
     let queue = decode::proc_id(queue)?;
     let now = now();
     let applied = if event == atoms::wakeup() {

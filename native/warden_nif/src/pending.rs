@@ -8,10 +8,9 @@
 //! never came (its process died) is dropped by `sweep` after `TTL_MS`.
 
 use std::collections::HashMap;
-
-use ahash::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use ahash::RandomState;
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 use warden_core::types::{Millis, ProcId};
