@@ -470,14 +470,8 @@ ref_passwords(H) ->
     Users = 1000,
     Creds = credentials("sha", Users),
     [warden_ref:add_user(User, Pw) || {User, Pw} <- tuple_to_list(Creds)],
-    Ks = keyset("rpw", H),
-    F = fun(Off) -> fun(I) ->
-                            {Sid, Peer, _} = element(I, Ks),
-                            {User, Pw} = element((I + Off) rem Users + 1, Creds),
-                            ok = warden_ref:auth_on_register(Peer, Sid, User, Pw, true),
-                            warden_ref:on_client_wakeup(Sid),
-                            warden_ref:on_client_gone(Sid)
-                    end end,
+    Login = login_fun(warden_ref, keyset("rpw", H)),
+    F = fun(Off) -> fun(I) -> Login(Creds, (I + Off) rem Users + 1, I) end end,
     [measure("login $6$ sha512 (auth+wakeup+gone)", "ets ref", F(0), F(7), H)].
 
 pw_user(Kind, I) -> iolist_to_binary(io_lib:format("~s-~p", [Kind, I])).
@@ -510,7 +504,7 @@ nif_passwords(SU, H) ->
       end || I <- lists:seq(1, SU)] || S <- ["bcrypt", "argon2id"]],
     application:set_env(vmq_warden, password_file, File),
     ok = vmq_warden:reload(),
-    Login = login_fun(keyset("npw", H + 2 * SU)),
+    Login = login_fun(vmq_warden_hooks, keyset("npw", H + 2 * SU)),
     Slow = fun(Kind) ->
                    C = credentials(Kind, SU),
                    _ = long_sched(),
@@ -534,16 +528,17 @@ nif_passwords(SU, H) ->
     %% the password file stays configured for the stall audit's logins
     Rows ++ [FastRow].
 
-%% Login(Credentials, UserIndex, KeyIndex): auth with the user's password
-%% (from credentials/2), then wakeup and gone.
-login_fun(Ks) ->
+%% Login(Credentials, UserIndex, KeyIndex) through module M (the plugin's
+%% hooks or the reference): auth with the user's password (from
+%% credentials/2), then wakeup and gone.
+login_fun(M, Ks) ->
     fun(Creds, U, KeyI) ->
             {Sid, Peer, _} = element(KeyI, Ks),
             {User, Pw} = element(U, Creds),
-            R = vmq_warden_hooks:auth_on_register(Peer, Sid, User, Pw, true),
+            R = M:auth_on_register(Peer, Sid, User, Pw, true),
             R =:= ok orelse error({login_refused, User, R}),
-            vmq_warden_hooks:on_client_wakeup(Sid),
-            vmq_warden_hooks:on_client_gone(Sid)
+            M:on_client_wakeup(Sid),
+            M:on_client_gone(Sid)
     end.
 
 tmp_dir() -> os:getenv("TMPDIR", "/tmp").
@@ -704,7 +699,7 @@ stall_audit(#{n := N, life := L, life_keys := K, slow_users := SU, hits := H,
                      %% while the bench's password file is configured; a reload
                      %% empties the verification cache, so the slow hashes run again
                      ok = vmq_warden:reload(),
-                     Login = login_fun(keyset("apw", H + 2 * SU)),
+                     Login = login_fun(vmq_warden_hooks, keyset("apw", H + 2 * SU)),
                      [begin
                           C = credentials(Kind, SU),
                           [Login(C, I, I) || I <- lists:seq(1, SU)],
