@@ -97,7 +97,7 @@ start_plugin() ->
     application:set_env(vmq_warden, allow_anonymous, true),
     application:set_env(vmq_warden, reload_interval, 0),
     application:set_env(vmq_warden, log_level, error),
-    {ok, _} = application:ensure_all_started(vmq_warden),
+    ok = vmq_plugin_harness:enable(vmq_warden),
     logger:set_primary_config(level, error),
     vmq_warden_nif:loaded().
 

@@ -87,7 +87,9 @@ stats() ->
             Stats#{decisions => Decisions#{failed => maps:get(failed, Local)},
                    log_suppressed => maps:get(log_suppressed, Local)};
         _ ->
-            #{decisions => #{failed => maps:get(failed, Local)}, nif_loaded => false}
+            %% Says why, so that `vmq-admin warden stats' shows the cause.
+            #{decisions => #{failed => maps:get(failed, Local)}, nif_loaded => false,
+              nif_error => vmq_warden_nif:load_error()}
     end.
 
 %% @doc The most recent session endings, newest first.

@@ -22,7 +22,7 @@ start(_Type, _Args) ->
     end.
 
 start(Settings) ->
-    case vmq_warden_nif:load() of
+    case attach_nif() of
         ok ->
             %% A re-enabled plugin may get its old library back (see
             %% vmq_warden_nif:load/0): start from a clean state either way.
@@ -38,6 +38,18 @@ start(Settings) ->
                          failure_decision => maps:get(failure_decision, Settings)},
                        #{domain => [vmq_warden]}),
             start_sup()
+    end.
+
+%% The module's on_load attaches the library to each new instance. An
+%% instance left with stubs by an earlier failure (a re-enable after the
+%% operator fixed the library) gets one fresh instance to try again.
+attach_nif() ->
+    case vmq_warden_nif:load() of
+        ok ->
+            ok;
+        {error, _} ->
+            _ = code:soft_purge(vmq_warden_nif) andalso code:load_file(vmq_warden_nif),
+            vmq_warden_nif:load()
     end.
 
 bad_config(Reason) ->

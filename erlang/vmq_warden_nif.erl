@@ -1,10 +1,18 @@
-%% @doc The NIF stub module. Loaded explicitly by the application (not with
-%% -on_load) so that a missing or broken library leaves the module loaded with
-%% stubs that raise `nif_not_loaded`; the hook wrappers turn that into the
-%% configured failure decision instead of an `undef` crash.
+%% @doc The NIF stub module. Its `-on_load' attaches the native library to
+%% every instance of the module that gets loaded, because VerneMQ's plugin
+%% manager reloads every module of a plugin right after starting it (see
+%% docs/VERNEMQ.md, "How a plugin is started"): the fresh instance finds
+%% the library still held by the previous one, and the library's `upgrade'
+%% callback (native/warden_nif/src/entry.rs) lets it share that library,
+%% registry and all. A missing or broken library does not stop the module
+%% from loading: its functions stay stubs that raise `nif_not_loaded', the
+%% hook wrappers turn that into the configured failure decision, and the
+%% cause is logged once per load and kept for `vmq_warden:stats()'.
 -module(vmq_warden_nif).
 
--export([load/0, loaded/0]).
+-on_load(attach/0).
+
+-export([load/0, loaded/0, load_error/0]).
 -export([ping/0, noop/0, memory/0,
          auth_begin/1, auth_password/2, auth_password_slow/2,
          registered/7, queue_event/4,
@@ -15,44 +23,49 @@
          call_times_start/0, call_times_stop/0, call_times/0, calibrate/1]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
+-define(ATTACH_ERROR, {?MODULE, attach_error}).
 
+%% Runs in every new instance of this module. Always `ok', so that the
+%% module loads (with stubs) even when the library cannot be attached. A
+%% first attach that fails is reported by the application's start; an
+%% instance that replaces one that had the library and cannot attach it
+%% (the failure this on_load exists to prevent) is logged here.
+attach() ->
+    Path = lib_path(),
+    %% During on_load, calls by module name still reach the previous
+    %% instance, if there is one.
+    HadLibrary = erlang:module_loaded(?MODULE) andalso ?MODULE:loaded(),
+    Error = case erlang:load_nif(Path, 0) of
+                ok -> none;
+                {error, {Kind, Text}} -> {nif_load_failed, Path, Kind, Text}
+            end,
+    %% An equal value is not written again (no global GC on reloads).
+    persistent_term:get(?ATTACH_ERROR, none) =:= Error
+        orelse persistent_term:put(?ATTACH_ERROR, Error),
+    HadLibrary andalso Error =/= none andalso
+        logger:error(#{msg => "vmq_warden: NIF library not loaded into the new code of "
+                              "vmq_warden_nif; every auth hook answers with the failure decision",
+                       reason => Error},
+                     #{domain => [vmq_warden]}),
+    ok.
+
+%% `ok' when this instance has its native functions, else why not.
 -spec load() -> ok | {error, term()}.
 load() ->
     case loaded() of
         true -> ok;
-        false -> load_from(lib_path())
+        false -> {error, load_error()}
     end.
 
-load_from(Path) ->
-    warn_if_still_mapped(Path),
-    case erlang:load_nif(Path, 0) of
-        ok -> ok;
-        {error, {reload, _}} -> ok;
-        {error, {upgrade, _}} -> ok;
-        {error, Reason} -> {error, {nif_load_failed, Path, Reason}}
+%% Why the last attach failed (`none' if it did not), kept for stats().
+-spec load_error() -> term().
+load_error() ->
+    case loaded() of
+        true -> none;
+        false -> persistent_term:get(?ATTACH_ERROR, nif_not_loaded)
     end.
 
-%% glibc does not unmap a library while a thread holds one of its
-%% thread-local destructors, so after a disable the old library can stay in
-%% memory, and loading the same path again returns it: a library file
-%% replaced in place then only takes effect after a broker restart. Say so.
-warn_if_still_mapped(Path) ->
-    case file:read_file("/proc/self/maps") of
-        {ok, Maps} ->
-            Name = list_to_binary(filename:basename(Path) ++ ".so"),
-            case binary:match(Maps, Name) of
-                nomatch -> ok;
-                _ -> logger:warning(#{msg => "vmq_warden: the native library of a previous load "
-                                             "is still mapped and will be reused; if its file "
-                                             "was replaced, restart the broker to run the new "
-                                             "code", path => Path},
-                                    #{domain => [vmq_warden]})
-            end;
-        {error, _} ->
-            ok
-    end.
-
-%% The library path; `vmq_warden.nif_path` in the app env overrides it (tests
+%% The library path; `vmq_warden.nif_path' in the app env overrides it (tests
 %% use that to simulate a missing library).
 lib_path() ->
     case application:get_env(vmq_warden, nif_path) of

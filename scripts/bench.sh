@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 ${REBAR:-rebar3} compile >/dev/null
 cargo build --release --locked -p warden_passwd -q
 mkdir -p _build/bench/ebin
-erlc -o _build/bench/ebin -pa _build/default/lib/vmq_warden/ebin bench/*.erl
+erlc -o _build/bench/ebin -pa _build/default/lib/vmq_warden/ebin bench/*.erl test/vmq_plugin_harness.erl
 export WARDEN_PASSWD="$PWD/target/release/vmq-warden-passwd"
 exec erl -noshell -pa _build/default/lib/vmq_warden/ebin _build/bench/ebin \
     -eval 'vmq_warden_bench:main(init:get_plain_arguments())' -extra "$@"

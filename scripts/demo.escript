@@ -6,9 +6,12 @@
 main(_) ->
     Root = filename:dirname(filename:dirname(filename:absname(escript:script_name()))),
     true = code:add_patha(filename:join(Root, "_build/default/lib/vmq_warden/ebin")),
+    %% Started as VerneMQ's plugin manager starts it (test/vmq_plugin_harness.erl).
+    {ok, Harness, Bin} = compile:file(filename:join(Root, "test/vmq_plugin_harness.erl"), [binary]),
+    {module, Harness} = code:load_binary(Harness, "vmq_plugin_harness.erl", Bin),
     ok = application:load(vmq_warden),
     application:set_env(vmq_warden, default_decision, allow),
-    {ok, _} = application:ensure_all_started(vmq_warden),
+    ok = vmq_plugin_harness:enable(vmq_warden),
     Peer = {{192, 0, 2, 10}, 51515},
     Sid = {"", <<"sensor-42">>},
     say("1. A clean-session client connects (auth -> wakeup -> on_register)"),

@@ -37,12 +37,12 @@ init_per_suite(Config) ->
     Config.
 
 end_per_suite(_Config) ->
-    _ = application:stop(vmq_warden),
+    _ = vmq_plugin_harness:disable(vmq_warden),
     reset_env(),
     ok.
 
 init_per_testcase(_Case, Config) ->
-    _ = application:stop(vmq_warden),
+    _ = vmq_plugin_harness:disable(vmq_warden),
     reset_env(),
     #{level := Primary} = logger:get_primary_config(),
     %% VerneMQ logs at info by default; OTP's primary level is notice
@@ -53,7 +53,7 @@ init_per_testcase(_Case, Config) ->
 end_per_testcase(_Case, Config) ->
     ok = vmq_warden_log_capture:remove(?HANDLER),
     ok = logger:update_primary_config(#{level => ?config(primary_level, Config)}),
-    _ = application:stop(vmq_warden),
+    _ = vmq_plugin_harness:disable(vmq_warden),
     _ = [catch meck:unload(M) || M <- [clique]],
     _ = [catch ets:delete(T) || T <- [clique_commands, clique_usage]],
     reset_env(),
@@ -75,7 +75,7 @@ bad_setting_fails_start(_Config) ->
          ok = application:set_env(vmq_warden, Key, Value),
          ?assertEqual({error, {{bad_config, {invalid_setting, Key, Value}},
                                {vmq_warden_app, start, [normal, []]}}},
-                      application:start(vmq_warden)),
+                      vmq_plugin_harness:enable(vmq_warden)),
          ?assertEqual(undefined, whereis(vmq_warden_sup)),
          ?assertNot(lists:keymember(vmq_warden, 1, application:which_applications())),
          %% and an error line that names the setting
@@ -85,13 +85,13 @@ bad_setting_fails_start(_Config) ->
      end || {Key, Value} <- Bad],
     %% the same node starts once the setting is fixed
     reset_env(),
-    ?assertEqual(ok, application:start(vmq_warden)).
+    ?assertEqual(ok, vmq_plugin_harness:enable(vmq_warden)).
 
 broken_policy_fails_start(Config) ->
     Policy = filename:join(?config(priv_dir, Config), "broken_policy.toml"),
     ok = file:write_file(Policy, <<"version = 1\n[network]\nallow = [\"127.0.0.1\"]\nfrobnicate = 1\n">>),
     ok = application:set_env(vmq_warden, policy_file, Policy),
-    {error, {{bad_config, Reason}, _}} = application:start(vmq_warden),
+    {error, {{bad_config, Reason}, _}} = vmq_plugin_harness:enable(vmq_warden),
     ct:pal("policy error: ~p", [Reason]),
     Text = unicode:characters_to_list(Reason),
     %% names the file, the line and the key
@@ -100,12 +100,12 @@ broken_policy_fails_start(Config) ->
     ?assertEqual(undefined, whereis(vmq_warden_sup)),
     %% fixed file: starts
     ok = file:write_file(Policy, <<"version = 1\n[network]\nallow = [\"127.0.0.1\"]\n">>),
-    ?assertEqual(ok, application:start(vmq_warden)).
+    ?assertEqual(ok, vmq_plugin_harness:enable(vmq_warden)).
 
 missing_password_file_fails_start(Config) ->
     Passwd = filename:join(?config(priv_dir, Config), "no_such_passwd"),
     ok = application:set_env(vmq_warden, password_file, Passwd),
-    {error, {{bad_config, Reason}, _}} = application:start(vmq_warden),
+    {error, {{bad_config, Reason}, _}} = vmq_plugin_harness:enable(vmq_warden),
     ?assertNotEqual(nomatch, string:find(unicode:characters_to_list(Reason), Passwd)),
     ?assertEqual(undefined, whereis(vmq_warden_sup)).
 
@@ -121,12 +121,12 @@ valid_config_starts(Config) ->
             rate_per_peer => 100, burst_per_peer => 20, ban_threshold => 0,
             history_size => 10, log_level => debug},
     maps:foreach(fun(K, V) -> ok = application:set_env(vmq_warden, K, V) end, Env),
-    ?assertEqual(ok, application:start(vmq_warden)),
+    ?assertEqual(ok, vmq_plugin_harness:enable(vmq_warden)),
     ?assert(vmq_warden_nif:loaded()),
     ?assert(is_pid(whereis(vmq_warden_reloader))),
     ?assert(is_pid(whereis(vmq_warden_log))),
     ?assertEqual({ok, maps:merge(vmq_warden_config:defaults(), Env)}, vmq_warden_config:settings()),
-    ?assertEqual(ok, application:stop(vmq_warden)).
+    ?assertEqual(ok, vmq_plugin_harness:disable(vmq_warden)).
 
 %%--------------------------------------------------------------------
 %% Logs
@@ -136,7 +136,7 @@ valid_config_starts(Config) ->
 %% [vmq_warden], the Rust target and the refusal's fields; no password.
 refusal_reaches_logger(_Config) ->
     ok = application:set_env(vmq_warden, default_decision, deny),
-    ok = application:start(vmq_warden),
+    ok = vmq_plugin_harness:enable(vmq_warden),
     ok = vmq_warden_log:flush(),
     _ = vmq_warden_log_capture:captured(),
     Sid = {"", <<"refused-client">>},
@@ -177,7 +177,7 @@ refusal_reaches_logger(_Config) ->
 %% over. Every refusal is accounted for: logged or counted.
 refusal_storm_is_rate_limited(_Config) ->
     ok = application:set_env(vmq_warden, default_decision, deny),
-    ok = application:start(vmq_warden),
+    ok = vmq_plugin_harness:enable(vmq_warden),
     %% let a previous window's summary out first
     timer:sleep(1100),
     ok = vmq_warden_log:flush(),
@@ -236,7 +236,7 @@ cli_registered_on_start_unregistered_on_stop(_Config) ->
     ok = meck:expect(clique, register_usage, fun(Cmd, U) -> ets:insert(clique_usage, {Cmd, U}) end),
     Theirs = ["vmq-admin", "session", "show"],
     true = ets:insert(clique_commands, {Theirs, [], [], fun(_, _, _) -> ok end}),
-    ok = application:start(vmq_warden),
+    ok = vmq_plugin_harness:enable(vmq_warden),
     Ours = [["vmq-admin", "warden", "session", "show"], ["vmq-admin", "warden", "stats"],
             ["vmq-admin", "warden", "reload"], ["vmq-admin", "warden", "ban", "show"],
             ["vmq-admin", "warden", "ban", "clear"]],
@@ -250,7 +250,7 @@ cli_registered_on_start_unregistered_on_stop(_Config) ->
     ok = meck:expect(clique_status, text, fun(T) -> {text, T} end),
     ?assertEqual([{text, "Done"}], Stats(["vmq-admin", "warden", "reload"], [], [])),
     ok = meck:unload(clique_status),
-    ok = application:stop(vmq_warden),
+    ok = vmq_plugin_harness:disable(vmq_warden),
     ?assertEqual([Theirs], [element(1, E) || E <- ets:tab2list(clique_commands)]),
     ?assertEqual([], ets:tab2list(clique_usage)).
 

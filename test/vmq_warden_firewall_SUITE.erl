@@ -49,7 +49,7 @@ all() ->
      reconnect_storm_hits_the_cache].
 
 init_per_suite(Config) ->
-    {ok, _} = application:ensure_all_started(vmq_warden),
+    ok = vmq_plugin_harness:enable(vmq_warden),
     Dir = ?config(priv_dir, Config),
     Example = filename:join([project_root(), "docs", "policy.example.toml"]),
     {ok, Toml} = file:read_file(Example),
@@ -61,7 +61,7 @@ init_per_suite(Config) ->
     [{example, Toml}, {policy, Policy}, {passwd, Passwd} | Config].
 
 end_per_suite(_Config) ->
-    _ = application:stop(vmq_warden),
+    _ = vmq_plugin_harness:disable(vmq_warden),
     ok.
 
 init_per_testcase(_Case, Config) ->

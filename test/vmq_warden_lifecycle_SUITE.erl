@@ -38,11 +38,11 @@ all() ->
      sessions_removed_between_chunks].
 
 init_per_suite(Config) ->
-    {ok, _} = application:ensure_all_started(vmq_warden),
+    ok = vmq_plugin_harness:enable(vmq_warden),
     Config.
 
 end_per_suite(_Config) ->
-    _ = application:stop(vmq_warden),
+    _ = vmq_plugin_harness:disable(vmq_warden),
     ok.
 
 init_per_testcase(_Case, Config) ->

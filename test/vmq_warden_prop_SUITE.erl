@@ -31,7 +31,7 @@ all() ->
 suite() -> [{timetrap, {minutes, 30}}].
 
 init_per_suite(Config) ->
-    {ok, _} = application:ensure_all_started(vmq_warden),
+    ok = vmq_plugin_harness:enable(vmq_warden),
     Dir = ?config(priv_dir, Config),
     File = filename:join(Dir, "passwd"),
     ?U:passwords_file(File, [{"alice", ?U:sha512_line(<<"alice-secret-pw">>)},
@@ -42,7 +42,7 @@ init_per_suite(Config) ->
 
 end_per_suite(_Config) ->
     ?U:reset_env(),
-    _ = application:stop(vmq_warden),
+    _ = vmq_plugin_harness:disable(vmq_warden),
     ok.
 
 init_per_testcase(_Case, Config) ->

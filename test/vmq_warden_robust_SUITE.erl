@@ -37,7 +37,7 @@ all() ->
 suite() -> [{timetrap, {minutes, 30}}].
 
 init_per_suite(Config) ->
-    {ok, _} = application:ensure_all_started(vmq_warden),
+    ok = vmq_plugin_harness:enable(vmq_warden),
     Dir = ?config(priv_dir, Config),
     File = ?U:passwords_file(filename:join(Dir, "passwd"),
                              [{"alice", ?U:sha512_line(<<"alice-secret-pw">>)},
@@ -50,7 +50,7 @@ init_per_suite(Config) ->
     [{password_file, File} | Config].
 
 end_per_suite(_Config) ->
-    _ = application:stop(vmq_warden),
+    _ = vmq_plugin_harness:disable(vmq_warden),
     ok.
 
 init_per_testcase(_Case, Config) ->

@@ -258,12 +258,12 @@ example_documents_every_key(Config) ->
 app_env_from_generated_config(Config) ->
     Generated = generate_from_example(Config),
     WardenEnv = proplists:get_value(vmq_warden, Generated),
-    _ = application:stop(vmq_warden),
+    _ = vmq_plugin_harness:disable(vmq_warden),
     _ = application:unload(vmq_warden),
     ok = application:load(vmq_warden),
     ok = application:set_env([{vmq_warden, WardenEnv}], [{persistent, true}]),
     try
-        {ok, _} = application:ensure_all_started(vmq_warden),
+        ok = vmq_plugin_harness:enable(vmq_warden),
         All = application:get_all_env(vmq_warden),
         [?assertEqual({K, V}, lists:keyfind(K, 1, All)) || {K, V} <- WardenEnv],
         ?assertEqual(?config(policy, Config), application:get_env(vmq_warden, policy_file, undefined)),
@@ -271,7 +271,7 @@ app_env_from_generated_config(Config) ->
         %% the hooks list of the .app file is still there next to the settings
         ?assertMatch({ok, [_ | _]}, application:get_env(vmq_warden, vmq_plugin_hooks))
     after
-        _ = application:stop(vmq_warden),
+        _ = vmq_plugin_harness:disable(vmq_warden),
         _ = application:unload(vmq_warden)
     end.
 

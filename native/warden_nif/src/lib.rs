@@ -9,6 +9,7 @@ mod admin;
 mod alloc;
 mod decode;
 mod encode;
+mod entry;
 mod hooks;
 mod logbridge;
 mod pending;
@@ -80,12 +81,3 @@ fn noop() -> rustler::Atom {
 fn memory() -> usize {
     alloc::live_bytes()
 }
-
-/// No resource types: nothing may keep the library loaded after the plugin
-/// is disabled (see `pending`).
-fn on_load(_env: rustler::Env, _info: rustler::Term) -> bool {
-    logbridge::install();
-    true
-}
-
-rustler::init!("vmq_warden_nif", load = on_load);
