@@ -49,6 +49,9 @@ attach_nif() ->
             ok;
         {error, _} ->
             _ = code:soft_purge(vmq_warden_nif) andalso code:load_file(vmq_warden_nif),
+            %% and no old code left, so the plugin manager's reload after
+            %% start can load the module again
+            _ = code:soft_purge(vmq_warden_nif),
             vmq_warden_nif:load()
     end.
 

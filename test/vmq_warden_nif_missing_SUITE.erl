@@ -138,11 +138,12 @@ disable_enable_cycle(Config) ->
     ?assert(vmq_warden_nif:loaded()),
     ?assertEqual([ok, ok, ok, ok], auth_all_arities(<<"alice">>, ?PASSWORD)),
     Sid = {"", <<"before-cycle">>},
-    Conn = vmq_hook_chain:spawn_proc(),
+    [Conn, Queue] = [vmq_hook_chain:spawn_proc() || _ <- [1, 2]],
     ok = vmq_hook_chain:in_proc(Conn, fun() ->
-             ok = vmq_warden_hooks:auth_on_register(?PEER, Sid, undefined, undefined, true),
-             vmq_warden_hooks:on_register(?PEER, Sid, undefined)
+             vmq_warden_hooks:auth_on_register(?PEER, Sid, undefined, undefined, true)
          end),
+    ok = vmq_hook_chain:in_proc(Queue, fun() -> vmq_warden_hooks:on_client_wakeup(Sid) end),
+    ok = vmq_hook_chain:in_proc(Conn, fun() -> vmq_warden_hooks:on_register(?PEER, Sid, undefined) end),
     ?assertMatch({ok, #{state := online}}, vmq_warden:lookup(Sid)),
     %% two more cycles with the library present: the manager's disable
     %% leaves the module's current code, and so the library, in place; the

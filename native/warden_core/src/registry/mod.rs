@@ -750,7 +750,7 @@ impl Registry {
         }
         // One history batch in key order, so a sweep's endings do not depend
         // on hash-map iteration order.
-        all_endings.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        all_endings.sort_by(|a, b| a.key.cmp(&b.key));
         self.history.push_all(all_endings);
         dropped
     }
@@ -777,8 +777,9 @@ impl Registry {
                 st: &mut inner.st,
             };
             let before = rec.snapshot(cx.st, hash_user);
-            if rec.expire_pending(&mut cx) {
-                dropped += 1;
+            let n = rec.expire_pending(&mut cx);
+            if n > 0 {
+                dropped += n;
                 self.account(shard, before, rec.snapshot(cx.st, hash_user));
             }
             *endings = cx.endings;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Barrier};
 
+use super::record::MAX_PENDING;
 use super::tests::key;
 use super::*;
 
@@ -156,6 +157,8 @@ impl KeySim {
                 self.clean = clean;
                 expect = Expect::Online;
             }
+        } else if rng.chance(20) {
+            return self.concurrent(rng, ids);
         } else if self.stored && rng.chance(30) {
             v.push(Ev::Exp(ProcId(self.queue)));
             self.stored = false;
@@ -194,6 +197,61 @@ impl KeySim {
     }
 }
 
+impl KeySim {
+    /// Two or three clients connect with this client id at once, then the
+    /// one left disconnects: every auth comes first, the broker registers
+    /// them one after another in an order of its own, and each takeover
+    /// has the hook order traced on a real broker (facts of
+    /// docs/VERNEMQ.md, "Concurrent connects").
+    fn concurrent(&mut self, rng: &mut Rng, ids: &mut u64) -> (Vec<Ev>, Expect) {
+        let mut id = || {
+            *ids += 1;
+            ProcId(*ids)
+        };
+        let n = 2 + rng.below(2) as usize;
+        let conns: Vec<(ProcId, usize, bool)> = (0..n).map(|_| (id(), rng.below(4) as usize, rng.chance(50))).collect();
+        let mut v: Vec<Ev> = conns
+            .iter()
+            .map(|&(conn, user, clean)| Ev::Auth { conn, user, clean })
+            .collect();
+        let mut order: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            order.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        for (j, &c) in order.iter().enumerate() {
+            let (conn, user, clean) = conns[c];
+            let q = if j == 0 {
+                // The first registration: a persistent client resumes a
+                // stored queue, any other gets a new one.
+                if self.stored && !clean { ProcId(self.queue) } else { id() }
+            } else {
+                let prev = ProcId(self.queue);
+                match (self.clean, clean) {
+                    (false, false) => {
+                        v.push(Ev::Off(prev));
+                        prev
+                    }
+                    (true, false) => {
+                        v.push(Ev::Gone(prev));
+                        prev
+                    }
+                    (_, true) => {
+                        v.push(Ev::Gone(prev));
+                        id()
+                    }
+                }
+            };
+            v.extend([Ev::Wake(q), Ev::Reg { conn, user, clean }]);
+            self.queue = q.0;
+            self.clean = clean;
+        }
+        v.push(if self.clean { Ev::Gone(ProcId(self.queue)) } else { Ev::Off(ProcId(self.queue)) });
+        self.online = false;
+        self.stored = !self.clean;
+        (v, if self.stored { Expect::Offline } else { Expect::Absent })
+    }
+}
+
 fn apply(r: &Registry, k: &SubscriberKey, ev: Ev, now: Millis) -> Result<Applied, u64> {
     Ok(match ev {
         Ev::Auth { conn, user, clean } => {
@@ -225,12 +283,17 @@ struct MPending {
     conn: ProcId,
     created: Millis,
     info: ConnectInfo<'static>,
+    /// Order of its on_register among the registrations, if seen.
+    registered: Option<u64>,
 }
 
 #[derive(Clone)]
 struct MRec {
     cur: Option<MSession>,
-    pend: Option<MPending>,
+    /// Newest first.
+    pend: Vec<MPending>,
+    /// A queue that woke while connects were pending, unclaimed.
+    woken: Option<ProcId>,
     first: Millis,
     last_connect: Millis,
     last_change: Millis,
@@ -245,8 +308,8 @@ const UNKNOWN_INFO: ConnectInfo<'static> = ConnectInfo {
     protocol: Protocol::Mqtt3,
 };
 
-/// The same rules as `Registry`, written the plain way: one map, scans for
-/// every count, a Vec-backed history.
+/// The same rules as `Registry`, written the plain way: one map, a Vec of
+/// pending connects per key, scans for every count, a Vec-backed history.
 struct Model {
     recs: BTreeMap<SubscriberKey, MRec>,
     gen: u64,
@@ -290,21 +353,62 @@ impl Model {
         self.recs.get_mut(k).unwrap()
     }
 
-    fn drop_pending_if_old(&mut self, k: &SubscriberKey, now: Millis) -> bool {
-        let Some(r) = self.recs.get(k) else {
-            return false;
-        };
-        let Some(p) = r.pend.clone() else {
-            return false;
-        };
-        if now.saturating_sub(p.created) <= self.ttl {
-            return false;
-        }
-        self.end(k, p.gen, EndReason::Abandoned, &p.info, p.created, now);
+    fn next_gen(&mut self) -> u64 {
+        self.gen += 1;
+        self.gen
+    }
+
+    /// Take pending `i` out; the woken queue lives as long as the list does.
+    fn take_pending(&mut self, k: &SubscriberKey, i: usize) -> MPending {
         let r = self.rec(k);
-        r.pend = None;
+        let p = r.pend.remove(i);
+        if r.pend.is_empty() {
+            r.woken = None;
+        }
+        p
+    }
+
+    fn end_pending(&mut self, k: &SubscriberKey, i: usize, reason: EndReason, now: Millis) {
+        let p = self.take_pending(k, i);
+        self.end(k, p.gen, reason, &p.info, p.created, now);
+        self.rec(k).last_change = now;
+    }
+
+    fn drop_old_pendings(&mut self, k: &SubscriberKey, now: Millis) -> usize {
+        let Some(r) = self.recs.get(k) else {
+            return 0;
+        };
+        let old: Vec<u64> = r
+            .pend
+            .iter()
+            .filter(|p| now.saturating_sub(p.created) > self.ttl)
+            .map(|p| p.gen)
+            .collect();
+        for g in &old {
+            let i = self.recs[k].pend.iter().position(|p| p.gen == *g).unwrap();
+            self.end_pending(k, i, EndReason::Abandoned, now);
+        }
+        old.len()
+    }
+
+    fn push_pending(&mut self, k: &SubscriberKey, conn: ProcId, info: ConnectInfo<'static>, registered: bool, now: Millis) -> u64 {
+        if self.recs[k].pend.len() == MAX_PENDING {
+            self.end_pending(k, MAX_PENDING - 1, EndReason::Abandoned, now);
+        }
+        let gen = self.next_gen();
+        let r = self.rec(k);
+        r.pend.insert(
+            0,
+            MPending {
+                gen,
+                conn,
+                created: now,
+                info,
+                registered: registered.then_some(gen),
+            },
+        );
         r.last_change = now;
-        true
+        gen
     }
 
     /// Replace the current session by `new` (a promotion or an unannounced
@@ -313,23 +417,9 @@ impl Model {
         let r = self.recs.get(k).unwrap().clone();
         if let Some(old) = &r.cur {
             if old.online {
-                self.end(
-                    k,
-                    old.gen,
-                    EndReason::TakenOver,
-                    &old.info,
-                    r.last_connect,
-                    now,
-                );
+                self.end(k, old.gen, EndReason::TakenOver, &old.info, r.last_connect, now);
             } else if new.info.clean_session {
-                self.end(
-                    k,
-                    old.gen,
-                    EndReason::Discarded,
-                    &old.info,
-                    r.last_connect,
-                    now,
-                );
+                self.end(k, old.gen, EndReason::Discarded, &old.info, r.last_connect, now);
             }
         }
         let r = self.rec(k);
@@ -339,36 +429,49 @@ impl Model {
         r.last_change = now;
     }
 
-    fn promote(
-        &mut self,
-        k: &SubscriberKey,
-        queue: Option<ProcId>,
-        reg_info: Option<ConnectInfo<'static>>,
-        now: Millis,
-    ) {
-        let p = self.rec(k).pend.take().unwrap();
-        // The old session's ending uses the pending's clean flag.
+    fn promote(&mut self, k: &SubscriberKey, i: usize, queue: ProcId, now: Millis) {
+        let p = self.take_pending(k, i);
         let s = MSession {
             gen: p.gen,
             conn: Some(p.conn),
-            queue,
+            queue: Some(queue),
             info: p.info,
             online: true,
-            registered: false,
+            registered: p.registered.is_some(),
         };
         self.install(k, s, now);
-        if let Some(i) = reg_info {
-            let c = self.rec(k).cur.as_mut().unwrap();
-            // on_register does not carry the clean flag: the known one stays.
-            c.info = ConnectInfo { clean_session: c.info.clean_session, ..i };
-            c.registered = true;
-        }
+    }
+
+    fn start_unannounced(&mut self, k: &SubscriberKey, conn: Option<ProcId>, queue: ProcId, info: Option<ConnectInfo<'static>>, now: Millis) {
+        // (the registry ends the old session before it draws the number)
+        let gen = self.gen + 1;
+        let s = MSession {
+            gen,
+            conn,
+            queue: Some(queue),
+            info: info.unwrap_or(UNKNOWN_INFO),
+            online: true,
+            registered: info.is_some(),
+        };
+        self.gen = gen;
+        self.install(k, s, now);
+    }
+
+    /// on_register's info on pending `i`, the flag staying auth's.
+    fn set_registered(&mut self, k: &SubscriberKey, i: usize, info: ConnectInfo<'static>, now: Millis) {
+        let order = self.next_gen();
+        let r = self.rec(k);
+        let p = &mut r.pend[i];
+        p.registered = Some(order);
+        p.info = ConnectInfo { clean_session: p.info.clean_session, ..info };
+        r.last_change = now;
     }
 
     fn ensure(&mut self, k: &SubscriberKey, now: Millis) {
         self.recs.entry(k.clone()).or_insert(MRec {
             cur: None,
-            pend: None,
+            pend: Vec::new(),
+            woken: None,
             first: now,
             last_connect: now,
             last_change: now,
@@ -379,10 +482,10 @@ impl Model {
 
     fn step(&mut self, k: &SubscriberKey, ev: Ev, now: Millis) -> Result<Applied, u64> {
         self.ensure(k, now);
-        self.drop_pending_if_old(k, now);
+        self.drop_old_pendings(k, now);
         let out = self.step_inner(k, ev, now);
         let r = &self.recs[k];
-        if r.cur.is_none() && r.pend.is_none() {
+        if r.cur.is_none() && r.pend.is_empty() {
             self.recs.remove(k);
         }
         self.trim();
@@ -395,45 +498,49 @@ impl Model {
         out
     }
 
+    /// Forget the woken queue if it is `q`.
+    fn unclaim(&mut self, k: &SubscriberKey, q: ProcId) -> bool {
+        let r = self.rec(k);
+        let was = r.woken == Some(q);
+        if was {
+            r.woken = None;
+        }
+        was
+    }
+
     fn step_inner(&mut self, k: &SubscriberKey, ev: Ev, now: Millis) -> Result<Applied, u64> {
         let r = self.recs[k].clone();
-        let empty = r.cur.is_none() && r.pend.is_none();
+        let empty = r.cur.is_none() && r.pend.is_empty();
         let cur_q = r.cur.as_ref().and_then(|c| c.queue);
         let online = r.cur.as_ref().is_some_and(|c| c.online);
         use Applied::{Duplicate, Stale, Unknown};
         Ok(match ev {
             Ev::Auth { conn, user, clean } => {
-                if let Some(p) = r.pend {
-                    self.end(k, p.gen, EndReason::Abandoned, &p.info, p.created, now);
+                if let Some(i) = r.pend.iter().position(|p| p.conn == conn) {
+                    self.end_pending(k, i, EndReason::Abandoned, now);
                 }
-                self.gen += 1;
-                let gen = self.gen;
-                let rec = self.rec(k);
-                rec.pend = Some(MPending {
-                    gen,
-                    conn,
-                    created: now,
-                    info: cinfo(user, clean),
-                });
-                rec.last_change = now;
-                return Err(gen);
+                return Err(self.push_pending(k, conn, cinfo(user, clean), false, now));
             }
             Ev::Reg { conn, user, clean } => {
                 let info = cinfo(user, clean);
-                if r.pend.as_ref().is_some_and(|p| p.conn == conn) {
-                    self.promote(k, None, Some(info), now);
-                    Applied::Applied
-                } else if r
-                    .cur
-                    .as_ref()
-                    .is_some_and(|c| c.conn == Some(conn) && c.registered)
-                {
+                let cur = r.cur.as_ref();
+                if let Some(i) = r.pend.iter().position(|p| p.conn == conn) {
+                    if let Some(q) = r.woken {
+                        self.rec(k).woken = None;
+                        self.set_registered(k, i, info, now);
+                        self.promote(k, i, q, now);
+                        Applied::Applied
+                    } else if cur.is_some_and(|c| c.online && c.registered && c.gen > r.pend[i].gen) {
+                        self.rec(k).count += 1;
+                        self.end_pending(k, i, EndReason::TakenOver, now);
+                        Stale
+                    } else {
+                        self.set_registered(k, i, info, now);
+                        Applied::Applied
+                    }
+                } else if cur.is_some_and(|c| c.conn == Some(conn) && c.registered) {
                     Duplicate
-                } else if r
-                    .cur
-                    .as_ref()
-                    .is_some_and(|c| c.conn == Some(conn) || (c.online && c.conn.is_none()))
-                {
+                } else if cur.is_some_and(|c| c.conn == Some(conn) || (c.online && c.conn.is_none())) {
                     let rec = self.rec(k);
                     let c = rec.cur.as_mut().unwrap();
                     c.conn = Some(conn);
@@ -441,51 +548,45 @@ impl Model {
                     c.registered = true;
                     rec.last_change = now;
                     Applied::Applied
-                } else if r.pend.is_some() {
-                    Stale
+                } else if let Some(q) = r.woken {
+                    self.rec(k).woken = None;
+                    self.start_unannounced(k, Some(conn), q, Some(info), now);
+                    Applied::Applied
                 } else {
-                    self.gen += 1;
-                    let s = MSession {
-                        gen: self.gen,
-                        conn: Some(conn),
-                        queue: None,
-                        info,
-                        online: true,
-                        registered: true,
-                    };
-                    self.install(k, s, now);
+                    self.push_pending(k, conn, info, true, now);
                     Applied::Applied
                 }
             }
             Ev::Wake(q) => {
-                if online && cur_q == Some(q) && r.pend.is_none() {
+                let latest_registered = r
+                    .pend
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| p.registered.map(|o| (o, i)))
+                    .max()
+                    .map(|(_, i)| i);
+                if online && cur_q == Some(q) && r.pend.is_empty() {
                     Duplicate
-                } else if online && cur_q.is_none() {
+                } else if let Some(i) = latest_registered {
+                    self.rec(k).woken = None;
+                    self.promote(k, i, q, now);
+                    Applied::Applied
+                } else if r.pend.len() == 1 && r.woken.is_none() {
+                    self.promote(k, 0, q, now);
+                    Applied::Applied
+                } else if !r.pend.is_empty() {
                     let rec = self.rec(k);
-                    rec.cur.as_mut().unwrap().queue = Some(q);
+                    rec.woken = Some(q);
                     rec.last_change = now;
                     Applied::Applied
-                } else if r.pend.is_some() {
-                    self.promote(k, Some(q), None, now);
-                    Applied::Applied
                 } else {
-                    self.gen += 1;
-                    let s = MSession {
-                        gen: self.gen,
-                        conn: None,
-                        queue: Some(q),
-                        info: UNKNOWN_INFO,
-                        online: true,
-                        registered: false,
-                    };
-                    self.install(k, s, now);
+                    self.start_unannounced(k, None, q, None, now);
                     Applied::Applied
                 }
             }
             Ev::Off(q) => {
                 if empty {
-                    self.gen += 1;
-                    let gen = self.gen;
+                    let gen = self.next_gen();
                     let rec = self.rec(k);
                     rec.cur = Some(MSession {
                         gen,
@@ -498,41 +599,53 @@ impl Model {
                     rec.last_connect = now;
                     rec.last_change = now;
                     Applied::Applied
-                } else if cur_q != Some(q) {
-                    Stale
-                } else if !online {
-                    Duplicate
                 } else {
-                    let c = r.cur.unwrap();
-                    let why = if r.pend.is_some() {
-                        EndReason::TakenOver
+                    let unclaimed = self.unclaim(k, q);
+                    if cur_q == Some(q) {
+                        if !online {
+                            Duplicate
+                        } else {
+                            let c = r.cur.unwrap();
+                            let why = if r.pend.is_empty() {
+                                EndReason::Offline
+                            } else {
+                                EndReason::TakenOver
+                            };
+                            self.end(k, c.gen, why, &c.info, r.last_connect, now);
+                            let rec = self.rec(k);
+                            rec.cur.as_mut().unwrap().online = false;
+                            rec.last_change = now;
+                            Applied::Applied
+                        }
+                    } else if unclaimed {
+                        Applied::Applied
                     } else {
-                        EndReason::Offline
-                    };
-                    self.end(k, c.gen, why, &c.info, r.last_connect, now);
-                    let rec = self.rec(k);
-                    rec.cur.as_mut().unwrap().online = false;
-                    rec.last_change = now;
-                    Applied::Applied
+                        Stale
+                    }
                 }
             }
             Ev::Gone(q) => {
                 if empty {
                     Unknown
-                } else if cur_q != Some(q) {
-                    Stale
                 } else {
-                    let c = r.cur.unwrap();
-                    let why = match (c.online, r.pend.is_some()) {
-                        (true, true) => EndReason::TakenOver,
-                        (false, true) => EndReason::Discarded,
-                        _ => EndReason::Gone,
-                    };
-                    self.end(k, c.gen, why, &c.info, r.last_connect, now);
-                    let rec = self.rec(k);
-                    rec.cur = None;
-                    rec.last_change = now;
-                    Applied::Applied
+                    let unclaimed = self.unclaim(k, q);
+                    if cur_q == Some(q) {
+                        let c = r.cur.unwrap();
+                        let why = match (c.online, !r.pend.is_empty()) {
+                            (true, true) => EndReason::TakenOver,
+                            (false, true) => EndReason::Discarded,
+                            _ => EndReason::Gone,
+                        };
+                        self.end(k, c.gen, why, &c.info, r.last_connect, now);
+                        let rec = self.rec(k);
+                        rec.cur = None;
+                        rec.last_change = now;
+                        Applied::Applied
+                    } else if unclaimed {
+                        Applied::Applied
+                    } else {
+                        Stale
+                    }
                 }
             }
             Ev::Exp(q) => {
@@ -556,10 +669,11 @@ impl Model {
         let keys: Vec<_> = self.recs.keys().cloned().collect();
         let mut n = 0;
         for k in keys {
-            if self.drop_pending_if_old(&k, now) {
-                n += 1;
+            let dropped = self.drop_old_pendings(&k, now);
+            if dropped > 0 {
+                n += dropped;
                 let r = &self.recs[&k];
-                if r.cur.is_none() && r.pend.is_none() {
+                if r.cur.is_none() && r.pend.is_empty() {
                     self.recs.remove(&k);
                 }
             }
@@ -570,7 +684,7 @@ impl Model {
 
     fn view(&self, k: &SubscriberKey) -> Option<SessionView> {
         let r = self.recs.get(k)?;
-        let (state, gen, info, conn, queue) = match (&r.cur, &r.pend) {
+        let (state, gen, info, conn, queue) = match (&r.cur, r.pend.first()) {
             (Some(c), _) => (
                 if c.online {
                     SessionState::Online
@@ -582,13 +696,7 @@ impl Model {
                 c.conn,
                 c.queue,
             ),
-            (None, Some(p)) => (
-                SessionState::Authenticated,
-                p.gen,
-                &p.info,
-                Some(p.conn),
-                None,
-            ),
+            (None, Some(p)) => (SessionState::Authenticated, p.gen, &p.info, Some(p.conn), None),
             (None, None) => return None,
         };
         Some(SessionView {
@@ -605,7 +713,7 @@ impl Model {
             connect_count: r.count,
             queue,
             conn,
-            pending_generation: r.pend.as_ref().map(|p| p.gen),
+            pending_generation: r.pend.first().map(|p| p.gen),
             last_end: r.last_end,
         })
     }
@@ -614,13 +722,8 @@ impl Model {
         self.recs
             .values()
             .filter(|r| {
-                let a = r
-                    .cur
-                    .as_ref()
-                    .filter(|c| c.online)
-                    .and_then(|c| c.info.username)
-                    == Some(u);
-                let b = r.pend.as_ref().and_then(|p| p.info.username) == Some(u);
+                let a = r.cur.as_ref().filter(|c| c.online).and_then(|c| c.info.username) == Some(u);
+                let b = r.pend.iter().any(|p| p.info.username == Some(u));
                 a || b
             })
             .count()

@@ -260,6 +260,16 @@ impl<T> Table<T> {
         }
     }
 
+    pub fn get_mut(&mut self, i: u32) -> Option<&mut T> {
+        if i >= self.slots.len() {
+            return None;
+        }
+        match self.slots.get_mut(i) {
+            Slot::Used(v) => Some(v),
+            Slot::Free(_) => None,
+        }
+    }
+
     pub fn take(&mut self, i: u32) -> Option<T> {
         if i >= self.slots.len() {
             return None;

@@ -56,10 +56,16 @@ impl Ctx<'_> {
     }
 }
 
-/// A connect our auth accepted that is not confirmed yet (no on_register and
-/// no wakeup). In the shard's table, not in the record: it only exists for
-/// the few milliseconds of a registration, so steady-state records do not
-/// pay for it.
+/// Accepted connects that may wait at once per key: the broker can run
+/// several auths for one client id before any registers (concurrent
+/// connects); past this the oldest gives way.
+pub(super) const MAX_PENDING: usize = 8;
+
+/// A connect that is not the current session yet: accepted by our auth, or
+/// registered (on_register seen) and waiting for its queue's wakeup. In the
+/// shard's table, not in the record: it only exists for the few
+/// milliseconds of a registration, so steady-state records do not pay for
+/// it. A key's pending connects form a list, newest first.
 pub(super) struct Pending {
     gen: u64,
     conn: ProcId,
@@ -68,6 +74,15 @@ pub(super) struct Pending {
     username: Option<Bytes>,
     clean: bool,
     protocol: Protocol,
+    /// on_register seen: its place in the order of registrations (a number
+    /// from the generation counter); its info replaced auth's but the flag.
+    registered: Option<u64>,
+    /// The next older pending connect of the key, or `NONE`.
+    next: u32,
+    /// Kept on the list's head only: a queue that woke while connects were
+    /// pending, not yet claimed by an on_register (the wakeup names the
+    /// queue, not the connection).
+    woken: Option<ProcId>,
 }
 
 /// Times are stored in 48 bits (milliseconds up to the year 10889; larger
@@ -188,14 +203,14 @@ pub(super) struct Snapshot {
     pub pending: bool,
     /// Hashes of the users with a live (pending or online) session here,
     /// deduplicated (a same-user takeover counts once).
-    pub users: [Option<u64>; 2],
+    pub users: [Option<u64>; MAX_PENDING + 1],
 }
 
 impl Snapshot {
     pub const EMPTY: Snapshot = Snapshot {
         state: None,
         pending: false,
-        users: [None, None],
+        users: [None; MAX_PENDING + 1],
     };
 }
 
@@ -297,21 +312,102 @@ impl Record {
             }
         }
     }
-    /// Give the record's key bytes and pending connect back to the store:
+    /// Give the record's key bytes and pending connects back to the store:
     /// it is leaving the shard.
     pub fn release(&mut self, st: &mut Store) {
-        if let Some(u) = self.drop_pending(st).and_then(|p| p.username) {
-            st.bytes.free(u);
+        while self.pending != NONE {
+            let p = self.take_pending(st, self.pending);
+            if let Some(u) = p.username {
+                st.bytes.free(u);
+            }
         }
         st.bytes.free(std::mem::replace(&mut self.kb, Bytes::EMPTY));
     }
-    /// Take the pending connect out of the store (its username is still
-    /// the store's: the caller frees it).
-    fn drop_pending(&mut self, st: &mut Store) -> Option<Pending> {
-        st.pending.take(std::mem::replace(&mut self.pending, NONE))
-    }
+    /// The newest pending connect.
     fn pending<'s>(&self, st: &'s Store) -> Option<&'s Pending> {
         st.pending.get(self.pending)
+    }
+    /// Slots of the pending connects, newest first.
+    fn pending_slots(&self, st: &Store) -> ([u32; MAX_PENDING], usize) {
+        let mut out = [NONE; MAX_PENDING];
+        let mut n = 0;
+        let mut at = self.pending;
+        while let Some(p) = st.pending.get(at) {
+            if n == MAX_PENDING {
+                break;
+            }
+            out[n] = at;
+            n += 1;
+            at = p.next;
+        }
+        (out, n)
+    }
+    fn find_pending(&self, st: &Store, conn: ProcId) -> Option<u32> {
+        let (slots, n) = self.pending_slots(st);
+        slots[..n].iter().copied().find(|&i| st.pending.get(i).is_some_and(|p| p.conn == conn))
+    }
+    /// The pending connect that registered last, if any registered.
+    fn latest_registered(&self, st: &Store) -> Option<u32> {
+        let (slots, n) = self.pending_slots(st);
+        slots[..n]
+            .iter()
+            .copied()
+            .filter_map(|i| st.pending.get(i)?.registered.map(|order| (order, i)))
+            .max()
+            .map(|(_, i)| i)
+    }
+    fn woken(&self, st: &Store) -> Option<ProcId> {
+        self.pending(st).and_then(|p| p.woken)
+    }
+    fn set_woken(&mut self, st: &mut Store, q: Option<ProcId>) {
+        if let Some(head) = st.pending.get_mut(self.pending) {
+            head.woken = q;
+        }
+    }
+    /// Unlink the pending connect in `slot` (its username is still the
+    /// store's: the caller frees it). The head's woken queue stays with the
+    /// list.
+    fn take_pending(&mut self, st: &mut Store, slot: u32) -> Pending {
+        let (slots, n) = self.pending_slots(st);
+        let at = slots[..n].iter().position(|&i| i == slot).expect("not a pending connect of this record");
+        let mut p = st.pending.take(slot).expect("pending slot");
+        if at == 0 {
+            self.pending = p.next;
+            if let Some(head) = st.pending.get_mut(self.pending) {
+                head.woken = p.woken;
+            }
+        } else if let Some(prev) = st.pending.get_mut(slots[at - 1]) {
+            prev.next = p.next;
+        }
+        p.next = NONE;
+        p.woken = None;
+        p
+    }
+    /// A new pending connect at the head of the list; the oldest gives way
+    /// (`Abandoned`) when `MAX_PENDING` wait already.
+    fn push_pending(&mut self, cx: &mut Ctx<'_>, conn: ProcId, info: ConnectInfo<'_>, registered: bool) -> u64 {
+        let (slots, n) = self.pending_slots(cx.st);
+        if n == MAX_PENDING {
+            self.abandon_pending(cx, slots[n - 1]);
+        }
+        let gen = cx.new_gen();
+        let username = info.username.map(|u| cx.st.bytes.alloc(&[u]));
+        let woken = self.woken(cx.st);
+        self.set_woken(cx.st, None);
+        self.pending = cx.st.pending.insert(Pending {
+            gen,
+            conn,
+            created: cx.now,
+            peer: info.peer,
+            username,
+            clean: info.clean_session,
+            protocol: info.protocol,
+            registered: registered.then_some(gen),
+            next: self.pending,
+            woken,
+        });
+        self.set_times_change(cx.now);
+        gen
     }
     /// The current session's username.
     fn user<'s>(&self, st: &'s Store) -> Option<&'s [u8]> {
@@ -426,12 +522,20 @@ impl Record {
     }
 
     pub fn snapshot(&self, st: &Store, hash_user: impl Fn(&[u8]) -> u64) -> Snapshot {
-        let a = if self.online() { self.user(st) } else { None };
-        let b = self.pending(st).and_then(|p| p.username.as_ref()).map(|u| st.bytes.get(u));
-        let users = match (a, b) {
-            (Some(a), Some(b)) if a == b => [Some(hash_user(a)), None],
-            (a, b) => [a.map(&hash_user), b.map(&hash_user)],
-        };
+        let mut users = [None; MAX_PENDING + 1];
+        let mut n = 0;
+        let online_user = if self.online() { self.user(st) } else { None };
+        let (slots, count) = self.pending_slots(st);
+        let pending_users = slots[..count]
+            .iter()
+            .filter_map(|&i| st.pending.get(i)?.username.as_ref().map(|u| st.bytes.get(u)));
+        for u in online_user.into_iter().chain(pending_users) {
+            let h = Some(hash_user(u));
+            if !users[..n].contains(&h) {
+                users[n] = h;
+                n += 1;
+            }
+        }
         Snapshot {
             state: self.state(),
             pending: self.has_pending(),
@@ -481,53 +585,59 @@ impl Record {
         }
     }
 
-    fn abandon_pending(&mut self, cx: &mut Ctx<'_>) {
-        if let Some(p) = self.drop_pending(cx.st) {
-            let username = p.username.map(|u| {
-                let copy = Box::from(cx.st.bytes.get(&u));
-                cx.st.bytes.free(u);
-                copy
-            });
-            cx.endings.push(Ending {
-                key: self.key(cx.st),
-                generation: p.gen,
-                reason: EndReason::Abandoned,
-                peer: p.peer,
-                username,
-                started: p.created,
-                ended: cx.now,
-            });
-            self.set_end(EndReason::Abandoned, cx.now);
-            self.set_times_change(cx.now);
-        }
+    /// End the pending connect in `slot` with `reason` (`Abandoned`: never
+    /// confirmed; `TakenOver`: registered, then overtaken by a newer one).
+    fn end_pending(&mut self, cx: &mut Ctx<'_>, slot: u32, reason: EndReason) {
+        let p = self.take_pending(cx.st, slot);
+        let username = p.username.map(|u| {
+            let copy = Box::from(cx.st.bytes.get(&u));
+            cx.st.bytes.free(u);
+            copy
+        });
+        cx.endings.push(Ending {
+            key: self.key(cx.st),
+            generation: p.gen,
+            reason,
+            peer: p.peer,
+            username,
+            started: p.created,
+            ended: cx.now,
+        });
+        self.set_end(reason, cx.now);
+        self.set_times_change(cx.now);
     }
 
-    /// Drop the pending connect if it is older than the TTL. Returns whether
-    /// one was dropped.
-    pub fn expire_pending(&mut self, cx: &mut Ctx<'_>) -> bool {
-        match self.pending(cx.st) {
-            Some(p) if cx.now.saturating_sub(p.created) > cx.pending_ttl => {
-                self.abandon_pending(cx);
-                true
+    fn abandon_pending(&mut self, cx: &mut Ctx<'_>, slot: u32) {
+        self.end_pending(cx, slot, EndReason::Abandoned);
+    }
+
+    /// Drop the pending connects older than the TTL. Returns how many.
+    pub fn expire_pending(&mut self, cx: &mut Ctx<'_>) -> usize {
+        let (slots, n) = self.pending_slots(cx.st);
+        let mut dropped = 0;
+        for &i in &slots[..n] {
+            if cx.st.pending.get(i).is_some_and(|p| cx.now.saturating_sub(p.created) > cx.pending_ttl) {
+                self.abandon_pending(cx, i);
+                dropped += 1;
             }
-            _ => false,
         }
+        dropped
     }
 
-    /// The pending connect becomes the current session.
-    fn promote(&mut self, cx: &mut Ctx<'_>, queue: Option<ProcId>, registered: bool) {
-        let p = self.drop_pending(cx.st).expect("promote without a pending connect");
+    /// The pending connect in `slot` becomes the current session, on `queue`.
+    fn promote(&mut self, cx: &mut Ctx<'_>, slot: u32, queue: ProcId) {
+        let p = self.take_pending(cx.st, slot);
         self.replace_cur(cx, p.clean);
         self.start(
             cx,
             NewSession {
                 gen: p.gen,
                 conn: Some(p.conn),
-                queue,
+                queue: Some(queue),
                 peer: p.peer,
                 username: p.username.as_ref().map_or(UserIn::No, UserIn::Pooled),
                 online: true,
-                registered,
+                registered: p.registered.is_some(),
                 clean: p.clean,
                 protocol: p.protocol,
             },
@@ -543,7 +653,7 @@ impl Record {
         &mut self,
         cx: &mut Ctx<'_>,
         conn: Option<ProcId>,
-        queue: Option<ProcId>,
+        queue: ProcId,
         info: Option<ConnectInfo<'_>>,
     ) {
         let clean = info.as_ref().is_some_and(|i| i.clean_session);
@@ -552,7 +662,7 @@ impl Record {
         let mut s = NewSession {
             gen,
             conn,
-            queue,
+            queue: Some(queue),
             peer: None,
             username: UserIn::No,
             online: true,
@@ -576,35 +686,71 @@ impl Record {
         self.set_times_change(cx.now);
     }
 
+    /// on_register's info on a pending connect (the flag stays auth's).
+    fn set_pending_registered(&mut self, cx: &mut Ctx<'_>, slot: u32, info: ConnectInfo<'_>) {
+        let order = cx.new_gen();
+        let Some(p) = cx.st.pending.get_mut(slot) else { return };
+        p.registered = Some(order);
+        p.peer = info.peer;
+        p.protocol = info.protocol;
+        let stored = p.username.take();
+        let same = match (&stored, info.username) {
+            (Some(b), Some(u)) => cx.st.bytes.get(b) == u,
+            (None, None) => true,
+            _ => false,
+        };
+        let username = if same {
+            stored
+        } else {
+            if let Some(b) = stored {
+                cx.st.bytes.free(b);
+            }
+            info.username.map(|u| cx.st.bytes.alloc(&[u]))
+        };
+        if let Some(p) = cx.st.pending.get_mut(slot) {
+            p.username = username;
+        }
+        self.set_times_change(cx.now);
+    }
+
     // ---- events -------------------------------------------------------------
+    //
+    // The wakeup names the queue, on_register the connection, and several
+    // connects of one client id may be pending at once (docs/DESIGN.md,
+    // "Registry state machine"). A pending connect becomes the current
+    // session only when both its registration and its queue are known: by
+    // an on_register that claims a wakeup seen before it, or by a wakeup
+    // that comes after an on_register.
 
     pub fn auth_accepted(&mut self, cx: &mut Ctx<'_>, conn: ProcId, info: ConnectInfo<'_>) -> u64 {
-        // A second accepted connect before the first was confirmed: only the
-        // newest can still win the registration; the older one is abandoned.
-        self.abandon_pending(cx);
-        let gen = cx.new_gen();
-        let username = info.username.map(|u| cx.st.bytes.alloc(&[u]));
-        self.pending = cx.st.pending.insert(Pending {
-            gen,
-            conn,
-            created: cx.now,
-            peer: info.peer,
-            username,
-            clean: info.clean_session,
-            protocol: info.protocol,
-        });
-        self.set_times_change(cx.now);
-        gen
+        // The same connection process accepted again: its older accept is void.
+        if let Some(slot) = self.find_pending(cx.st, conn) {
+            self.abandon_pending(cx, slot);
+        }
+        self.push_pending(cx, conn, info, false)
     }
 
     pub fn registered(&mut self, cx: &mut Ctx<'_>, conn: ProcId, info: ConnectInfo<'_>) -> Applied {
-        if self.pending(cx.st).is_some_and(|p| p.conn == conn) {
-            // Normal promotion by our own accepted connect; the queue is not
-            // known yet when on_register comes before the wakeup.
-            self.promote(cx, None, true);
-            // on_register carries the session as finally registered (after
-            // any modifiers): it wins over what auth saw, but for the flag.
-            self.set_registered_info(&mut cx.st.bytes, info);
+        if let Some(slot) = self.find_pending(cx.st, conn) {
+            if let Some(queue) = self.woken(cx.st) {
+                // Its queue woke before its on_register (the usual order).
+                self.set_woken(cx.st, None);
+                self.set_pending_registered(cx, slot, info);
+                self.promote(cx, slot, queue);
+                return Applied::Applied;
+            }
+            let gen = cx.st.pending.get(slot).map_or(0, |p| p.gen);
+            if self.online() && self.has(REGISTERED) && self.gen > gen {
+                // A connect accepted after this one has registered and woken
+                // its queue since: this on_register comes late, from a
+                // connection the broker has already replaced.
+                self.connect_count = self.connect_count.saturating_add(1);
+                self.end_pending(cx, slot, EndReason::TakenOver);
+                return Applied::Stale;
+            }
+            // Registered before its queue's wakeup (a takeover that reuses
+            // the queue): the wakeup makes it current.
+            self.set_pending_registered(cx, slot, info);
             return Applied::Applied;
         }
         if self.has_cur() {
@@ -623,44 +769,50 @@ impl Record {
                 return Applied::Applied;
             }
         }
-        if self.has_pending() {
-            // A newer accepted connect is pending: this registration was
-            // superseded (its own pending was replaced) and will be taken over.
-            return Applied::Stale;
+        // A connect we did not accept (another plugin did, or its accept was
+        // dropped): current now if its queue woke, else when it wakes.
+        if let Some(queue) = self.woken(cx.st) {
+            self.set_woken(cx.st, None);
+            self.start_unannounced(cx, Some(conn), queue, Some(info));
+        } else {
+            self.push_pending(cx, conn, info, true);
         }
-        self.start_unannounced(cx, Some(conn), None, Some(info));
         Applied::Applied
     }
 
     pub fn woke_up(&mut self, cx: &mut Ctx<'_>, queue: ProcId) -> Applied {
-        if self.online() {
-            if self.queue() == Some(queue) {
-                return if self.has_pending() {
-                    // Same queue woken again for a new connect (reuse).
-                    self.promote(cx, Some(queue), false);
-                    Applied::Applied
-                } else {
-                    Applied::Duplicate
-                };
-            }
-            if !self.has(HAS_QUEUE) {
-                // The current session was promoted by on_register before
-                // its wakeup: this is its queue.
-                self.set_queue(Some(queue));
-                self.set_times_change(cx.now);
-                return Applied::Applied;
-            }
+        if self.online() && self.queue() == Some(queue) && !self.has_pending() {
+            return Applied::Duplicate;
         }
-        if self.has_pending() {
-            self.promote(cx, Some(queue), false);
+        if let Some(slot) = self.latest_registered(cx.st) {
+            self.set_woken(cx.st, None);
+            self.promote(cx, slot, queue);
+        } else if self.has_pending() {
+            let (slots, n) = self.pending_slots(cx.st);
+            if n == 1 && self.woken(cx.st).is_none() {
+                // One connect waiting: the wakeup can only be its own.
+                self.promote(cx, slots[0], queue);
+            } else {
+                self.set_woken(cx.st, Some(queue));
+                self.set_times_change(cx.now);
+            }
         } else {
-            self.start_unannounced(cx, None, Some(queue), None);
+            self.start_unannounced(cx, None, queue, None);
         }
         Applied::Applied
     }
 
+    /// Forget a woken queue that ends before any on_register claimed it.
+    fn unclaim(&mut self, st: &mut Store, queue: ProcId) -> bool {
+        let was = self.woken(st) == Some(queue);
+        if was {
+            self.set_woken(st, None);
+        }
+        was
+    }
+
     pub fn went_offline(&mut self, cx: &mut Ctx<'_>, queue: ProcId) -> Applied {
-        if !self.has_cur() && !self.has_pending() {
+        if self.is_empty() {
             // Unknown key (plugin enabled on a running broker): we learn
             // of a persistent session only now.
             let gen = cx.new_gen();
@@ -679,6 +831,7 @@ impl Record {
             self.set_times_change(cx.now);
             return Applied::Applied;
         }
+        let unclaimed = self.unclaim(cx.st, queue);
         if self.has_cur() && self.queue() == Some(queue) {
             if !self.online() {
                 return Applied::Duplicate;
@@ -693,6 +846,9 @@ impl Record {
             self.set_times_change(cx.now);
             return Applied::Applied;
         }
+        if unclaimed {
+            return Applied::Applied;
+        }
         Applied::Stale
     }
 
@@ -700,6 +856,7 @@ impl Record {
         if self.is_empty() {
             return Applied::Unknown;
         }
+        let unclaimed = self.unclaim(cx.st, queue);
         if self.has_cur() && self.queue() == Some(queue) {
             let reason = match (self.online(), self.has_pending()) {
                 (true, true) => EndReason::TakenOver,
@@ -711,6 +868,9 @@ impl Record {
             };
             self.remove_cur(cx, reason);
             self.set_times_change(cx.now);
+            return Applied::Applied;
+        }
+        if unclaimed {
             return Applied::Applied;
         }
         Applied::Stale
