@@ -85,7 +85,8 @@ stats() ->
     case call(fun vmq_warden_nif:stats/0) of
         #{decisions := Decisions} = Stats ->
             Stats#{decisions => Decisions#{failed => maps:get(failed, Local)},
-                   log_suppressed => maps:get(log_suppressed, Local)};
+                   log_suppressed => maps:get(log_suppressed, Local),
+                   reconcile_passes => maps:get(reconcile_passes, Local)};
         _ ->
             %% Says why, so that `vmq-admin warden stats' shows the cause.
             #{decisions => #{failed => maps:get(failed, Local)}, nif_loaded => false,

@@ -29,6 +29,7 @@ defaults() ->
       ban_duration => 300000,
       history_size => 1000,
       pending_ttl => 60000,
+      reconcile_interval => 60000,
       log_level => info}.
 
 %% @doc The effective settings, or the first invalid one.

@@ -87,6 +87,10 @@ metric_defs() ->
       <<"Sessions in the vmq_warden registry, by state">>, [registry, S]}
      || S <- ?REGISTRY_STATES]
     ++
+    [{counter, [], warden_reconciled, warden_reconciled,
+      <<"Registry records corrected to the broker's own view by the reconciliation">>,
+      [registry, reconciled]}]
+    ++
     [{counter, [], warden_cache_hits, warden_cache_hits,
       <<"Auth cache hits">>, [cache, hits]},
      {counter, [], warden_cache_misses, warden_cache_misses,

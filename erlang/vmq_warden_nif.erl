@@ -15,7 +15,7 @@
 -export([load/0, loaded/0, load_error/0]).
 -export([ping/0, noop/0, memory/0,
          auth_begin/1, auth_password/2, auth_password_slow/2,
-         registered/7, queue_event/4,
+         registered/7, queue_event/4, reconcile/4,
          configure/1, load_files/2,
          lookup/2, list_chunk/3, counts/0, stats/0, recent_endings/1, sweep/0, reset/0,
          bans/0, clear_bans/1,
@@ -108,6 +108,8 @@ auth_password(_Ctx, _Password) -> ?NOT_LOADED.
 auth_password_slow(_Ctx, _Password) -> ?NOT_LOADED.
 registered(_Mountpoint, _ClientId, _ConnPid, _Ip, _Port, _User, _Proto) -> ?NOT_LOADED.
 queue_event(_Event, _Mountpoint, _ClientId, _QueuePid) -> ?NOT_LOADED.
+%% The reconciler's correction: absent | offline | online, last_change as read.
+reconcile(_Mountpoint, _ClientId, _BrokerState, _SeenChange) -> ?NOT_LOADED.
 
 %% Configuration (vmq_warden_config).
 configure(_Settings) -> ?NOT_LOADED.

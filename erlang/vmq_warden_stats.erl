@@ -5,9 +5,9 @@
 -export([init/0, bump/1, read/0, should_log/0]).
 
 -define(KEY, {?MODULE, counters}).
--define(NAMES, [failed, log_suppressed]).
+-define(NAMES, [failed, log_suppressed, reconcile_passes]).
 %% One slot per name, plus the second of the last failure log line.
--define(LAST_LOG_SLOT, 3).
+-define(LAST_LOG_SLOT, 4).
 
 -spec init() -> ok.
 init() ->
@@ -19,7 +19,7 @@ init() ->
     end,
     ok.
 
--spec bump(failed | log_suppressed) -> ok.
+-spec bump(failed | log_suppressed | reconcile_passes) -> ok.
 bump(Name) ->
     case persistent_term:get(?KEY, undefined) of
         undefined -> ok;
@@ -48,4 +48,5 @@ should_log() ->
     end.
 
 index(failed) -> 1;
-index(log_suppressed) -> 2.
+index(log_suppressed) -> 2;
+index(reconcile_passes) -> 3.

@@ -7,5 +7,6 @@ start_link() ->
 
 init([]) ->
     Children = [#{id => vmq_warden_log, start => {vmq_warden_log, start_link, []}},
-                #{id => vmq_warden_reloader, start => {vmq_warden_reloader, start_link, []}}],
+                #{id => vmq_warden_reloader, start => {vmq_warden_reloader, start_link, []}},
+                #{id => vmq_warden_reconciler, start => {vmq_warden_reconciler, start_link, []}}],
     {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, Children}}.

@@ -65,6 +65,7 @@ defaults() ->
      {ban_duration, 300000},
      {history_size, 1000},
      {pending_ttl, 60000},
+     {reconcile_interval, 60000},
      {log_level, info}].
 
 init_per_suite(Config) ->

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rustler::types::map::MapIterator;
 use rustler::{Atom, Encoder, Env, Error, NifResult, Term, TermType};
 use warden_core::firewall::{BanSelector, BanTarget, DefaultDecision, FirewallConfig, UnknownUser};
-use warden_core::registry::{Filter, ListCursor, SessionState};
+use warden_core::registry::{BrokerSession, Filter, ListCursor, Reconciled, SessionState};
 use warden_core::IpNet;
 
 use crate::timing::{self, Nif};
@@ -101,6 +101,30 @@ fn load_files<'a>(env: Env<'a>, policy: Term<'a>, passwords: Term<'a>) -> NifRes
             (atoms::ok(), map).encode(env)
         }
         Err(e) => (atoms::error(), e.to_string()).encode(env),
+    })
+}
+
+/// The reconciler's correction of one record: the broker's own state
+/// (`absent | offline | online`) and the record's `last_change` as read.
+#[rustler::nif]
+fn reconcile<'a>(mountpoint: Term<'a>, client_id: Term<'a>, broker: Atom, seen_change: u64) -> NifResult<Atom> {
+    let _timed = timing::timed(Nif::Lookup);
+    let key = decode::key_ref(mountpoint, client_id)?;
+    let broker = if broker == atoms::absent() {
+        BrokerSession::Absent
+    } else if broker == atoms::offline() {
+        BrokerSession::Offline
+    } else if broker == atoms::online() {
+        BrokerSession::Online
+    } else {
+        return Err(Error::BadArg);
+    };
+    Ok(match WARDEN.registry.reconcile(key, broker, seen_change, now()) {
+        Reconciled::Agrees => atoms::agrees(),
+        Reconciled::Corrected => atoms::corrected(),
+        Reconciled::Changed => atoms::changed(),
+        Reconciled::Differs => atoms::differs(),
+        Reconciled::NotFound => atoms::not_found(),
     })
 }
 
@@ -262,6 +286,7 @@ fn stats(env: Env) -> Term {
             ("unknown_events", n(r.unknown_events)),
             ("taken_over", n(r.taken_over)),
             ("ended", n(r.ended)),
+            ("reconciled", n(r.reconciled)),
             ("history_len", n(r.history_len)),
         ],
     );

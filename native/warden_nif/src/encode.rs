@@ -144,6 +144,7 @@ fn reason_atom(r: EndReason) -> Atom {
         EndReason::Expired => atoms::expired(),
         EndReason::Discarded => atoms::discarded(),
         EndReason::Abandoned => atoms::abandoned(),
+        EndReason::Vanished => atoms::vanished(),
     }
 }
 

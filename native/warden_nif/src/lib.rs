@@ -61,6 +61,12 @@ pub mod atoms {
     taken_over,
     discarded,
     abandoned,
+    vanished,
+    absent,
+    agrees,
+    corrected,
+    changed,
+    differs,
     }
 }
 

@@ -98,9 +98,12 @@ pub enum EndReason {
     Expired,
     /// Offline persistent session removed by a clean connect (no hook).
     Discarded,
-    /// Accepted connect never confirmed (pending TTL, or replaced by a newer
-    /// accepted connect before confirmation).
+    /// Accepted connect never confirmed (pending TTL, or more connects of
+    /// the key accepted at once than are kept).
     Abandoned,
+    /// The broker had no such session when the reconciliation compared
+    /// (a hook the registry missed or misread).
+    Vanished,
 }
 
 impl EndReason {
@@ -112,8 +115,37 @@ impl EndReason {
             EndReason::Expired => "expired",
             EndReason::Discarded => "discarded",
             EndReason::Abandoned => "abandoned",
+            EndReason::Vanished => "vanished",
         }
     }
+}
+
+/// The broker's own view of one subscriber id, for [`Registry::reconcile`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerSession {
+    /// No queue.
+    Absent,
+    /// A queue without a connected session (persistent, offline).
+    Offline,
+    /// A queue with a connected session.
+    Online,
+}
+
+/// What [`Registry::reconcile`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reconciled {
+    /// The registry says what the broker says (or only a pending connect
+    /// waits, which the pending TTL bounds).
+    Agrees,
+    /// The record was corrected to the broker's view.
+    Corrected,
+    /// The record changed since it was read: left for the next pass.
+    Changed,
+    /// The broker has a session the record does not show: counted, left
+    /// alone (the next connect or wakeup brings it).
+    Differs,
+    /// No record for the key.
+    NotFound,
 }
 
 /// Outcome of a lifecycle event.
@@ -195,6 +227,8 @@ pub struct RegistryStats {
     pub unknown_events: u64,
     pub taken_over: u64,
     pub ended: u64,
+    /// Records corrected by [`Registry::reconcile`].
+    pub reconciled: u64,
     pub history_len: u64,
     pub shards: u64,
 }
@@ -247,7 +281,8 @@ const C_DUP: usize = 6;
 const C_UNKNOWN: usize = 7;
 const C_TAKEN: usize = 8;
 const C_ENDED: usize = 9;
-const N_COUNTERS: usize = 10;
+const C_RECONCILED: usize = 10;
+const N_COUNTERS: usize = 11;
 
 /// Memory layout: the records are dense in `slab` (chunks of a fixed size,
 /// no per-entry slack); `index` maps the keyed hash of a key to its slot
@@ -618,6 +653,32 @@ impl Registry {
         })
     }
 
+    /// Compare the record of `key`, as read with `last_change ==
+    /// seen_change`, with the broker's own view, and correct it: an online
+    /// or offline session the broker does not have ends `Vanished`; an
+    /// online one whose queue the broker holds offline goes offline
+    /// (ending `Offline`). Runs off the hooks' path (the reconciler), so
+    /// that no misread hook order can keep a ghost for longer than one
+    /// reconciliation period.
+    pub fn reconcile<'k>(
+        &self,
+        key: impl Into<KeyRef<'k>>,
+        broker: BrokerSession,
+        seen_change: Millis,
+        now: Millis,
+    ) -> Reconciled {
+        let key = key.into();
+        let h = self.hash_key(key);
+        if self.shard_of_hash(h).inner.lock().find(h, key).is_none() {
+            return Reconciled::NotFound;
+        }
+        let (r, shard) = self.with_record(key, now, |rec, cx| rec.reconcile(cx, broker, seen_change));
+        if r == Reconciled::Corrected {
+            shard.add(C_RECONCILED);
+        }
+        r
+    }
+
     /// The record of `key`. A pending connect older than the TTL is shown
     /// until the next event or sweep touches the record.
     pub fn lookup<'k>(&self, key: impl Into<KeyRef<'k>>) -> Option<SessionView> {
@@ -711,6 +772,7 @@ impl Registry {
             unknown_events: self.sum(C_UNKNOWN),
             taken_over: self.sum(C_TAKEN),
             ended: self.sum(C_ENDED),
+            reconciled: self.sum(C_RECONCILED),
             history_len: self.history.len() as u64,
             shards: self.shards.len() as u64,
         }
@@ -811,7 +873,7 @@ impl Registry {
                 self.account(shard, rec.snapshot(&g.st, hash_user), Snapshot::EMPTY);
             }
             g.clear();
-            for i in [C_STALE, C_DUP, C_UNKNOWN, C_TAKEN, C_ENDED] {
+            for i in [C_STALE, C_DUP, C_UNKNOWN, C_TAKEN, C_ENDED, C_RECONCILED] {
                 shard.c[i].store(0, Relaxed);
             }
         }

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::types::{Millis, Peer, ProcId, Protocol, SubscriberKey};
 
 use super::pool::{BytePool, Bytes, Slot, Table, NONE};
-use super::{Applied, KeyRef, ConnectInfo, EndReason, Ending, SessionState, SessionView};
+use super::{Applied, BrokerSession, ConnectInfo, EndReason, Ending, KeyRef, Reconciled, SessionState, SessionView};
 
 /// What a shard's records keep outside themselves (pool.rs says why).
 pub(super) struct Store {
@@ -886,6 +886,25 @@ impl Record {
             return Applied::Applied;
         }
         Applied::Stale
+    }
+
+    pub fn reconcile(&mut self, cx: &mut Ctx<'_>, broker: BrokerSession, seen_change: Millis) -> Reconciled {
+        if self.last_change.get() != T48::new(seen_change).get() {
+            return Reconciled::Changed;
+        }
+        match (self.state(), broker) {
+            (Some(SessionState::Online), BrokerSession::Absent) | (Some(SessionState::Offline), BrokerSession::Absent) => {
+                self.remove_cur(cx, EndReason::Vanished);
+            }
+            (Some(SessionState::Online), BrokerSession::Offline) => {
+                self.set(ONLINE, false);
+                self.end_cur(cx, EndReason::Offline);
+            }
+            (Some(SessionState::Offline), BrokerSession::Online) => return Reconciled::Differs,
+            _ => return Reconciled::Agrees,
+        }
+        self.set_times_change(cx.now);
+        Reconciled::Corrected
     }
 
     // ---- reads --------------------------------------------------------------

@@ -1217,3 +1217,33 @@ fn concurrent_connect_traces_of_a_real_broker() {
         }
     }
 }
+
+#[test]
+fn reconcile_corrects_what_the_broker_does_not_have() {
+    let r = reg();
+    let (a, b, c) = (key("ghost"), key("offline"), key("fine"));
+    let ga = connect(&r, &a, S1, Q1, true, 10);
+    connect(&r, &b, S2, Q2, false, 10);
+    connect(&r, &c, S3, ProcId(203), true, 10);
+    let seen = |k: &SubscriberKey| view(&r, k).last_change;
+    // Read, then something happened: left for the next pass.
+    assert_eq!(r.reconcile(&a, BrokerSession::Absent, seen(&a) - 1, 100), Reconciled::Changed);
+    assert_eq!(view(&r, &a).state, SessionState::Online);
+    // The broker has no queue for `a`: the online ghost ends `vanished`.
+    assert_eq!(r.reconcile(&a, BrokerSession::Absent, seen(&a), 100), Reconciled::Corrected);
+    assert!(r.lookup(&a).is_none());
+    assert_eq!(reasons(&r), vec![(ga, EndReason::Vanished)]);
+    assert_eq!(r.live_sessions_of_user(b"alice"), 2);
+    // `b` is offline on the broker: offline here too, then gone from both.
+    assert_eq!(r.reconcile(&b, BrokerSession::Offline, seen(&b), 101), Reconciled::Corrected);
+    assert_eq!(view(&r, &b).state, SessionState::Offline);
+    assert_eq!(r.reconcile(&b, BrokerSession::Offline, seen(&b), 102), Reconciled::Agrees);
+    assert_eq!(r.reconcile(&b, BrokerSession::Online, seen(&b), 102), Reconciled::Differs);
+    assert_eq!(r.reconcile(&b, BrokerSession::Absent, seen(&b), 103), Reconciled::Corrected);
+    assert!(r.lookup(&b).is_none());
+    assert_eq!(r.reconcile(&c, BrokerSession::Online, seen(&c), 104), Reconciled::Agrees);
+    assert_eq!(r.reconcile(&a, BrokerSession::Online, 0, 105), Reconciled::NotFound);
+    assert_eq!(r.stats().reconciled, 3);
+    assert_eq!(r.counts(), StateCounts { authenticated: 0, online: 1, offline: 0 });
+    assert_counts_match_scan(&r);
+}

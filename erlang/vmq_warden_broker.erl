@@ -1,0 +1,48 @@
+%% @doc What the plugin asks the broker itself, outside the hooks: the state
+%% of a subscriber's queue. These are VerneMQ's internal modules
+%% (docs/VERNEMQ.md, "What a plugin may call"): used only when they are
+%% loaded, never from a hook, and no exception from them escapes.
+-module(vmq_warden_broker).
+
+-export([inside_vernemq/0, session_state/1]).
+
+-define(STATUS_TIMEOUT, 1000).
+
+%% True inside a running VerneMQ node (its queue supervisor is there).
+-spec inside_vernemq() -> boolean().
+inside_vernemq() ->
+    erlang:function_exported(vmq_queue_sup_sup, get_queue_pid, 1)
+        andalso is_pid(whereis(vmq_queue_sup_sup)).
+
+%% The broker's view of one subscriber id on this node: `absent' (no
+%% queue), `offline' (a queue without a session), `online', or `unknown'
+%% when the broker could not say (a queue that did not answer in time).
+-spec session_state({string(), binary()}) -> absent | offline | online | unknown.
+session_state(SubscriberId) ->
+    try vmq_queue_sup_sup:get_queue_pid(SubscriberId) of
+        not_found -> absent;
+        Pid when is_pid(Pid) -> queue_state(Pid);
+        _ -> unknown
+    catch
+        _:_ -> unknown
+    end.
+
+%% vmq_queue:status/1 waits forever; a queue stuck in a long operation must
+%% not stop the reconciler, so it is asked from a helper with a deadline.
+queue_state(Pid) ->
+    {Helper, Ref} = spawn_monitor(fun() -> exit({status, catch vmq_queue:status(Pid)}) end),
+    receive
+        {'DOWN', Ref, process, Helper, {status, {StateName, _Mode, _Stored, Sessions, _IsPlugin}}} ->
+            case StateName =:= online orelse Sessions > 0 of
+                true -> online;
+                false -> offline
+            end;
+        {'DOWN', Ref, process, Helper, {status, {'EXIT', {noproc, _}}}} ->
+            absent;
+        {'DOWN', Ref, process, Helper, _} ->
+            unknown
+    after ?STATUS_TIMEOUT ->
+        exit(Helper, kill),
+        receive {'DOWN', Ref, process, Helper, _} -> ok end,
+        unknown
+    end.
