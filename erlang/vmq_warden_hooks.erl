@@ -1,8 +1,8 @@
 %% @doc VerneMQ hook callbacks. Each callback normalises what the broker
-%% passes (facts page, section 2) and forwards it into the Rust core.
+%% passes (docs/VERNEMQ.md, "Hooks and arguments") and forwards it into the Rust core.
 %%
 %% Two rules hold for every function here, because VerneMQ catches nothing
-%% (facts page, section 3): a hook never raises, and an auth hook never
+%% (docs/VERNEMQ.md, "What the answers do"): a hook never raises, and an auth hook never
 %% returns anything the broker does not understand. When the NIF is missing
 %% or fails, auth hooks answer with the configured failure decision and
 %% lifecycle hooks log and return `ok'.
@@ -54,7 +54,7 @@ authorize(Proto, Peer, SubscriberId, User, Password, Clean, Meta) ->
     end.
 
 %% The password is decrypted only here, once, and only when the decision
-%% needs it (facts page, section 2: a decrypt costs 7-10 us).
+%% needs it (docs/VERNEMQ.md, "Hooks and arguments": a decrypt costs 7-10 us).
 with_password(Token, Password) ->
     Plain = plaintext(Password),
     case vmq_warden_nif:auth_password(Token, Plain) of
@@ -157,7 +157,7 @@ queue_event(Event, Hook, SubscriberId) ->
     end.
 
 %%--------------------------------------------------------------------
-%% Normalisation (facts page, section 2)
+%% Normalisation (docs/VERNEMQ.md, "Hooks and arguments")
 %%--------------------------------------------------------------------
 
 %% Mountpoint is a charlist (usually ""), client id a binary. Anything else

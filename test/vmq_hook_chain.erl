@@ -1,5 +1,5 @@
 %% @doc A stand-in for VerneMQ's plugin manager in tests: it calls a chain of
-%% plugins the way the broker does (facts page, section 3), in the process
+%% plugins the way the broker does (docs/VERNEMQ.md, "What the answers do"), in the process
 %% the broker would use (section 4).
 %%
 %% - all_till_ok: plugins in order; `ok' or `{ok, Mods}' accepts and stops,

@@ -2,7 +2,7 @@
 %% real NIF at the same time. Each subscriber id has one driver process that
 %% plays the broker: it spawns the connection and queue processes the broker
 %% would use and calls the hooks from them in one of the orders observed on a
-%% real broker (facts page, section 4), including both takeover races:
+%% real broker (docs/VERNEMQ.md, "Processes and hook order"), including both takeover races:
 %%   - the new connection's on_register against the old queue's offline/gone
 %%     (two processes, issued at the same time);
 %%   - the old queue's late on_client_gone against the new queue's wakeup
@@ -24,7 +24,8 @@
 
 all() ->
     [concurrent_lifecycles_match_the_model,
-     storm_on_few_ids_stays_consistent].
+     storm_on_few_ids_stays_consistent,
+     same_id_connects_at_once].
 
 suite() -> [{timetrap, {minutes, 10}}].
 
@@ -177,7 +178,7 @@ step(Sid, {{online, OldClean}, #{conn := S1, queue := Q1} = Procs}) ->
             takeover(Sid, OldClean, bool(), S1, Q1)
     end.
 
-%% The four takeover orders of the facts page, with the two processes of
+%% The four takeover orders of docs/VERNEMQ.md, with the two processes of
 %% each race issued at once.
 takeover(Sid, OldClean, NewClean, S1, Q1) ->
     [S2] = procs(1),
@@ -251,3 +252,96 @@ race(SeqA, SeqB) ->
     Pids = [Run(First), Run(Second)],
     [receive {raced, P} -> ok after 10000 -> error(race_timeout) end || P <- Pids],
     ok.
+
+%%--------------------------------------------------------------------
+%% Many clients with one client id connect at once (docs/VERNEMQ.md,
+%% "Concurrent connects"): every client authenticates in its own process at
+%% the same time; a registrar per id stands for the broker, registering the
+%% clients one after the other in the order their requests reach it, with
+%% each takeover's queue hooks from the queue processes, and each client
+%% runs its on_register when its registration returns; then the last one
+%% disconnects. Model: one session per id while connected; at the end
+%% offline (persistent) or nothing (clean); connect_count = clients;
+%% endings: one taken_over per replaced client and one gone/offline.
+%%--------------------------------------------------------------------
+
+same_id_connects_at_once(_Config) ->
+    Ids = [{"", <<"same-", (integer_to_binary(N))/binary>>} || N <- lists:seq(1, 150)],
+    Self = self(),
+    Registrars = [{Sid, spawn_link(fun() -> registrar(Sid, Self) end)} || Sid <- Ids],
+    Clients = [{Sid, Reg, rand:uniform(2) =:= 1} || {Sid, Reg} <- Registrars,
+                                                    _ <- lists:seq(1, 2 + rand:uniform(2))],
+    Go = make_ref(),
+    Pids = [spawn_link(fun() -> client(Sid, Reg, Clean, Go, Self) end) || {Sid, Reg, Clean} <- Clients],
+    [P ! Go || P <- Pids],
+    [receive {registered, P} -> ok after 20000 -> error(client_timeout) end || P <- Pids],
+    %% all registered: exactly one online session per id, the last registrant
+    [begin
+         Reg ! {last, self()},
+         {Conn, Clean, N} = receive {last, Reg, L} -> L after 5000 -> error(no_last) end,
+         {ok, S} = vmq_warden:lookup(Sid),
+         ?assertMatch(#{state := online, clean_session := Clean, connect_count := N,
+                        pending_generation := undefined}, S, Sid),
+         _ = Conn
+     end || {Sid, Reg} <- Registrars],
+    ?assertEqual(length(Ids), maps:get(online, vmq_warden:counts())),
+    %% the last client of each id disconnects
+    [Reg ! {disconnect, self()} || {_, Reg} <- Registrars],
+    [receive {disconnected, Reg} -> ok after 5000 -> error(no_disconnect) end || {_, Reg} <- Registrars],
+    Endings = vmq_warden:recent_endings(100000),
+    [begin
+         Mine = [R || #{client_id := C, reason := R} <- Endings, C =:= element(2, Sid)],
+         N = length([x || {S, _, _} <- Clients, S =:= Sid]),
+         ?assertEqual(N - 1, length([R || R <- Mine, R =:= taken_over]), Sid),
+         ?assertEqual(1, length([R || R <- Mine, R =:= gone orelse R =:= offline]), Sid),
+         case vmq_warden:lookup(Sid) of
+             not_found -> ?assert(lists:member(gone, Mine), Sid);
+             {ok, #{state := offline}} -> ?assert(lists:member(offline, Mine), Sid)
+         end
+     end || Sid <- Ids],
+    ?assertEqual(0, maps:get(online, vmq_warden:counts())),
+    ?assertEqual(0, maps:get(authenticated, vmq_warden:counts())),
+    [unlink(P) || P <- Pids ++ [R || {_, R} <- Registrars]],
+    ok.
+
+client(Sid, Reg, Clean, Go, Test) ->
+    receive Go -> ok end,
+    Peer = {{127, 0, 0, 1}, 40000 + rand:uniform(20000)},
+    ok = ?CHAIN:all_till_ok(auth_on_register, [Peer, Sid, undefined, undefined, Clean], ?CHAIN:plugins()),
+    Reg ! {register, self(), Clean},
+    receive registered -> ok end,
+    ok = ?CHAIN:all(on_register, [Peer, Sid, undefined], ?CHAIN:plugins()),
+    Reg ! {on_register_done, self()},
+    Test ! {registered, self()},
+    receive stop -> ok end.
+
+%% The broker's side for one id: the current queue and clean flag.
+registrar(Sid, Test) -> registrar(Sid, Test, undefined, 0).
+
+registrar(Sid, Test, Cur, N) ->
+    receive
+        {register, Conn, Clean} ->
+            Queue = case Cur of
+                        undefined -> new_queue();
+                        {_, Q, false} when not Clean -> queue_hook(Q, on_client_offline, Sid), Q;
+                        {_, Q, true} when not Clean -> queue_hook(Q, on_client_gone, Sid), Q;
+                        {_, Q, _} -> queue_hook(Q, on_client_gone, Sid), new_queue()
+                    end,
+            queue_hook(Queue, on_client_wakeup, Sid),
+            Conn ! registered,
+            receive {on_register_done, Conn} -> ok end,
+            registrar(Sid, Test, {Conn, Queue, Clean}, N + 1);
+        {last, From} ->
+            {Conn, _, Clean} = Cur,
+            From ! {last, self(), {Conn, Clean, N}},
+            registrar(Sid, Test, Cur, N);
+        {disconnect, From} ->
+            {_, Q, Clean} = Cur,
+            queue_hook(Q, case Clean of true -> on_client_gone; false -> on_client_offline end, Sid),
+            From ! {disconnected, self()}
+    end.
+
+new_queue() -> ?CHAIN:spawn_proc().
+
+queue_hook(Q, Hook, Sid) ->
+    ok = ?CHAIN:in_proc(Q, fun() -> ?CHAIN:all(Hook, [Sid], ?CHAIN:plugins()) end).

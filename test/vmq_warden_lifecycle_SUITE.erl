@@ -2,7 +2,7 @@
 %% hooks dispatched the way VerneMQ does (vmq_hook_chain) from the processes
 %% VerneMQ uses: auth/on_register in a connection process, wakeup/offline/
 %% gone/expired in a queue process. Orders are the ones observed on a real
-%% broker (facts page, section 4).
+%% broker (docs/VERNEMQ.md, "Processes and hook order").
 -module(vmq_warden_lifecycle_SUITE).
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
@@ -80,7 +80,7 @@ expired(Q, Sid) -> queue(Q, on_session_expired, Sid).
 
 procs(N) -> [?CHAIN:spawn_proc() || _ <- lists:seq(1, N)].
 
-%% Normal connect (facts page: wakeup comes before on_register).
+%% Normal connect (docs/VERNEMQ.md: wakeup comes before on_register).
 %% Returns the session number (generation) the registry gave the connect.
 connect(Conn, Queue, Sid, Clean) ->
     ok = auth(Conn, Sid, Clean),
@@ -201,7 +201,7 @@ takeover_clean_to_clean(_Config) ->
     ?assertMatch(#{state := online, generation := G2}, session(Sid)),
     ?assertMatch(#{reason := taken_over, generation := G1}, last_ending(Sid)).
 
-%% The race of facts page section 4: the old queue replies to the cleanup
+%% The race of docs/VERNEMQ.md, "Processes and hook order": the old queue replies to the cleanup
 %% before it calls on_client_gone, so its gone arrives after the new queue's
 %% wakeup. Applying it would mark a live client as gone.
 late_gone_of_old_queue_is_stale(_Config) ->

@@ -1,5 +1,5 @@
 %% @doc The NIF library missing or failing to load, and a disable/enable
-%% cycle of the plugin (facts page, section 1: disabling stops the app,
+%% cycle of the plugin (docs/VERNEMQ.md, "Registering and configuring": disabling stops the app,
 %% purges its modules and unloads the NIF).
 %%
 %% Documented choice: without the library the application still starts and

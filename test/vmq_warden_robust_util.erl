@@ -53,7 +53,7 @@ registry_consistent() ->
         Other -> {inconsistent, Other, Counts, Recount}
     end.
 
-%% What VerneMQ accepts from an all_till_ok auth hook (facts page, section 3).
+%% What VerneMQ accepts from an all_till_ok auth hook (docs/VERNEMQ.md, "What the answers do").
 valid_answer(_, ok) -> true;
 valid_answer(_, next) -> true;
 valid_answer(3, {ok, L}) when is_list(L) -> true;

@@ -56,7 +56,7 @@ fn atom<'a>(env: Env<'a>, name: &str) -> Term<'a> {
 }
 
 /// The hook answer, in the shape the broker expects for the protocol
-/// (facts page, section 3).
+/// (docs/VERNEMQ.md, "What the answers do").
 pub fn decision<'a>(env: Env<'a>, decision: &Decision, protocol: Protocol) -> Term<'a> {
     match decision {
         Decision::Next => atoms::next().encode(env),

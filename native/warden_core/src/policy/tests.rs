@@ -242,7 +242,7 @@ fn modifier_entries_per_protocol() {
     assert!(m3.contains(&("shared_subscription_policy", ModValue::Atom("local_only"))));
     assert!(m3.contains(&("max_connection_lifetime", ModValue::Int(86400))));
     assert!(m5.contains(&("max_packet_size", ModValue::Int(1_048_576))));
-    // Every key is one VerneMQ understands (facts page section 3).
+    // Every key is one VerneMQ understands (docs/VERNEMQ.md, "What the answers do").
     const KNOWN: &[&str] = &[
         "subscriber_id", "username", "clean_session", "clean_start", "max_message_size", "max_message_rate",
         "max_inflight_messages", "retry_interval", "upgrade_qos", "reg_view", "shared_subscription_policy",

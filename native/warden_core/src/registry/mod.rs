@@ -388,37 +388,12 @@ fn hash_parts(hasher: &RandomState, (mp, cid): (&[u8], &[u8])) -> u64 {
 
 /// The sharded session registry. `Send + Sync`; every method takes `&self`.
 ///
-/// Rules for the cases the broker leaves ambiguous (see also record.rs):
-/// - offline/gone/expired apply only when they come from the current
-///   session's queue as set by its wakeup (or by the offline that created an
-///   unknown key's record). A session promoted by on_register has no queue
-///   until its wakeup, so the old queue's late offline/gone is `Stale`.
-/// - offline/gone from the current queue while a connect is pending ends the
-///   old session with `TakenOver` (offline keeps it as `Offline`; gone removes
-///   it and leaves the pending connect, state `Authenticated`).
-/// - A wakeup completes an online session that has no queue yet before it
-///   promotes a pending connect; otherwise it promotes the pending connect;
-///   with none, from an unknown queue it starts a new generation (a connect
-///   another plugin authorised). A wakeup from the current queue is a
-///   `Duplicate`.
-/// - on_register promotes the pending connect with the same conn; completes
-///   a session with the same conn (or a wakeup-created one without conn);
-///   is `Stale` if a different connect is pending (it was superseded);
-///   otherwise starts a new generation. Its ConnectInfo replaces auth's,
-///   except the clean flag, which on_register does not carry.
-/// - A second auth_accepted while one is pending abandons the older one
-///   (single pending slot per key).
-/// - A persistent connect over an offline session resumes it: no ending. A
-///   clean one (as far as we know the flag) ends it `Discarded`. A
-///   wakeup-created session has an unknown flag and counts as persistent.
-/// - went_offline for a key whose record only holds a pending connect is
-///   `Stale` (the old queue is unknown to us).
-/// - Generations come from a per-shard counter: strictly increasing per key
-///   (also across removal of the record), not consecutive.
-/// - The per-user index counts, per record, the distinct users of its online
-///   session and its pending connect: a takeover by the same user is one
-///   session, by another user two until it is promoted. It is keyed by a
-///   keyed 64-bit hash of the username (no username copies in the index).
+/// The rules for the orders the broker produces, and the cases it leaves
+/// ambiguous, are in docs/DESIGN.md ("Registry state machine") and on the
+/// events in record.rs; `model_tests.rs` restates them in the simplest code.
+/// The per-user index counts, per record, the distinct users of its online
+/// session and its pending connects: a takeover by the same user is one
+/// session. It is keyed by a keyed 64-bit hash of the username.
 pub struct Registry {
     shards: Box<[Shard]>,
     shard_mask: usize,

@@ -121,7 +121,7 @@ impl KeySim {
                     Expect::Absent
                 };
             } else {
-                // Takeover (facts page section 4 table, plus races).
+                // Takeover (docs/VERNEMQ.md, "Processes and hook order", plus races).
                 let late = rng.chance(50);
                 let q = match (self.clean, clean) {
                     (false, false) => {
@@ -201,8 +201,8 @@ impl KeySim {
     /// Two or three clients connect with this client id at once, then the
     /// one left disconnects: every auth comes first, the broker registers
     /// them one after another in an order of its own, and each takeover
-    /// has the hook order traced on a real broker (facts of
-    /// docs/VERNEMQ.md, "Concurrent connects").
+    /// has the hook order traced on a real broker (docs/VERNEMQ.md,
+    /// "Concurrent connects").
     fn concurrent(&mut self, rng: &mut Rng, ids: &mut u64) -> (Vec<Ev>, Expect) {
         let mut id = || {
             *ids += 1;
@@ -1091,7 +1091,7 @@ fn cross_process_race_on_one_key() {
     assert_eq!(r.live_sessions_of_user(b"alice"), 300);
 }
 
-/// The other race of facts page section 4, with real threads: a clean
+/// The other race of docs/VERNEMQ.md, "Processes and hook order", with real threads: a clean
 /// takeover (old session clean or persistent, new one clean), where the old
 /// queue's on_client_gone runs at the same time as the new queue's wakeup
 /// followed by the new connection's on_register. Whatever the interleaving:

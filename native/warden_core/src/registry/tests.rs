@@ -1,5 +1,6 @@
-//! Scenario tests: every hook order observed on a real broker (facts page
-//! section 4), the races, and the bookkeeping (counts, per-user, history).
+//! Scenario tests: every hook order observed on a real broker
+//! (docs/VERNEMQ.md, "Processes and hook order" and "Concurrent connects"),
+//! the races, and the bookkeeping (counts, per-user, history).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
