@@ -21,9 +21,10 @@ all: build
 	@echo "Try the hooks without a broker:  make demo   (scripted sessions)"
 	@echo "                                 make shell  (an Erlang shell with the plugin running)"
 
+# rebar3's pre_hook (native/build-nif.sh) builds the NIF and vmq-warden-passwd
+# in one cargo invocation, so the crates they share are compiled once.
 build:
 	$(REBAR) compile
-	cargo build --release --locked -p warden_passwd
 
 test: rust-test erlang-test check fuzz-smoke
 
