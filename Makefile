@@ -21,9 +21,10 @@ all: build
 	@echo "Try the hooks without a broker:  make demo   (scripted sessions)"
 	@echo "                                 make shell  (an Erlang shell with the plugin running)"
 
+# rebar3's pre_hook (native/build-nif.sh) builds the NIF and vmq-warden-passwd
+# in one cargo invocation, so the crates they share are compiled once.
 build:
 	$(REBAR) compile
-	cargo build --release --locked -p warden_passwd
 
 test: rust-test erlang-test check fuzz-smoke
 
@@ -58,8 +59,15 @@ fuzz-smoke:
 	  done; \
 	fi
 
+# An Erlang shell with the plugin running and its log lines on the console:
+# scripts/vmq_warden_shell.erl (a boot script that starts the plugin before
+# the first prompt, and a logger filter for this shell only).
+SHELL_BUILD := _build/shell
 shell: build
-	erl -pa _build/default/lib/vmq_warden/ebin -eval 'application:ensure_all_started(vmq_warden)'
+	@mkdir -p $(SHELL_BUILD)
+	@erlc -o $(SHELL_BUILD) scripts/vmq_warden_shell.erl
+	@erl -noshell -pa $(SHELL_BUILD) -eval 'ok = vmq_warden_shell:boot("$(SHELL_BUILD)/vmq_warden_shell"), halt().'
+	erl -boot $(SHELL_BUILD)/vmq_warden_shell -pa _build/default/lib/vmq_warden/ebin $(SHELL_BUILD)
 
 demo: build
 	escript scripts/demo.escript

@@ -8,6 +8,12 @@
 %% fun(Cmd, KeyValues, Flags), and are external funs (fun ?MODULE:F/3) so
 %% that they survive a code reload of this module.
 %%
+%% A command that fails (the NIF library is not loaded, the API returns an
+%% error or raises, a bad flag or argument) prints an alert and returns
+%% `{exit_status, 1, Output}': clique (0.3.8 and later, as bundled with
+%% VerneMQ 2.x) turns that into `{error, 1}' and nodetool, which runs
+%% vmq-admin, halts with status 1. A plain alert would exit with 0.
+%%
 %% clique has no API to unregister a command (its API is register/1,
 %% register_node_finder/1, register_command/4, register_config/2,
 %% register_formatter/2, register_writer/2, register_config_whitelist/1,
@@ -30,7 +36,12 @@
 
 -define(BASE, ["vmq-admin", "warden"]).
 -define(DEFAULT_LIMIT, 100).
--define(STATES, [pending, authenticated, online, offline, gone, expired]).
+%% The states a record of the registry can be in, so the only ones
+%% vmq_warden:sessions/1 filters on (warden_core's SessionState: gone and
+%% expired are endings, such records leave the registry).
+-define(STATES, [authenticated, online, offline]).
+%% vmq-admin's exit status when a command fails.
+-define(EXIT_FAILED, 1).
 
 %% ------------------------------------------------------------------ registration
 
@@ -103,14 +114,24 @@ commands() ->
 %% @doc vmq-admin warden session show [--client-id=C] [--username=U]
 %% [--state=S] [--peer=CIDR] [--mountpoint=M] [--limit=N]
 session_show(_Cmd, [], Flags) ->
-    guarded(fun() ->
-                    Filter = session_filter(Flags),
-                    Sessions = vmq_warden:sessions(Filter),
-                    case [session_row(S) || S <- Sessions, is_map(S)] of
-                        [] -> [clique_status:text("No sessions match.")];
-                        Rows -> [clique_status:table(Rows)]
-                    end
-            end);
+    case proplists:get_value(state, Flags) of
+        {not_a_state, S} ->
+            failed(io_lib:format("Unknown --state=~ts: the registry has sessions in the states ~ts "
+                                 "(sessions that ended are no longer in it).",
+                                 [S, states_text()]));
+        _ ->
+            guarded(fun() ->
+                            case vmq_warden:sessions(session_filter(Flags)) of
+                                Sessions when is_list(Sessions) ->
+                                    case [session_row(S) || S <- Sessions, is_map(S)] of
+                                        [] -> [clique_status:text("No sessions match.")];
+                                        Rows -> [clique_status:table(Rows)]
+                                    end;
+                                Error ->
+                                    api_failed("Listing sessions", Error)
+                            end
+                    end)
+    end;
 session_show(_Cmd, _, _) ->
     usage_alert(session_show_usage()).
 
@@ -144,15 +165,28 @@ session_row(S) ->
      {last_end, last_end_str(maps:get(last_end, S, undefined))}].
 
 %% @doc vmq-admin warden stats
+%% Without the NIF library vmq_warden:counts/0 fails and vmq_warden:stats/0
+%% returns only the counters kept on the Erlang side (`nif_loaded => false'):
+%% they are printed after the alert, and the command fails.
 stats(_Cmd, [], []) ->
     guarded(fun() ->
-                    Stats = vmq_warden:stats(),
-                    Counts = vmq_warden:counts(),
-                    StatRows = [[{stat, K}, {value, V}] || {K, V} <- flatten(Stats)],
-                    CountRows = [[{state, str(K)}, {sessions, str(V)}]
-                                 || {K, V} <- lists:sort(maps:to_list(Counts))],
-                    [clique_status:text("Sessions"), clique_status:table(CountRows),
-                     clique_status:text("Counters"), clique_status:table(StatRows)]
+                    Counters = case vmq_warden:stats() of
+                                   Stats when is_map(Stats) ->
+                                       [clique_status:text("Counters"),
+                                        clique_status:table([[{stat, K}, {value, V}]
+                                                             || {K, V} <- flatten(Stats)])];
+                                   _ ->
+                                       []
+                               end,
+                    case vmq_warden:counts() of
+                        Counts when is_map(Counts) ->
+                            CountRows = [[{state, str(K)}, {sessions, str(V)}]
+                                         || {K, V} <- lists:sort(maps:to_list(Counts))],
+                            [clique_status:text("Sessions"), clique_status:table(CountRows)
+                             | Counters];
+                        Error ->
+                            api_failed("Reading the session counts", Error, Counters)
+                    end
             end);
 stats(_Cmd, _, _) ->
     usage_alert(stats_usage()).
@@ -161,8 +195,16 @@ stats(_Cmd, _, _) ->
 reload(_Cmd, [], []) ->
     guarded(fun() ->
                     case vmq_warden:reload() of
-                        ok -> [clique_status:text("Done")];
-                        {error, Reason} -> alert("Reload failed: ~tp", [Reason])
+                        ok ->
+                            [clique_status:text("Done")];
+                        {error, nif_not_loaded} = Error ->
+                            api_failed("Reload", Error);
+                        {error, Reason} ->
+                            %% the core's message names file, line and reason
+                            failed(["Reload failed, the running policy stays in force:\n  ",
+                                    reason_text(Reason)]);
+                        Other ->
+                            api_failed("Reload", Other)
                     end
             end);
 reload(_Cmd, _, _) ->
@@ -171,13 +213,19 @@ reload(_Cmd, _, _) ->
 %% @doc vmq-admin warden ban show
 ban_show(_Cmd, [], []) ->
     guarded(fun() ->
-                    case [B || B <- vmq_warden:bans(), is_map(B)] of
-                        [] ->
-                            [clique_status:text("No active bans.")];
-                        Bans ->
-                            Cols = lists:usort(lists:append([maps:keys(B) || B <- Bans])),
-                            [clique_status:table([[{C, ban_value(C, maps:get(C, B, undefined))} || C <- Cols]
-                                                  || B <- Bans])]
+                    case vmq_warden:bans() of
+                        AllBans when is_list(AllBans) ->
+                            case [B || B <- AllBans, is_map(B)] of
+                                [] ->
+                                    [clique_status:text("No active bans.")];
+                                Bans ->
+                                    Cols = lists:usort(lists:append([maps:keys(B) || B <- Bans])),
+                                    [clique_status:table([[{C, ban_value(C, maps:get(C, B, undefined))}
+                                                           || C <- Cols]
+                                                          || B <- Bans])]
+                            end;
+                        Error ->
+                            api_failed("Listing bans", Error)
                     end
             end);
 ban_show(_Cmd, _, _) ->
@@ -197,8 +245,10 @@ ban_clear(_Cmd, _, _) ->
 do_clear(What) ->
     guarded(fun() ->
                     case vmq_warden:clear_bans(What) of
-                        {ok, N} -> [clique_status:text(io_lib:format("Cleared ~b ban(s)", [N]))];
-                        {error, Reason} -> alert("Clearing bans failed: ~tp", [Reason])
+                        {ok, N} when is_integer(N) ->
+                            [clique_status:text(lists:flatten(io_lib:format("Cleared ~b ban(s)", [N])))];
+                        Error ->
+                            api_failed("Clearing bans", Error)
                     end
             end).
 
@@ -208,24 +258,69 @@ guarded(Fun) ->
     try Fun()
     catch
         Class:Reason ->
-            alert("vmq_warden: command failed: ~tp:~tp", [Class, Reason])
+            failed(io_lib:format("vmq_warden: command failed: ~tp:~tp", [Class, Reason]))
     end.
 
-alert(Fmt, Args) ->
-    [clique_status:alert([clique_status:text(lists:flatten(io_lib:format(Fmt, Args)))])].
+%% The API answered with an error (or with something that is not a result).
+api_failed(What, Error) ->
+    api_failed(What, Error, []).
+
+api_failed(What, {error, nif_not_loaded}, More) ->
+    failed([What, " failed: the vmq_warden NIF library is not loaded, so the session registry "
+            "and the firewall are not running and every auth hook answers with the failure "
+            "decision. The node's log names the library and why it did not load; fix it, then "
+            "disable and enable the plugin."], More);
+api_failed(What, {error, Reason}, More) ->
+    failed([What, " failed: ", reason_text(Reason)], More);
+api_failed(What, Other, More) ->
+    failed([What, " failed: unexpected answer ", io_lib:format("~tp", [Other])], More).
+
+%% The alert first, then what could still be shown; vmq-admin exits with
+%% ?EXIT_FAILED.
+failed(Text) ->
+    failed(Text, []).
+
+failed(Text, More) ->
+    {exit_status, ?EXIT_FAILED, [clique_status:alert([clique_status:text(flat(Text))]) | More]}.
 
 usage_alert(Usage) ->
-    [clique_status:alert([clique_status:text(lists:flatten(Usage))])].
+    failed(Usage).
+
+%% clique's writers append text with ++: always a flat string.
+flat(Chars) ->
+    case unicode:characters_to_list(Chars) of
+        L when is_list(L) -> L;
+        _ -> lists:flatten(io_lib:format("~tp", [Chars]))
+    end.
+
+%% Error reasons as the API returns them, as text.
+reason_text(Msg) when is_binary(Msg) -> unicode:characters_to_list(Msg);
+reason_text({invalid_setting, Key, Value}) ->
+    io_lib:format("invalid setting ~tp = ~tp (the app env of vmq_warden)", [Key, Value]);
+reason_text({reloader, timeout}) ->
+    "the reload did not finish in time; it may still complete, see the node's log";
+reason_text(bad_address) -> "not an IP address";
+reason_text(Reason) ->
+    case io_lib:printable_unicode_list(Reason) of
+        true -> Reason;
+        false -> io_lib:format("~tp", [Reason])
+    end.
+
+states_text() ->
+    lists:join(", ", [atom_to_list(S) || S <- ?STATES]).
 
 %% ------------------------------------------------------------------ typecasts
 
 to_binary(S) when is_list(S) -> unicode:characters_to_binary(S);
 to_binary(S) -> {error, {invalid_flag_value, S}}.
 
+%% An unknown state is passed on as {not_a_state, S} and refused by
+%% session_show/3, whose message names the valid states (clique's message for
+%% a typecast error would name only the flag).
 to_state(S) when is_list(S) ->
     case [St || St <- ?STATES, atom_to_list(St) =:= S] of
         [State] -> State;
-        [] -> {error, {invalid_flag_value, {state, S}}}
+        [] -> {not_a_state, S}
     end;
 to_state(S) -> {error, {invalid_flag_value, {state, S}}}.
 
@@ -336,7 +431,7 @@ session_show_usage() ->
     ["vmq-admin warden session show [--client-id=<ClientId>] [--username=<User>]\n",
      "    [--state=<State>] [--peer=<CIDR>] [--mountpoint=<Mountpoint>] [--limit=<N>]\n\n",
      "  Lists sessions of the vmq_warden registry, filtered by the given flags.\n\n",
-     "  --state       one of ", lists:join(", ", [atom_to_list(S) || S <- ?STATES]), "\n",
+     "  --state       one of ", states_text(), "\n",
      "  --peer        an address or a network, e.g. 10.0.0.0/8 or ::1\n",
      "  --limit       at most this many rows (default ", integer_to_list(?DEFAULT_LIMIT), ")\n\n"].
 
@@ -347,7 +442,8 @@ stats_usage() ->
 reload_usage() ->
     ["vmq-admin warden reload\n\n",
      "  Reloads the policy and password files now. A file that does not parse\n",
-     "  is refused and the previous version stays in force.\n\n"].
+     "  is refused and the previous version stays in force; the command then\n",
+     "  prints the file, the line and the reason and exits with status 1.\n\n"].
 
 ban_usage() ->
     ["vmq-admin warden ban show | clear\n\n",

@@ -1,9 +1,19 @@
 #!/bin/sh
-# Builds the Rust NIF in release mode and installs it as priv/vmq_warden_nif.so.
+# Builds the Rust NIF and the vmq-warden-passwd tool, and installs the NIF as
+# priv/vmq_warden_nif.so. Run by `rebar3 compile` (rebar.config pre_hook).
+#
+# Both packages in one cargo invocation: cargo unifies the features of the
+# shared crates (warden_core and its dependencies) over the packages it
+# builds, so a separate `cargo build -p warden_passwd` would resolve other
+# feature sets and compile warden_core and part of its dependencies again.
+#
+# CARGO_PROFILE (default release) picks the cargo profile; `profiling` is the
+# release build with debug info, for perf (Cargo.toml).
 set -eu
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p warden_nif
+PROFILE="${CARGO_PROFILE:-release}"
+cargo build --profile "$PROFILE" --locked -p warden_nif -p warden_passwd
 mkdir -p priv
 # Copy to a temp name and rename, so a running VM never maps a half-written file.
-cp target/release/libwarden_nif.so priv/.vmq_warden_nif.so.tmp
+cp "target/$PROFILE/libwarden_nif.so" priv/.vmq_warden_nif.so.tmp
 mv -f priv/.vmq_warden_nif.so.tmp priv/vmq_warden_nif.so

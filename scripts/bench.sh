@@ -4,10 +4,10 @@
 # same-run baselines. Usage: scripts/bench.sh [--quick] [--smoke] [--sessions=N]
 set -eu
 cd "$(dirname "$0")/.."
+# also builds vmq-warden-passwd (native/build-nif.sh)
 ${REBAR:-rebar3} compile >/dev/null
-cargo build --release --locked -p warden_passwd -q
 mkdir -p _build/bench/ebin
 erlc -o _build/bench/ebin -pa _build/default/lib/vmq_warden/ebin bench/*.erl test/vmq_plugin_harness.erl
-export WARDEN_PASSWD="$PWD/target/release/vmq-warden-passwd"
+export WARDEN_PASSWD="$PWD/target/${CARGO_PROFILE:-release}/vmq-warden-passwd"
 exec erl -noshell -pa _build/default/lib/vmq_warden/ebin _build/bench/ebin \
     -eval 'vmq_warden_bench:main(init:get_plain_arguments())' -extra "$@"

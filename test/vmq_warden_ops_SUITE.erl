@@ -21,14 +21,19 @@
          cli_stats/1,
          cli_reload/1,
          cli_bans/1,
-         cli_api_failure_is_an_alert/1]).
+         cli_api_failure_is_an_alert/1,
+         cli_nif_not_loaded_fails/1,
+         cli_reload_failure_readable/1,
+         cli_state_flag/1,
+         cli_errors_exit_nonzero/1]).
 
 all() ->
     [metrics_from_stats, metrics_shape_unique_stable, metrics_never_raise,
      metrics_partial_stats, app_env_has_metrics_mfa,
      cli_without_clique, cli_register_with_mocked_clique, cli_unregister_removes_entries,
      cli_session_show, cli_flag_typecasts, cli_stats, cli_reload, cli_bans,
-     cli_api_failure_is_an_alert].
+     cli_api_failure_is_an_alert, cli_nif_not_loaded_fails, cli_reload_failure_readable,
+     cli_state_flag, cli_errors_exit_nonzero].
 
 init_per_testcase(_Case, Config) ->
     ok = meck:new(vmq_warden, [non_strict, no_link]),
@@ -255,8 +260,8 @@ cli_session_show(_Config) ->
     %% no match
     meck:expect(vmq_warden, sessions, fun(_) -> [] end),
     ?assertEqual([{text, "No sessions match."}], vmq_warden_cli:session_show(Cmd, [], [])),
-    %% key=value args are not accepted: usage
-    ?assertMatch([{alert, _}], vmq_warden_cli:session_show(Cmd, [{x, "y"}], [])).
+    %% key=value args are not accepted: usage, and the command fails
+    ?assertMatch({exit_status, 1, [{alert, _}]}, vmq_warden_cli:session_show(Cmd, [{x, "y"}], [])).
 
 cli_flag_typecasts(_Config) ->
     ?assertEqual("10.0.0.0/8", vmq_warden_cli:to_cidr("10.0.0.0/8")),
@@ -265,7 +270,8 @@ cli_flag_typecasts(_Config) ->
     [?assertMatch({error, _}, vmq_warden_cli:to_cidr(S))
      || S <- ["10.0.0.0/33", "10.0.0/8", "host", "::1/129", "1.2.3.4/x"]],
     ?assertEqual(online, vmq_warden_cli:to_state("online")),
-    ?assertMatch({error, _}, vmq_warden_cli:to_state("sleeping")),
+    %% passed on, refused by session_show/3 (cli_state_flag)
+    ?assertEqual({not_a_state, "sleeping"}, vmq_warden_cli:to_state("sleeping")),
     ?assertEqual(25, vmq_warden_cli:to_limit("25")),
     [?assertMatch({error, _}, vmq_warden_cli:to_limit(S)) || S <- ["0", "-1", "lots"]],
     ?assertEqual("1.2.3.4", vmq_warden_cli:to_ip("1.2.3.4")),
@@ -289,7 +295,7 @@ cli_reload(_Config) ->
     meck:expect(vmq_warden, reload, fun() -> ok end),
     ?assertEqual([{text, "Done"}], vmq_warden_cli:reload(Cmd, [], [])),
     meck:expect(vmq_warden, reload, fun() -> {error, {policy_parse, 3}} end),
-    [{alert, [{text, Msg}]}] = vmq_warden_cli:reload(Cmd, [], []),
+    {exit_status, 1, [{alert, [{text, Msg}]}]} = vmq_warden_cli:reload(Cmd, [], []),
     ?assertNotEqual(nomatch, string:find(Msg, "policy_parse")).
 
 cli_bans(_Config) ->
@@ -318,20 +324,139 @@ cli_bans(_Config) ->
     ?assert(meck:called(vmq_warden, clear_bans, [{username, <<"mallory">>}])),
     %% none or more than one selector: usage, and nothing is cleared
     meck:reset(vmq_warden),
-    ?assertMatch([{alert, _}], vmq_warden_cli:ban_clear(Clear, [], [])),
-    ?assertMatch([{alert, _}], vmq_warden_cli:ban_clear(Clear, [], [{all, undefined}, {username, <<"x">>}])),
+    ?assertMatch({exit_status, 1, [{alert, _}]}, vmq_warden_cli:ban_clear(Clear, [], [])),
+    ?assertMatch({exit_status, 1, [{alert, _}]},
+                 vmq_warden_cli:ban_clear(Clear, [], [{all, undefined}, {username, <<"x">>}])),
     ?assertNot(meck:called(vmq_warden, clear_bans, '_')).
 
 %% The plugin API raising (registry not running, NIF missing) prints an
-%% alert instead of crashing the command.
+%% alert instead of crashing the command, and the command fails.
 cli_api_failure_is_an_alert(_Config) ->
     [meck:expect(vmq_warden, F, fun() -> error(noproc) end) || F <- [stats, reload, bans]],
     meck:expect(vmq_warden, counts, fun() -> #{} end),
     meck:expect(vmq_warden, sessions, fun(_) -> exit(noproc) end),
     meck:expect(vmq_warden, clear_bans, fun(_) -> throw(nope) end),
-    [?assertMatch([{alert, [{text, "vmq_warden: command failed" ++ _}]}], Out)
+    [?assertMatch({exit_status, 1, [{alert, [{text, "vmq_warden: command failed" ++ _}]}]}, Out)
      || Out <- [vmq_warden_cli:stats([], [], []),
                 vmq_warden_cli:reload([], [], []),
                 vmq_warden_cli:ban_show([], [], []),
                 vmq_warden_cli:session_show([], [], []),
                 vmq_warden_cli:ban_clear([], [], [{all, undefined}])]].
+
+%% ------------------------------------------------------------------ failures
+
+%% What clique makes of a callback's result (clique_command:run/1, 0.3.8 and
+%% later): {exit_status, N, Output} prints Output and vmq-admin exits with N;
+%% anything else exits with 0.
+exit_status({exit_status, N, Output}) when is_integer(N), is_list(Output) -> {N, Output};
+exit_status(Output) when is_list(Output) -> {0, Output}.
+
+%% A failed command: an alert first (with one flat text), a non-zero status.
+assert_failed(Result) ->
+    {Status, Output} = exit_status(Result),
+    ?assert(Status > 0, Result),
+    ?assertMatch([{alert, [{text, _}]} | _], Output),
+    [{alert, [{text, Text}]} | Rest] = Output,
+    ?assert(io_lib:printable_unicode_list(Text), Text),
+    {Text, Rest}.
+
+%% The values the real API returns without the NIF library (pinned by
+%% vmq_warden_nif_missing_SUITE:assert_api_not_loaded/0).
+mock_api_without_nif() ->
+    NotLoaded = {error, nif_not_loaded},
+    meck:expect(vmq_warden, sessions, fun(_) -> NotLoaded end),
+    meck:expect(vmq_warden, counts, fun() -> NotLoaded end),
+    meck:expect(vmq_warden, bans, fun() -> NotLoaded end),
+    meck:expect(vmq_warden, clear_bans, fun(_) -> NotLoaded end),
+    meck:expect(vmq_warden, reload, fun() -> NotLoaded end),
+    meck:expect(vmq_warden, stats, fun() -> #{nif_loaded => false, decisions => #{failed => 4}} end).
+
+%% Every command says that the NIF library is not loaded and fails; stats
+%% still shows the counters kept on the Erlang side.
+cli_nif_not_loaded_fails(_Config) ->
+    mock_api_without_nif(),
+    Results = [vmq_warden_cli:session_show(["vmq-admin", "warden", "session", "show"], [], []),
+               vmq_warden_cli:session_show(["vmq-admin", "warden", "session", "show"], [],
+                                           [{state, online}, {limit, 5}]),
+               vmq_warden_cli:stats(["vmq-admin", "warden", "stats"], [], []),
+               vmq_warden_cli:reload(["vmq-admin", "warden", "reload"], [], []),
+               vmq_warden_cli:ban_show(["vmq-admin", "warden", "ban", "show"], [], []),
+               vmq_warden_cli:ban_clear(["vmq-admin", "warden", "ban", "clear"], [], [{all, undefined}])],
+    [begin
+         {Text, _} = assert_failed(R),
+         ?assertNotEqual(nomatch, string:find(Text, "NIF library is not loaded"), Text)
+     end || R <- Results],
+    {_, StatsRest} = assert_failed(lists:nth(3, Results)),
+    [{table, Counters}] = [T || {table, _} = T <- StatsRest],
+    ?assert(lists:member([{stat, "decisions.failed"}, {value, "4"}], Counters)),
+    ?assert(lists:member([{stat, "nif_loaded"}, {value, "false"}], Counters)).
+
+%% A reload the core refused: its message (a binary naming file, line and
+%% reason) printed as text, and the command fails.
+cli_reload_failure_readable(_Config) ->
+    Cmd = ["vmq-admin", "warden", "reload"],
+    Msg = <<"/etc/vernemq/warden.toml:4: users.bjørn: unknown field `frobnicate`"/utf8>>,
+    meck:expect(vmq_warden, reload, fun() -> {error, Msg} end),
+    {Text, []} = assert_failed(vmq_warden_cli:reload(Cmd, [], [])),
+    ?assertNotEqual(nomatch, string:find(Text, unicode:characters_to_list(Msg)), Text),
+    ?assertEqual(nomatch, string:find(Text, "<<"), Text),
+    ?assertNotEqual(nomatch, string:find(Text, "running policy stays"), Text),
+    %% a bad setting in the app env: readable too
+    meck:expect(vmq_warden, reload, fun() -> {error, {invalid_setting, ban_window, -1}} end),
+    {Text2, []} = assert_failed(vmq_warden_cli:reload(Cmd, [], [])),
+    ?assertNotEqual(nomatch, string:find(Text2, "ban_window"), Text2),
+    %% and success is still plain "Done", status 0
+    meck:expect(vmq_warden, reload, fun() -> ok end),
+    ?assertEqual({0, [{text, "Done"}]}, exit_status(vmq_warden_cli:reload(Cmd, [], []))).
+
+%% --state takes exactly the states a registry record can have
+%% (warden_core SessionState Authenticated, Online, Offline; Gone and
+%% Expired are endings); others are refused naming the valid ones, and the
+%% API is not called.
+cli_state_flag(_Config) ->
+    Cmd = ["vmq-admin", "warden", "session", "show"],
+    meck:expect(vmq_warden, sessions, fun(_) -> [] end),
+    [begin
+         State = vmq_warden_cli:to_state(atom_to_list(S)),
+         ?assertEqual(S, State),
+         ?assertEqual({0, [{text, "No sessions match."}]},
+                      exit_status(vmq_warden_cli:session_show(Cmd, [], [{state, State}]))),
+         ?assert(meck:called(vmq_warden, sessions, [#{state => S, limit => 100}]))
+     end || S <- [authenticated, online, offline]],
+    meck:reset(vmq_warden),
+    [begin
+         {Text, []} = assert_failed(vmq_warden_cli:session_show(Cmd, [], [{state, vmq_warden_cli:to_state(S)}])),
+         ?assertNotEqual(nomatch, string:find(Text, S), Text),
+         ?assertNotEqual(nomatch, string:find(Text, "authenticated, online, offline"), Text)
+     end || S <- ["pending", "gone", "expired", "Online", "sleeping", ""]],
+    ?assertNot(meck:called(vmq_warden, sessions, '_')),
+    %% the usage text lists the same states
+    meck:new(clique, [non_strict, no_link]),
+    meck:expect(clique, register_command, fun(_, _, _, _) -> true end),
+    meck:expect(clique, register_usage, fun(_, _) -> true end),
+    ok = vmq_warden_cli:register(),
+    [Usage] = [lists:flatten(U) || {_, {clique, register_usage, [C, U]}, _} <- meck:history(clique),
+                                   C =:= Cmd],
+    ?assertNotEqual(nomatch, string:find(Usage, "--state       one of authenticated, online, offline\n"), Usage).
+
+%% Bad arguments, an API error or a raise: every command fails (exit status
+%% non-zero) with an alert; none prints a crash.
+cli_errors_exit_nonzero(_Config) ->
+    meck:expect(vmq_warden, sessions, fun(_) -> {error, <<"unknown state">>} end),
+    meck:expect(vmq_warden, bans, fun() -> {error, badarg} end),
+    meck:expect(vmq_warden, clear_bans, fun(_) -> {error, bad_address} end),
+    meck:expect(vmq_warden, stats, fun() -> #{} end),
+    meck:expect(vmq_warden, counts, fun() -> {error, {error, boom}} end),
+    {T1, []} = assert_failed(vmq_warden_cli:session_show([], [], [])),
+    ?assertNotEqual(nomatch, string:find(T1, "unknown state"), T1),
+    _ = assert_failed(vmq_warden_cli:ban_show([], [], [])),
+    {T3, []} = assert_failed(vmq_warden_cli:ban_clear([], [], [{peer, "10.0.0.1"}])),
+    ?assertNotEqual(nomatch, string:find(T3, "not an IP address"), T3),
+    _ = assert_failed(vmq_warden_cli:stats([], [], [])),
+    %% usage errors
+    _ = assert_failed(vmq_warden_cli:session_show([], [{x, "y"}], [])),
+    _ = assert_failed(vmq_warden_cli:stats([], [{x, "y"}], [])),
+    _ = assert_failed(vmq_warden_cli:reload([], [], [{force, undefined}])),
+    _ = assert_failed(vmq_warden_cli:ban_show([], [{x, "y"}], [])),
+    _ = assert_failed(vmq_warden_cli:ban_clear([], [], [])),
+    _ = assert_failed(vmq_warden_cli:ban_clear([], [], [{all, undefined}, {username, <<"x">>}])).
