@@ -32,12 +32,12 @@ init_per_suite(Config) ->
     Config.
 
 end_per_suite(_Config) ->
-    _ = application:stop(vmq_warden),
+    _ = vmq_plugin_harness:disable(vmq_warden),
     [application:unset_env(vmq_warden, K) || K <- [policy_file, password_file]],
     ok.
 
 init_per_testcase(_Case, Config) ->
-    _ = application:stop(vmq_warden),
+    _ = vmq_plugin_harness:disable(vmq_warden),
     Config.
 
 start_with_policy(Config, Toml) ->
@@ -46,7 +46,7 @@ start_with_policy(Config, Toml) ->
     _ = application:load(vmq_warden),
     [application:unset_env(vmq_warden, K) || K <- maps:keys(vmq_warden_config:defaults())],
     ok = application:set_env(vmq_warden, policy_file, Policy),
-    {ok, _} = application:ensure_all_started(vmq_warden),
+    ok = vmq_plugin_harness:enable(vmq_warden),
     ok = vmq_warden_nif:reset(),
     ok = vmq_warden:reload().
 

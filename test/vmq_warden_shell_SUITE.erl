@@ -57,9 +57,9 @@ make_shell_shows_nif_error(Config) ->
 %% logger configuration nor any handler's.
 app_leaves_logger_config_alone(_Config) ->
     Before = logger_config(),
-    {ok, _} = application:ensure_all_started(vmq_warden),
+    ok = vmq_plugin_harness:enable(vmq_warden),
     ?assertEqual(Before, logger_config()),
-    ok = application:stop(vmq_warden),
+    ok = vmq_plugin_harness:disable(vmq_warden),
     ?assertEqual(Before, logger_config()).
 
 %%--------------------------------------------------------------------
