@@ -85,6 +85,7 @@ stats() ->
     case call(fun vmq_warden_nif:stats/0) of
         #{decisions := Decisions} = Stats ->
             Stats#{decisions => Decisions#{failed => maps:get(failed, Local)},
+                   nif_loaded => true,
                    log_suppressed => maps:get(log_suppressed, Local),
                    reconcile_passes => maps:get(reconcile_passes, Local)};
         _ ->

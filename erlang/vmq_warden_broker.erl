@@ -30,19 +30,28 @@ session_state(SubscriberId) ->
 %% vmq_queue:status/1 waits forever; a queue stuck in a long operation must
 %% not stop the reconciler, so it is asked from a helper with a deadline.
 queue_state(Pid) ->
-    {Helper, Ref} = spawn_monitor(fun() -> exit({status, catch vmq_queue:status(Pid)}) end),
+    Parent = self(),
+    Tag = make_ref(),
+    {Helper, Ref} = spawn_monitor(fun() -> Parent ! {Tag, catch vmq_queue:status(Pid)} end),
     receive
-        {'DOWN', Ref, process, Helper, {status, {StateName, _Mode, _Stored, Sessions, _IsPlugin}}} ->
+        {Tag, {StateName, _Mode, _Stored, Sessions, _IsPlugin}} ->
+            demonitor(Ref, [flush]),
             case StateName =:= online orelse Sessions > 0 of
                 true -> online;
                 false -> offline
             end;
-        {'DOWN', Ref, process, Helper, {status, {'EXIT', {noproc, _}}}} ->
+        {Tag, {'EXIT', {noproc, _}}} ->
+            demonitor(Ref, [flush]),
             absent;
+        {Tag, _} ->
+            demonitor(Ref, [flush]),
+            unknown;
         {'DOWN', Ref, process, Helper, _} ->
             unknown
     after ?STATUS_TIMEOUT ->
         exit(Helper, kill),
         receive {'DOWN', Ref, process, Helper, _} -> ok end,
+        %% a late answer is dropped with the tag
+        receive {Tag, _} -> ok after 0 -> ok end,
         unknown
     end.

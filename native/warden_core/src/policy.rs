@@ -355,9 +355,16 @@ fn any_listener(list: &[ListenerMatch], listener: Option<&Listener>) -> bool {
     list.is_empty() || list.iter().any(|m| m.matches(listener))
 }
 
+/// Peers are compared in both spellings of an IPv4 address: a network
+/// written as IPv4 (`10.0.0.0/8`) matches an IPv4-mapped IPv6 peer, and one
+/// written as IPv4-mapped IPv6 (`::ffff:10.0.0.0/104`) matches an IPv4 peer.
 pub fn in_networks(nets: &[IpNet], ip: IpAddr) -> bool {
     let ip = ip.to_canonical();
-    nets.iter().any(|n| n.contains(&ip))
+    let mapped = match ip {
+        IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
+        IpAddr::V6(_) => None,
+    };
+    nets.iter().any(|n| n.contains(&ip) || mapped.is_some_and(|m| n.contains(&m)))
 }
 
 #[derive(Clone, Debug, Default)]

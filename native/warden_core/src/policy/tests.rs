@@ -295,3 +295,16 @@ when = { anonymous = true }
     assert!(!a.matches(&base));
     assert!(a.matches(&MatchInput { username: None, ..base }));
 }
+
+#[test]
+fn ipv4_mapped_networks_match_ipv4_peers() {
+    // Peers are normalised to IPv4; a network written in the mapped form
+    // must still match them (and the other way round).
+    let mapped: Vec<IpNet> = vec!["::ffff:10.77.0.0/112".parse().unwrap()];
+    assert!(in_networks(&mapped, "10.77.1.2".parse().unwrap()));
+    assert!(in_networks(&mapped, "::ffff:10.77.1.2".parse().unwrap()));
+    assert!(!in_networks(&mapped, "10.78.1.2".parse().unwrap()));
+    let v4: Vec<IpNet> = vec!["10.77.0.0/16".parse().unwrap()];
+    assert!(in_networks(&v4, "::ffff:10.77.1.2".parse().unwrap()));
+    assert!(!in_networks(&v4, "2001:db8::1".parse().unwrap()));
+}
