@@ -25,6 +25,7 @@ defaults() ->
       rate_per_user => 0,
       burst_per_user => 10,
       ban_threshold => 10,
+      ban_users => false,
       ban_window => 60000,
       ban_duration => 300000,
       history_size => 1000,
@@ -50,7 +51,7 @@ valid(K, V) when K =:= policy_file; K =:= password_file ->
 valid(failure_decision, V) -> lists:member(V, [deny, next]);
 valid(unknown_user, V) -> lists:member(V, [next, deny]);
 valid(default_decision, V) -> lists:member(V, [allow, deny, next]);
-valid(allow_anonymous, V) -> is_boolean(V);
+valid(K, V) when K =:= allow_anonymous; K =:= ban_users -> is_boolean(V);
 valid(log_level, V) -> lists:member(V, [debug, info, notice, warning, error]);
 valid(K, V) when K =:= rate_per_peer; K =:= rate_per_user -> is_number(V) andalso V >= 0;
 valid(_, V) -> is_integer(V) andalso V >= 0.

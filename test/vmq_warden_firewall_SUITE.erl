@@ -165,8 +165,8 @@ example_policy_loads(Config) ->
 
 %% [network]: allow 10/8, 192.168/16, 2001:db8::/32, 127.0.0.1; deny 10.66/16.
 peer_networks_ipv4_and_ipv6(_Config) ->
-    Ok = fun(Peer) -> accepted(Peer, <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none) end,
-    No = fun(Peer) -> refused(not_authorized, Peer, <<"backend-1">>, <<"backend">>,
+    Ok = fun(Peer) -> accepted(Peer, <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none) end,
+    No = fun(Peer) -> refused(not_authorized, Peer, <<"backend:1">>, <<"backend">>,
                               <<"backend-pw">>, none) end,
     Ok({{10, 1, 2, 3}, 1}),
     Ok({{192, 168, 1, 5}, 1}),
@@ -187,38 +187,41 @@ peer_networks_ipv4_and_ipv6(_Config) ->
 rules_in_order(_Config) ->
     Pw = <<"backend-pw">>,
     %% block-scanners: deny with code banned (inside network.allow 192.168/16)
-    refused(banned, {{192, 168, 66, 7}, 1}, <<"backend-1">>, <<"backend">>, Pw, none),
-    accepted({{192, 168, 67, 7}, 1}, <<"backend-1">>, <<"backend">>, Pw, none),
+    refused(banned, {{192, 168, 66, 7}, 1}, <<"backend:1">>, <<"backend">>, Pw, none),
+    accepted({{192, 168, 67, 7}, 1}, <<"backend:1">>, <<"backend">>, Pw, none),
     %% legacy-mqtt3-on-ws: MQTT 3 on wss refused, MQTT 5 on wss passes
     ?assertEqual({error, not_authorized},
-                 a3(?LAN, <<"backend-1">>, <<"backend">>, Pw, meta(8443, wss))),
+                 a3(?LAN, <<"backend:1">>, <<"backend">>, Pw, meta(8443, wss))),
     ?assertEqual({error, not_authorized},
-                 a3(?LAN, <<"backend-1">>, <<"backend">>, Pw, meta(8443, mqttwss))),
-    ?assertMatch({ok, #{}}, a5(?LAN, <<"backend-1">>, <<"backend">>, Pw, meta(8443, wss))),
-    ?assertMatch({ok, _}, a3(?LAN, <<"backend-1">>, <<"backend">>, Pw, meta(8080, ws))),
-    %% lab-devices: allow skips network/client id/username/anonymous checks
+                 a3(?LAN, <<"backend:1">>, <<"backend">>, Pw, meta(8443, mqttwss))),
+    ?assertMatch({ok, #{}}, a5(?LAN, <<"backend:1">>, <<"backend">>, Pw, meta(8443, wss))),
+    ?assertMatch({ok, _}, a3(?LAN, <<"backend:1">>, <<"backend">>, Pw, meta(8080, ws))),
+    %% lab-devices: allow lifts network.allow and the anonymous restriction
     Lab = {{172, 16, 5, 5}, 1},
-    {{ok, _}, {ok, _}} = accepted(Lab, <<"lab-7">>, undefined, undefined, none),
-    refused(not_authorized, Lab, <<"xlab-7">>, undefined, undefined, none),
-    %% ... but not credentials
-    refused(bad_username_or_password, Lab, <<"lab-7">>, <<"backend">>, <<"wrong">>, none),
+    {{ok, _}, {ok, _}} = accepted(Lab, <<"dev:lab-7">>, undefined, undefined, none),
+    refused(not_authorized, Lab, <<"dev:xlab-7">>, undefined, undefined, none),
+    %% ... but not the deny lists, the username checks or credentials
+    refused(not_authorized, Lab, <<"root:lab-7">>, <<"root">>, <<"x">>, none),
+    refused(not_authorized, {{10, 66, 5, 5}, 1}, <<"dev:lab-7">>, undefined, undefined, none),
+    refused(bad_username_or_password, Lab, <<"backend:lab-7">>, <<"backend">>, <<"wrong">>, none),
     %% bridges-elsewhere: next before the client id checks, only on port 1884
     both_next(?LAN, <<"zzz">>, <<"bridge-1">>, <<"x">>, meta(1884, mqtt)),
     refused(client_identifier_not_valid, ?LAN, <<"zzz">>, <<"bridge-1">>, <<"x">>, meta(1883, mqtt)).
 
-%% [client_id]: max_length 64, allowed_chars, pattern, username_pattern "{username}*".
+%% [client_id]: max_length 64, allowed_chars, pattern, username_pattern "{username}:*".
 client_id_constraints(_Config) ->
     Pw = <<"backend-pw">>,
     Bad = fun(Cid) -> refused(client_identifier_not_valid, ?LAN, Cid, <<"backend">>, Pw, none) end,
-    accepted(?LAN, <<"backend">>, <<"backend">>, Pw, none),
-    Max = <<"backend", (binary:copy(<<"x">>, 57))/binary>>,
+    accepted(?LAN, <<"backend:x">>, <<"backend">>, Pw, none),
+    Max = <<"backend:", (binary:copy(<<"x">>, 56))/binary>>,
     64 = byte_size(Max),
     accepted(?LAN, Max, <<"backend">>, Pw, none),
     Bad(<<Max/binary, "x">>),                % 65 bytes
     Bad(<<"backend/1">>),                    % '/' not in allowed_chars
     Bad(<<"backend 1">>),
-    Bad(<<"other-1">>),                      % must match {username}*
-    Bad(<<"backen">>),
+    Bad(<<"other-1">>),                      % must match {username}:*
+    Bad(<<"backend-1">>),                    % the separator binds
+    Bad(<<"backend">>),
     %% pattern [A-Za-z0-9].* (anonymous clients skip the username checks)
     WS = meta(8080, ws),
     accepted(?LAN, <<"any-id">>, undefined, undefined, WS),
@@ -230,7 +233,7 @@ client_id_constraints(_Config) ->
 %% this case reloads the example without it.
 reserved_prefixes(Config) ->
     Toml = binary:replace(?config(example, Config),
-                          <<"username_pattern = \"{username}*\"">>, <<>>),
+                          <<"username_pattern = \"{username}:*\"">>, <<>>),
     ok = file:write_file(?config(policy, Config), Toml),
     ok = vmq_warden:reload(),
     accepted(?LAN, <<"svc-1">>, <<"backend">>, <<"backend-pw">>, none),       % listed user
@@ -241,7 +244,7 @@ reserved_prefixes(Config) ->
 
 %% [username]: max_length 32, pattern [a-z][a-z0-9_.-]*, deny root/admin.
 username_constraints(_Config) ->
-    No = fun(User) -> refused(not_authorized, ?LAN, User, User, <<"pw">>, none) end,
+    No = fun(User) -> refused(not_authorized, ?LAN, <<User/binary, ":1">>, User, <<"pw">>, none) end,
     No(<<"root">>),
     No(<<"admin">>),
     No(<<"Alice">>),
@@ -250,7 +253,7 @@ username_constraints(_Config) ->
     No(Long),
     %% 32 bytes is fine (an unknown user: next)
     Ok32 = binary:copy(<<"a">>, 32),
-    both_next(?LAN, Ok32, Ok32, <<"pw">>, none).
+    both_next(?LAN, <<Ok32/binary, ":1">>, Ok32, <<"pw">>, none).
 
 %% [anonymous] allow = false, [[anonymous.listener]] type = "ws" allow = true,
 %% group guests.
@@ -270,50 +273,50 @@ anonymous_per_listener(_Config) ->
 
 credentials_and_unknown_users(_Config) ->
     %% inline $6$ hash (alice) and password-file hash (backend)
-    accepted(?LAN, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none),
-    accepted(?LAN, <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none),
-    refused(bad_username_or_password, ?LAN, <<"alice-1">>, <<"alice">>, <<"nope">>, none),
-    refused(bad_username_or_password, ?LAN, <<"alice-1">>, <<"alice">>, undefined, none),
-    refused(bad_username_or_password, ?LAN, <<"backend-1">>, <<"backend">>, ?ALICE_PW, none),
+    accepted(?LAN, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none),
+    accepted(?LAN, <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none),
+    refused(bad_username_or_password, ?LAN, <<"alice:1">>, <<"alice">>, <<"nope">>, none),
+    refused(bad_username_or_password, ?LAN, <<"alice:1">>, <<"alice">>, undefined, none),
+    refused(bad_username_or_password, ?LAN, <<"backend:1">>, <<"backend">>, ?ALICE_PW, none),
     %% the 6-/7-arity hooks decide the same
     ?assertEqual({error, invalid_credentials},
-                 a3(?LAN, <<"alice-1">>, <<"alice">>, <<"nope">>, tcp())),
+                 a3(?LAN, <<"alice:1">>, <<"alice">>, <<"nope">>, tcp())),
     ?assertEqual({error, #{reason_code => bad_username_or_password}},
-                 a5(?LAN, <<"alice-1">>, <<"alice">>, <<"nope">>, tcp())),
+                 a5(?LAN, <<"alice:1">>, <<"alice">>, <<"nope">>, tcp())),
     %% unknown user: next (unknown_user = next by default) ...
-    both_next(?LAN, <<"stranger-1">>, <<"stranger">>, <<"pw">>, none),
-    both_next(?LAN, <<"stranger-1">>, <<"stranger">>, <<"pw">>, tcp()),
+    both_next(?LAN, <<"stranger:1">>, <<"stranger">>, <<"pw">>, none),
+    both_next(?LAN, <<"stranger:1">>, <<"stranger">>, <<"pw">>, tcp()),
     %% ... so the next plugin in the chain decides
     ?assertEqual(ok, ?CHAIN:all_till_ok(auth_on_register,
-                                        [?LAN, sid(<<"fake-user-1">>), <<"fake-user">>,
+                                        [?LAN, sid(<<"fake-user:1">>), <<"fake-user">>,
                                          <<"fake-pass">>, true], ?CHAIN:plugins())),
     ?assertEqual({error, no_matching_hook_found},
                  ?CHAIN:all_till_ok(auth_on_register,
-                                    [?LAN, sid(<<"nobody-1">>), <<"nobody">>, <<"x">>, true],
+                                    [?LAN, sid(<<"nobody:1">>), <<"nobody">>, <<"x">>, true],
                                     ?CHAIN:plugins())),
     %% unknown_user = deny refuses them as bad credentials
     application:set_env(vmq_warden, unknown_user, deny),
     ok = vmq_warden_config:apply(),
-    refused(bad_username_or_password, ?LAN, <<"stranger-1">>, <<"stranger">>, <<"pw">>, none).
+    refused(bad_username_or_password, ?LAN, <<"stranger:1">>, <<"stranger">>, <<"pw">>, none).
 
 %% Per-user / per-group networks: alice and sensor-7 (group devices) only
 %% from 10/8; backend overrides the group with networks = [] (anywhere).
 per_user_and_group_networks(_Config) ->
     Other = {{192, 168, 1, 5}, 1},
     V6 = {{16#2001, 16#db8, 0, 0, 0, 0, 0, 9}, 1},
-    accepted(?LAN, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none),
-    refused(not_authorized, Other, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none),
-    refused(not_authorized, V6, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none),
-    refused(not_authorized, Other, <<"sensor-7-a">>, <<"sensor-7">>, <<"sensor-pw">>, none),
-    accepted(Other, <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none),
-    accepted(V6, <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none).
+    accepted(?LAN, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none),
+    refused(not_authorized, Other, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none),
+    refused(not_authorized, V6, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none),
+    refused(not_authorized, Other, <<"sensor-7:a">>, <<"sensor-7">>, <<"sensor-pw">>, none),
+    accepted(Other, <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none),
+    accepted(V6, <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none).
 
 %% Every modifier of the example, exactly, in both shapes; MQTT 5-only keys
 %% never reach MQTT 3 clients.
 modifiers_mqtt3_and_mqtt5(_Config) ->
     %% alice: own settings, then devices, then operators
-    {ok, A3} = a3(?LAN, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none),
-    Common = [{subscriber_id, {"devices", <<"alice-1">>}},
+    {ok, A3} = a3(?LAN, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none),
+    Common = [{subscriber_id, {"devices", <<"alice:1">>}},
               {max_message_size, 65536},
               {max_inflight_messages, 10},
               {retry_interval, 20},
@@ -322,14 +325,14 @@ modifiers_mqtt3_and_mqtt5(_Config) ->
               {shared_subscription_policy, local_only},
               {max_connection_lifetime, 86400}],
     ?assertEqual(lists:sort([{clean_session, false} | Common]), lists:sort(A3)),
-    {ok, A5} = a5(?LAN, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none),
+    {ok, A5} = a5(?LAN, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none),
     ?assertEqual(maps:from_list([{clean_start, false},
                                  {session_expiry_interval, 3600},
                                  {topic_alias_max, 16},
                                  {max_packet_size, 1048576} | Common]), A5),
     %% the 6-/7-arity hooks return the same
-    ?assertEqual({ok, A3}, a3(?LAN, <<"alice-1">>, <<"alice">>, ?ALICE_PW, tcp())),
-    ?assertEqual({ok, A5}, a5(?LAN, <<"alice-1">>, <<"alice">>, ?ALICE_PW, tcp())),
+    ?assertEqual({ok, A3}, a3(?LAN, <<"alice:1">>, <<"alice">>, ?ALICE_PW, tcp())),
+    ?assertEqual({ok, A5}, a5(?LAN, <<"alice:1">>, <<"alice">>, ?ALICE_PW, tcp())),
     %% guests (anonymous on ws)
     WS = meta(8080, ws),
     Guests = [{subscriber_id, {"guests", <<"g-1">>}}, {max_message_rate, 10},
@@ -340,20 +343,20 @@ modifiers_mqtt3_and_mqtt5(_Config) ->
     ?assertEqual(maps:from_list([{clean_start, true} | Guests]), G5),
     %% backend: group operators (no mountpoint)
     Ops = [{upgrade_qos, true}, {shared_subscription_policy, local_only}],
-    {ok, B3} = a3(?LAN, <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none),
+    {ok, B3} = a3(?LAN, <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none),
     ?assertEqual(lists:sort(Ops), lists:sort(B3)),
     ?assertEqual({ok, maps:from_list(Ops)},
-                 a5(?LAN, <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none)),
+                 a5(?LAN, <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none)),
     %% sensor-7: group devices
-    Dev = [{subscriber_id, {"devices", <<"sensor-7-a">>}}, {max_message_size, 65536},
+    Dev = [{subscriber_id, {"devices", <<"sensor-7:a">>}}, {max_message_size, 65536},
            {max_inflight_messages, 10}, {max_connection_lifetime, 86400}],
-    {ok, S3} = a3(?LAN, <<"sensor-7-a">>, <<"sensor-7">>, <<"sensor-pw">>, none),
+    {ok, S3} = a3(?LAN, <<"sensor-7:a">>, <<"sensor-7">>, <<"sensor-pw">>, none),
     ?assertEqual(lists:sort(Dev), lists:sort(S3)),
     ?assertEqual({ok, maps:from_list(Dev)},
-                 a5(?LAN, <<"sensor-7-a">>, <<"sensor-7">>, <<"sensor-pw">>, none)),
+                 a5(?LAN, <<"sensor-7:a">>, <<"sensor-7">>, <<"sensor-pw">>, none)),
     %% a user only in the password file gets no settings
-    ?assertEqual(ok, a3(?LAN, <<"slowb-1">>, <<"slowb">>, <<"bcrypt-pw">>, none)),
-    ?assertEqual(ok, a5(?LAN, <<"slowb-1">>, <<"slowb">>, <<"bcrypt-pw">>, none)).
+    ?assertEqual(ok, a3(?LAN, <<"slowb:1">>, <<"slowb">>, <<"bcrypt-pw">>, none)),
+    ?assertEqual(ok, a5(?LAN, <<"slowb:1">>, <<"slowb">>, <<"bcrypt-pw">>, none)).
 
 %% group devices: max_sessions = 2, counted from the registry. Sessions are
 %% connected the way VerneMQ does it: auth in the connection process, wakeup
@@ -382,20 +385,20 @@ max_sessions_from_the_registry(_Config) ->
                               Refusal
                       end
               end,
-    {ok, _QA} = Connect(<<"sensor-7-a">>, 3),
-    {ok, _QB1} = Connect(<<"sensor-7-b">>, 5),
+    {ok, _QA} = Connect(<<"sensor-7:a">>, 3),
+    {ok, _QB1} = Connect(<<"sensor-7:b">>, 5),
     ?assertMatch([_, _], vmq_warden:sessions(#{username => <<"sensor-7">>, state => online})),
-    ?assertEqual({error, quota_exceeded}, Connect(<<"sensor-7-c">>, 3)),
-    ?assertEqual({error, #{reason_code => quota_exceeded}}, Connect(<<"sensor-7-c">>, 5)),
+    ?assertEqual({error, quota_exceeded}, Connect(<<"sensor-7:c">>, 3)),
+    ?assertEqual({error, #{reason_code => quota_exceeded}}, Connect(<<"sensor-7:c">>, 5)),
     %% a reconnect of a client id that holds one of the sessions takes it over
-    ?assertMatch({ok, _}, Connect(<<"sensor-7-a">>, 3)),
-    {ok, QB} = Connect(<<"sensor-7-b">>, 5),
-    ?assertEqual({error, quota_exceeded}, Connect(<<"sensor-7-c">>, 3)),
+    ?assertMatch({ok, _}, Connect(<<"sensor-7:a">>, 3)),
+    {ok, QB} = Connect(<<"sensor-7:b">>, 5),
+    ?assertEqual({error, quota_exceeded}, Connect(<<"sensor-7:c">>, 3)),
     %% a session ends: room for another
-    ok = ?CHAIN:in_proc(QB, fun() -> vmq_warden_hooks:on_client_gone({"devices", <<"sensor-7-b">>}) end),
-    ?assertMatch({ok, _}, Connect(<<"sensor-7-c">>, 5)),
+    ok = ?CHAIN:in_proc(QB, fun() -> vmq_warden_hooks:on_client_gone({"devices", <<"sensor-7:b">>}) end),
+    ?assertMatch({ok, _}, Connect(<<"sensor-7:c">>, 5)),
     %% other users are not affected (alice: max_sessions 3 of her own)
-    accepted(?LAN, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none).
+    accepted(?LAN, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none).
 
 mod(Key, Mods) when is_list(Mods) -> proplists:get_value(Key, Mods);
 mod(Key, Mods) when is_map(Mods) -> maps:get(Key, Mods, undefined).
@@ -408,36 +411,36 @@ cert_identity(_Config) ->
     S7 = Tls("sensor-7"),
     %% the certificate replaces the password; no username: the accept
     %% renames the session to the certificate identity
-    {{ok, M3}, {ok, M5}} = accepted(?LAN, <<"sensor-7-t">>, undefined, undefined, S7),
+    {{ok, M3}, {ok, M5}} = accepted(?LAN, <<"sensor-7:t">>, undefined, undefined, S7),
     ?assertEqual(<<"sensor-7">>, mod(username, M3)),
     ?assertEqual(<<"sensor-7">>, mod(username, M5)),
-    ?assertEqual({"devices", <<"sensor-7-t">>}, mod(subscriber_id, M3)),
+    ?assertEqual({"devices", <<"sensor-7:t">>}, mod(subscriber_id, M3)),
     %% the same username: no rename; any password is ignored
-    {{ok, N3}, _} = accepted(?LAN, <<"sensor-7-u">>, <<"sensor-7">>, <<"not-checked">>, S7),
+    {{ok, N3}, _} = accepted(?LAN, <<"sensor-7:u">>, <<"sensor-7">>, <<"not-checked">>, S7),
     ?assertEqual(undefined, mod(username, N3)),
     %% another username than the certificate's
-    refused(not_authorized, ?LAN, <<"sensor-7-x">>, <<"alice">>, ?ALICE_PW, S7),
+    refused(not_authorized, ?LAN, <<"sensor-7:x">>, <<"alice">>, ?ALICE_PW, S7),
     %% required: no certificate on this listener
-    refused(not_authorized, ?LAN, <<"sensor-7-v">>, <<"sensor-7">>, <<"sensor-pw">>, meta(8883, ssl)),
+    refused(not_authorized, ?LAN, <<"sensor-7:v">>, <<"sensor-7">>, <<"sensor-pw">>, meta(8883, ssl)),
     %% not a user: the entry's group (devices)
-    {{ok, D3}, {ok, D5}} = accepted(?LAN, <<"dev-99-1">>, undefined, undefined, Tls("dev-99")),
-    ?assertEqual({"devices", <<"dev-99-1">>}, mod(subscriber_id, D3)),
+    {{ok, D3}, {ok, D5}} = accepted(?LAN, <<"dev-99:1">>, undefined, undefined, Tls("dev-99")),
+    ?assertEqual({"devices", <<"dev-99:1">>}, mod(subscriber_id, D3)),
     ?assertEqual(<<"dev-99">>, mod(username, D5)),
     %% group networks apply to the identity
-    refused(not_authorized, {{192, 168, 1, 1}, 1}, <<"dev-99-1">>, undefined, undefined, Tls("dev-99")),
+    refused(not_authorized, {{192, 168, 1, 1}, 1}, <<"dev-99:1">>, undefined, undefined, Tls("dev-99")),
     %% client id constraints use the identity
     refused(client_identifier_not_valid, ?LAN, <<"other-1">>, undefined, undefined, Tls("dev-99")),
     %% a certificate that is not DER
     refused(not_authorized, ?LAN, <<"x-1">>, undefined, undefined,
             (meta(8883, ssl))#{client_cert => <<"garbage">>}),
     %% other listeners: the certificate is not an identity, credentials count
-    refused(not_authorized, ?LAN, <<"sensor-7-w">>, undefined, undefined,
+    refused(not_authorized, ?LAN, <<"sensor-7:w">>, undefined, undefined,
             (meta(8884, ssl))#{client_cert => Cert("sensor-7")}),
     %% (sensor-7-t and sensor-7-u hold the 2 sessions of group devices)
     ?assertEqual({error, quota_exceeded},
-                 a3(?LAN, <<"sensor-7-w">>, <<"sensor-7">>, <<"sensor-pw">>, none)),
+                 a3(?LAN, <<"sensor-7:w">>, <<"sensor-7">>, <<"sensor-pw">>, none)),
     ok = vmq_warden_nif:reset(),
-    accepted(?LAN, <<"sensor-7-w">>, <<"sensor-7">>, <<"sensor-pw">>,
+    accepted(?LAN, <<"sensor-7:w">>, <<"sensor-7">>, <<"sensor-pw">>,
              (meta(8884, ssl))#{client_cert => Cert("sensor-7")}).
 
 failed_reload_keeps_the_policy(Config) ->
@@ -452,9 +455,9 @@ failed_reload_keeps_the_policy(Config) ->
     ?assertMatch({match, _}, re:run(Text, [Policy, ":[0-9]+:"])),
     ?assertEqual(nomatch, string:find(Text, "$6$")),
     %% the running policy stays: alice, the rules and the constraints
-    accepted(?LAN, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none),
-    refused(banned, {{192, 168, 66, 7}, 1}, <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none),
-    refused(not_authorized, ?LAN, <<"root">>, <<"root">>, <<"x">>, none),
+    accepted(?LAN, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none),
+    refused(banned, {{192, 168, 66, 7}, 1}, <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none),
+    refused(not_authorized, ?LAN, <<"root:1">>, <<"root">>, <<"x">>, none),
     ?assertEqual(maps:get(failed, Reloads) + 1, stat([reloads, failed])),
     %% an unknown key is an error with its line too
     ok = file:write_file(Policy, <<"version = 1\n\n[network]\nalow = [\"10.0.0.0/8\"]\n">>),
@@ -463,7 +466,7 @@ failed_reload_keeps_the_policy(Config) ->
     %% a good reload takes effect at once (alice gone, root no longer denied)
     ok = file:write_file(Policy, <<"[users.root]\npassword = \"", (alice_hash(Config))/binary, "\"\n">>),
     ok = vmq_warden:reload(),
-    both_next(?LAN, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none),
+    both_next(?LAN, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none),
     accepted({{8, 8, 8, 8}, 1}, <<"any">>, <<"root">>, ?ALICE_PW, none).
 
 %% The reloader loads changed files once: not a second time after an
@@ -506,38 +509,38 @@ rate_limits(Config) ->
     %% per peer address: burst 3, (almost) no refill
     apply_env(Config, #{rate_per_peer => 0.001, burst_per_peer => 3}),
     Peer = {{10, 9, 9, 9}, 1},
-    [?assertMatch({ok, _}, a3(Peer, <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none))
+    [?assertMatch({ok, _}, a3(Peer, <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none))
      || _ <- [1, 2, 3]],
     ?assertEqual({error, connection_rate_exceeded},
-                 a3(Peer, <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none)),
+                 a3(Peer, <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none)),
     ?assertEqual({error, #{reason_code => connection_rate_exceeded}},
-                 a5(Peer, <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none)),
+                 a5(Peer, <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none)),
     %% IPv6 peers share the bucket of their /64
     P6 = fun(Last) -> {{16#2001, 16#db8, 0, 1, 0, 0, 0, Last}, 1} end,
-    [?assertMatch({ok, _}, a3(P6(I), <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none))
+    [?assertMatch({ok, _}, a3(P6(I), <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none))
      || I <- [1, 2, 3]],
     ?assertEqual({error, connection_rate_exceeded},
-                 a3(P6(4), <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none)),
+                 a3(P6(4), <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none)),
     %% another address is not affected
-    ?assertMatch({ok, _}, a3(?LAN, <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none)),
+    ?assertMatch({ok, _}, a3(?LAN, <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none)),
     %% per username, whatever the address
     apply_env(Config, #{rate_per_user => 0.001, burst_per_user => 2}),
-    [?assertMatch({ok, _}, a3({{10, 5, 0, I}, 1}, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none))
+    [?assertMatch({ok, _}, a3({{10, 5, 0, I}, 1}, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none))
      || I <- [1, 2]],
     ?assertEqual({error, #{reason_code => connection_rate_exceeded}},
-                 a5({{10, 5, 0, 3}, 1}, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none)),
-    ?assertMatch({ok, _}, a3({{10, 5, 0, 4}, 1}, <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none)).
+                 a5({{10, 5, 0, 3}, 1}, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none)),
+    ?assertMatch({ok, _}, a3({{10, 5, 0, 4}, 1}, <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none)).
 
 bans_and_clearing_them(Config) ->
-    apply_env(Config, #{ban_threshold => 3, ban_window => 60000, ban_duration => 60000}),
+    apply_env(Config, #{ban_threshold => 3, ban_users => true, ban_window => 60000, ban_duration => 60000}),
     Peer = {{10, 7, 7, 7}, 1},
     [?assertEqual({error, invalid_credentials},
-                  a3(Peer, <<"alice-1">>, <<"alice">>, <<"guess", I>>, none)) || I <- [1, 2, 3]],
+                  a3(Peer, <<"alice:1">>, <<"alice">>, <<"guess", I>>, none)) || I <- [1, 2, 3]],
     %% the address and the user are banned, even with the right password
-    ?assertEqual({error, banned}, a3(Peer, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none)),
-    ?assertEqual({error, #{reason_code => banned}}, a5(Peer, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none)),
-    ?assertEqual({error, banned}, a3(Peer, <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none)),
-    ?assertEqual({error, banned}, a3(?LAN, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none)),
+    ?assertEqual({error, banned}, a3(Peer, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none)),
+    ?assertEqual({error, #{reason_code => banned}}, a5(Peer, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none)),
+    ?assertEqual({error, banned}, a3(Peer, <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none)),
+    ?assertEqual({error, banned}, a3(?LAN, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none)),
     Bans = vmq_warden:bans(),
     ?assertMatch([_, _], Bans),
     Targets = lists:sort([T || #{target := T} <- Bans]),
@@ -547,17 +550,17 @@ bans_and_clearing_them(Config) ->
     ?assert(stat([bans_active]) >= 2),
     %% lift the address ban: the user stays banned
     ?assertEqual({ok, 1}, vmq_warden:clear_bans({peer, "10.7.7.7"})),
-    ?assertMatch({ok, _}, a3(Peer, <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none)),
-    ?assertEqual({error, banned}, a3(?LAN, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none)),
+    ?assertMatch({ok, _}, a3(Peer, <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none)),
+    ?assertEqual({error, banned}, a3(?LAN, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none)),
     ?assertEqual({ok, 1}, vmq_warden:clear_bans({username, <<"alice">>})),
     ?assertEqual([], vmq_warden:bans()),
-    ?assertMatch({ok, _}, a3(?LAN, <<"alice-1">>, <<"alice">>, ?ALICE_PW, none)),
+    ?assertMatch({ok, _}, a3(?LAN, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none)),
     %% clear_bans(all)
-    _ = [a5({{10, 8, 8, 8}, 1}, <<"backend-1">>, <<"backend">>, <<"no", I>>, none) || I <- [1, 2, 3]],
+    _ = [a5({{10, 8, 8, 8}, 1}, <<"backend:1">>, <<"backend">>, <<"no", I>>, none) || I <- [1, 2, 3]],
     ?assertEqual({error, #{reason_code => banned}},
-                 a5({{10, 8, 8, 8}, 1}, <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none)),
+                 a5({{10, 8, 8, 8}, 1}, <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none)),
     ?assertMatch({ok, N} when N >= 1, vmq_warden:clear_bans(all)),
-    ?assertMatch({ok, _}, a5({{10, 8, 8, 8}, 1}, <<"backend-1">>, <<"backend">>, <<"backend-pw">>, none)),
+    ?assertMatch({ok, _}, a5({{10, 8, 8, 8}, 1}, <<"backend:1">>, <<"backend">>, <<"backend-pw">>, none)),
     ?assertEqual({error, bad_address}, vmq_warden:clear_bans({peer, "not-an-ip"})).
 
 %% bcrypt and argon2id verifications take milliseconds each. On a normal
@@ -573,10 +576,10 @@ slow_hashes_run_on_dirty_schedulers(_Config) ->
     Parent = self(),
     Logins = [{<<"slowb">>, <<"bcrypt-pw">>}, {<<"slowa">>, <<"argon-pw">>}],
     Workers = [spawn_link(fun() ->
-                   Results = [a3(?LAN, <<User/binary, "-", (integer_to_binary(I))/binary>>, User,
+                   Results = [a3(?LAN, <<User/binary, ":", (integer_to_binary(I))/binary>>, User,
                                  <<Pw/binary, (integer_to_binary(W * 10 + I))/binary>>, none)
                               || I <- lists:seq(1, 4)]
-                       ++ [a5(?LAN, <<User/binary, "-ok">>, User, Pw, none)],
+                       ++ [a5(?LAN, <<User/binary, ":ok">>, User, Pw, none)],
                    Parent ! {self(), Results}
                end) || {User, Pw} <- Logins, W <- [1, 2]],
     Results = [receive {W, R} -> R after 60000 -> error(timeout) end || W <- Workers],
@@ -627,23 +630,23 @@ reconnect_storm_hits_the_cache(_Config) ->
     Count0 = stat([verify, count]),
     Slow0 = stat([verify, slow]),
     N = 200,
-    [?assertEqual(ok, a3(?LAN, <<"slowb-storm">>, <<"slowb">>, <<"bcrypt-pw">>, none))
+    [?assertEqual(ok, a3(?LAN, <<"slowb:storm">>, <<"slowb">>, <<"bcrypt-pw">>, none))
      || _ <- lists:seq(1, N)],
-    [?assertEqual(ok, a5(?LAN, <<"slowb-storm">>, <<"slowb">>, <<"bcrypt-pw">>, none))
+    [?assertEqual(ok, a5(?LAN, <<"slowb:storm">>, <<"slowb">>, <<"bcrypt-pw">>, none))
      || _ <- lists:seq(1, N)],
     ?assertEqual(1, stat([verify, count]) - Count0),
     ?assertEqual(1, stat([verify, slow]) - Slow0),
     ?assert(stat([cache, hits]) - Hits0 >= 2 * N - 1),
     %% a wrong password is not served from the right one's cache entry
     ?assertEqual({error, invalid_credentials},
-                 a3(?LAN, <<"slowb-storm">>, <<"slowb">>, <<"bcrypt-pX">>, none)),
+                 a3(?LAN, <<"slowb:storm">>, <<"slowb">>, <<"bcrypt-pX">>, none)),
     %% and a storm of the same wrong password is remembered too
     Count1 = stat([verify, count]),
     [?assertEqual({error, invalid_credentials},
-                  a3(?LAN, <<"slowb-storm">>, <<"slowb">>, <<"bcrypt-pX">>, none))
+                  a3(?LAN, <<"slowb:storm">>, <<"slowb">>, <<"bcrypt-pX">>, none))
      || _ <- lists:seq(1, 50)],
     ?assertEqual(Count1, stat([verify, count])),
     %% a reload empties the cache
     ok = vmq_warden:reload(),
-    ?assertEqual(ok, a3(?LAN, <<"slowb-storm">>, <<"slowb">>, <<"bcrypt-pw">>, none)),
+    ?assertEqual(ok, a3(?LAN, <<"slowb:storm">>, <<"slowb">>, <<"bcrypt-pw">>, none)),
     ?assertEqual(Count1 + 1, stat([verify, count])).

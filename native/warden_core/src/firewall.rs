@@ -75,8 +75,12 @@ pub struct FirewallConfig {
     /// Connects per second per username; 0 = off.
     pub rate_per_user: f64,
     pub burst_per_user: u32,
-    /// Failed logins within `ban_window_ms` that ban an address or user; 0 = off.
+    /// Failed logins within `ban_window_ms` that ban an address (or, with
+    /// `ban_users`, a username); 0 = off.
     pub ban_threshold: u32,
+    /// Also ban usernames (known and unknown alike) after failed logins.
+    /// Off by default: a stranger could otherwise lock a user out.
+    pub ban_users: bool,
     pub ban_window_ms: u64,
     pub ban_duration_ms: u64,
     pub cache_size: usize,
@@ -97,6 +101,7 @@ impl Default for FirewallConfig {
             rate_per_user: 0.0,
             burst_per_user: 10,
             ban_threshold: 10,
+            ban_users: false,
             ban_window_ms: 60_000,
             ban_duration_ms: 300_000,
             cache_size: 10_000,
@@ -193,6 +198,11 @@ pub trait LiveSessions {
     fn has_live_session(&self, _username: &[u8], _key: &SubscriberKey) -> bool {
         false
     }
+    /// Whose session (online or offline) `key` is: `None` if it has none,
+    /// `Some(None)` for an anonymous one. Default: none.
+    fn owner_of(&self, _key: &SubscriberKey) -> Option<Option<Vec<u8>>> {
+        None
+    }
 }
 
 /// No registry: every user has 0 sessions.
@@ -236,14 +246,57 @@ pub struct PendingAuth {
 struct PasswordCheck {
     snap: Arc<Snapshot>,
     identity: Vec<u8>,
-    kind: PendingKind,
+    hash: PasswordHash,
+    fingerprint: u64,
+    slow: bool,
+    /// `unknown_user = deny`: `hash` is a decoy (see [`Decoys`]); the
+    /// check runs like a known user's and then refuses.
+    decoy: bool,
     settings: Settings,
 }
 
-enum PendingKind {
-    Known { hash: PasswordHash, fingerprint: u64, slow: bool },
-    /// `unknown_user = deny`: burn the work of a check, then refuse.
-    UnknownDeny,
+/// Stand-ins for the hash of a name no user has (`unknown_user = deny`):
+/// one decoy per cost class of the known users' hashes (same scheme and
+/// cost, random salt and value). A name picks its class by a keyed hash,
+/// weighted like the known users, so an unknown name takes the path and
+/// the time of a known user of that class, the same class every time.
+struct Decoys {
+    /// (known users of this class and all classes before it, decoy)
+    classes: Vec<(u64, PasswordHash)>,
+    hasher: ahash::RandomState,
+}
+
+impl Decoys {
+    fn new<'a>(known: impl Iterator<Item = &'a PasswordHash>) -> Decoys {
+        let mut counts: Vec<(String, u64, &PasswordHash)> = Vec::new();
+        for h in known {
+            let class = h.cost_class();
+            match counts.iter_mut().find(|(c, _, _)| *c == class) {
+                Some(entry) => entry.1 += 1,
+                None => counts.push((class, 1, h)),
+            }
+        }
+        // Deterministic order, whatever the maps' iteration order.
+        counts.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut total = 0;
+        let classes = counts
+            .into_iter()
+            .map(|(_, n, h)| {
+                total += n;
+                (total, h.decoy())
+            })
+            .collect();
+        Decoys { classes, hasher: ahash::RandomState::new() }
+    }
+
+    fn pick(&self, name: &[u8]) -> PasswordHash {
+        let Some(&(total, _)) = self.classes.last() else {
+            return credentials::hash::default_decoy();
+        };
+        let at = self.hasher.hash_one(name) % total;
+        let i = self.classes.partition_point(|(upto, _)| *upto <= at);
+        self.classes[i].1.clone()
+    }
 }
 
 impl PendingAuth {
@@ -309,9 +362,28 @@ struct Snapshot {
     /// A password file is configured (possibly empty).
     has_password_file: bool,
     generation: u64,
+    decoys: Decoys,
+    /// The policy names listeners; the first connect without listener data
+    /// then logs a warning (once per snapshot).
+    listener_conditions: bool,
+    warned_no_listener: std::sync::atomic::AtomicBool,
 }
 
 impl Snapshot {
+    fn new(policy: Policy, passwords: PasswordFile, has_password_file: bool, generation: u64) -> Snapshot {
+        let decoys = Decoys::new(passwords.hashes().chain(policy.users.values().filter_map(|u| u.password.as_ref())));
+        let listener_conditions = policy.has_listener_conditions();
+        Snapshot {
+            policy,
+            passwords,
+            has_password_file,
+            generation,
+            decoys,
+            listener_conditions,
+            warned_no_listener: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
     fn knows_nothing(&self) -> bool {
         !self.policy.configured && !self.has_password_file
     }
@@ -450,12 +522,7 @@ impl Firewall {
     pub fn new(cfg: FirewallConfig) -> Firewall {
         Firewall {
             cfg: ArcSwap::from_pointee(cfg),
-            snap: ArcSwap::from_pointee(Snapshot {
-                policy: Policy::empty(),
-                passwords: PasswordFile::default(),
-                has_password_file: false,
-                generation: 0,
-            }),
+            snap: ArcSwap::from_pointee(Snapshot::new(Policy::empty(), PasswordFile::default(), false, 0)),
             cache: ArcSwap::from_pointee(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms)),
             peer_rate: RateLimiter::new(cfg.rate_per_peer, cfg.burst_per_peer, cfg.max_tracked),
             user_rate: RateLimiter::new(cfg.rate_per_user, cfg.burst_per_user, cfg.max_tracked),
@@ -539,7 +606,7 @@ impl Firewall {
             passwords: passwords.len(),
             generation,
         };
-        let snap = Arc::new(Snapshot { policy, passwords, has_password_file, generation });
+        let snap = Arc::new(Snapshot::new(policy, passwords, has_password_file, generation));
         self.snap.store(snap);
         self.cache.load().clear();
         self.stats.bump(S_RELOADS_OK);
@@ -576,10 +643,7 @@ impl Firewall {
             None => return PasswordStep::Done(self.finish(&pending.req, self.failed(pending, now, "no password given"))),
         };
         let cache = self.cache.load();
-        let (fp, slow) = match &pending.check.kind {
-            PendingKind::Known { fingerprint, slow, .. } => (*fingerprint, *slow || self.forced_slow()),
-            PendingKind::UnknownDeny => (0, true),
-        };
+        let (fp, slow) = (pending.check.fingerprint, pending.check.slow || self.forced_slow());
         match cache.check(&pending.check.identity, pw, fp, now) {
             Some(ok) => {
                 self.stats.bump(S_CACHE_HITS);
@@ -603,10 +667,7 @@ impl Firewall {
             return self.finish(&pending.req, self.failed(pending, now, "no password given"));
         };
         let cache = self.cache.load();
-        let fp = match &pending.check.kind {
-            PendingKind::Known { fingerprint, .. } => *fingerprint,
-            PendingKind::UnknownDeny => 0,
-        };
+        let fp = pending.check.fingerprint;
         // A concurrent verification of the same credentials may have finished meanwhile.
         if let Some(ok) = cache.check(&pending.check.identity, pw, fp, now) {
             self.stats.bump(S_CACHE_HITS);
@@ -628,13 +689,9 @@ impl Firewall {
 
     fn verify_now(&self, pending: &PendingAuth, pw: &[u8], cache: &AuthCache, sessions: &dyn LiveSessions, now: Millis) -> Decision {
         let t0 = Instant::now();
-        let (ok, fp) = match &pending.check.kind {
-            PendingKind::Known { hash, fingerprint, .. } => (hash.verify(pw), *fingerprint),
-            PendingKind::UnknownDeny => {
-                credentials::dummy_verify(pw);
-                (false, 0)
-            }
-        };
+        let check = &pending.check;
+        let ok = check.hash.verify(pw) && !check.decoy;
+        let fp = check.fingerprint;
         let micros = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.stats.add(S_VERIFY_MICROS, micros);
         self.stats.bump(S_VERIFY_COUNT);
@@ -649,26 +706,30 @@ impl Firewall {
             if let Some(p) = pending.req.peer {
                 self.peer_bans.record_success(&peer_key(p.ip), now);
             }
-            self.user_bans.record_success(&pending.check.identity, now);
-            post_checks(&pending.req, Some(&pending.check.identity), &pending.check.settings, sessions, None)
+            if self.config().ban_users {
+                self.user_bans.record_success(&pending.check.identity, now);
+            }
+            let bind = pending.check.snap.policy.client_id.bind_to_user;
+            post_checks(&pending.req, Some(&pending.check.identity), &pending.check.settings, sessions, None, bind)
         };
         self.finish(&pending.req, d)
     }
 
-    /// A failed login: counted toward the peer's ban and (for known users) the user's.
+    /// A failed login: counted toward the peer's ban and, with `ban_users`,
+    /// the name's, whether a user has it or not (a ban tells no user apart).
     fn failed(&self, pending: &PendingAuth, now: Millis, why: &str) -> Decision {
         if let Some(p) = pending.req.peer {
             if let Some(until) = self.peer_bans.record_failure(&peer_key(p.ip), now) {
                 self.ban_started(&format!("peer {}", peer_key(p.ip)), until);
             }
         }
-        let known = matches!(pending.check.kind, PendingKind::Known { .. });
-        if known {
+        if self.config().ban_users {
             if let Some(until) = self.user_bans.record_failure(&pending.check.identity, now) {
                 self.ban_started(&format!("user {}", lossy(&pending.check.identity)), until);
             }
         }
-        let reason = if known { format!("credentials: {why}") } else { "credentials: unknown user".to_string() };
+        // For the operator's log only; the client sees the same answer.
+        let reason = if pending.check.decoy { "credentials: unknown user".to_string() } else { format!("credentials: {why}") };
         refuse(RefusalCode::BadUsernameOrPassword, reason)
     }
 
@@ -702,20 +763,26 @@ impl Firewall {
         d
     }
 
+    /// Everything before the password, in the order of POLICY.md's
+    /// decision table.
     fn screen(&self, cfg: &FirewallConfig, snap: &Arc<Snapshot>, req: &AuthRequest, sessions: &dyn LiveSessions, now: Millis) -> Screen {
         use Screen::Done;
         let policy = &snap.policy;
         let peer_ip = req.peer.map(|p| p.ip);
 
+        // 0. lengths, before any matcher or table sees the bytes
+        if let Err(why) = check_lengths(policy, &req.key.client_id, req.username.as_deref()) {
+            return Done(why);
+        }
         // 1. bans
         if let Some(ip) = peer_ip {
             if let Some(until) = self.peer_bans.banned_until(&peer_key(ip), now) {
                 return Done(refuse(RefusalCode::Banned, format!("ban: peer address banned for {} s after failed logins", (until - now).div_ceil(1000))));
             }
         }
-        if let Some(u) = &req.username {
+        if let (true, Some(u)) = (cfg.ban_users, &req.username) {
             if let Some(until) = self.user_bans.banned_until(u, now) {
-                return Done(refuse(RefusalCode::Banned, format!("ban: user banned for {} s after failed logins", (until - now).div_ceil(1000))));
+                return Done(refuse(RefusalCode::Banned, format!("ban: username banned for {} s after failed logins", (until - now).div_ceil(1000))));
             }
         }
         // 2. rate limits
@@ -734,34 +801,52 @@ impl Firewall {
             return Done(default_decision(cfg));
         }
 
-        // Certificate identity, if a cert_identity entry applies (enforced at step 9).
         let listener = req.listener.as_ref();
-        let cert_rule = policy.cert_identity.iter().find(|c| c.applies(listener));
+        if listener.is_none() && snap.listener_conditions && !snap.warned_no_listener.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                target: "vmq_warden",
+                "the policy names listeners, but the broker sends no listener data (VerneMQ 2.2 metadata): \
+                 listener deny rules, per-listener anonymous refusals and required certificates apply to every \
+                 connect, listener allow rules to none"
+            );
+        }
+        // The identity every identity rule looks at: the certificate's, when
+        // a cert_identity entry applies (enforced at step 9), else the
+        // CONNECT username.
+        let cert_rule = policy.cert_identity.iter().find(|c| c.applies(listener, req.client_cert.is_some()));
         let cert_name = match (cert_rule, &req.client_cert) {
             (Some(c), Some(der)) => Some(cert_identity_name(der, c.from)),
             _ => None,
         };
-        let effective_user: Option<&[u8]> = match &cert_name {
+        let identity: Option<&[u8]> = match &cert_name {
             Some(Ok(n)) => Some(n),
             _ => req.username.as_deref(),
         };
+        if let (Some(Ok(n)), false) = (&cert_name, req.username.as_deref() == identity) {
+            if let Err(why) = check_lengths(policy, &req.key.client_id, Some(n)) {
+                return Done(why);
+            }
+        }
 
-        // 4. rules
+        // 4. rules: first match; a deny whose listener condition cannot be
+        // evaluated holds (fail closed), an allow's does not
         let input = MatchInput {
             peer: peer_ip,
             listener,
             client_id: &req.key.client_id,
-            username: req.username.as_deref(),
+            username: identity,
             protocol: req.protocol,
             has_cert: req.client_cert.is_some(),
         };
         let mut allowed_by_rule = false;
         for rule in &policy.rules {
-            if rule.when.matches(&input) {
+            let hit = match rule.action {
+                Action::Deny => rule.when.matches_failing_closed(&input),
+                Action::Allow | Action::Next => rule.when.matches(&input),
+            };
+            if hit {
                 match rule.action {
-                    Action::Allow => {
-                        allowed_by_rule = true;
-                    }
+                    Action::Allow => allowed_by_rule = true,
                     Action::Deny => return Done(refuse(rule.code, format!("rule {}: {}", rule.name, rule.reason))),
                     Action::Next => return Done(Decision::Next),
                 }
@@ -769,32 +854,29 @@ impl Firewall {
             }
         }
 
-        if !allowed_by_rule {
-            // 5. peer networks
-            let net = &policy.network;
-            if !net.allow.is_empty() && !peer_ip.is_some_and(|ip| in_networks(&net.allow, ip)) {
-                return Done(refuse(RefusalCode::NotAuthorized, "network: peer address is not in network.allow"));
-            }
-            if peer_ip.is_some_and(|ip| in_networks(&net.deny, ip)) {
-                return Done(refuse(RefusalCode::NotAuthorized, "network: peer address is in network.deny"));
-            }
-            // 6. client id
-            if let Err(why) = check_client_id(policy, &req.key.client_id, effective_user) {
-                return Done(refuse(RefusalCode::ClientIdentifierNotValid, format!("client_id: {why}")));
-            }
-            // 7. username
-            if let Some(u) = &req.username {
-                if let Err(why) = check_username(policy, u) {
-                    return Done(refuse(RefusalCode::NotAuthorized, format!("username: {why}")));
-                }
-            }
-            // 8. anonymous
-            let identified_by_cert = cert_name.is_some();
-            if req.username.is_none() && !identified_by_cert && !policy.anonymous.allowed(listener, cfg.allow_anonymous) {
-                return Done(refuse(RefusalCode::NotAuthorized, "anonymous: clients without a username are not allowed on this listener"));
+        // 5. peer networks: an allow rule lifts network.allow, never network.deny
+        let net = &policy.network;
+        if peer_ip.is_some_and(|ip| in_networks(&net.deny, ip)) {
+            return Done(refuse(RefusalCode::NotAuthorized, "network: peer address is in network.deny"));
+        }
+        if !allowed_by_rule && !net.allow.is_empty() && !peer_ip.is_some_and(|ip| in_networks(&net.allow, ip)) {
+            return Done(refuse(RefusalCode::NotAuthorized, "network: peer address is not in network.allow"));
+        }
+        // 6. client id, 7. username: they bind whatever rule allowed
+        if let Err(why) = check_client_id(policy, &req.key.client_id, identity) {
+            return Done(refuse(RefusalCode::ClientIdentifierNotValid, format!("client_id: {why}")));
+        }
+        if let Some(u) = identity {
+            if let Err(why) = check_username(policy, u) {
+                return Done(refuse(RefusalCode::NotAuthorized, format!("username: {why}")));
             }
         }
+        // 8. anonymous (an allow rule may admit an anonymous client)
+        if !allowed_by_rule && identity.is_none() && cert_name.is_none() && !policy.anonymous.allowed(listener, cfg.allow_anonymous) {
+            return Done(refuse(RefusalCode::NotAuthorized, "anonymous: clients without a username are not allowed on this listener"));
+        }
 
+        let bind = policy.client_id.bind_to_user;
         // 9. certificate identity
         if let Some(c) = cert_rule {
             match cert_name {
@@ -815,7 +897,7 @@ impl Firewall {
                         None => &c.settings,
                     };
                     let rename = (req.username.as_deref() != Some(name.as_slice())).then(|| name.clone());
-                    return Done(post_checks(req, Some(&name), settings, sessions, rename));
+                    return Done(post_checks(req, Some(&name), settings, sessions, rename, bind));
                 }
                 None if c.required => {
                     return Done(refuse(RefusalCode::NotAuthorized, "cert_identity: a client certificate is required on this listener"))
@@ -826,27 +908,28 @@ impl Firewall {
 
         // 10. credentials
         let Some(user) = &req.username else {
-            return Done(post_checks(req, None, &policy.anonymous.settings, sessions, None));
+            return Done(post_checks(req, None, &policy.anonymous.settings, sessions, None, bind));
         };
         let policy_user = policy.user(user);
         let hash = policy_user.and_then(|u| u.password.as_ref()).or_else(|| snap.passwords.get(user));
         let settings = policy_user.map(|u| u.settings.clone()).unwrap_or_default();
-        match hash {
-            Some(h) => Screen::Password(PasswordCheck {
+        let check = |hash: PasswordHash, decoy: bool| {
+            Screen::Password(PasswordCheck {
                 snap: snap.clone(),
                 identity: user.clone(),
-                kind: PendingKind::Known { hash: h.clone(), fingerprint: h.fingerprint(), slow: h.is_slow() },
+                fingerprint: hash.fingerprint(),
+                slow: hash.is_slow(),
+                hash,
+                decoy,
                 settings,
-            }),
+            })
+        };
+        match hash {
+            Some(h) => check(h.clone(), false),
             None if !snap.has_user_source() => Done(default_decision(cfg)),
             None => match cfg.unknown_user {
                 UnknownUser::Next => Done(Decision::Next),
-                UnknownUser::Deny => Screen::Password(PasswordCheck {
-                    snap: snap.clone(),
-                    identity: user.clone(),
-                    kind: PendingKind::UnknownDeny,
-                    settings,
-                }),
+                UnknownUser::Deny => check(snap.decoys.pick(user), true),
             },
         }
     }
@@ -933,6 +1016,7 @@ fn post_checks(
     settings: &Settings,
     sessions: &dyn LiveSessions,
     rename: Option<Vec<u8>>,
+    bind: bool,
 ) -> Decision {
     let who = identity.map(|u| format!("user {:?}", lossy(u))).unwrap_or_else(|| "anonymous".to_string());
     if let Some(nets) = &settings.networks {
@@ -941,10 +1025,20 @@ fn post_checks(
         }
     }
     let mut mods = settings.modifiers.resolve(&req.key);
+    // The registry holds the session under the subscriber id the client
+    // registers with, i.e. after a mountpoint rewrite.
+    let key = mods.subscriber_id.as_ref().unwrap_or(&req.key);
+    if bind {
+        if let Some(Some(owner)) = sessions.owner_of(key) {
+            if identity != Some(owner.as_slice()) {
+                return refuse(
+                    RefusalCode::NotAuthorized,
+                    format!("client_id: the session of this client id belongs to user {:?}, not to {who}", lossy(&owner)),
+                );
+            }
+        }
+    }
     if let (Some(max), Some(u)) = (settings.max_sessions, identity) {
-        // The registry holds the session under the subscriber id the client
-        // registers with, i.e. after a mountpoint rewrite.
-        let key = mods.subscriber_id.as_ref().unwrap_or(&req.key);
         let mut live = sessions.live_sessions_of_user(u);
         if live > 0 && sessions.has_live_session(u, key) {
             live -= 1; // this client id takes its own session over
@@ -957,13 +1051,24 @@ fn post_checks(
     Decision::Accept(mods)
 }
 
-fn check_client_id(policy: &Policy, id: &[u8], user: Option<&[u8]>) -> Result<(), String> {
-    let c = &policy.client_id;
-    if let Some(max) = c.max_length {
-        if id.len() > max {
-            return Err(format!("longer than {max} bytes"));
+/// Step 0: the configured length bounds, checked before any matcher, table
+/// or hash sees the client id or the identity.
+fn check_lengths(policy: &Policy, client_id: &[u8], identity: Option<&[u8]>) -> Result<(), Decision> {
+    if let Some(max) = policy.client_id.max_length {
+        if client_id.len() > max {
+            return Err(refuse(RefusalCode::ClientIdentifierNotValid, format!("client_id: longer than {max} bytes")));
         }
     }
+    if let (Some(max), Some(u)) = (policy.username.max_length, identity) {
+        if u.len() > max {
+            return Err(refuse(RefusalCode::NotAuthorized, format!("username: longer than {max} bytes")));
+        }
+    }
+    Ok(())
+}
+
+fn check_client_id(policy: &Policy, id: &[u8], user: Option<&[u8]>) -> Result<(), String> {
+    let c = &policy.client_id;
     if let Some(ranges) = &c.allowed_chars {
         if !id.iter().all(|b| ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(b))) {
             return Err("contains characters outside client_id.allowed_chars".into());
@@ -997,11 +1102,6 @@ fn check_client_id(policy: &Policy, id: &[u8], user: Option<&[u8]>) -> Result<()
 
 fn check_username(policy: &Policy, u: &[u8]) -> Result<(), String> {
     let c = &policy.username;
-    if let Some(max) = c.max_length {
-        if u.len() > max {
-            return Err(format!("longer than {max} bytes"));
-        }
-    }
     if c.deny.contains(u) {
         return Err("this username is not allowed".into());
     }

@@ -325,8 +325,14 @@ pub fn canonical_listener_type(t: &str) -> String {
 }
 
 impl ListenerMatch {
+    /// Whether it names a port, type or address (an empty matcher matches
+    /// every connection).
+    pub fn names_a_listener(&self) -> bool {
+        self.port.is_some() || self.kind.is_some() || self.addr.is_some()
+    }
+
     pub fn matches(&self, listener: Option<&Listener>) -> bool {
-        if self.port.is_none() && self.kind.is_none() && self.addr.is_none() {
+        if !self.names_a_listener() {
             return true;
         }
         let Some(l) = listener else { return false };
@@ -380,6 +386,11 @@ pub struct AnonymousPolicy {
 
 impl AnonymousPolicy {
     pub fn allowed(&self, listener: Option<&Listener>, default: bool) -> bool {
+        // Without listener data a per-listener refusal cannot be evaluated:
+        // it holds (fail closed).
+        if listener.is_none() && self.listeners.iter().any(|(m, allow)| !allow && m.names_a_listener()) {
+            return false;
+        }
         for (m, allow) in &self.listeners {
             if m.matches(listener) {
                 return *allow;
@@ -483,6 +494,9 @@ pub struct ClientIdPolicy {
     pub must_start_with_username: bool,
     pub username_pattern: Option<BoundPattern>,
     pub reserved: Vec<ReservedPrefix>,
+    /// A client id whose session (online or offline) belongs to one user
+    /// cannot be taken by another (default on).
+    pub bind_to_user: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -533,6 +547,22 @@ pub struct MatchInput<'a> {
 }
 
 impl When {
+    /// Whether a listener condition is there that the connect's data cannot
+    /// answer (a broker that sends no listener data).
+    pub fn needs_listener(&self) -> bool {
+        self.listener.as_ref().is_some_and(|ls| ls.iter().any(ListenerMatch::names_a_listener))
+    }
+
+    /// As [`When::matches`], but a listener condition that cannot be
+    /// evaluated (no listener data) counts as met: a deny rule fails closed.
+    pub fn matches_failing_closed(&self, m: &MatchInput<'_>) -> bool {
+        if m.listener.is_none() && self.needs_listener() {
+            let without_listener = When { listener: None, ..self.clone() };
+            return without_listener.matches(m);
+        }
+        self.matches(m)
+    }
+
     pub fn matches(&self, m: &MatchInput<'_>) -> bool {
         if let Some(nets) = &self.peer {
             match m.peer {
@@ -730,6 +760,7 @@ struct RawClientId {
     username_pattern: Option<Spanned<String>>,
     #[serde(default)]
     reserved: Vec<RawReserved>,
+    bind_to_user: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -1011,7 +1042,10 @@ fn compile(ctx: &Ctx<'_>, raw: RawPolicy) -> Result<Policy, PolicyError> {
         Some(n) => NetworkPolicy { allow: nets(ctx, &n.allow, "network.allow")?, deny: nets(ctx, &n.deny, "network.deny")? },
     };
 
-    let mut client_id = ClientIdPolicy::default();
+    let mut client_id = ClientIdPolicy {
+        bind_to_user: raw.client_id.as_ref().and_then(|c| c.bind_to_user).unwrap_or(true),
+        ..ClientIdPolicy::default()
+    };
     if let Some(c) = &raw.client_id {
         client_id.max_length = c.max_length;
         client_id.allowed_chars = c.allowed_chars.as_ref().map(|s| char_ranges(ctx, s, "client_id.allowed_chars")).transpose()?;
@@ -1136,8 +1170,23 @@ fn compile(ctx: &Ctx<'_>, raw: RawPolicy) -> Result<Policy, PolicyError> {
 }
 
 impl CertIdentity {
-    pub fn applies(&self, listener: Option<&Listener>) -> bool {
+    /// Whether the entry applies to a connect on `listener`. Without
+    /// listener data an entry that names listeners applies when it is
+    /// `required` (fail closed) or when the client sent a certificate.
+    pub fn applies(&self, listener: Option<&Listener>, has_cert: bool) -> bool {
+        if listener.is_none() && self.listeners.iter().any(ListenerMatch::names_a_listener) {
+            return self.required || has_cert;
+        }
         any_listener(&self.listeners, listener)
+    }
+}
+
+impl Policy {
+    /// Whether any entry depends on the listener a client connected to.
+    pub fn has_listener_conditions(&self) -> bool {
+        self.rules.iter().any(|r| r.when.needs_listener())
+            || self.cert_identity.iter().any(|c| c.listeners.iter().any(ListenerMatch::names_a_listener))
+            || self.anonymous.listeners.iter().any(|(m, _)| m.names_a_listener())
     }
 }
 

@@ -70,13 +70,13 @@ fn decide(fw: &Firewall, r: AuthRequest, pw: &str) -> Decision {
 #[test]
 fn every_refusal_is_audited_once_without_secrets() {
     let cap = Arc::new(Capture(Mutex::new(Vec::new())));
-    let fw = Firewall::new(FirewallConfig { ban_threshold: 2, ..Default::default() });
+    let fw = Firewall::new(FirewallConfig { ban_threshold: 2, ban_users: true, ..Default::default() });
     fw.install(Policy::parse(EXAMPLE, "example.toml").unwrap(), PasswordFile::parse("", "passwd"));
     tracing::subscriber::with_default(cap.clone(), || {
-        decide(&fw, req("10.0.0.5", "alice-1", "alice"), "hunter2-wrong");
-        decide(&fw, req("10.0.0.5", "alice-1", "alice"), "hunter2-wrong2");
-        decide(&fw, req("10.0.0.5", "alice-1", "alice"), "alice-secret"); // banned now
-        decide(&fw, req("10.0.0.6", "root1", "root"), "x");
+        decide(&fw, req("10.0.0.5", "alice:1", "alice"), "hunter2-wrong");
+        decide(&fw, req("10.0.0.5", "alice:1", "alice"), "hunter2-wrong2");
+        decide(&fw, req("10.0.0.5", "alice:1", "alice"), "alice-secret"); // banned now
+        decide(&fw, req("10.0.0.6", "root:1", "root"), "x");
     });
     let events = cap.0.lock();
     let audits: Vec<&String> =
@@ -84,7 +84,7 @@ fn every_refusal_is_audited_once_without_secrets() {
     assert_eq!(audits.len(), 4, "{events:#?}");
     assert_eq!(events.iter().filter(|e| e.contains("ban=")).count(), 2, "peer and user ban started");
     assert!(audits[0].contains("code=\"bad_username_or_password\"") && audits[0].contains("username=alice"), "{}", audits[0]);
-    assert!(audits[0].contains("client_id=alice-1") && audits[0].contains("peer=10.0.0.5"), "{}", audits[0]);
+    assert!(audits[0].contains("client_id=alice:1") && audits[0].contains("peer=10.0.0.5"), "{}", audits[0]);
     assert!(audits[2].contains("code=\"banned\""), "{}", audits[2]);
     for e in events.iter() {
         assert!(!e.contains("hunter2") && !e.contains("alice-secret") && !e.contains("$6$"), "{e}");

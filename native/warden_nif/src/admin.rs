@@ -50,6 +50,7 @@ fn configure(settings: Term) -> NifResult<Atom> {
             "rate_per_user" => cfg.rate_per_user = number(v)?,
             "burst_per_user" => cfg.burst_per_user = int()? as u32,
             "ban_threshold" => cfg.ban_threshold = int()? as u32,
+            "ban_users" => cfg.ban_users = v.decode()?,
             "ban_window" => cfg.ban_window_ms = int()?,
             "ban_duration" => cfg.ban_duration_ms = int()?,
             "history_size" => WARDEN.registry.set_history_size(int()? as usize),

@@ -52,6 +52,13 @@ impl LiveSessions for RegistrySessions<'_> {
         self.0.live_sessions_of_user(username)
     }
 
+    fn owner_of(&self, key: &SubscriberKey) -> Option<Option<Vec<u8>>> {
+        self.0
+            .lookup(key)
+            .filter(|s| matches!(s.state, SessionState::Online | SessionState::Offline))
+            .map(|s| s.username.map(Vec::from))
+    }
+
     fn has_live_session(&self, username: &[u8], key: &SubscriberKey) -> bool {
         self.0.lookup(key).is_some_and(|s| {
             matches!(s.state, SessionState::Online | SessionState::Authenticated)

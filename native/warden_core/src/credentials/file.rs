@@ -170,6 +170,11 @@ impl PasswordFile {
         self.entries.get(user)
     }
 
+    /// Every user's hash (no order).
+    pub fn hashes(&self) -> impl Iterator<Item = &PasswordHash> {
+        self.entries.values()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

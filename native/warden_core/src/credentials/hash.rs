@@ -654,6 +654,11 @@ pub fn hash_password(scheme: HashScheme, password: &[u8]) -> Result<String, Hash
     Ok(out)
 }
 
+/// The decoy for a policy whose users have no hash at all.
+pub fn default_decoy() -> PasswordHash {
+    DEFAULT_DECOY.clone()
+}
+
 /// The decoy [`dummy_verify`] checks against: an argon2id hash with the
 /// default parameters [`hash_password`] writes.
 pub(super) static DEFAULT_DECOY: Lazy<PasswordHash> = Lazy::new(|| {
