@@ -256,7 +256,8 @@ guarded(Fun) ->
             failed(io_lib:format("vmq_warden: command failed: ~tp:~tp", [Class, Reason]))
     end.
 
-%% The API answered with an error (or with something that is not a result).
+%% The API answered with an error. (An answer of another shape raises a
+%% case_clause in the callback, which guarded/1 reports.)
 api_failed(What, Error) ->
     api_failed(What, Error, []).
 
