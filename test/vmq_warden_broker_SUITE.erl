@@ -13,7 +13,7 @@
 %% Without listener data a listener matcher that names a field never
 %% matches. A certificate client without a username is accepted with a
 %% `username' modifier, which VerneMQ drops (its current username is
-%% `undefined'); the registry then keeps the username of on_register.
+%% `undefined'); the registry keeps the certificate identity all the same.
 -module(vmq_warden_broker_SUITE).
 
 -include_lib("common_test/include/ct.hrl").
@@ -113,10 +113,11 @@ cert_client_without_username(Config) ->
     ?assertEqual({ok, [{username, <<"device-7">>}]},
                  vmq_warden_hooks:auth_on_register(?PEER, Sid1, undefined, undefined, true, Meta)),
     {ok, #{username := <<"device-7">>, state := authenticated}} = vmq_warden:lookup(Sid1),
-    %% on_register carries what VerneMQ registered: no username
+    %% on_register carries what VerneMQ registered, no username: the
+    %% registry keeps the identity the plugin admitted
     ok = vmq_warden_hooks:on_client_wakeup(Sid1),
     ok = vmq_warden_hooks:on_register(?PEER, Sid1, undefined),
-    {ok, #{username := undefined, state := online}} = vmq_warden:lookup(Sid1),
+    {ok, #{username := <<"device-7">>, state := online}} = vmq_warden:lookup(Sid1),
     %% use_identity_as_username = on: VerneMQ puts the CN in the username
     %% before the hook; no modifier needed, the registry keeps the name
     Sid2 = {"", <<"dev-b">>},

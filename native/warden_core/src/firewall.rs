@@ -599,7 +599,7 @@ impl Firewall {
     fn swap(&self, policy: Policy, passwords: PasswordFile, has_password_file: bool) -> LoadReport {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let report = LoadReport {
-            warnings: passwords.warnings().iter().map(|w| format!("{}:{}: {}", w.source, w.line, w.reason)).collect(),
+            warnings: passwords.warnings().iter().map(ToString::to_string).collect(),
             users: policy.users.len(),
             groups: policy.groups.len(),
             rules: policy.rules.len(),
@@ -772,7 +772,7 @@ impl Firewall {
 
         // 0. lengths, before any matcher or table sees the bytes
         if let Err(why) = check_lengths(policy, &req.key.client_id, req.username.as_deref()) {
-            return Done(why);
+            return Done(Decision::Refuse(why));
         }
         // 1. bans
         if let Some(ip) = peer_ip {
@@ -824,7 +824,7 @@ impl Firewall {
         };
         if let (Some(Ok(n)), false) = (&cert_name, req.username.as_deref() == identity) {
             if let Err(why) = check_lengths(policy, &req.key.client_id, Some(n)) {
-                return Done(why);
+                return Done(Decision::Refuse(why));
             }
         }
 
@@ -1053,15 +1053,15 @@ fn post_checks(
 
 /// Step 0: the configured length bounds, checked before any matcher, table
 /// or hash sees the client id or the identity.
-fn check_lengths(policy: &Policy, client_id: &[u8], identity: Option<&[u8]>) -> Result<(), Decision> {
+fn check_lengths(policy: &Policy, client_id: &[u8], identity: Option<&[u8]>) -> Result<(), Refusal> {
     if let Some(max) = policy.client_id.max_length {
         if client_id.len() > max {
-            return Err(refuse(RefusalCode::ClientIdentifierNotValid, format!("client_id: longer than {max} bytes")));
+            return Err(Refusal { code: RefusalCode::ClientIdentifierNotValid, reason: format!("client_id: longer than {max} bytes") });
         }
     }
     if let (Some(max), Some(u)) = (policy.username.max_length, identity) {
         if u.len() > max {
-            return Err(refuse(RefusalCode::NotAuthorized, format!("username: longer than {max} bytes")));
+            return Err(Refusal { code: RefusalCode::NotAuthorized, reason: format!("username: longer than {max} bytes") });
         }
     }
     Ok(())

@@ -52,10 +52,11 @@ impl fmt::Display for PolicyError {
         if self.line > 0 {
             write!(f, ":{}", self.line)?;
         }
+        // Whatever the file had in the wrong place is quoted: never a hash.
         if !self.key.is_empty() {
-            write!(f, ": {}", self.key)?;
+            write!(f, ": {}", crate::credentials::redact_hashes(&self.key))?;
         }
-        write!(f, ": {}", self.message)
+        write!(f, ": {}", crate::credentials::redact_hashes(&self.message))
     }
 }
 

@@ -4,8 +4,11 @@
 //! - Keys are HMAC-SHA256, under a random per-cache key, of (user, password,
 //!   hash fingerprint): the cache holds no password and no plain hash of one,
 //!   and a changed stored hash (new fingerprint) never hits old entries.
-//! - Bounded: at most `capacity` entries (0 disables the cache); when a shard
-//!   is full its oldest insertion is evicted (FIFO), O(1) per operation.
+//! - Bounded: at most `capacity` verified entries (0 disables the cache), and
+//!   rejected ones in a room of their own of a quarter of that (at least
+//!   one), so a storm of wrong passwords never evicts a verified login; when
+//!   a shard is full its oldest insertion is evicted (FIFO), O(1) per
+//!   operation.
 //! - Entries expire `ok_ttl_ms` (verified) or `fail_ttl_ms` (rejected) after
 //!   insertion; a TTL of 0 means such results are not cached. TTL changes
 //!   apply to existing entries at once.
@@ -103,7 +106,10 @@ pub struct AuthCache {
     /// HMAC-SHA256 already keyed with this cache's random key: each lookup
     /// clones it instead of keying a new one (two SHA-256 blocks less).
     mac: Hmac<Sha256>,
+    /// Verified results.
     pub(super) inner: RwLock<Inner>,
+    /// Rejected results, apart (see the module doc).
+    pub(super) failed: RwLock<Inner>,
     ok_ttl: AtomicU64,
     fail_ttl: AtomicU64,
     hits: AtomicU64,
@@ -128,6 +134,7 @@ impl AuthCache {
         AuthCache {
             mac: <Hmac<Sha256> as Mac>::new_from_slice(&super::random_key()).expect("HMAC takes any key length"),
             inner: RwLock::new(Inner::new(capacity)),
+            failed: RwLock::new(Inner::new(failure_room(capacity))),
             ok_ttl: AtomicU64::new(ok_ttl_ms),
             fail_ttl: AtomicU64::new(fail_ttl_ms),
             hits: AtomicU64::new(0),
@@ -166,29 +173,25 @@ impl AuthCache {
         }
     }
 
+    fn room(&self, ok: bool) -> &RwLock<Inner> {
+        if ok {
+            &self.inner
+        } else {
+            &self.failed
+        }
+    }
+
     /// The cached result of verifying `password` for `user` against the hash
     /// with `fingerprint`, if one is cached and fresh at `now`. A disabled
     /// cache answers `None` without counting a miss.
     pub fn check(&self, user: &[u8], password: &[u8], fingerprint: u64, now: Millis) -> Option<bool> {
-        let inner = self.inner.read();
-        if inner.shards.is_empty() {
+        if self.inner.read().shards.is_empty() {
             return None;
         }
         let key = self.key_of(user, password, fingerprint);
-        let mut shard = inner.shards[Self::shard_index(&key, inner.shards.len())].lock();
-        let found = shard.map.get(&key).map(|e| (e.ok, e.inserted));
+        let found = [true, false].into_iter().find_map(|ok| self.check_room(ok, &key, now));
         match found {
-            Some((ok, inserted)) if now.saturating_sub(inserted) < self.ttl(ok) => {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                Some(ok)
-            }
-            Some(_) => {
-                shard.map.remove(&key);
-                shard.compact();
-                self.expired.fetch_add(1, Ordering::Relaxed);
-                self.misses.fetch_add(1, Ordering::Relaxed);
-                None
-            }
+            Some(fresh) => fresh,
             None => {
                 self.misses.fetch_add(1, Ordering::Relaxed);
                 None
@@ -196,16 +199,43 @@ impl AuthCache {
         }
     }
 
-    /// Records the result of a verification made at `now`.
+    /// `None` if the room has no entry for `key`; `Some(None)` if it had an
+    /// expired one (dropped and counted as a miss).
+    fn check_room(&self, ok: bool, key: &Key, now: Millis) -> Option<Option<bool>> {
+        let inner = self.room(ok).read();
+        if inner.shards.is_empty() {
+            return None;
+        }
+        let mut shard = inner.shards[Self::shard_index(key, inner.shards.len())].lock();
+        let inserted = shard.map.get(key)?.inserted;
+        if now.saturating_sub(inserted) < self.ttl(ok) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Some(Some(ok));
+        }
+        shard.map.remove(key);
+        shard.compact();
+        self.expired.fetch_add(1, Ordering::Relaxed);
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        Some(None)
+    }
+
+    /// Records the result of a verification made at `now`, in its room (and
+    /// out of the other one).
     pub fn remember(&self, user: &[u8], password: &[u8], fingerprint: u64, ok: bool, now: Millis) {
         if self.ttl(ok) == 0 {
             return;
         }
-        let inner = self.inner.read();
-        if inner.shards.is_empty() {
+        if self.inner.read().shards.is_empty() {
             return;
         }
         let key = self.key_of(user, password, fingerprint);
+        {
+            let other = self.room(!ok).read();
+            if !other.shards.is_empty() {
+                other.shards[Self::shard_index(&key, other.shards.len())].lock().map.remove(&key);
+            }
+        }
+        let inner = self.room(ok).read();
         let mut shard = inner.shards[Self::shard_index(&key, inner.shards.len())].lock();
         if shard.capacity == 0 {
             return;
@@ -233,17 +263,23 @@ impl AuthCache {
 
     /// Drops every entry (e.g. after the password file changed wholesale).
     pub fn clear(&self) {
-        let inner = self.inner.read();
-        for s in &inner.shards {
-            let mut s = s.lock();
-            s.map.clear();
-            s.order.clear();
+        for room in [&self.inner, &self.failed] {
+            for s in &room.read().shards {
+                let mut s = s.lock();
+                s.map.clear();
+                s.order.clear();
+            }
         }
     }
 
     /// Entries held, fresh or not yet found expired.
     pub fn len(&self) -> usize {
-        self.inner.read().shards.iter().map(|s| s.lock().map.len()).sum()
+        [&self.inner, &self.failed].iter().map(|room| room.read().shards.iter().map(|s| s.lock().map.len()).sum::<usize>()).sum()
+    }
+
+    /// Rejected entries held.
+    pub fn failed_len(&self) -> usize {
+        self.failed.read().shards.iter().map(|s| s.lock().map.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -272,6 +308,17 @@ impl AuthCache {
         let mut inner = self.inner.write();
         if inner.capacity != capacity {
             *inner = Inner::new(capacity);
+            *self.failed.write() = Inner::new(failure_room(capacity));
         }
+    }
+}
+
+/// The room of rejected results: a quarter of the verified ones' (at least
+/// one entry while the cache is on).
+fn failure_room(capacity: usize) -> usize {
+    if capacity == 0 {
+        0
+    } else {
+        (capacity / 4).max(1)
     }
 }

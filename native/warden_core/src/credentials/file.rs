@@ -32,10 +32,11 @@ pub struct LoadWarning {
 
 impl fmt::Display for LoadWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let reason = super::redact_hashes(&self.reason);
         if self.line == 0 {
-            write!(f, "{}: {}", self.source, self.reason)
+            write!(f, "{}: {}", self.source, reason)
         } else {
-            write!(f, "{}:{}: {}", self.source, self.line, self.reason)
+            write!(f, "{}:{}: {}", self.source, self.line, reason)
         }
     }
 }
@@ -48,7 +49,7 @@ pub struct LoadError {
 
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.source, self.reason)
+        write!(f, "{}: {}", self.source, super::redact_hashes(&self.reason))
     }
 }
 

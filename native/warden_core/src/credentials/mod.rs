@@ -64,3 +64,30 @@ pub(crate) fn random_key() -> [u8; 32] {
 
 #[cfg(test)]
 mod tests;
+
+/// Prefixes that start a password hash in the formats the plugin reads.
+const HASH_PREFIXES: [&str; 8] = ["$2a$", "$2b$", "$2y$", "$6$", "$7$", "$argon2", "$pbkdf2", "PBKDF2$"];
+
+/// `text` with every password hash in it replaced by `<hash>`: error and
+/// warning messages quote what they found in a file (a value of the wrong
+/// type, a group name, a user name), and that may be a hash put in the
+/// wrong place. A hash runs from its prefix to the next blank, quote or
+/// bracket.
+pub fn redact_hashes(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let next = HASH_PREFIXES.iter().filter_map(|p| rest.find(p)).min();
+        let Some(at) = next else {
+            out.push_str(rest);
+            return out;
+        };
+        out.push_str(&rest[..at]);
+        out.push_str("<hash>");
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | ',' | ']' | ')' | '}'))
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+}

@@ -483,7 +483,7 @@ fn cache_is_bounded_fifo() {
     let c = AuthCache::new(2, 1000, 1000);
     c.remember(b"a", b"", 0, true, 0);
     c.remember(b"b", b"", 0, true, 0);
-    c.remember(b"a", b"", 0, false, 1);
+    c.remember(b"a", b"", 0, true, 1);
     c.remember(b"c", b"", 0, true, 2);
     assert_eq!(c.check(b"a", b"", 0, 3), None);
     assert_eq!(c.check(b"b", b"", 0, 3), Some(true));
@@ -553,6 +553,45 @@ fn cache_is_thread_safe() {
     for t in threads {
         t.join().unwrap();
     }
-    assert!(c.len() <= 256);
+    assert!(c.len() <= 256 + 64, "verified and rejected rooms");
+    assert!(c.failed_len() <= 64);
     assert_eq!(c.stats().inserts, 8000);
+}
+
+#[test]
+fn errors_and_warnings_never_quote_a_hash() {
+    let h6 = "$6$cGVwcGVy$H1BWhsn3DSWAHCREmwzY/pv3FJJFqMvT/fuMwGtRGHNDtgPk/kZt7LHGZUiqhWUOpI6hKhgL4WbzbiG4pirpyA==";
+    // A password line with the hash where the user goes.
+    let f = PasswordFile::parse(&format!("{h6}:\nalice:{h6}\n"), "passwd");
+    for w in f.warnings() {
+        let text = w.to_string();
+        assert!(!text.contains("H1BWhsn3"), "{text}");
+    }
+    assert!(!f.warnings().is_empty());
+    // A hash as a group name, and in a key of the wrong type.
+    for toml in [
+        format!("[users.alice]\ngroups = [\"{h6}\"]\n"),
+        format!("[users.alice]\ngroups = \"{h6}\"\n"),
+        format!("[username]\nmax_length = \"{h6}\"\n"),
+    ] {
+        let e = crate::policy::Policy::parse(&toml, "p.toml").unwrap_err().to_string();
+        assert!(!e.contains("H1BWhsn3") && !e.contains("cGVwcGVy"), "{e}");
+        assert!(e.starts_with("p.toml:"), "{e}");
+    }
+    assert_eq!(redact_hashes("bad \"$2b$10$abc\" and PBKDF2$sha256$1$x$y, ok"), "bad \"<hash>\" and <hash>, ok");
+}
+
+#[test]
+fn a_storm_of_failures_never_evicts_a_verified_login() {
+    // 10,000 wrong logins used to push alice's cached bcrypt login out of a
+    // 10,000-entry cache in 90 ms.
+    let c = AuthCache::new(1000, 60_000, 5_000);
+    c.remember(b"alice", b"right", 9, true, 0);
+    for i in 0..10_000u32 {
+        c.remember(b"mallory", &i.to_le_bytes(), 9, false, 1);
+    }
+    assert_eq!(c.check(b"alice", b"right", 9, 2), Some(true));
+    assert_eq!(c.failed_len(), 250, "failures stay in their quarter");
+    assert_eq!(c.check(b"mallory", &9_999u32.to_le_bytes(), 9, 2), Some(false));
+    assert!(c.len() <= 1000 + 250);
 }

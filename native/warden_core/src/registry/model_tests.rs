@@ -463,7 +463,7 @@ impl Model {
         let r = self.rec(k);
         let p = &mut r.pend[i];
         p.registered = Some(order);
-        p.info = ConnectInfo { clean_session: p.info.clean_session, ..info };
+        p.info = ConnectInfo { clean_session: p.info.clean_session, username: info.username.or(p.info.username), ..info };
         r.last_change = now;
     }
 
@@ -544,7 +544,7 @@ impl Model {
                     let rec = self.rec(k);
                     let c = rec.cur.as_mut().unwrap();
                     c.conn = Some(conn);
-                    c.info = ConnectInfo { clean_session: c.info.clean_session, ..info };
+                    c.info = ConnectInfo { clean_session: c.info.clean_session, username: info.username.or(c.info.username), ..info };
                     c.registered = true;
                     rec.last_change = now;
                     Applied::Applied

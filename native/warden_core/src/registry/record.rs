@@ -488,9 +488,14 @@ impl Record {
 
     /// on_register carries peer, username and protocol but not the clean
     /// flag: the one already known (from auth, or assumed at wakeup) stays.
+    /// Without a username the one known stays too: the broker drops the
+    /// `username` modifier for a client that sent none, and the identity
+    /// our auth admitted (a certificate's) is the effective one.
     fn set_registered_info(&mut self, bytes: &mut BytePool, info: ConnectInfo<'_>) {
         self.set_peer(info.peer);
-        self.set_user(bytes, info.username.map_or(UserIn::No, UserIn::Ext));
+        if let Some(u) = info.username {
+            self.set_user(bytes, UserIn::Ext(u));
+        }
         self.set(MQTT5, info.protocol == Protocol::Mqtt5);
     }
 
@@ -686,7 +691,9 @@ impl Record {
         self.set_times_change(cx.now);
     }
 
-    /// on_register's info on a pending connect (the flag stays auth's).
+    /// on_register's info on a pending connect (the flag stays auth's, and
+    /// so does the username when on_register carries none: see
+    /// `set_registered_info`).
     fn set_pending_registered(&mut self, cx: &mut Ctx<'_>, slot: u32, info: ConnectInfo<'_>) {
         let order = cx.new_gen();
         let Some(p) = cx.st.pending.get_mut(slot) else { return };
@@ -696,8 +703,8 @@ impl Record {
         let stored = p.username.take();
         let same = match (&stored, info.username) {
             (Some(b), Some(u)) => cx.st.bytes.get(b) == u,
-            (None, None) => true,
-            _ => false,
+            (_, None) => true,
+            (None, Some(_)) => false,
         };
         let username = if same {
             stored

@@ -1248,3 +1248,26 @@ fn reconcile_corrects_what_the_broker_does_not_have() {
     assert_eq!(r.counts(), StateCounts { authenticated: 0, online: 1, offline: 0 });
     assert_counts_match_scan(&r);
 }
+
+#[test]
+fn on_register_without_username_keeps_the_admitted_identity() {
+    // A certificate client that sent no username: our auth admitted it as
+    // "device-7"; VerneMQ dropped the username modifier, so on_register
+    // carries none. The identity stays (it is what the binding and
+    // max_sessions count).
+    let r = reg();
+    let k = key("dev-a");
+    let no_user = ConnectInfo { username: None, ..info("x", true) };
+    r.auth_accepted(&k, S1, info("device-7", true), 0);
+    assert_eq!(r.woke_up(&k, Q1, 1), Applied::Applied);
+    assert_eq!(r.registered(&k, S1, no_user, 2), Applied::Applied);
+    assert_eq!(view(&r, &k).username.as_deref(), Some(&b"device-7"[..]));
+    assert_eq!(r.live_sessions_of_user(b"device-7"), 1);
+    // on_register before the wakeup, the same.
+    let k2 = key("dev-b");
+    r.auth_accepted(&k2, S2, info("device-7", true), 3);
+    assert_eq!(r.registered(&k2, S2, no_user, 4), Applied::Applied);
+    assert_eq!(r.woke_up(&k2, Q2, 5), Applied::Applied);
+    assert_eq!(view(&r, &k2).username.as_deref(), Some(&b"device-7"[..]));
+    assert_eq!(r.live_sessions_of_user(b"device-7"), 2);
+}
