@@ -30,6 +30,7 @@ passwd_lines() ->
 
 all() ->
     [example_policy_loads,
+     client_id_bound_to_its_user,
      peer_networks_ipv4_and_ipv6,
      rules_in_order,
      client_id_constraints,
@@ -650,3 +651,33 @@ reconnect_storm_hits_the_cache(_Config) ->
     ok = vmq_warden:reload(),
     ?assertEqual(ok, a3(?LAN, <<"slowb:storm">>, <<"slowb">>, <<"bcrypt-pw">>, none)),
     ?assertEqual(Count1 + 1, stat([verify, count])).
+
+%% A client id whose session belongs to one user cannot be taken by another
+%% (client_id.bind_to_user, default on): bob with alice's client id was
+%% accepted and took her session (and, persistent, her queue) over.
+client_id_bound_to_its_user(Config) ->
+    Policy = filename:join(?config(priv_dir, Config), "bind.toml"),
+    Line = fun(Pw) -> iolist_to_binary(vmq_warden_robust_util:sha512_line(Pw)) end,
+    ok = file:write_file(Policy, [<<"[users.alice]\npassword = \"">>, Line(?ALICE_PW),
+                                  <<"\"\n[users.bob]\npassword = \"">>, Line(<<"bob-pw">>), <<"\"\n">>]),
+    apply_env(Config, #{policy_file => Policy, password_file => undefined}),
+    Sid = sid(<<"phone-1">>),
+    [S1, Q1] = [vmq_hook_chain:spawn_proc() || _ <- [1, 2]],
+    {ok, _} = accept_or_ok(vmq_hook_chain:in_proc(S1, fun() ->
+        vmq_warden_hooks:auth_on_register(?LAN, Sid, <<"alice">>, ?ALICE_PW, false) end)),
+    ok = vmq_hook_chain:in_proc(Q1, fun() -> vmq_warden_hooks:on_client_wakeup(Sid) end),
+    ok = vmq_hook_chain:in_proc(S1, fun() -> vmq_warden_hooks:on_register(?LAN, Sid, <<"alice">>) end),
+    %% online: bob is refused (after his own password was checked), alice is not
+    refused(not_authorized, ?LAN, <<"phone-1">>, <<"bob">>, <<"bob-pw">>, none),
+    refused(bad_username_or_password, ?LAN, <<"phone-1">>, <<"bob">>, <<"wrong">>, none),
+    refused(not_authorized, ?LAN, <<"phone-1">>, undefined, undefined, none),
+    accepted(?LAN, <<"phone-1">>, <<"alice">>, ?ALICE_PW, none),
+    %% offline (her queue and its messages are kept): still hers
+    ok = vmq_hook_chain:in_proc(Q1, fun() -> vmq_warden_hooks:on_client_offline(Sid) end),
+    refused(not_authorized, ?LAN, <<"phone-1">>, <<"bob">>, <<"bob-pw">>, none),
+    %% gone: free again
+    ok = vmq_hook_chain:in_proc(Q1, fun() -> vmq_warden_hooks:on_session_expired(Sid) end),
+    accepted(?LAN, <<"phone-1">>, <<"bob">>, <<"bob-pw">>, none).
+
+accept_or_ok(ok) -> {ok, []};
+accept_or_ok({ok, _} = R) -> R.
