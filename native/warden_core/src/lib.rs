@@ -14,6 +14,7 @@ pub mod striped;
 pub mod firewall;
 pub mod limits;
 pub mod loglimit;
+pub mod obfuscation;
 pub mod policy;
 pub mod types;
 

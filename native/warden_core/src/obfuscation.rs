@@ -1,0 +1,225 @@
+//! VerneMQ 2.x passwords as they arrive in auth_on_register: `{encrypted, B}`
+//! from the `credentials_obfuscation` library (docs/VERNEMQ.md, "Encrypted
+//! passwords"). The library decrypts through one server process per node
+//! (a call per password, about 16 µs on a loaded node); with the same
+//! secret and settings the plugin decrypts here instead, inside the auth
+//! call, and the clear password never becomes an Erlang term. When this
+//! fails (another secret, the fallback secret, settings not supported
+//! here) the caller falls back to the library's own `decrypt/1`.
+//!
+//! B is base64 of `Salt:16 | IV | ciphertext`; the key is PBKDF2-HMAC of
+//! the node secret with that salt; the cipher is a CBC block cipher with
+//! PKCS#7 padding; the clear text is the external term format of
+//! `{credentials_obfuscation, Password}` with `Password` a binary.
+
+use aes::cipher::{block_padding::Pkcs7, BlockModeDecrypt, KeyIvInit};
+use base64::Engine;
+use zeroize::Zeroizing;
+
+/// The ciphers of `credentials_obfuscation` decrypted here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cipher {
+    Aes128Cbc,
+    Aes192Cbc,
+    Aes256Cbc,
+}
+
+impl Cipher {
+    pub fn from_name(name: &str) -> Option<Cipher> {
+        match name {
+            "aes_128_cbc" => Some(Cipher::Aes128Cbc),
+            "aes_192_cbc" => Some(Cipher::Aes192Cbc),
+            "aes_256_cbc" => Some(Cipher::Aes256Cbc),
+            _ => None,
+        }
+    }
+
+    fn key_len(self) -> usize {
+        match self {
+            Cipher::Aes128Cbc => 16,
+            Cipher::Aes192Cbc => 24,
+            Cipher::Aes256Cbc => 32,
+        }
+    }
+}
+
+/// The hashes of the key derivation decrypted here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KdfHash {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl KdfHash {
+    pub fn from_name(name: &str) -> Option<KdfHash> {
+        match name {
+            "sha256" => Some(KdfHash::Sha256),
+            "sha384" => Some(KdfHash::Sha384),
+            "sha512" => Some(KdfHash::Sha512),
+            _ => None,
+        }
+    }
+}
+
+/// Longest encrypted password accepted (base64 text): an MQTT password is
+/// at most 65,535 bytes.
+const MAX_ENCRYPTED: usize = 90_000;
+/// Iterations above this are left to the library (they would make this
+/// call costly on a normal scheduler; its default is 1).
+pub const MAX_ITERATIONS: u32 = 16;
+
+/// A node's obfuscation settings, the secret kept in memory that is wiped
+/// when it is replaced or dropped.
+pub struct Obfuscation {
+    cipher: Cipher,
+    hash: KdfHash,
+    iterations: u32,
+    secret: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Obfuscation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Obfuscation")
+            .field("cipher", &self.cipher)
+            .field("hash", &self.hash)
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Obfuscation {
+    /// `None` for settings decrypted only by the library.
+    pub fn new(cipher: Cipher, hash: KdfHash, iterations: u32, secret: &[u8]) -> Option<Obfuscation> {
+        (1..=MAX_ITERATIONS).contains(&iterations).then(|| Obfuscation {
+            cipher,
+            hash,
+            iterations,
+            secret: Zeroizing::new(secret.to_vec()),
+        })
+    }
+
+    /// The password inside `encrypted` (the base64 text of `{encrypted, B}`),
+    /// or `None` when it does not decrypt to one with these settings.
+    pub fn decrypt(&self, encrypted: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        if encrypted.len() > MAX_ENCRYPTED {
+            return None;
+        }
+        let raw = base64::engine::general_purpose::STANDARD.decode(encrypted).ok()?;
+        let (salt, rest) = raw.split_at_checked(16)?;
+        let (iv, ciphertext) = rest.split_at_checked(16)?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        let key = &mut key[..self.cipher.key_len()];
+        match self.hash {
+            KdfHash::Sha384 => pbkdf2::pbkdf2_hmac::<sha2::Sha384>(&self.secret, salt, self.iterations, key),
+            KdfHash::Sha256 => pbkdf2::pbkdf2_hmac::<sha2::Sha256>(&self.secret, salt, self.iterations, key),
+            KdfHash::Sha512 => pbkdf2::pbkdf2_hmac::<sha2::Sha512>(&self.secret, salt, self.iterations, key),
+        }
+        let mut buf = Zeroizing::new(ciphertext.to_vec());
+        let clear = match self.cipher {
+            Cipher::Aes128Cbc => cbc::Decryptor::<aes::Aes128>::new_from_slices(key, iv).ok()?.decrypt_padded::<Pkcs7>(&mut buf),
+            Cipher::Aes192Cbc => cbc::Decryptor::<aes::Aes192>::new_from_slices(key, iv).ok()?.decrypt_padded::<Pkcs7>(&mut buf),
+            Cipher::Aes256Cbc => cbc::Decryptor::<aes::Aes256>::new_from_slices(key, iv).ok()?.decrypt_padded::<Pkcs7>(&mut buf),
+        }
+        .ok()?;
+        tagged_password(clear).map(|p| Zeroizing::new(p.to_vec()))
+    }
+}
+
+const TAG: &[u8] = b"credentials_obfuscation";
+
+/// The binary of `term_to_binary({credentials_obfuscation, Password})`.
+fn tagged_password(ext: &[u8]) -> Option<&[u8]> {
+    // version 131, SMALL_TUPLE_EXT of arity 2
+    let rest = ext.strip_prefix(&[131, 104, 2])?;
+    // the atom, in any of the four atom encodings
+    let (name, rest) = match *rest.first()? {
+        100 | 118 => {
+            let n = usize::from(u16::from_be_bytes([*rest.get(1)?, *rest.get(2)?]));
+            (rest.get(3..3 + n)?, rest.get(3 + n..)?)
+        }
+        115 | 119 => {
+            let n = usize::from(*rest.get(1)?);
+            (rest.get(2..2 + n)?, rest.get(2 + n..)?)
+        }
+        _ => return None,
+    };
+    if name != TAG {
+        return None;
+    }
+    // BINARY_EXT, and nothing after it
+    let rest = rest.strip_prefix(&[109])?;
+    let len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let password = rest.get(4..)?;
+    (password.len() == len).then_some(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"vmq-node-secret-0123456789abcdef";
+
+    // Made with credentials_obfuscation 3.4.0 (the version VerneMQ 2.0.1
+    // ships): encrypt_term(Cipher, Hash, Iterations, SECRET,
+    // {credentials_obfuscation, Password}), as its server encrypts.
+    const VECTORS: [(&str, &str, u32, &[u8], &str); 4] = [
+        ("aes_128_cbc", "sha256", 1, b"s3cret!", "KIoUIOU7FtPqWa4UWfbz5ZD91B2UbRwwJA6D/E9PHgeodFdyWgha/Y2/s6lZS5K37r9gl81NFchvYjYcS53KgVsl4HgJjVEJAGDZaVRIv/o="),
+        ("aes_128_cbc", "sha256", 1, b"", "NLagHFdIcSpMm1l92mR5BYOd4LLk356A28EJhxsVBbYWsv4C38XS/fcYXksXMxTyfapqTKEqcCPhNNQDMlmuejNqrvO/jGbF3cIbNiziZEM="),
+        ("aes_256_cbc", "sha512", 3, b"a longer password, 32 bytes long", "cNQmQjBXZY61ZpxxKEGXLr8oddkP9ySJyRfQW1xRXKYJsaKfim+XFpIGee4d+f00Goy3pjPWddBqAg7n5u47mD/FDYcSx+z7wKEJrfY4B65TZCpR1YrLOQhCkIwZSQrR7/DNTQKLjeFhLUviFqCKIA=="),
+        ("aes_192_cbc", "sha384", 2, &[0, 1, 2, 255], "1rKbFDtQ1W9UiusQcomJGazJbzVjuknFTq10l3uOgk/wTeTB8SxKJp/36Oy7D3mAikl7i1qQhkGDJyQvGzPwZfask5yH9urW813pfbcU63Q="),
+    ];
+
+    fn obf(cipher: &str, hash: &str, iterations: u32, secret: &[u8]) -> Obfuscation {
+        Obfuscation::new(Cipher::from_name(cipher).unwrap(), KdfHash::from_name(hash).unwrap(), iterations, secret).unwrap()
+    }
+
+    #[test]
+    fn decrypts_what_the_library_encrypted() {
+        for (cipher, hash, iterations, password, b64) in VECTORS {
+            let o = obf(cipher, hash, iterations, SECRET);
+            assert_eq!(o.decrypt(b64.as_bytes()).as_deref().map(Vec::as_slice), Some(password), "{cipher} {hash}");
+        }
+    }
+
+    #[test]
+    fn anything_else_is_left_to_the_library() {
+        let (cipher, hash, iterations, _, b64) = VECTORS[0];
+        // another secret (the library's fallback secret, or a changed one)
+        assert!(obf(cipher, hash, iterations, b"another secret").decrypt(b64.as_bytes()).is_none());
+        // other settings
+        assert!(obf(cipher, "sha512", iterations, SECRET).decrypt(b64.as_bytes()).is_none());
+        assert!(obf(cipher, hash, 2, SECRET).decrypt(b64.as_bytes()).is_none());
+        // garbage, truncation, too long
+        let o = obf(cipher, hash, iterations, SECRET);
+        for bad in [&b""[..], b"!!!", b"AAAA", &b64.as_bytes()[..40], &vec![b'A'; MAX_ENCRYPTED + 4][..]] {
+            assert!(o.decrypt(bad).is_none());
+        }
+        assert!(Obfuscation::new(Cipher::Aes128Cbc, KdfHash::Sha256, MAX_ITERATIONS + 1, SECRET).is_none());
+        assert!(Cipher::from_name("aes_128_gcm").is_none() && KdfHash::from_name("sha").is_none());
+    }
+
+    #[test]
+    fn only_the_tagged_binary_is_a_password() {
+        // {credentials_obfuscation, <<"pw">>} with ATOM_EXT and SMALL_ATOM_UTF8_EXT
+        let mut atom_ext = vec![131, 104, 2, 100, 0, TAG.len() as u8];
+        atom_ext.extend_from_slice(TAG);
+        atom_ext.extend_from_slice(&[109, 0, 0, 0, 2, b'p', b'w']);
+        assert_eq!(tagged_password(&atom_ext), Some(&b"pw"[..]));
+        let mut small = vec![131, 104, 2, 119, TAG.len() as u8];
+        small.extend_from_slice(TAG);
+        small.extend_from_slice(&[109, 0, 0, 0, 2, b'p', b'w']);
+        assert_eq!(tagged_password(&small), Some(&b"pw"[..]));
+        // a length that does not fit, another tag, trailing bytes
+        let mut bad = atom_ext.clone();
+        let at = bad.len() - 3;
+        bad[at] = 9;
+        assert_eq!(tagged_password(&bad), None);
+        let mut other = atom_ext.clone();
+        other[6] = b'x';
+        assert_eq!(tagged_password(&other), None);
+        let mut trailing = atom_ext;
+        trailing.push(0);
+        assert_eq!(tagged_password(&trailing), None);
+    }
+}
