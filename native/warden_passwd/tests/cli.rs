@@ -256,7 +256,7 @@ fn terminal_prompt_does_not_echo() {
         .spawn()
         .unwrap();
     let mut shown = Vec::new();
-    let mut wait_for = |term: &mut fs::File, shown: &mut Vec<u8>, what: &str| {
+    let wait_for = |term: &mut fs::File, shown: &mut Vec<u8>, what: &str| {
         let mut buf = [0u8; 256];
         while !String::from_utf8_lossy(shown).contains(what) {
             let n = term.read(&mut buf).expect("terminal output");
