@@ -19,6 +19,8 @@
 -define(U, vmq_warden_robust_util).
 -define(PEER, {{192, 0, 2, 1}, 40000}).
 -define(MAX, 65535).
+%% argon2id m=19456,t=2,p=1 (about 40 ms), from vmq_warden_robust_SUITE.
+-define(ARGON_DAVE, "$argon2id$v=19$m=19456,t=2,p=1$eU/vg6fo/uUGs3wgiQRAIg$Gj8OECeOY5QLaHHY959E+qtZbXJPQ8pZKXmwXrZe/Y4").
 %% The table cases: the Rust heap may grow by at most this much while
 %% millions of distinct keys go through the limiter and ban tables (their
 %% bound: 100 000 entries each, at most 16 MiB each, see docs/ROBUSTNESS.md).
@@ -33,7 +35,8 @@ all() ->
      garbage_client_certificates,
      rate_tables_bounded_in_bytes,
      long_usernames_do_not_grow_the_heap,
-     ban_table_bounded_in_bytes].
+     ban_table_bounded_in_bytes,
+     slow_verifications_bounded_and_busy_refused].
 
 suite() -> [{timetrap, {minutes, 10}}].
 
@@ -41,7 +44,7 @@ init_per_suite(Config) ->
     ok = vmq_plugin_harness:enable(vmq_warden),
     Dir = ?config(priv_dir, Config),
     Pw = ?U:passwords_file(filename:join(Dir, "passwd"),
-                           [{"alice", ?U:sha512_line(<<"alice-pw">>)}]),
+                           [{"alice", ?U:sha512_line(<<"alice-pw">>)}, {"dave", ?ARGON_DAVE}]),
     [{password_file, Pw} | Config].
 
 end_per_suite(_Config) ->
@@ -289,3 +292,38 @@ drive(N, Fun) ->
                        end) || W <- lists:seq(1, Workers)],
     [receive {done, P} -> ok after 600000 -> error(timeout) end || P <- Pids],
     ok.
+
+%% Slow verifications never run more at once than their slots (here 1);
+%% a connect that finds no slot within its wait (3 s) is refused as server
+%% busy (MQTT 5 server_busy, MQTT 3 not_authorized), and no call on a
+%% normal scheduler waits for a slot.
+slow_verifications_bounded_and_busy_refused(Config) ->
+    use_policy(Config, "slow.toml", "", #{auth_cache_size => 0}),
+    _ = vmq_warden_nif:slow_slots(1),
+    _ = vmq_warden_nif:slow_slots_info(),
+    {1, 0, 0, Busy0} = vmq_warden_nif:slow_slots_info(),
+    Self = self(),
+    Answers = timed("150 argon2 logins at once, 1 slot",
+                    fun() ->
+                            Pids = [spawn_link(fun() ->
+                                                       Peer = {{10, 0, I div 256, I rem 256}, 1},
+                                                       R = case I rem 2 of
+                                                               0 -> auth5(Peer, <<"c">>, <<"dave">>, <<"wrong">>, #{});
+                                                               1 -> auth(Peer, <<"c">>, <<"dave">>, <<"wrong">>)
+                                                           end,
+                                                       Self ! {answer, self(), I rem 2, R}
+                                               end) || I <- lists:seq(1, 150)],
+                            [receive {answer, P, Kind, R} -> {Kind, R} after 60000 -> error(timeout) end
+                             || P <- Pids]
+                    end),
+    {Limit, Running, Peak, Busy1} = vmq_warden_nif:slow_slots_info(),
+    Counts = lists:foldl(fun(A, M) -> maps:update_with(A, fun(N) -> N + 1 end, 1, M) end, #{}, Answers),
+    ct:pal("slots ~p, running ~p, peak ~p, busy refusals ~p; answers ~p",
+           [Limit, Running, Peak, Busy1 - Busy0, Counts]),
+    ?assertEqual({1, 0, 1}, {Limit, Running, Peak}),
+    Busy = Busy1 - Busy0,
+    ?assert(Busy > 0),
+    ?assertEqual(Busy, maps:get({0, {error, #{reason_code => server_busy}}}, Counts, 0)
+                     + maps:get({1, {error, not_authorized}}, Counts, 0)),
+    ?assertEqual(150 - Busy, maps:get({0, {error, #{reason_code => bad_username_or_password}}}, Counts, 0)
+                           + maps:get({1, {error, invalid_credentials}}, Counts, 0)).
