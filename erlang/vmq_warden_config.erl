@@ -63,10 +63,18 @@ apply() ->
     case settings() of
         {ok, Settings} ->
             ok = vmq_warden_nif:configure(Settings),
+            _ = vmq_warden_nif:slow_slots(slow_slots()),
             load_files(Settings);
         {error, _} = Error ->
             Error
     end.
+
+%% How many slow password verifications (bcrypt, argon2, costly PBKDF2) may
+%% run at once: all dirty CPU schedulers but one, so the broker always has
+%% one (docs/POLICY.md, "Cost budget").
+-spec slow_slots() -> pos_integer().
+slow_slots() ->
+    max(1, erlang:system_info(dirty_cpu_schedulers_online) - 1).
 
 -spec reload() -> ok | {error, term()}.
 reload() ->

@@ -23,6 +23,11 @@
 -define(IS_WORD(X), (is_integer(X) andalso X >= 0 andalso X =< 65535)).
 -define(NEED_PASSWORD, '$warden_need_password').
 -define(NEED_SLOW_HASH, '$warden_need_slow_hash').
+-define(BUSY, '$warden_busy').
+%% How long a connect waits for a slow-verification slot before it is
+%% refused as server busy, and the longest step between two tries.
+-define(SLOW_WAIT_MS, 3000).
+-define(SLOW_MAX_STEP_MS, 20).
 
 %%--------------------------------------------------------------------
 %% auth_on_register (all_till_ok)
@@ -59,8 +64,27 @@ with_password(Token, Password) ->
     Plain = plaintext(Password),
     case vmq_warden_nif:auth_password(Token, Plain) of
         ?NEED_SLOW_HASH ->
-            %% bcrypt/argon2/PBKDF2: runs on a dirty CPU scheduler.
-            vmq_warden_nif:auth_password_slow(Token, Plain);
+            %% bcrypt/argon2/PBKDF2: runs on a dirty CPU scheduler, at most
+            %% max(1, dirty CPU schedulers - 1) at once.
+            Deadline = erlang:monotonic_time(millisecond) + ?SLOW_WAIT_MS,
+            slow_hash(Token, Plain, Deadline, 1);
+        Decision ->
+            Decision
+    end.
+
+%% No slot free: wait in this (the connection's) process, never on a
+%% scheduler, then try again; past the deadline the connect is refused as
+%% server busy.
+slow_hash(Token, Plain, Deadline, Wait) ->
+    case vmq_warden_nif:auth_password_slow(Token, Plain) of
+        ?BUSY ->
+            case erlang:monotonic_time(millisecond) + Wait > Deadline of
+                true ->
+                    vmq_warden_nif:auth_busy(Token);
+                false ->
+                    receive after Wait -> ok end,
+                    slow_hash(Token, Plain, Deadline, min(2 * Wait, ?SLOW_MAX_STEP_MS))
+            end;
         Decision ->
             Decision
     end.

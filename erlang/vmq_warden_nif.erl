@@ -14,7 +14,7 @@
 
 -export([load/0, loaded/0, load_error/0]).
 -export([ping/0, noop/0, memory/0,
-         auth_begin/1, auth_password/2, auth_password_slow/2,
+         auth_begin/1, auth_password/2, auth_password_slow/2, auth_busy/1, slow_slots/1, slow_slots_info/0,
          registered/7, queue_event/4, reconcile/4,
          configure/1, load_files/2,
          lookup/2, list_chunk/3, counts/0, stats/0, recent_endings/1, sweep/0, reset/0,
@@ -90,6 +90,11 @@ loaded() ->
     end.
 
 ping() -> ?NOT_LOADED.
+
+%% The slow-verification semaphore (native/warden_nif/src/hooks.rs).
+auth_busy(_Token) -> ?NOT_LOADED.
+slow_slots(_N) -> ?NOT_LOADED.
+slow_slots_info() -> ?NOT_LOADED.
 
 %% Benchmark baselines: a NIF that does nothing, and the bytes the Rust side
 %% holds on its heap (counted by its global allocator).

@@ -444,37 +444,49 @@ unknown_and_known_users_both_hash(Config) ->
     ?assertEqual(1, C1 - C0),
     ?assertEqual(1, C2 - C1),
     %% Time: every unknown name costs what one known user costs (the user
-    %% of the class its decoy copies), the same on every try. Medians of
-    %% interleaved rounds, each round one wrong login per name.
+    %% of the class its decoy copies), the same on every try. The time is
+    %% the hash verification's own, as the core measures it around the
+    %% hash (stats verify.total_us), so scheduling noise of a loaded
+    %% machine stays out; medians of interleaved rounds, each round one
+    %% wrong login per name.
     Known = [<<"alice">>, <<"bob">>, <<"carol">>, <<"dave">>, <<"erin">>, <<"frank">>],
     Unknown = [<<"nobody-", (integer_to_binary(I))/binary>> || I <- lists:seq(1, 8)],
-    Rounds = [[{U, element(1, timer:tc(fun() -> {error, _} = auth(U, <<"wrong-secret-pw">>) end))}
-               || U <- Known ++ Unknown]
-              || _ <- lists:seq(1, 9)],
-    Median = fun(U) -> median([T || Round <- Rounds, {V, T} <- Round, V =:= U]) end,
+    Login = fun(U) ->
+                    #{verify := #{total_us := T0, slow := S0}} = vmq_warden:stats(),
+                    {error, _} = auth(U, <<"wrong-secret-pw">>),
+                    #{verify := #{total_us := T1, slow := S1}} = vmq_warden:stats(),
+                    {T1 - T0, S1 - S0}
+            end,
+    Rounds = [[{U, Login(U)} || U <- Known ++ Unknown] || _ <- lists:seq(1, 9)],
+    Median = fun(U) -> median([T || Round <- Rounds, {V, {T, _}} <- Round, V =:= U]) end,
+    Path = fun(U) -> lists:usort([Slow || Round <- Rounds, {V, {_, Slow}} <- Round, V =:= U]) end,
     KnownMedians = [{K, Median(K)} || K <- Known],
     Matches = [begin
                    M = Median(U),
                    {K, KM} = closest(M, KnownMedians),
-                   ct:pal("~s: median ~p us, like ~s (~p us): ratio ~.2f", [U, M, K, KM, M / KM]),
-                   %% a slow class (over 1 ms) within 25%; the fast ones
-                   %% (tens of us, mostly the call itself) within 2.5x
-                   {Lo, Hi} = case KM > 1000 of true -> {0.8, 1.25}; false -> {0.4, 2.5} end,
-                   ?assert(M / KM >= Lo andalso M / KM =< Hi, {U, M, K, KM}),
+                   ct:pal("~s: median ~p us, like ~s (~p us), path ~p", [U, M, K, KM, Path(U)]),
+                   %% the same path as that user, every time
+                   ?assertEqual(Path(K), Path(U)),
+                   case KM > 1000 of
+                       %% a slow class: within 25%
+                       true -> ?assert(M / KM >= 0.8 andalso M / KM =< 1.25, {U, M, K, KM});
+                       %% a fast one: microseconds, on the normal scheduler
+                       false -> ?assert(M < 1000, {U, M})
+                   end,
                    K
                end || U <- Unknown],
     %% the decoys spread over the file's classes, not one fixed decoy
     ?assert(length(lists:usort(Matches)) >= 2, Matches),
     %% and no unknown name costs more than the dearest known user
     MaxKnown = lists:max([KM || {_, KM} <- KnownMedians]),
-    [?assert(Median(U) =< 1.67 * MaxKnown, U) || U <- Unknown].
+    [?assert(Median(U) =< 1.25 * MaxKnown, U) || U <- Unknown].
 
 median(L) ->
     lists:nth((length(L) + 1) div 2, lists:sort(L)).
 
 closest(M, KnownMedians) ->
-    hd(lists:sort(fun({_, A}, {_, B}) -> abs(math:log(M / A)) =< abs(math:log(M / B)) end,
-                  KnownMedians)).
+    Distance = fun(A) -> abs(math:log(max(M, 1) / max(A, 1))) end,
+    hd(lists:sort(fun({_, A}, {_, B}) -> Distance(A) =< Distance(B) end, KnownMedians)).
 
 verify_count(Stats) ->
     case Stats of

@@ -514,8 +514,15 @@ pub struct Firewall {
     pub(crate) force_slow: std::sync::atomic::AtomicBool,
 }
 
+/// Client values in log lines and reasons: lossy UTF-8 of at most the
+/// first 256 bytes (a client id or username may have 65535), `...` after a cut.
 fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    const SHOWN: usize = 256;
+    let mut s = String::from_utf8_lossy(&b[..b.len().min(SHOWN)]).into_owned();
+    if b.len() > SHOWN {
+        s.push_str("...");
+    }
+    s
 }
 
 impl Firewall {
@@ -1111,6 +1118,14 @@ fn check_username(policy: &Policy, u: &[u8]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+impl Firewall {
+    /// The periodic sweep: drops idle rate-limit buckets and ban counters
+    /// (bans that run stay) and gives their memory back; returns how many.
+    pub fn sweep_limits(&self, now: Millis) -> usize {
+        self.peer_rate.sweep(now) + self.user_rate.sweep(now) + self.peer_bans.sweep(now) + self.user_bans.sweep(now)
+    }
 }
 
 #[cfg(test)]

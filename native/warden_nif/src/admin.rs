@@ -323,14 +323,15 @@ fn recent_endings(env: Env, limit: usize) -> Term {
 }
 
 /// Periodic clean-up (the reloader calls it): connects accepted but never
-/// registered, and auth contexts whose next step never came. Dirty: it
+/// registered, auth contexts whose next step never came, idle rate-limit
+/// buckets and ban counters. Dirty: it
 /// scans every shard that holds a pending connect, milliseconds at a million
 /// sessions.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn sweep() -> usize {
     let _timed = timing::timed(Nif::Bulk);
     let now = now();
-    WARDEN.registry.sweep(now) + PENDING.sweep(now)
+    WARDEN.registry.sweep(now) + PENDING.sweep(now) + WARDEN.firewall.sweep_limits(now)
 }
 
 /// Forget all runtime state: sessions, endings, bans, cached verifications

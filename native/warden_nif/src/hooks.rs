@@ -4,7 +4,9 @@
 use rustler::{Atom, Encoder, Env, Error, NifResult, Term};
 use warden_core::firewall::{AuthRequest, Decision, Listener, PasswordStep, PendingAuth, Step};
 use warden_core::registry::{Applied, ConnectInfo};
-use warden_core::types::{Millis, ProcId};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use warden_core::types::{Millis, ProcId, Protocol};
 
 use crate::timing::{self, Nif};
 use crate::pending::PENDING;
@@ -81,17 +83,111 @@ fn auth_password<'a>(env: Env<'a>, token: u64, password: Term<'a>) -> NifResult<
     }
 }
 
-/// bcrypt / argon2 / costly PBKDF2: never on a normal scheduler.
+/// How many slow verifications may run at once: the Erlang side sets it to
+/// max(1, dirty CPU schedulers - 1) (`vmq_warden_config:apply/0`), so one
+/// dirty CPU scheduler always stays free of password hashing for the broker.
+static SLOW_LIMIT: AtomicUsize = AtomicUsize::new(1);
+static SLOW_RUNNING: AtomicUsize = AtomicUsize::new(0);
+/// Connects refused because no slot came free in time.
+static SLOW_BUSY: AtomicU64 = AtomicU64::new(0);
+/// Most slow verifications seen running at once since the last reading.
+static SLOW_PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// A slot of the slow-verification semaphore, held for one NIF call only:
+/// given back when the call returns, also on a panic, so none can leak.
+struct SlowSlot;
+
+impl SlowSlot {
+    fn try_acquire() -> Option<SlowSlot> {
+        let limit = SLOW_LIMIT.load(Ordering::Relaxed).max(1);
+        SLOW_RUNNING
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| (n < limit).then_some(n + 1))
+            .ok()
+            .map(|n| {
+                SLOW_PEAK.fetch_max(n + 1, Ordering::Relaxed);
+                SlowSlot
+            })
+    }
+}
+
+impl Drop for SlowSlot {
+    fn drop(&mut self) {
+        SLOW_RUNNING.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Sets the number of slow verifications that may run at once (at least 1);
+/// returns the previous one.
+#[rustler::nif]
+fn slow_slots(n: usize) -> NifResult<usize> {
+    let _timed = timing::timed(Nif::Admin);
+    if n == 0 || n > 1024 {
+        return Err(Error::BadArg);
+    }
+    Ok(SLOW_LIMIT.swap(n, Ordering::Relaxed))
+}
+
+/// `{Limit, Running, Peak, Busy}`: the slots, how many are taken, the most
+/// taken at once since the last call (reset), connects refused as busy.
+#[rustler::nif]
+fn slow_slots_info(env: Env<'_>) -> Term<'_> {
+    let _timed = timing::timed(Nif::Admin);
+    (
+        SLOW_LIMIT.load(Ordering::Relaxed),
+        SLOW_RUNNING.load(Ordering::Relaxed),
+        SLOW_PEAK.swap(0, Ordering::Relaxed),
+        SLOW_BUSY.load(Ordering::Relaxed),
+    )
+        .encode(env)
+}
+
+/// bcrypt / argon2 / costly PBKDF2: never on a normal scheduler, and never
+/// more at once than the slow-verification slots. Without a free slot it
+/// answers `'$warden_busy'` at once and keeps the context: the hook waits
+/// (in its own process, not on a scheduler) and calls again, or gives up
+/// with [`auth_busy`].
 #[rustler::nif(schedule = "DirtyCpu")]
 fn auth_password_slow<'a>(env: Env<'a>, token: u64, password: Term<'a>) -> NifResult<Term<'a>> {
     let _timed = timing::timed(Nif::AuthPasswordSlow);
     let w = &*WARDEN;
     let password = decode::opt_bytes(password)?;
+    let Some(_slot) = SlowSlot::try_acquire() else {
+        return Ok(atoms::warden_busy().to_term(env));
+    };
     let ctx = take_context(env, token)?;
     let sessions = RegistrySessions(&w.registry);
     let decision = w.firewall.verify_slow(&ctx.pending, password.as_deref(), &sessions, now());
     // The hash took a while: the registry gets the time it ended.
     Ok(finish(env, ctx.pending.request(), ctx.conn, decision, now()))
+}
+
+/// No slow-verification slot came free within the hook's wait: the connect
+/// is refused as "server busy" (MQTT 5 `server_busy`, MQTT 3
+/// `not_authorized`), without a verification and without counting as a
+/// failed login.
+#[rustler::nif]
+fn auth_busy(env: Env<'_>, token: u64) -> NifResult<Term<'_>> {
+    let _timed = timing::timed(Nif::AuthPassword);
+    let ctx = take_context(env, token)?;
+    SLOW_BUSY.fetch_add(1, Ordering::Relaxed);
+    let req = ctx.pending.request();
+    tracing::info!(
+        target: "vmq_warden::audit",
+        code = "server_busy",
+        reason = "credentials: no slow-verification slot free in time",
+        client_id = %String::from_utf8_lossy(&req.key.client_id[..req.key.client_id.len().min(256)]),
+        peer = %req.peer.map(|p| p.ip.to_string()).unwrap_or_default(),
+        "connection refused"
+    );
+    Ok(match req.protocol {
+        Protocol::Mqtt3 => (atoms::error(), atoms::not_authorized()).encode(env),
+        Protocol::Mqtt5 => {
+            let reason = Term::map_new(env)
+                .map_put(atoms::reason_code(), atoms::server_busy())
+                .unwrap_or_else(|_| Term::map_new(env));
+            (atoms::error(), reason).encode(env)
+        }
+    })
 }
 
 /// An accepted client becomes a pending connect in the registry, under the

@@ -110,10 +110,45 @@ struct Collect {
     fields: Vec<(String, String)>,
 }
 
+/// Longest message or field value a log line keeps, in bytes: fields may
+/// carry client input, and the queue holds up to QUEUE_BOUND lines.
+pub const MAX_FIELD_BYTES: usize = 1024;
+
+/// A `fmt::Write` that keeps the first MAX_FIELD_BYTES bytes and then stops
+/// the formatting (no time spent on the rest).
+struct Bounded(String);
+
+impl std::fmt::Write for Bounded {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if self.0.len() > MAX_FIELD_BYTES {
+            return Err(std::fmt::Error); // cut already
+        }
+        let room = MAX_FIELD_BYTES - self.0.len();
+        if s.len() <= room {
+            self.0.push_str(s);
+            return Ok(());
+        }
+        let mut end = room;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.0.push_str(&s[..end]);
+        self.0.push_str("...");
+        Err(std::fmt::Error)
+    }
+}
+
+fn bounded(s: &str) -> String {
+    let mut b = Bounded(String::new());
+    let _ = b.write_str(s);
+    b.0
+}
+
 impl Visit for Collect {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        let mut s = String::new();
-        let _ = write!(s, "{value:?}");
+        let mut b = Bounded(String::new());
+        let _ = write!(b, "{value:?}");
+        let s = b.0;
         if field.name() == "message" {
             self.message = s;
         } else {
@@ -122,9 +157,9 @@ impl Visit for Collect {
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
-            self.message = value.to_string();
+            self.message = bounded(value);
         } else {
-            self.fields.push((field.name().to_string(), value.to_string()));
+            self.fields.push((field.name().to_string(), bounded(value)));
         }
     }
 }

@@ -20,7 +20,9 @@
 //! gets mode 0600; an updated file keeps its mode.
 //!
 //! Exit status: 0 done, 1 failure, 2 usage error.
-#![forbid(unsafe_code)]
+// Unsafe code only in `tty` (termios calls through libc, to read the
+// password without echo); everything else is safe.
+#![deny(unsafe_code)]
 
 use std::ffi::OsString;
 use std::fs;
@@ -189,14 +191,61 @@ fn check_user(user: &[u8]) -> Res<()> {
     Ok(())
 }
 
+/// Turning the terminal's echo off while a password is typed (like
+/// mosquitto_passwd and passwd(1)): the typed characters are not shown, the
+/// newline is. When standard input is not a terminal nothing changes and a
+/// line is read as it comes (scripts, pipes).
+#[allow(unsafe_code)]
+mod tty {
+    /// Restores the terminal's settings when dropped.
+    pub struct NoEcho {
+        saved: libc::termios,
+    }
+
+    /// `Some` when standard input is a terminal and its echo is now off.
+    pub fn no_echo() -> Option<NoEcho> {
+        // SAFETY: isatty/tcgetattr/tcsetattr on fd 0 with a termios struct
+        // this function owns; a zeroed termios is a valid value to fill.
+        unsafe {
+            if libc::isatty(libc::STDIN_FILENO) != 1 {
+                return None;
+            }
+            let mut t: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(libc::STDIN_FILENO, &mut t) != 0 {
+                return None;
+            }
+            let saved = t;
+            t.c_lflag &= !libc::ECHO;
+            t.c_lflag |= libc::ECHONL;
+            if libc::tcsetattr(libc::STDIN_FILENO, libc::TCSAFLUSH, &t) != 0 {
+                return None;
+            }
+            Some(NoEcho { saved })
+        }
+    }
+
+    impl Drop for NoEcho {
+        fn drop(&mut self) {
+            // SAFETY: restores the settings read in `no_echo` on the same fd.
+            unsafe {
+                libc::tcsetattr(libc::STDIN_FILENO, libc::TCSAFLUSH, &self.saved);
+            }
+        }
+    }
+}
+
 fn read_password() -> Res<Vec<u8>> {
     let stdin = io::stdin();
     let mut lines = stdin.lock();
     let mut read_one = |prompt: &str| -> Res<Option<Vec<u8>>> {
+        // Echo off before the prompt shows: whatever is typed after it is hidden.
+        let echo_off = tty::no_echo();
         eprint!("{prompt}");
         let _ = io::stderr().flush();
         let mut buf = Vec::new();
-        let n = lines.read_until(b'\n', &mut buf).map_err(|e| run_err(format!("reading password: {e}")))?;
+        let read = lines.read_until(b'\n', &mut buf);
+        drop(echo_off);
+        let n = read.map_err(|e| run_err(format!("reading password: {e}")))?;
         if n == 0 {
             return Ok(None);
         }

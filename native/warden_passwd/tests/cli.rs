@@ -231,3 +231,53 @@ fn atomic_replace_and_no_leftovers() {
     assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
     assert!(load(&f).get(b"w").is_some());
 }
+
+/// At a terminal the typed password is not echoed (like mosquitto_passwd):
+/// the tool runs on a pseudo-terminal, and what the terminal shows must not
+/// contain the password, while the file gets it.
+#[test]
+#[allow(unsafe_code)]
+fn terminal_prompt_does_not_echo() {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let d = TempDir::new("tty");
+    let f = d.file("passwd");
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty fills two descriptors this test owns from here on.
+    let r = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+    assert_eq!(r, 0, "openpty");
+    // SAFETY: both descriptors are open and owned by nothing else.
+    let (mut term, tty) = unsafe { (fs::File::from_raw_fd(master), fs::File::from_raw_fd(slave)) };
+    let mut child = Command::new(BIN)
+        .args(with_cheap(&["-c", p(&f), "tina"]))
+        .stdin(Stdio::from(tty.try_clone().unwrap()))
+        .stdout(Stdio::from(tty.try_clone().unwrap()))
+        .stderr(Stdio::from(tty))
+        .spawn()
+        .unwrap();
+    let mut shown = Vec::new();
+    let wait_for = |term: &mut fs::File, shown: &mut Vec<u8>, what: &str| {
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(shown).contains(what) {
+            let n = term.read(&mut buf).expect("terminal output");
+            assert!(n > 0, "terminal closed before {what:?}: {}", String::from_utf8_lossy(shown));
+            shown.extend_from_slice(&buf[..n]);
+        }
+    };
+    wait_for(&mut term, &mut shown, "Password: ");
+    term.write_all(b"tty-secret-pw\n").unwrap();
+    wait_for(&mut term, &mut shown, "Reenter password: ");
+    term.write_all(b"tty-secret-pw\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    // The rest of what the terminal shows (EIO once the tool has closed it).
+    let mut buf = [0u8; 256];
+    while let Ok(n) = term.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        shown.extend_from_slice(&buf[..n]);
+    }
+    let shown = String::from_utf8_lossy(&shown);
+    assert!(!shown.contains("tty-secret-pw"), "the password was echoed: {shown:?}");
+    assert!(load(&f).get(b"tina").unwrap().verify(b"tty-secret-pw"));
+}

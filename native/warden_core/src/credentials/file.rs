@@ -139,22 +139,9 @@ impl PasswordFile {
     /// gets a line-0 warning [`READABLE_BY_OTHERS`] (see also
     /// [`PasswordFile::readable_by_others`]).
     pub fn load(path: &Path) -> Result<PasswordFile, LoadError> {
-        use std::io::Read;
         let source = path.display().to_string();
         let err = |reason: String| LoadError { source: source.clone(), reason };
-        let f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-        let meta = f.metadata().map_err(|e| err(e.to_string()))?;
-        if !meta.is_file() {
-            return Err(err("not a regular file".into()));
-        }
-        if meta.len() > MAX_FILE_SIZE {
-            return Err(err(format!("file larger than {MAX_FILE_SIZE} bytes")));
-        }
-        let mut text = Vec::with_capacity(meta.len() as usize);
-        f.take(MAX_FILE_SIZE + 1).read_to_end(&mut text).map_err(|e| err(e.to_string()))?;
-        if text.len() as u64 > MAX_FILE_SIZE {
-            return Err(err(format!("file larger than {MAX_FILE_SIZE} bytes")));
-        }
+        let (text, meta) = crate::files::read_regular(path, MAX_FILE_SIZE).map_err(err)?;
         let mut file = PasswordFile::parse_bytes(&text, &source);
         #[cfg(unix)]
         {

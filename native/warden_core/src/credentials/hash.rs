@@ -32,8 +32,18 @@ use once_cell::sync::Lazy;
 use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
 
-/// Highest PBKDF2 iteration count accepted (`$7$` and go-auth).
-pub const MAX_PBKDF2_ITERATIONS: u32 = 10_000_000;
+// Cost budget. One verification must stay under about 1 s of CPU and
+// 256 MiB of memory on the development machine (2 vCPUs; measured with a
+// release build, docs/POLICY.md "Cost budget": bcrypt 10 = 0.16 s, 12 =
+// 0.33 s, 13 = 0.65-0.96 s; argon2id 1.2-2.3 ms per MiB and pass; PBKDF2-
+// HMAC-SHA512 2.4-2.9 us per iteration). A hash over the budget is refused
+// (a password-file line is skipped with a warning naming file and line; an
+// inline policy hash fails the policy) instead of stalling the broker: two
+// wrong passwords for an argon2 m=1 GiB t=100 user took 15-17 s and 2 GiB.
+
+/// Highest PBKDF2 iteration count accepted (`$7$` and go-auth), counted
+/// per output block: about 0.85 s.
+pub const MAX_PBKDF2_ITERATIONS: u32 = 300_000;
 /// PBKDF2 above this many iterations is [`PasswordHash::is_slow`]. 1000
 /// iterations of HMAC-SHA512 measured 0.9-1.05 ms of CPU on the benchmark
 /// machine (the robustness suite's call timing): too close to a scheduler
@@ -43,14 +53,17 @@ pub const FAST_PBKDF2_ITERATIONS: u32 = 250;
 pub const MAX_PBKDF2_HASH_LEN: usize = 128;
 /// Lowest accepted PBKDF2 output length in bytes.
 pub const MIN_PBKDF2_HASH_LEN: usize = 16;
-/// Highest accepted bcrypt cost (2^20 rounds is already seconds).
-pub const MAX_BCRYPT_COST: u32 = 20;
-/// Highest accepted Argon2 memory, in KiB (1 GiB).
-pub const MAX_ARGON2_MEMORY_KIB: u32 = 1024 * 1024;
+/// Highest accepted bcrypt cost: 12 is 0.33 s, each step doubles it.
+pub const MAX_BCRYPT_COST: u32 = 12;
+/// Highest accepted Argon2 memory, in KiB (256 MiB).
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 256 * 1024;
 /// Highest accepted Argon2 time cost (passes).
 pub const MAX_ARGON2_TIME: u32 = 100;
+/// Highest accepted Argon2 work, memory (KiB) times passes: 512 MiB-passes,
+/// about 0.6-1.2 s.
+pub const MAX_ARGON2_WORK_KIB: u64 = 512 * 1024;
 /// Highest accepted Argon2 parallelism.
-pub const MAX_ARGON2_LANES: u32 = 64;
+pub const MAX_ARGON2_LANES: u32 = 8;
 /// Highest accepted Argon2 output length in bytes.
 pub const MAX_ARGON2_HASH_LEN: usize = 1024;
 /// Longest accepted salt in bytes, any scheme.
@@ -217,7 +230,7 @@ fn parse_iterations(s: &str) -> Result<u32, HashError> {
         return Err(HashError::Malformed("PBKDF2 iteration count is zero"));
     }
     if n > MAX_PBKDF2_ITERATIONS {
-        return Err(HashError::Malformed("PBKDF2 iteration count too high"));
+        return Err(HashError::Malformed("PBKDF2 iteration count too high (over the cost budget: at most 300000)"));
     }
     Ok(n)
 }
@@ -468,7 +481,7 @@ fn parse_kind(s: &str) -> Result<Kind, HashError> {
         let cost_str = s.get(4..6).ok_or(HashError::Malformed("bcrypt string too short"))?;
         let cost = parse_u32(cost_str, "bcrypt cost is not a number")?;
         if !(4..=MAX_BCRYPT_COST).contains(&cost) {
-            return Err(HashError::Malformed("bcrypt cost out of range"));
+            return Err(HashError::Malformed("bcrypt cost out of range (4 to 12: over 12 is over the cost budget)"));
         }
         let parts: bcrypt::HashParts = s.parse().map_err(|_| HashError::Malformed("bcrypt string is malformed"))?;
         if parts.get_cost() != cost {
@@ -532,15 +545,7 @@ fn parse_argon2(rest: &str) -> Result<Kind, HashError> {
     let (Some(m), Some(t), Some(p)) = (m, t, p) else {
         return Err(HashError::Malformed("argon2 needs m, t and p"));
     };
-    if m > MAX_ARGON2_MEMORY_KIB {
-        return Err(HashError::Malformed("argon2 memory too high"));
-    }
-    if t > MAX_ARGON2_TIME {
-        return Err(HashError::Malformed("argon2 time cost too high"));
-    }
-    if p > MAX_ARGON2_LANES {
-        return Err(HashError::Malformed("argon2 parallelism too high"));
-    }
+    check_argon2_cost(m, t, p)?;
     let salt = B64_NOPAD.decode(salt).map_err(|_| HashError::Malformed("salt is not base64"))?;
     if salt.len() < argon2::MIN_SALT_LEN || salt.len() > MAX_SALT_LEN {
         return Err(HashError::Malformed("argon2 salt length out of range"));
@@ -553,6 +558,23 @@ fn parse_argon2(rest: &str) -> Result<Kind, HashError> {
         return Err(HashError::Malformed("argon2 parameters out of range"));
     }
     Ok(Kind::Argon2 { variant, version, m, t, p, salt, hash })
+}
+
+/// The cost budget of Argon2 (see the `MAX_*` constants).
+fn check_argon2_cost(m: u32, t: u32, p: u32) -> Result<(), HashError> {
+    if m > MAX_ARGON2_MEMORY_KIB {
+        return Err(HashError::Malformed("argon2 memory too high (over the cost budget: at most m=262144, 256 MiB)"));
+    }
+    if t > MAX_ARGON2_TIME {
+        return Err(HashError::Malformed("argon2 time cost too high"));
+    }
+    if u64::from(m) * u64::from(t) > MAX_ARGON2_WORK_KIB {
+        return Err(HashError::Malformed("argon2 memory times passes too high (over the cost budget: m*t at most 524288)"));
+    }
+    if p > MAX_ARGON2_LANES {
+        return Err(HashError::Malformed("argon2 parallelism too high (over the cost budget: at most p=8)"));
+    }
+    Ok(())
 }
 
 /// A scheme (with its cost parameters) for hashing a new password.
@@ -624,7 +646,7 @@ pub fn hash_password(scheme: HashScheme, password: &[u8]) -> Result<String, Hash
         }
         HashScheme::Bcrypt { cost } => {
             if !(4..=MAX_BCRYPT_COST).contains(&cost) {
-                return Err(HashError::Malformed("bcrypt cost out of range"));
+                return Err(HashError::Malformed("bcrypt cost out of range (4 to 12: over 12 is over the cost budget)"));
             }
             let mut salt = [0u8; 16];
             super::fill_random(&mut salt);
@@ -633,9 +655,7 @@ pub fn hash_password(scheme: HashScheme, password: &[u8]) -> Result<String, Hash
                 .format_for_version(bcrypt::Version::TwoB)
         }
         HashScheme::Argon2id { memory_kib, time, lanes } => {
-            if memory_kib > MAX_ARGON2_MEMORY_KIB || time > MAX_ARGON2_TIME || lanes > MAX_ARGON2_LANES {
-                return Err(HashError::Malformed("argon2 parameters out of range"));
-            }
+            check_argon2_cost(memory_kib, time, lanes)?;
             let ctx = argon2_ctx(Argon2Variant::Argon2id, 0x13, memory_kib, time, lanes, 32)
                 .ok_or(HashError::Malformed("argon2 parameters out of range"))?;
             let mut salt = [0u8; 16];

@@ -106,14 +106,42 @@ fn mosquitto7_malformed() {
     malformed(&format!("$7$0${}${}", parts[3], parts[4]));
     malformed(&format!("$7$-1${}${}", parts[3], parts[4]));
     malformed(&format!("$7$abc${}${}", parts[3], parts[4]));
-    malformed(&format!("$7$10000001${}${}", parts[3], parts[4]));
+    malformed(&format!("$7$300001${}${}", parts[3], parts[4]));
     malformed(&format!("$7$99999999999999999999${}${}", parts[3], parts[4]));
     malformed(&format!("$7$5${}", parts[3]));
     malformed(&format!("$7$5${}${}$extra", parts[3], parts[4]));
     malformed(&format!("$7$5$%%%${}", parts[4]));
     malformed(&format!("$7$5${}${}", parts[3], &parts[4][..20]));
     // The limit itself is accepted (but not run here).
-    assert!(ok(&format!("$7$10000000${}${}", parts[3], parts[4])).is_slow());
+    assert!(ok(&format!("$7$300000${}${}", parts[3], parts[4])).is_slow());
+}
+
+/// Hashes over the cost budget (docs/POLICY.md "Cost budget") are refused,
+/// and a password file names the file and line of each, loading the rest.
+/// These three loaded before: two wrong passwords for the argon2 user took
+/// 15-17 s of CPU and 2 GiB.
+#[test]
+fn hashes_over_the_cost_budget_are_refused() {
+    let salt = "c2FsdHNhbHRzYWx0c2FsdA";
+    let h32 = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let argon = |m: u32, t: u32, p: u32| format!("$argon2id$v=19$m={m},t={t},p={p}${salt}${h32}");
+    let bcrypt = |cost: u32| format!("$2b${cost:02}$y8/cPvr.xkWDPfqESMUUo.IXRh6lGKz3Zfzn2qU3NQWN8QNqNtZiC");
+    let pb = |iter: u32| format!("$7${iter}$itbNRE7jzxOA58L6$XSoEJYsg0whckXqeJmhRF9+ebQMMCI5TjAHzd5SibOXZcOBkqBPbHWnylmeD+2+h1eM7akXNO33GC3vwdqJ6ag==");
+    for bad in [argon(1 << 20, 100, 64), argon(262_145, 1, 1), argon(262_144, 3, 1), argon(65_536, 1, 9), bcrypt(13), bcrypt(20), pb(10_000_000), pb(300_001)] {
+        match PasswordHash::parse(&bad) {
+            Err(HashError::Malformed(why)) => assert!(why.contains("budget") || why.contains("too high"), "{bad}: {why}"),
+            other => panic!("{bad}: {other:?}"),
+        }
+    }
+    for good in [argon(262_144, 2, 8), argon(19_456, 2, 1), bcrypt(12), bcrypt(10), pb(300_000), pb(101)] {
+        ok(&good);
+    }
+    let text = format!("a:{}\nb:{}\nc:{}\nd:{}\n", argon(1 << 20, 100, 64), bcrypt(20), pb(10_000_000), bcrypt(10));
+    let f = PasswordFile::parse(&text, "/etc/passwd.test");
+    assert_eq!(f.len(), 1);
+    let lines: Vec<usize> = f.warnings().iter().map(|w| w.line).collect();
+    assert_eq!(lines, vec![1, 2, 3]);
+    assert!(f.warnings().iter().all(|w| w.source == "/etc/passwd.test" && w.reason.contains("budget")), "{:?}", f.warnings());
 }
 
 // ---- go-auth PBKDF2 ----

@@ -308,3 +308,112 @@ fn ipv4_mapped_networks_match_ipv4_peers() {
     assert!(in_networks(&v4, "::ffff:10.77.1.2".parse().unwrap()));
     assert!(!in_networks(&v4, "2001:db8::1".parse().unwrap()));
 }
+
+/// The plain definition of the glob, exponential in the worst case: the
+/// reference for small inputs.
+fn glob_reference(p: &[GlobTok], s: &[u8]) -> bool {
+    match p.split_first() {
+        None => s.is_empty(),
+        Some((GlobTok::Star, rest)) => (0..=s.len()).any(|i| glob_reference(rest, &s[i..])),
+        Some((GlobTok::One, rest)) => !s.is_empty() && glob_reference(rest, &s[1..]),
+        Some((GlobTok::Byte(b), rest)) => s.first() == Some(b) && glob_reference(rest, &s[1..]),
+    }
+}
+
+#[test]
+fn username_glob_agrees_with_the_reference() {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rnd = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for round in 0..30_000 {
+        let plen = rnd(9) as usize;
+        let src: String = (0..plen).map(|_| ['a', 'b', '*', '?', 'a'][rnd(5) as usize]).collect();
+        let src = if round % 3 == 0 { format!("{src}{{username}}{src}") } else { src };
+        let user: Vec<u8> = (0..rnd(4)).map(|_| b"ab*"[rnd(3) as usize]).collect();
+        let s: Vec<u8> = (0..rnd(14)).map(|_| b"ab*"[rnd(3) as usize]).collect();
+        let toks = UserGlob::expand(&src, &user, usize::MAX).unwrap();
+        let want = glob_reference(&toks, &s);
+        let g = BoundPattern { source: src.clone() };
+        assert_eq!(g.matches(&user, &s), want, "pattern {src:?} user {user:?} value {s:?}");
+    }
+    // Segments longer than one machine word.
+    let g = BoundPattern { source: "x*{username}?*{username}*".into() };
+    let user = [b'u'; 150];
+    let mut s = b"x".to_vec();
+    s.extend([b'u'; 149]);
+    s.push(b'v');
+    s.extend([b'u'; 150]);
+    s.push(b'w');
+    s.extend([b'u'; 150]);
+    assert!(g.matches(&user, &s));
+    s.pop();
+    assert!(!g.matches(&user, &s));
+}
+
+/// The worst cases of the old backtracking matcher, at the input cap; and
+/// anything past the cap is refused without being looked at.
+#[test]
+fn username_glob_at_and_over_the_cap() {
+    let user = vec![b'a'; MAX_MATCH_INPUT];
+    let mut bad = vec![b'a'; MAX_MATCH_INPUT - 1];
+    bad.push(b'b');
+    for p in ["*{username}*", "*{username}", "{username}*", "*?{username}*", "*a*a*a*a*a*a*c"] {
+        let g = BoundPattern { source: p.into() };
+        assert!(!g.matches(&user, &bad), "{p}");
+    }
+    let g = BoundPattern { source: "*{username}*".into() };
+    assert!(g.matches(&user[..100], &user));
+    let long = vec![b'a'; MAX_MATCH_INPUT + 1];
+    assert!(!g.matches(b"a", &long), "an over-long client id is refused");
+    assert!(!g.matches(&long, &long), "an over-long username is refused");
+    // A pattern needing more bytes than the value has is refused before expansion.
+    let g = BoundPattern { source: "{username}{username}{username}".into() };
+    assert!(!g.matches(&user, b"aaa"));
+}
+
+/// Regex conditions never look at a value longer than MAX_MATCH_INPUT:
+/// deny rules apply to it, allow/next rules do not, required patterns refuse it.
+#[test]
+fn overlong_values_fail_closed() {
+    let p = parse(
+        "[client_id]\npattern = \"a+\"\n[username]\npattern = \"a+\"\n\
+         [[rule]]\nname = \"d\"\naction = \"deny\"\nwhen = { client_id = \"b+\" }\n\
+         [[rule]]\nname = \"a\"\naction = \"allow\"\nwhen = { client_id = \"a+\" }\n\
+         [[rule]]\nname = \"n\"\naction = \"next\"\nwhen = { username = \"a+\" }\n",
+    )
+    .unwrap();
+    let long = vec![b'a'; MAX_MATCH_INPUT + 1];
+    let ok = vec![b'a'; MAX_MATCH_INPUT];
+    let pat = p.client_id.pattern.as_ref().unwrap();
+    assert_eq!(pat.matches(&ok), Some(true));
+    assert_eq!(pat.matches(&long), None);
+    assert!(!pat.is_match(&long));
+    assert!(!p.username.pattern.as_ref().unwrap().is_match(&long));
+    let input = |cid: &'static [u8], user: Option<&'static [u8]>| MatchInput {
+        peer: None,
+        listener: None,
+        client_id: cid,
+        username: user,
+        protocol: Protocol::Mqtt3,
+        has_cert: false,
+    };
+    let long: &'static [u8] = Box::leak(long.into_boxed_slice());
+    let [deny, allow, next] = [&p.rules[0], &p.rules[1], &p.rules[2]];
+    assert!(deny.when.matches(&input(long, None)), "an over-long value cannot escape a deny rule");
+    assert!(!deny.when.matches(&input(b"aaa", None)));
+    assert!(!allow.when.matches(&input(long, None)), "nor be admitted by an allow rule");
+    assert!(allow.when.matches(&input(b"aaa", None)));
+    assert!(!next.when.matches(&input(b"c", Some(long))));
+    assert!(next.when.matches(&input(b"c", Some(b"aa"))));
+}
+
+#[test]
+fn regex_program_size_is_bounded() {
+    // Fits in MAX_PATTERN_LEN, but compiles to a program over the size limit.
+    let e = err("[client_id]\npattern = \"(\\\\w{50}){50}\"\n");
+    assert!(e.message.contains("too large"), "{e}");
+}
