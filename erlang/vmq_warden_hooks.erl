@@ -59,7 +59,8 @@ authorize(Proto, Peer, SubscriberId, User, Password, Clean, Meta) ->
     end.
 
 %% The password is decrypted only here, once, and only when the decision
-%% needs it (docs/VERNEMQ.md, "Hooks and arguments": a decrypt costs 7-10 us).
+%% needs it (docs/VERNEMQ.md, "Encrypted passwords": each decrypt is a call
+%% to one server process per node).
 with_password(Token, Password) ->
     Plain = plaintext(Password),
     case vmq_warden_nif:auth_password(Token, Plain) of

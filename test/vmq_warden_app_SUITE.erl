@@ -140,7 +140,7 @@ refusal_reaches_logger(_Config) ->
     ok = vmq_warden_log:flush(),
     _ = vmq_warden_log_capture:captured(),
     Sid = {"", <<"refused-client">>},
-    ?assertMatch({error, _}, vmq_warden_hooks:auth_on_register(?PEER, Sid, <<"mallory">>, ?PASSWORD, true)),
+    ?assertEqual({error, not_authorized}, vmq_warden_hooks:auth_on_register(?PEER, Sid, <<"mallory">>, ?PASSWORD, true)),
     ok = vmq_warden_log:flush(),
     Events = vmq_warden_log_capture:captured(),
     Audit = [E || #{meta := #{target := ?AUDIT}} = E <- Events],
@@ -160,9 +160,10 @@ refusal_reaches_logger(_Config) ->
     ok = write_passwd(Passwd, <<"mallory">>, <<"the-right-one">>),
     ok = application:set_env(vmq_warden, password_file, Passwd),
     ok = vmq_warden:reload(),
-    ?assertMatch({error, _}, vmq_warden_hooks:auth_on_register(?PEER, Sid, <<"mallory">>, ?PASSWORD, true)),
-    ?assertMatch({error, _}, vmq_warden_hooks:auth_on_register_m5(?PEER, Sid, <<"mallory">>,
-                                                                  ?PASSWORD, true, #{})),
+    ?assertEqual({error, invalid_credentials},
+                 vmq_warden_hooks:auth_on_register(?PEER, Sid, <<"mallory">>, ?PASSWORD, true)),
+    ?assertEqual({error, #{reason_code => bad_username_or_password}},
+                 vmq_warden_hooks:auth_on_register_m5(?PEER, Sid, <<"mallory">>, ?PASSWORD, true, #{})),
     ok = vmq_warden_log:flush(),
     Events2 = vmq_warden_log_capture:captured(),
     Bad = [R || #{meta := #{target := ?AUDIT}, msg := {report, #{code := <<"bad_username_or_password">>} = R}}
@@ -185,7 +186,7 @@ refusal_storm_is_rate_limited(_Config) ->
     Refused0 = not_authorized(),
     N = 2000,
     T0 = erlang:monotonic_time(millisecond),
-    [{error, _} = vmq_warden_hooks:auth_on_register(?PEER, {"", integer_to_binary(I)}, <<"storm">>,
+    [{error, not_authorized} = vmq_warden_hooks:auth_on_register(?PEER, {"", integer_to_binary(I)}, <<"storm">>,
                                                     ?PASSWORD, true)
      || I <- lists:seq(1, N)],
     Elapsed = erlang:monotonic_time(millisecond) - T0,
@@ -211,8 +212,8 @@ refusal_storm_is_rate_limited(_Config) ->
     %% the decisions themselves are all counted
     ?assertEqual(N, not_authorized() - Refused0),
     %% a quiet second later: no more summaries, and one refusal is logged again
-    ?assertMatch({error, _}, vmq_warden_hooks:auth_on_register(?PEER, {"", <<"after">>}, undefined,
-                                                               undefined, true)),
+    ?assertEqual({error, not_authorized}, vmq_warden_hooks:auth_on_register(?PEER, {"", <<"after">>}, undefined,
+                                                                            undefined, true)),
     ok = vmq_warden_log:flush(),
     ?assertMatch([#{level := info}], [E || #{meta := #{target := ?AUDIT}} = E <- vmq_warden_log_capture:captured()]),
     [?assertNot(vmq_warden_log_capture:contains(E, binary_to_list(?PASSWORD))) || E <- vmq_warden_log_capture:all_captured()].

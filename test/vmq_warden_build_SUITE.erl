@@ -1,7 +1,8 @@
 %% @doc The build that `make' does (README "Command 1"):
 %%
 %% - the release NIF library carries no debug info (it made the library
-%%   23.8 MB; the `profiling' cargo profile keeps it for perf);
+%%   several times larger, docs/BENCHMARKS.md; the `profiling' cargo profile
+%%   keeps it for perf);
 %% - the NIF and vmq-warden-passwd come from one cargo invocation
 %%   (native/build-nif.sh, run by rebar3 before this suite): built
 %%   separately, cargo resolves other feature sets and compiles warden_core

@@ -35,7 +35,8 @@ all() ->
      garbage_arguments_never_raise,
      operator_api,
      sessions_listed_in_chunks,
-     sessions_removed_between_chunks].
+     sessions_removed_between_chunks,
+     metrics_from_real_hooks].
 
 init_per_suite(Config) ->
     ok = vmq_plugin_harness:enable(vmq_warden),
@@ -352,7 +353,7 @@ next_passes_to_the_next_plugin(Config) ->
     ?assertEqual({error, no_matching_hook_found}, auth(S, sid(<<"n2">>), true, <<"nobody">>, <<"x">>)),
     %% unknown users can be refused outright instead
     set_env(#{password_file => File, default_decision => next, unknown_user => deny}),
-    ?assertMatch({error, _}, auth(S, sid(<<"n3">>), true, <<"fake-user">>, <<"fake-pass">>)).
+    ?assertEqual({error, invalid_credentials}, auth(S, sid(<<"n3">>), true, <<"fake-user">>, <<"fake-pass">>)).
 
 %% Wrong types, huge binaries, invalid UTF-8: every hook answers with a
 %% value VerneMQ accepts and the registry is untouched.
@@ -399,7 +400,8 @@ operator_api(_Config) ->
     ?assertMatch([#{client_id := <<"op-b">>, node := _}], vmq_warden:sessions(#{state => offline})),
     ?assertEqual(2, length(vmq_warden:sessions(#{client_id => <<"op-">>}))),
     ?assertEqual(1, length(vmq_warden:sessions(#{limit => 1}))),
-    ?assertMatch({error, _}, vmq_warden:sessions(#{peer => <<"not-a-network">>})),
+    ?assertEqual({error, <<"peer must be a CIDR network or an address, e.g. 10.0.0.0/8">>},
+                 vmq_warden:sessions(#{peer => <<"not-a-network">>})),
     Stats = vmq_warden:stats(),
     ?assertMatch(#{events := #{auth_on_register := N}} when N >= 2, Stats),
     ?assertMatch(#{registry := #{online := 1, offline := 1}}, Stats).
@@ -438,7 +440,7 @@ sessions_listed_in_chunks(_Config) ->
     ?assertEqual([], Some -- A),
     ?assertEqual([], vmq_warden:sessions(#{state => online, limit => 100000})),
     ?assertEqual([], vmq_warden:sessions(#{limit => 0})),
-    ?assertMatch({error, _}, vmq_warden:sessions(#{state => nonsense, limit => 0})).
+    ?assertEqual({error, <<"unknown state">>}, vmq_warden:sessions(#{state => nonsense, limit => 0})).
 
 %% Sessions expired between two NIF calls of one listing (the NIF called
 %% directly, as sessions/1 does). The first call stops after 3 rows, in the
@@ -474,3 +476,61 @@ rest_of_listing(done) -> [];
 rest_of_listing(Cursor) ->
     {Rows, Next} = vmq_warden_nif:list_chunk(?ALL_SPEC, Cursor, 100000),
     Rows ++ rest_of_listing(Next).
+
+%% The metrics VerneMQ reads (vmq_warden_metrics:metrics/0) built from the
+%% real vmq_warden:stats() after real hooks: connects, refusals, a takeover,
+%% sessions left in each state. Counters are compared as differences (the
+%% NIF's counters live as long as the library), gauges as they are.
+metrics_from_real_hooks(Config) ->
+    File = vmq_warden_robust_util:passwords_file(
+             filename:join(?config(priv_dir, Config), "passwd_metrics"),
+             [{"alice", vmq_warden_robust_util:sha512_line(<<"alice-pw">>)}]),
+    set_env(#{password_file => File, allow_anonymous => true, unknown_user => deny,
+              default_decision => next, ban_threshold => 0}),
+    vmq_warden_nif:reset(),
+    Metrics = fun() -> maps:from_list([{Id, V} || {_, _, Id, _, _, V} <- vmq_warden_metrics:metrics()]) end,
+    M0 = Metrics(),
+    [S1, S2, S3, S4, S5, Q1, Q2, Q3] = procs(8),
+    %% a persistent connect of alice, then a takeover of it
+    Sid = sid(<<"m-taken">>),
+    ok = auth(S1, Sid, false, <<"alice">>, <<"alice-pw">>),
+    ok = wakeup(Q1, Sid),
+    ok = reg(S1, Sid, <<"alice">>),
+    ok = auth(S2, Sid, false, <<"alice">>, <<"alice-pw">>),
+    ok = offline(Q1, Sid),
+    ok = reg(S2, Sid, <<"alice">>),
+    ok = wakeup(Q1, Sid),
+    ?assertMatch(#{reason := taken_over}, last_ending(Sid)),
+    %% refusals: a wrong password, an unknown user (unknown_user = deny)
+    ?assertEqual({error, invalid_credentials}, auth(S3, sid(<<"m-wrong">>), true, <<"alice">>, <<"nope">>)),
+    ?assertEqual({error, invalid_credentials}, auth(S3, sid(<<"m-who">>), true, <<"mallory">>, <<"x">>)),
+    %% anonymous: one session goes offline, one ends, one stays authenticated
+    Off = sid(<<"m-off">>),
+    connect(S4, Q2, Off, false),
+    ok = offline(Q2, Off),
+    Gone = sid(<<"m-gone">>),
+    connect(S5, Q3, Gone, true),
+    ok = gone(Q3, Gone),
+    ok = auth(S5, sid(<<"m-auth">>), true),
+    M1 = Metrics(),
+    Delta = fun(Id) -> maps:get(Id, M1) - maps:get(Id, M0) end,
+    Counters = [{warden_decisions_accepted, 5}, {warden_decisions_next, 0},
+                {warden_decisions_failed, 0},
+                {warden_refusals_bad_username_or_password, 2},
+                {warden_refusals_not_authorized, 0}, {warden_refusals_banned, 0},
+                {warden_refusals_connection_rate_exceeded, 0},
+                {warden_refusals_client_identifier_not_valid, 0},
+                {warden_refusals_quota_exceeded, 0},
+                {warden_events_auth_on_register, 7}, {warden_events_on_register, 4},
+                {warden_events_on_client_wakeup, 4}, {warden_events_on_client_offline, 2},
+                {warden_events_on_client_gone, 1}, {warden_events_on_session_expired, 0},
+                %% alice's second login hits the auth cache
+                {warden_cache_hits, 1}, {warden_cache_misses, 3}, {warden_verify_count, 3}],
+    ?assertEqual(Counters, [{Id, Delta(Id)} || {Id, _} <- Counters]),
+    Gauges = [{warden_sessions_authenticated, 1}, {warden_sessions_online, 1},
+              {warden_sessions_offline, 1}, {warden_bans_active, 0}],
+    ?assertEqual(Gauges, [{Id, maps:get(Id, M1)} || {Id, _} <- Gauges]),
+    %% the same figures as stats() itself
+    #{decisions := #{accepted := Accepted}, registry := #{online := Online}} = vmq_warden:stats(),
+    ?assertEqual({Accepted, Online},
+                 {maps:get(warden_decisions_accepted, M1), maps:get(warden_sessions_online, M1)}).

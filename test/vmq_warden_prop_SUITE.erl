@@ -6,8 +6,12 @@
 %% For every call: the hook never raises, an auth hook answers with a value
 %% VerneMQ accepts (ok | next | {ok, list()} for MQTT 3 | {ok, map()} for
 %% MQTT 5 | {error, _}), a lifecycle hook answers ok, and no answer carries
-%% a password. After every case: counts() equals a recount of sessions/1,
-%% no subscriber id is listed twice, and the NIF still answers.
+%% a password. An auth answer is also checked against a model of the
+%% settings the case set up (`expected/3'): which users the password file
+%% has with which password, allow_anonymous, unknown_user and
+%% default_decision; a wrong password is never accepted. After every case:
+%% counts() equals a recount of sessions/1, no subscriber id is listed
+%% twice, and the NIF still answers.
 %%
 %% CI runs a bounded number of cases. A long campaign:
 %%   WARDEN_PROPER_NUMTESTS=20000 rebar3 ct --suite test/vmq_warden_prop_SUITE
@@ -22,6 +26,11 @@
 -define(POOL, 6).
 -define(SECRETS, [<<"alice-secret-pw">>, <<"bob-secret-pw">>, <<"carol-secret-pw">>,
                   <<"wrong-secret-pw">>]).
+%% The users of the password file and their passwords (init_per_suite).
+-define(USERS, #{<<"alice">> => <<"alice-secret-pw">>, <<"bob">> => <<"bob-secret-pw">>,
+                 <<"carol">> => <<"carol-secret-pw">>}).
+%% Failed logins from one address that ban it (the default ban_threshold).
+-define(BAN_THRESHOLD, 10).
 
 all() ->
     [prop_every_hook_answers_validly,
@@ -36,8 +45,10 @@ init_per_suite(Config) ->
     File = filename:join(Dir, "passwd"),
     ?U:passwords_file(File, [{"alice", ?U:sha512_line(<<"alice-secret-pw">>)},
                              {"bob", ?U:pbkdf2_line(<<"bob-secret-pw">>, 101)},
-                             %% bcrypt cost 4: takes the dirty-scheduler path
-                             {"carol", "$2y$04$abcdefghijklmnopqrstuu5Nn4WsO1vMdnV6A0d6f0JrPQe2w9vbi"}]),
+                             %% bcrypt cost 4 of carol-secret-pw (vmq-warden-passwd,
+                             %% written with the $2y$ prefix): takes the
+                             %% dirty-scheduler path
+                             {"carol", "$2y$04$Kr5IGihlFIRrDXn2ZXEdg.T721HCWv1MNq1IGk0rRdZQ9vF3sCARK"}]),
     [{password_file, File} | Config].
 
 end_per_suite(_Config) ->
@@ -118,26 +129,221 @@ stop_pool(Pool) -> [vmq_hook_chain:stop_proc(P) || P <- Pool], ok.
 run_case(Pool, Cfg, Calls) ->
     ok = ?U:set_env(Cfg),
     vmq_warden_nif:reset(),
-    Bad = lists:filtermap(fun(Call) -> call_checked(Pool, Call) end, Calls),
+    {Bad, _Model} = lists:foldl(fun(Call, {Acc, Model}) ->
+                                        case call_checked(Pool, Cfg, Model, Call) of
+                                            {ok, Model1} -> {Acc, Model1};
+                                            {bad, What, Model1} -> {[What | Acc], Model1}
+                                        end
+                                end, {[], new_model()}, Calls),
     Consistent = ?U:registry_consistent(),
     Alive = vmq_warden_nif:ping() =:= <<"pong">>,
     ?WHENFAIL(ct:pal("settings ~p~nbad answers ~p~nregistry ~p~nnif alive ~p",
                      [Cfg, Bad, Consistent, Alive]),
               Bad =:= [] andalso Consistent =:= true andalso Alive).
 
-call_checked(Pool, {Slot, Hook, Args}) ->
+call_checked(Pool, Cfg, Model, {Slot, Hook, Args}) ->
     Proc = lists:nth(Slot rem length(Pool) + 1, Pool),
+    %% what the model expects is computed before the call (the password's
+    %% decryption is looked at as the hook will see it)
+    Expected = expected(Cfg, Model, {Hook, Args}),
     Result = try vmq_hook_chain:in_proc(Proc, fun() -> apply(vmq_warden_hooks, Hook, Args) end)
              catch C:R -> {raised, C, R}
              end,
-    case acceptable(Hook, Result) andalso no_secret(Result) of
-        true -> false;
-        false -> {true, {Hook, shorten(Args), Result}}
+    Model1 = model_after(Model, {Hook, Args}, Expected, Result),
+    case acceptable(Hook, Result) andalso no_secret(Result)
+        andalso as_expected(Hook, Expected, Result) of
+        true -> {ok, Model1};
+        false -> {bad, {Hook, shorten(Args), Result, {expected, Expected}}, Model1}
     end.
 
 acceptable(auth_on_register, R) -> ?U:valid_answer(3, R);
 acceptable(auth_on_register_m5, R) -> ?U:valid_answer(5, R);
 acceptable(_Lifecycle, R) -> R =:= ok.
+
+%%--------------------------------------------------------------------
+%% The model of an auth decision (docs/POLICY.md, "Decision order", with no
+%% policy file): what a well-formed call must get under the case's
+%% settings. Its state: the failed logins so far (a ban can follow once
+%% there were ?BAN_THRESHOLD of them) and the users each subscriber id was
+%% admitted or registered with (the client id binding may refuse another
+%% user on it).
+%%--------------------------------------------------------------------
+
+new_model() -> #{fails => 0, owners => #{}}.
+
+%% `lifecycle' | {auth, Proto, Key, User, [Outcome]} |
+%% {malformed, Proto, WithPasswordFile, User, Plain}.
+%% An outcome: accept | next | {refuse, Code} | failure (the failure decision).
+expected(Cfg, Model, {Hook, [Peer, Sid, User, Pw | _] = Args})
+  when Hook =:= auth_on_register; Hook =:= auth_on_register_m5 ->
+    Proto = case Hook of auth_on_register -> 3; auth_on_register_m5 -> 5 end,
+    Plain = plain(Pw),
+    %% the connection metadata: the last argument of /6 and /7
+    Meta = case {Proto, Args} of
+               {3, [_, _, _, _, _, M]} -> M;
+               {5, [_, _, _, _, _, _, M]} -> M;
+               _ -> #{}
+           end,
+    case {peer_ok(Peer), subscriber_key(Sid), user_ok(User), meta_ok(Meta)} of
+        {true, {ok, Key}, true, true} ->
+            {auth, Proto, Key, User, tolerated(Model, Key, User, decide(Cfg, User, Plain))};
+        _ ->
+            {malformed, Proto, maps:is_key(password_file, Cfg), User, Plain}
+    end;
+expected(_Cfg, _Model, _Call) ->
+    lifecycle.
+
+decide(Cfg, User, Plain) ->
+    case maps:is_key(password_file, Cfg) of
+        false ->
+            %% no user source at all: default_decision, whoever connects
+            case maps:get(default_decision, Cfg, next) of
+                allow -> [accept];
+                deny -> [{refuse, not_authorized}];
+                next -> [next]
+            end;
+        true when User =:= undefined ->
+            anonymous(Cfg);
+        true when User =:= <<>> ->
+            %% an empty username: anonymous, or a name no user has
+            anonymous(Cfg) ++ unknown_user(Cfg, Plain);
+        true ->
+            case maps:find(User, ?USERS) of
+                {ok, Right} ->
+                    case Plain of
+                        {known, Right} -> [accept];
+                        {known, _Wrong} -> [{refuse, bad_username_or_password}];
+                        too_long -> [failure];
+                        %% a decryption whose result the model does not know
+                        unknown -> [accept, {refuse, bad_username_or_password}, failure]
+                    end;
+                error ->
+                    unknown_user(Cfg, Plain)
+            end
+    end.
+
+anonymous(Cfg) ->
+    case maps:get(allow_anonymous, Cfg, false) of
+        true -> [accept];
+        false -> [{refuse, not_authorized}]
+    end.
+
+%% With unknown_user = deny the password is checked against a decoy (so a
+%% decryption runs, and can fail).
+unknown_user(Cfg, Plain) ->
+    case {maps:get(unknown_user, Cfg, next), Plain} of
+        {next, _} -> [next];
+        {deny, unknown} -> [{refuse, bad_username_or_password}, failure];
+        {deny, too_long} -> [failure];
+        {deny, _} -> [{refuse, bad_username_or_password}]
+    end.
+
+%% What the model does not follow exactly: bans (per address and window;
+%% the model only knows whether there were enough failures in the case)
+%% and the client id binding (the model keeps every user a subscriber id
+%% was seen with, not when a session ended).
+tolerated(#{fails := Fails, owners := Owners}, Key, User, Outcomes) ->
+    Banned = case Fails >= ?BAN_THRESHOLD of
+                 true -> [{refuse, banned}];
+                 false -> []
+             end,
+    Bound = case lists:member(accept, Outcomes)
+                andalso lists:any(fun(U) -> U =/= User end, maps:get(Key, Owners, [])) of
+                true -> [{refuse, not_authorized}];
+                false -> []
+            end,
+    Outcomes ++ Banned ++ Bound.
+
+model_after(Model = #{fails := Fails, owners := Owners}, _Call, {auth, Proto, Key, User, _}, Result) ->
+    Fails1 = case outcome(Proto, Result) of
+                 {refuse, bad_username_or_password} -> Fails + 1;
+                 _ -> Fails
+             end,
+    Owners1 = case outcome(Proto, Result) of
+                  accept -> own(Key, User, Owners);
+                  _ -> Owners
+              end,
+    Model#{fails := Fails1, owners := Owners1};
+model_after(Model = #{owners := Owners}, {Hook, [_Peer, Sid, User | _]}, lifecycle, ok)
+  when Hook =:= on_register; Hook =:= on_register_m5 ->
+    case {subscriber_key(Sid), user_ok(User)} of
+        {{ok, Key}, true} -> Model#{owners := own(Key, User, Owners)};
+        _ -> Model
+    end;
+model_after(Model, _Call, _Expected, _Result) ->
+    Model.
+
+own(Key, User, Owners) ->
+    maps:update_with(Key, fun(Us) -> lists:usort([User | Us]) end, [User], Owners).
+
+as_expected(_Hook, lifecycle, _Result) ->
+    true;
+as_expected(_Hook, {auth, Proto, _Key, _User, Outcomes}, Result) ->
+    lists:member(outcome(Proto, Result), Outcomes);
+%% Malformed arguments: any valid answer, but never an accepted wrong
+%% password of a user of the password file.
+as_expected(_Hook, {malformed, Proto, true, User, Plain}, Result) ->
+    case {maps:find(User, ?USERS), Plain, outcome(Proto, Result)} of
+        {{ok, Right}, {known, Given}, accept} -> Given =:= Right;
+        _ -> true
+    end;
+as_expected(_Hook, {malformed, _Proto, false, _User, _Plain}, _Result) ->
+    true.
+
+outcome(3, ok) -> accept;
+outcome(3, {ok, L}) when is_list(L) -> accept;
+outcome(5, ok) -> accept;
+outcome(5, {ok, M}) when is_map(M) -> accept;
+outcome(_, next) -> next;
+outcome(3, {error, invalid_credentials}) -> {refuse, bad_username_or_password};
+outcome(3, {error, plugin_unavailable}) -> failure;
+outcome(5, {error, #{reason_code := server_unavailable}}) -> failure;
+outcome(3, {error, Code}) when is_atom(Code) -> {refuse, Code};
+outcome(5, {error, #{reason_code := Code}}) -> {refuse, Code};
+outcome(_, Other) -> {invalid, Other}.
+
+%% The password as the hook will read it: {known, Bin | undefined};
+%% `unknown' when a credentials_obfuscation module is loaded to decrypt it;
+%% `too_long' over 65535 bytes (no MQTT string is: the NIF refuses it as a
+%% bad argument, and the hook answers with the failure decision).
+plain(undefined) -> {known, undefined};
+plain(B) when is_binary(B), byte_size(B) > 65535 -> too_long;
+plain(B) when is_binary(B) -> {known, B};
+plain({plaintext, B}) when is_binary(B) -> plain(B);
+plain({encrypted, _}) ->
+    case erlang:function_exported(credentials_obfuscation, decrypt, 1) of
+        true -> unknown;
+        false -> {known, undefined}
+    end;
+plain(_) -> {known, undefined}.
+
+peer_ok({{A, B, C, D}, Port}) ->
+    lists:all(fun(X) -> is_integer(X) andalso X >= 0 andalso X =< 255 end, [A, B, C, D])
+        andalso port_ok(Port);
+peer_ok({{_, _, _, _, _, _, _, _} = Ip, Port}) ->
+    lists:all(fun(X) -> is_integer(X) andalso X >= 0 andalso X =< 65535 end, tuple_to_list(Ip))
+        andalso port_ok(Port);
+peer_ok(_) -> false.
+
+port_ok(P) -> is_integer(P) andalso P >= 0 andalso P =< 65535.
+
+%% The plain mountpoints and client ids of the generators, below any
+%% length bound.
+subscriber_key({Mp, Cid}) when is_binary(Cid), byte_size(Cid) < 65535 ->
+    case lists:member(Mp, ["", "mp1", <<"mp1">>, <<>>]) of
+        true -> {ok, {iolist_to_binary(Mp), Cid}};
+        false -> error
+    end;
+subscriber_key(_) -> error.
+
+%% Listener and certificate data within the NIF's 65535-byte bound for
+%% every field (anything that is not a map is ignored by the hook).
+meta_ok(Meta) when is_map(Meta) ->
+    lists:all(fun(V) -> not is_binary(V) orelse byte_size(V) =< 65535 end, maps:values(Meta));
+meta_ok(_) -> true.
+
+user_ok(undefined) -> true;
+user_ok(U) -> is_binary(U) andalso byte_size(U) < 65535.
 
 no_secret(Result) ->
     Bin = term_to_binary(Result),

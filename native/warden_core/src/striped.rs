@@ -2,8 +2,8 @@
 //! stripe and each thread on its own stripe, so that schedulers counting at
 //! the same time do not pass one cache line back and forth. On the 2-vCPU
 //! benchmark machine this was not a measurable gain (docs/BENCHMARKS.md,
-//! session 2, item 9); the shared line's cost grows with the number of
-//! schedulers. Reading sums the stripes.
+//! "Measured design choices"); the shared line's cost grows with the number
+//! of schedulers. Reading sums the stripes.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
