@@ -2,12 +2,22 @@
 # vmq_warden benchmark: builds in release mode (the NIF always is: see
 # native/build-nif.sh) and runs bench/vmq_warden_bench.erl against the
 # same-run baselines. Usage: scripts/bench.sh [--quick] [--smoke] [--sessions=N]
+#
+# --broker (or BROKER=1 in the environment, so `make bench BROKER=1` and
+# `make bench BROKER=1 QUICK=1`): the hooks under the broker's calling
+# conditions instead (bench/warden_broker_bench.erl: fresh connection and
+# queue processes, 50 connects at a time, encrypted passwords through a
+# credentials_obfuscation stand-in, a policy with 1,000 $6$ users, call-time
+# tracing, against a vmq_passwd-like reference).
 set -eu
 cd "$(dirname "$0")/.."
+ENTRY=vmq_warden_bench
+case " $* " in *" --broker "*) ENTRY=warden_broker_bench ;; esac
+case "${BROKER:-}" in ""|0|no|false) ;; *) ENTRY=warden_broker_bench ;; esac
 # also builds vmq-warden-passwd (native/build-nif.sh)
 ${REBAR:-rebar3} compile >/dev/null
 mkdir -p _build/bench/ebin
 erlc -o _build/bench/ebin -pa _build/default/lib/vmq_warden/ebin bench/*.erl test/vmq_plugin_harness.erl
 export WARDEN_PASSWD="$PWD/target/${CARGO_PROFILE:-release}/vmq-warden-passwd"
 exec erl -noshell -pa _build/default/lib/vmq_warden/ebin _build/bench/ebin \
-    -eval 'vmq_warden_bench:main(init:get_plain_arguments())' -extra "$@"
+    -eval "$ENTRY:main(init:get_plain_arguments())" -extra "$@"
