@@ -705,11 +705,9 @@ pub(super) static DEFAULT_DECOY: Lazy<PasswordHash> = Lazy::new(|| {
 /// (argon2id, m=19456, t=2, p=1: slow, run it on a dirty scheduler), so an
 /// unknown user is not told apart from a known one by timing.
 ///
-/// When a password file is loaded prefer [`super::PasswordFile::dummy_verify`]:
-/// it burns the cost of the file's most common scheme and parameters, which
-/// is what a known user's check costs (a file of `$6$` hashes verifies in
-/// microseconds, and an argon2 decoy would then make unknown users *slower*).
-/// To burn the cost of one particular hash use `hash.decoy().verify(password)`.
+/// The firewall does not use it: it checks unknown names against a decoy
+/// of a known user's class (`Decoys` in firewall.rs); kept for the fuzz
+/// targets.
 pub fn dummy_verify(password: &[u8]) {
     let _ = DEFAULT_DECOY.verify(password);
 }

@@ -1,22 +1,9 @@
 //! Stored credentials: password-hash formats, password files, and the cache of
 //! recent verifications.
 //!
-//! CONTRACT (other modules and the NIF depend on these signatures):
-//! - `PasswordHash::parse(&str) -> Result<PasswordHash, HashError>`
-//! - `PasswordHash::verify(&self, password: &[u8]) -> bool` (constant time)
-//! - `PasswordHash::is_slow(&self) -> bool` (true: must run on a dirty scheduler)
-//! - `PasswordHash::fingerprint(&self) -> u64` (non-secret, changes with the stored hash)
-//! - `PasswordFile::parse(text, source_name) -> PasswordFile` (+ `warnings()`),
-//!   `PasswordFile::load(path) -> Result<PasswordFile, LoadError>`,
-//!   `PasswordFile::get(user) -> Option<&PasswordHash>`, `len()`
-//! - `LoadWarning {source, line, reason}` (line 0: about the whole file, e.g.
-//!   [`READABLE_BY_OTHERS`]), `LoadError {source, reason}`
-//! - `dummy_verify(password)`: burns the work of a real check (default scheme),
-//!   for unknown users; `PasswordFile::dummy_verify(password)` matches the
-//!   file's typical scheme and cost and is preferred when a file is loaded.
-//! - `AuthCache::new(capacity, ok_ttl_ms, fail_ttl_ms)`, `check`, `remember`,
-//!   `clear`, `len`, `stats() -> CacheStats`, `reconfigure`.
-//! - `hash_password(HashScheme, password) -> Result<String, HashError>`.
+//! Unknown names (`unknown_user = deny`) are checked against a decoy of a
+//! known user's cost class ([`PasswordHash::decoy`], picked per name by
+//! `Decoys` in firewall.rs).
 //!
 //! Formats, limits and the slow/fast split: see [`hash`].
 
