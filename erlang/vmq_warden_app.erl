@@ -27,6 +27,8 @@ start(Settings) ->
             %% A re-enabled plugin may get its old library back (see
             %% vmq_warden_nif:load/0): start from a clean state either way.
             ok = vmq_warden_nif:reset(),
+            %% {encrypted, _} passwords decrypted in the NIF (VerneMQ 2.x)
+            _ = vmq_warden_obfuscation:hand_over(),
             case vmq_warden_config:apply() of
                 ok -> start_sup();
                 {error, Reason} -> bad_config(Reason)

@@ -23,6 +23,7 @@
 -define(IS_WORD(X), (is_integer(X) andalso X >= 0 andalso X =< 65535)).
 -define(NEED_PASSWORD, '$warden_need_password').
 -define(NEED_SLOW_HASH, '$warden_need_slow_hash').
+-define(NEED_PLAINTEXT, '$warden_need_plaintext').
 -define(BUSY, '$warden_busy').
 %% How long a connect waits for a slow-verification slot before it is
 %% refused as server busy, and the longest step between two tries.
@@ -58,41 +59,46 @@ authorize(Proto, Peer, SubscriberId, User, Password, Clean, Meta) ->
             failure_decision(Proto, {auth_on_register, Class, Reason})
     end.
 
-%% The password is decrypted only here, once, and only when the decision
-%% needs it (docs/VERNEMQ.md, "Encrypted passwords": each decrypt is a call
-%% to one server process per node).
+%% The password goes to the NIF as the broker gave it, only when the
+%% decision needs it: the NIF decrypts `{encrypted, _}' itself with the
+%% node's credentials_obfuscation settings (vmq_warden_obfuscation), so the
+%% clear password never becomes an Erlang term and no call goes to the
+%% library's one server process. Only when it cannot (other settings, a
+%% changed secret) is the password decrypted here, through the library.
 with_password(Token, Password) ->
-    Plain = plaintext(Password),
-    case vmq_warden_nif:auth_password(Token, Plain) of
-        ?NEED_SLOW_HASH ->
-            %% bcrypt/argon2/PBKDF2: runs on a dirty CPU scheduler, at most
-            %% max(1, dirty CPU schedulers - 1) at once.
-            Deadline = erlang:monotonic_time(millisecond) + ?SLOW_WAIT_MS,
-            slow_hash(Token, Plain, Deadline, 1);
-        Decision ->
-            Decision
+    case vmq_warden_nif:auth_password(Token, Password) of
+        ?NEED_PLAINTEXT ->
+            vmq_warden_obfuscation:refresh(),
+            next_step(Token, vmq_warden_nif:auth_password(Token, plaintext(Password)));
+        Answer ->
+            next_step(Token, Answer)
     end.
+
+next_step(Token, ?NEED_SLOW_HASH) ->
+    %% bcrypt/argon2/PBKDF2: runs on a dirty CPU scheduler, at most
+    %% max(1, dirty CPU schedulers - 1) at once; the NIF kept the password.
+    Deadline = erlang:monotonic_time(millisecond) + ?SLOW_WAIT_MS,
+    slow_hash(Token, Deadline, 1);
+next_step(_Token, Decision) ->
+    Decision.
 
 %% No slot free: wait in this (the connection's) process, never on a
 %% scheduler, then try again; past the deadline the connect is refused as
 %% server busy.
-slow_hash(Token, Plain, Deadline, Wait) ->
-    case vmq_warden_nif:auth_password_slow(Token, Plain) of
+slow_hash(Token, Deadline, Wait) ->
+    case vmq_warden_nif:auth_password_slow(Token) of
         ?BUSY ->
             case erlang:monotonic_time(millisecond) + Wait > Deadline of
                 true ->
                     vmq_warden_nif:auth_busy(Token);
                 false ->
                     receive after Wait -> ok end,
-                    slow_hash(Token, Plain, Deadline, min(2 * Wait, ?SLOW_MAX_STEP_MS))
+                    slow_hash(Token, Deadline, min(2 * Wait, ?SLOW_MAX_STEP_MS))
             end;
         Decision ->
             Decision
     end.
 
-plaintext(undefined) -> undefined;
-plaintext(Bin) when is_binary(Bin) -> Bin;
-plaintext({plaintext, Bin}) when is_binary(Bin) -> Bin;
 plaintext({encrypted, _} = Encrypted) ->
     %% VerneMQ 2.x wraps passwords with credentials_obfuscation (loaded by
     %% the broker; the app start loads it too). No code server call here: a
@@ -107,8 +113,8 @@ plaintext({encrypted, _} = Encrypted) ->
         false ->
             undefined
     end;
-plaintext(_) ->
-    undefined.
+plaintext(Other) ->
+    Other.
 
 %% The request tuple the NIF decodes (auth_begin in native/warden_nif/src/hooks.rs).
 auth_request(Proto, Peer, SubscriberId, User, Password, Clean, Meta) ->

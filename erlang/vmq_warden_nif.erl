@@ -13,8 +13,9 @@
 -on_load(attach/0).
 
 -export([load/0, loaded/0, load_error/0]).
+-export([set_obfuscation/4]).
 -export([ping/0, noop/0, memory/0,
-         auth_begin/1, auth_password/2, auth_password_slow/2, auth_busy/1, slow_slots/1, slow_slots_info/0,
+         auth_begin/1, auth_password/2, auth_password_slow/1, auth_busy/1, slow_slots/1, slow_slots_info/0,
          registered/7, queue_event/4, reconcile/4,
          configure/1, load_files/2,
          lookup/2, list_chunk/3, counts/0, stats/0, recent_endings/1, sweep/0, reset/0,
@@ -110,7 +111,9 @@ calibrate(_Rounds) -> ?NOT_LOADED.
 %% Hooks (see vmq_warden_hooks for the argument shapes).
 auth_begin(_Request) -> ?NOT_LOADED.
 auth_password(_Ctx, _Password) -> ?NOT_LOADED.
-auth_password_slow(_Ctx, _Password) -> ?NOT_LOADED.
+auth_password_slow(_Ctx) -> ?NOT_LOADED.
+%% credentials_obfuscation's settings, to decrypt {encrypted, _} passwords in place.
+set_obfuscation(_Cipher, _Hash, _Iterations, _Secret) -> ?NOT_LOADED.
 registered(_Mountpoint, _ClientId, _ConnPid, _Ip, _Port, _User, _Proto) -> ?NOT_LOADED.
 queue_event(_Event, _Mountpoint, _ClientId, _QueuePid) -> ?NOT_LOADED.
 %% The reconciler's correction: absent | offline | online, last_change as read.

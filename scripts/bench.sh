@@ -17,7 +17,7 @@ case "${BROKER:-}" in ""|0|no|false) ;; *) ENTRY=warden_broker_bench ;; esac
 # also builds vmq-warden-passwd (native/build-nif.sh)
 ${REBAR:-rebar3} compile >/dev/null
 mkdir -p _build/bench/ebin
-erlc -o _build/bench/ebin -pa _build/default/lib/vmq_warden/ebin bench/*.erl test/vmq_plugin_harness.erl
+erlc -o _build/bench/ebin -pa _build/default/lib/vmq_warden/ebin bench/*.erl test/vmq_plugin_harness.erl test/credentials_obfuscation.erl
 export WARDEN_PASSWD="$PWD/target/${CARGO_PROFILE:-release}/vmq-warden-passwd"
 exec erl -noshell -pa _build/default/lib/vmq_warden/ebin _build/bench/ebin \
     -eval "$ENTRY:main(init:get_plain_arguments())" -extra "$@"

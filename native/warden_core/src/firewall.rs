@@ -267,7 +267,9 @@ struct Decoys {
 }
 
 impl Decoys {
-    fn new<'a>(known: impl Iterator<Item = &'a PasswordHash>) -> Decoys {
+    /// `hasher` is the firewall's, kept across reloads: a name keeps its
+    /// class for as long as the classes stay.
+    fn new<'a>(known: impl Iterator<Item = &'a PasswordHash>, hasher: ahash::RandomState) -> Decoys {
         let mut counts: Vec<(String, u64, &PasswordHash)> = Vec::new();
         for h in known {
             let class = h.cost_class();
@@ -286,7 +288,7 @@ impl Decoys {
                 (total, h.decoy())
             })
             .collect();
-        Decoys { classes, hasher: ahash::RandomState::new() }
+        Decoys { classes, hasher }
     }
 
     fn pick(&self, name: &[u8]) -> PasswordHash {
@@ -370,8 +372,8 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn new(policy: Policy, passwords: PasswordFile, has_password_file: bool, generation: u64) -> Snapshot {
-        let decoys = Decoys::new(passwords.hashes().chain(policy.users.values().filter_map(|u| u.password.as_ref())));
+    fn new(policy: Policy, passwords: PasswordFile, has_password_file: bool, generation: u64, decoy_hasher: ahash::RandomState) -> Snapshot {
+        let decoys = Decoys::new(passwords.hashes().chain(policy.users.values().filter_map(|u| u.password.as_ref())), decoy_hasher);
         let listener_conditions = policy.has_listener_conditions();
         Snapshot {
             policy,
@@ -509,6 +511,9 @@ pub struct Firewall {
     stats: StripedCounters<N_STATS>,
     generation: AtomicU64,
     last_now: AtomicU64,
+    /// Keys the decoy choice of unknown names (`Decoys`), for the
+    /// firewall's lifetime.
+    decoy_hasher: ahash::RandomState,
     /// Tests: treat every hash as slow (the slow formats live on the credentials branch).
     #[cfg(test)]
     pub(crate) force_slow: std::sync::atomic::AtomicBool,
@@ -527,9 +532,10 @@ fn lossy(b: &[u8]) -> String {
 
 impl Firewall {
     pub fn new(cfg: FirewallConfig) -> Firewall {
+        let decoy_hasher = ahash::RandomState::new();
         Firewall {
             cfg: ArcSwap::from_pointee(cfg),
-            snap: ArcSwap::from_pointee(Snapshot::new(Policy::empty(), PasswordFile::default(), false, 0)),
+            snap: ArcSwap::from_pointee(Snapshot::new(Policy::empty(), PasswordFile::default(), false, 0, decoy_hasher.clone())),
             cache: ArcSwap::from_pointee(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms)),
             peer_rate: RateLimiter::new(cfg.rate_per_peer, cfg.burst_per_peer, cfg.max_tracked),
             user_rate: RateLimiter::new(cfg.rate_per_user, cfg.burst_per_user, cfg.max_tracked),
@@ -538,6 +544,7 @@ impl Firewall {
             stats: StripedCounters::default(),
             generation: AtomicU64::new(0),
             last_now: AtomicU64::new(0),
+            decoy_hasher,
             #[cfg(test)]
             force_slow: std::sync::atomic::AtomicBool::new(false),
         }
@@ -613,7 +620,7 @@ impl Firewall {
             passwords: passwords.len(),
             generation,
         };
-        let snap = Arc::new(Snapshot::new(policy, passwords, has_password_file, generation));
+        let snap = Arc::new(Snapshot::new(policy, passwords, has_password_file, generation, self.decoy_hasher.clone()));
         self.snap.store(snap);
         self.cache.load().clear();
         self.stats.bump(S_RELOADS_OK);

@@ -1,12 +1,15 @@
 //! The hook NIFs: auth_on_register in up to three steps (rules, password on a
 //! normal scheduler, slow hash on a dirty one) and the lifecycle events.
 
-use rustler::{Atom, Encoder, Env, Error, NifResult, Term};
-use warden_core::firewall::{AuthRequest, Decision, Listener, PasswordStep, PendingAuth, Step};
-use warden_core::registry::{Applied, ConnectInfo};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use parking_lot::RwLock;
+use rustler::{Atom, Binary, Encoder, Env, Error, NifResult, Term};
+use warden_core::firewall::{AuthRequest, Decision, Listener, PasswordStep, PendingAuth, Step};
+use warden_core::obfuscation::{Cipher, KdfHash, Obfuscation};
+use warden_core::registry::{Applied, ConnectInfo};
 use warden_core::types::{Millis, ProcId, Protocol};
+use zeroize::Zeroizing;
 
 use crate::timing::{self, Nif};
 use crate::pending::PENDING;
@@ -15,10 +18,51 @@ use crate::{atoms, decode, encode};
 
 /// What survives between the auth steps (see `pending`): the firewall's
 /// pending decision, which holds the request and is bound to the policy
-/// snapshot it started with, and the connection process it is for.
+/// snapshot it started with, the connection process it is for, and, for
+/// the slow step, the password the normal step decoded (wiped on drop: the
+/// clear password never becomes an Erlang term when the NIF decrypted it).
 pub struct AuthContext {
     pending: Box<PendingAuth>,
     pub conn: ProcId,
+    password: Option<Zeroizing<Vec<u8>>>,
+}
+
+/// The node's `credentials_obfuscation` settings, set by the Erlang side
+/// (`vmq_warden_obfuscation`), so that `{encrypted, B}` passwords are
+/// decrypted here instead of through the library's one server process.
+static OBFUSCATION: RwLock<Option<Obfuscation>> = RwLock::new(None);
+
+/// `set_obfuscation(Cipher, Hash, Iterations, Secret)`: `ok`, or
+/// `unsupported` (those passwords then keep going through the library).
+#[rustler::nif]
+fn set_obfuscation<'a>(cipher: Term<'a>, hash: Term<'a>, iterations: u32, secret: Binary<'a>) -> NifResult<Atom> {
+    let _timed = timing::timed(Nif::Admin);
+    let settings = cipher
+        .atom_to_string()
+        .ok()
+        .and_then(|c| Cipher::from_name(&c))
+        .zip(hash.atom_to_string().ok().and_then(|h| KdfHash::from_name(&h)))
+        .and_then(|(c, h)| Obfuscation::new(c, h, iterations, secret.as_slice()));
+    let supported = settings.is_some();
+    *OBFUSCATION.write() = settings;
+    Ok(if supported { atoms::ok() } else { atoms::unsupported() })
+}
+
+/// The password an auth step was given: `undefined`, a binary,
+/// `{plaintext, B}`, or `{encrypted, B}` decrypted here. `Err(())` when an
+/// encrypted one cannot be decrypted here (the library must do it).
+fn password_of(term: Term<'_>) -> NifResult<Result<Option<Zeroizing<Vec<u8>>>, ()>> {
+    if let Ok((tag, inner)) = term.decode::<(Atom, Term<'_>)>() {
+        let bytes = decode::opt_bytes(inner)?.ok_or(Error::BadArg)?;
+        return Ok(if tag == atoms::plaintext() {
+            Ok(Some(Zeroizing::new(bytes)))
+        } else if tag == atoms::encrypted() {
+            OBFUSCATION.read().as_ref().and_then(|o| o.decrypt(&bytes)).map(Some).ok_or(())
+        } else {
+            return Err(Error::BadArg);
+        });
+    }
+    Ok(Ok(decode::opt_bytes(term)?.map(Zeroizing::new)))
 }
 
 /// `Req` is the tuple built by `vmq_warden_hooks:auth_request/7`:
@@ -51,7 +95,7 @@ fn auth_begin<'a>(env: Env<'a>, req: Term<'a>) -> NifResult<Term<'a>> {
     match w.firewall.begin(request, &sessions, now) {
         Step::Done(decision, request) => Ok(finish(env, &request, conn, decision, now)),
         Step::NeedPassword(pending) => {
-            let token = PENDING.insert(AuthContext { pending, conn }, now).ok_or(Error::BadArg)?;
+            let token = PENDING.insert(AuthContext { pending, conn, password: None }, now).ok_or(Error::BadArg)?;
             Ok((atoms::warden_need_password(), token).encode(env))
         }
     }
@@ -69,12 +113,23 @@ fn auth_password<'a>(env: Env<'a>, token: u64, password: Term<'a>) -> NifResult<
     let _timed = timing::timed(Nif::AuthPassword);
     let w = &*WARDEN;
     let now = now();
-    let password = decode::opt_bytes(password)?;
-    let ctx = take_context(env, token)?;
+    let mut ctx = take_context(env, token)?;
+    let password = match password_of(password)? {
+        Ok(p) => p,
+        Err(()) => {
+            // Not with the settings we hold: the Erlang side decrypts
+            // through the library and calls again.
+            if !PENDING.put(token, ctx, now) {
+                return Err(Error::BadArg);
+            }
+            return Ok(atoms::warden_need_plaintext().to_term(env));
+        }
+    };
     let sessions = RegistrySessions(&w.registry);
-    match w.firewall.with_password(&ctx.pending, password.as_deref(), &sessions, now) {
+    match w.firewall.with_password(&ctx.pending, password.as_deref().map(Vec::as_slice), &sessions, now) {
         PasswordStep::Done(decision) => Ok(finish(env, ctx.pending.request(), ctx.conn, decision, now)),
         PasswordStep::NeedSlowHash => {
+            ctx.password = password;
             if !PENDING.put(token, ctx, now) {
                 return Err(Error::BadArg);
             }
@@ -147,16 +202,16 @@ fn slow_slots_info(env: Env<'_>) -> Term<'_> {
 /// (in its own process, not on a scheduler) and calls again, or gives up
 /// with [`auth_busy`].
 #[rustler::nif(schedule = "DirtyCpu")]
-fn auth_password_slow<'a>(env: Env<'a>, token: u64, password: Term<'a>) -> NifResult<Term<'a>> {
+/// The password is the one the normal step decoded and kept in the context.
+fn auth_password_slow(env: Env<'_>, token: u64) -> NifResult<Term<'_>> {
     let _timed = timing::timed(Nif::AuthPasswordSlow);
     let w = &*WARDEN;
-    let password = decode::opt_bytes(password)?;
     let Some(_slot) = SlowSlot::try_acquire() else {
         return Ok(atoms::warden_busy().to_term(env));
     };
     let ctx = take_context(env, token)?;
     let sessions = RegistrySessions(&w.registry);
-    let decision = w.firewall.verify_slow(&ctx.pending, password.as_deref(), &sessions, now());
+    let decision = w.firewall.verify_slow(&ctx.pending, ctx.password.as_deref().map(Vec::as_slice), &sessions, now());
     // The hash took a while: the registry gets the time it ended.
     Ok(finish(env, ctx.pending.request(), ctx.conn, decision, now()))
 }

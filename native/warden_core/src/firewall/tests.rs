@@ -569,7 +569,7 @@ fn default_decision_when_nothing_knows_the_client() {
 
 /// A password file with users of three cost classes: fast `$6$`, and two
 /// that run on a dirty scheduler (bcrypt 4, PBKDF2 1000).
-fn mixed_classes_fw(cfg: FirewallConfig) -> Firewall {
+fn mixed_classes_file() -> String {
     use credentials::{hash_password, HashScheme};
     let mut file = String::new();
     for i in 0..6 {
@@ -580,8 +580,12 @@ fn mixed_classes_fw(cfg: FirewallConfig) -> Firewall {
         };
         file.push_str(&format!("user{i}:{}\n", hash_password(scheme, format!("pw{i}").as_bytes()).unwrap()));
     }
+    file
+}
+
+fn mixed_classes_fw(cfg: FirewallConfig) -> Firewall {
     let fw = Firewall::new(cfg);
-    fw.install(policy("[client_id]\nbind_to_user = true\n"), PasswordFile::parse(&file, "passwd"));
+    fw.install(policy("[client_id]\nbind_to_user = true\n"), PasswordFile::parse(&mixed_classes_file(), "passwd"));
     fw
 }
 
@@ -748,4 +752,17 @@ fn ipv4_mapped_networks_in_a_policy() {
     fw.install(policy("[network]\nallow = [\"::ffff:10.77.0.0/112\"]\n"), PasswordFile::default());
     assert!(matches!(decide(&fw, req("10.77.1.2", "c", None), None, &NoSessions, 0), Decision::Accept(_)));
     assert_eq!(code(&decide(&fw, req("10.78.1.2", "c", None), None, &NoSessions, 0)), Some(RefusalCode::NotAuthorized));
+}
+
+#[test]
+fn an_unknown_name_keeps_its_decoy_class_across_reloads() {
+    let file = mixed_classes_file();
+    let fw = Firewall::new(FirewallConfig { unknown_user: UnknownUser::Deny, cache_size: 0, ban_threshold: 0, ..Default::default() });
+    let load = || fw.install(policy("[client_id]\nbind_to_user = true\n"), PasswordFile::parse(&file, "passwd"));
+    load();
+    let before: Vec<bool> = (0..40).map(|i| path_of(&fw, &format!("nobody{i}"))).collect();
+    // The same files again (what the reloader does when it sees them touched).
+    load();
+    let after: Vec<bool> = (0..40).map(|i| path_of(&fw, &format!("nobody{i}"))).collect();
+    assert_eq!(before, after);
 }

@@ -1,4 +1,4 @@
-%% @doc Bench-only stand-in for the `credentials_obfuscation' application
+%% @doc A stand-in for the `credentials_obfuscation' application
 %% that VerneMQ 2.x uses to wrap CONNECT passwords (`{encrypted, B}').
 %% Written from its documented behaviour, not from its code: ONE registered
 %% gen_server per node (`credentials_obfuscation_svc') does every operation,
@@ -11,15 +11,17 @@
 %%   returns binary_to_term of the clear text.
 %% Same API as the real module: encrypt/1, decrypt/1, enabled/0, cipher/0,
 %% hash/0, iterations/0, secret/0, set_secret/1 (each a call to the server),
-%% plus start/0 and stop/0 for the benchmark (the real one is an OTP
-%% application the broker starts). Compiled only by scripts/bench.sh into
-%% _build/bench/ebin: it is never part of the plugin.
+%% plus start/0 and stop/0 (the real one is an OTP application the broker
+%% starts) and decrypt_calls/0 for the tests. Like the real one it encrypts
+%% `{credentials_obfuscation, Password}' and answers a decrypt that fails
+%% with the encrypted term itself. Used by the test suites and the
+%% benchmark (scripts/bench.sh compiles it): never part of the plugin.
 -module(credentials_obfuscation).
 -behaviour(gen_server).
 
 -export([encrypt/1, decrypt/1, enabled/0, cipher/0, hash/0, iterations/0,
          secret/0, set_secret/1]).
--export([start/0, stop/0]).
+-export([start/0, stop/0, decrypt_calls/0]).
 -export([init/1, handle_call/3, handle_cast/2]).
 
 -define(SVC, credentials_obfuscation_svc).
@@ -57,6 +59,8 @@ hash() -> gen_server:call(?SVC, hash).
 iterations() -> gen_server:call(?SVC, iterations).
 secret() -> gen_server:call(?SVC, secret).
 set_secret(Secret) when is_binary(Secret) -> gen_server:call(?SVC, {set_secret, Secret}).
+%% How many decrypts the server did.
+decrypt_calls() -> gen_server:call(?SVC, decrypt_calls).
 
 %% Not part of the real API: the broker starts the application instead.
 start() ->
@@ -77,15 +81,21 @@ stop() ->
 
 %% A fresh random secret per node, like the broker's default.
 init([]) ->
-    {ok, #{secret => crypto:strong_rand_bytes(32), enabled => true}}.
+    {ok, #{secret => crypto:strong_rand_bytes(32), enabled => true, decrypts => 0}}.
 
 handle_call({encrypt, Term}, _From, #{enabled := true, secret := Secret} = S)
   when is_binary(Term); is_list(Term) ->
     {reply, {encrypted, encrypt_term(Secret, Term)}, S};
 handle_call({encrypt, Term}, _From, S) ->
     {reply, Term, S};
-handle_call({decrypt, {encrypted, B}}, _From, #{secret := Secret} = S) when is_binary(B) ->
-    {reply, decrypt_term(Secret, B), S};
+handle_call({decrypt, {encrypted, B} = Term}, _From, #{secret := Secret, decrypts := N} = S) when is_binary(B) ->
+    Reply = case decrypt_term(Secret, B) of
+                {credentials_obfuscation, Value} -> Value;
+                _ -> Term
+            end,
+    {reply, Reply, S#{decrypts := N + 1}};
+handle_call(decrypt_calls, _From, #{decrypts := N} = S) ->
+    {reply, N, S};
 handle_call({decrypt, {plaintext, Term}}, _From, S) ->
     {reply, Term, S};
 handle_call({decrypt, Term}, _From, S) ->
@@ -108,7 +118,7 @@ encrypt_term(Secret, Term) ->
     Salt = crypto:strong_rand_bytes(16),
     IV = crypto:strong_rand_bytes(?BLOCK),
     Key = key(Secret, Salt),
-    Clear = pad(term_to_binary(Term)),
+    Clear = pad(term_to_binary({credentials_obfuscation, iolist_to_binary(Term)})),
     Cipher = crypto:crypto_one_time(?CIPHER, Key, IV, Clear, true),
     base64:encode(<<Salt/binary, IV/binary, Cipher/binary>>).
 
