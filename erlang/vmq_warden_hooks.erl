@@ -66,7 +66,7 @@ authorize(Proto, Peer, SubscriberId, User, Password, Clean, Meta) ->
 %% library's one server process. Only when it cannot (other settings, a
 %% changed secret) is the password decrypted here, through the library.
 with_password(Token, Password) ->
-    case vmq_warden_nif:auth_password(Token, Password) of
+    case vmq_warden_nif:auth_password(Token, as_given(Password)) of
         ?NEED_PLAINTEXT ->
             vmq_warden_obfuscation:refresh(),
             next_step(Token, vmq_warden_nif:auth_password(Token, plaintext(Password)));
@@ -99,6 +99,13 @@ slow_hash(Token, Deadline, Wait) ->
             Decision
     end.
 
+%% What the NIF takes: a binary, `{encrypted, B}' or `undefined' (anything
+%% else, as no password).
+as_given(Bin) when is_binary(Bin) -> Bin;
+as_given({plaintext, Bin}) when is_binary(Bin) -> Bin;
+as_given({encrypted, B} = Encrypted) when is_binary(B) -> Encrypted;
+as_given(_) -> undefined.
+
 plaintext({encrypted, _} = Encrypted) ->
     %% VerneMQ 2.x wraps passwords with credentials_obfuscation (loaded by
     %% the broker; the app start loads it too). No code server call here: a
@@ -114,7 +121,7 @@ plaintext({encrypted, _} = Encrypted) ->
             undefined
     end;
 plaintext(Other) ->
-    Other.
+    as_given(Other).
 
 %% The request tuple the NIF decodes (auth_begin in native/warden_nif/src/hooks.rs).
 auth_request(Proto, Peer, SubscriberId, User, Password, Clean, Meta) ->
