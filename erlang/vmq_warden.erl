@@ -8,6 +8,8 @@
          recent_endings/1, reload/0, bans/0, clear_bans/1]).
 
 -type subscriber_id() :: {string() | binary(), binary()}.
+
+-define(FILTER_KEYS, [state, username, mountpoint, client_id, peer, limit]).
 -type session() :: #{atom() => term()}.
 -export_type([session/0]).
 
@@ -30,13 +32,20 @@ sessions() -> sessions(#{}).
 %% (default 1000).
 -spec sessions(map()) -> [session()] | {error, term()}.
 sessions(Filter) when is_map(Filter) ->
-    Spec = {opt(state, Filter), opt(username, Filter), opt(mountpoint, Filter),
-            opt(client_id, Filter), opt(peer, Filter)},
-    Limit = case maps:get(limit, Filter, 1000) of
-                L when is_integer(L), L >= 0 -> L;
-                _ -> 1000
-            end,
-    call(fun() -> list_chunks(Spec, start, Limit, #{}, []) end);
+    case maps:keys(maps:without(?FILTER_KEYS, Filter)) of
+        [] ->
+            Spec = {opt(state, Filter), opt(username, Filter), opt(mountpoint, Filter),
+                    opt(client_id, Filter), opt(peer, Filter)},
+            case maps:get(limit, Filter, 1000) of
+                Limit when is_integer(Limit), Limit >= 0 ->
+                    call(fun() -> list_chunks(Spec, start, Limit, #{}, []) end);
+                Bad ->
+                    {error, {bad_limit, Bad}}
+            end;
+        Unknown ->
+            %% a misspelt key would otherwise list everything
+            {error, {unknown_filter_keys, lists:sort(Unknown)}}
+    end;
 sessions(_) ->
     {error, badarg}.
 
@@ -97,7 +106,9 @@ stats() ->
 %% @doc The most recent session endings, newest first.
 -spec recent_endings(non_neg_integer()) -> [map()] | {error, term()}.
 recent_endings(Limit) when is_integer(Limit), Limit >= 0 ->
-    call(fun() -> [with_node(E) || E <- vmq_warden_nif:recent_endings(Limit)] end).
+    call(fun() -> [with_node(E) || E <- vmq_warden_nif:recent_endings(Limit)] end);
+recent_endings(_) ->
+    {error, badarg}.
 
 %% @doc Re-read the policy and password files now. On error the running
 %% policy stays and the error names the file, line and reason.

@@ -397,6 +397,13 @@ operator_api(_Config) ->
     connect(S2, Q2, sid(<<"op-b">>), false),
     ok = offline(Q2, sid(<<"op-b">>)),
     ?assertMatch(#{online := 1, offline := 1}, vmq_warden:counts()),
+    %% bad input is an error term, never an exception nor everything listed
+    ?assertEqual({error, {unknown_filter_keys, [bogus]}}, vmq_warden:sessions(#{bogus => 1})),
+    ?assertEqual({error, {unknown_filter_keys, [stat]}}, vmq_warden:sessions(#{stat => online})),
+    ?assertEqual({error, {bad_limit, -1}}, vmq_warden:sessions(#{limit => -1})),
+    ?assertEqual({error, badarg}, vmq_warden:sessions(not_a_map)),
+    ?assertEqual({error, badarg}, vmq_warden:recent_endings(foo)),
+    ?assertEqual({error, badarg}, vmq_warden:recent_endings(-1)),
     ?assertMatch([#{client_id := <<"op-b">>, node := _}], vmq_warden:sessions(#{state => offline})),
     ?assertEqual(2, length(vmq_warden:sessions(#{client_id => <<"op-">>}))),
     ?assertEqual(1, length(vmq_warden:sessions(#{limit => 1}))),
