@@ -27,7 +27,7 @@ all() ->
     [release_nif_has_no_debug_info, one_cargo_invocation_builds_both, setup_packages_match_ci].
 
 init_per_suite(Config) ->
-    [{root, project_root()} | Config].
+    [{root, vmq_warden_robust_util:project_root()} | Config].
 
 end_per_suite(_Config) ->
     ok.
@@ -98,21 +98,3 @@ elf_sections(File) ->
          binary_to_list(Name)
      end || H <- Headers].
 
-%% Walk up from this module's (or the application's) location to the
-%% directory holding the Makefile and the cargo workspace.
-project_root() ->
-    Starts = [filename:dirname(?FILE), filename:dirname(code:which(?MODULE)),
-              filename:dirname(code:which(vmq_warden))],
-    find_root([filename:absname(S) || S <- Starts]).
-
-find_root([]) -> error(no_project_root);
-find_root([Dir | Rest]) ->
-    case filelib:is_regular(filename:join(Dir, "Makefile"))
-        andalso filelib:is_regular(filename:join(Dir, "Cargo.toml")) of
-        true -> Dir;
-        false ->
-            case filename:dirname(Dir) of
-                Dir -> find_root(Rest);
-                Up -> find_root([Up | Rest])
-            end
-    end.

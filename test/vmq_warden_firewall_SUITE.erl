@@ -52,7 +52,7 @@ all() ->
 init_per_suite(Config) ->
     ok = vmq_plugin_harness:enable(vmq_warden),
     Dir = ?config(priv_dir, Config),
-    Example = filename:join([project_root(), "docs", "policy.example.toml"]),
+    Example = filename:join([vmq_warden_robust_util:project_root(), "docs", "policy.example.toml"]),
     {ok, Toml} = file:read_file(Example),
     Policy = filename:join(Dir, "warden.toml"),
     Passwd = filename:join(Dir, "vmq.passwd"),
@@ -85,23 +85,6 @@ apply_env(Config, Extra) ->
     maps:foreach(fun(K, V) -> application:set_env(vmq_warden, K, V) end, Env),
     ok = vmq_warden_config:apply().
 
-%% Walk up from this module's (or the application's) location to the
-%% directory holding docs/policy.example.toml.
-project_root() ->
-    Starts = [filename:dirname(?FILE), filename:dirname(code:which(?MODULE)),
-              filename:dirname(code:which(vmq_warden))],
-    find_root([filename:absname(S) || S <- Starts]).
-
-find_root([]) -> error(no_project_root);
-find_root([Dir | Rest]) ->
-    case filelib:is_regular(filename:join([Dir, "docs", "policy.example.toml"])) of
-        true -> Dir;
-        false ->
-            case filename:dirname(Dir) of
-                Dir -> find_root(Rest);
-                Up -> find_root([Up | Rest])
-            end
-    end.
 
 %%--------------------------------------------------------------------
 %% Hook helpers: the real hook functions, in both protocol shapes

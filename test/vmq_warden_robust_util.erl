@@ -4,7 +4,7 @@
 
 -export([set_env/1, reset_env/0, sha512_line/1, pbkdf2_line/2,
          registry_consistent/0, recount/0, valid_answer/2, all_sessions/0,
-         numtests/2, passwords_file/2]).
+         numtests/2, passwords_file/2, project_root/0]).
 
 %% Settings back to defaults, then these on top, applied to the NIF.
 set_env(Map) ->
@@ -66,4 +66,23 @@ numtests(Var, Default) ->
     case os:getenv(Var) of
         false -> Default;
         S -> try list_to_integer(S) catch _:_ -> Default end
+    end.
+
+%% The repository's root (the directory holding the Makefile and the cargo
+%% workspace), walking up from this module's or the application's location.
+project_root() ->
+    Starts = [filename:dirname(?FILE), filename:dirname(code:which(?MODULE)),
+              filename:dirname(code:which(vmq_warden))],
+    find_root([filename:absname(S) || S <- Starts]).
+
+find_root([]) -> error(no_project_root);
+find_root([Dir | Rest]) ->
+    case filelib:is_regular(filename:join(Dir, "Makefile"))
+        andalso filelib:is_regular(filename:join(Dir, "Cargo.toml")) of
+        true -> Dir;
+        false ->
+            case filename:dirname(Dir) of
+                Dir -> find_root(Rest);
+                Up -> find_root([Up | Rest])
+            end
     end.

@@ -69,7 +69,7 @@ logger_config() ->
      lists:sort([maps:without([config], H) || H <- logger:get_handler_config()])}.
 
 make_shell(Env) ->
-    Cmd = "cd '" ++ project_root() ++ "' && echo 'q().' | " ++ Env
+    Cmd = "cd '" ++ vmq_warden_robust_util:project_root() ++ "' && echo 'q().' | " ++ Env
         ++ "timeout 600 make -s --no-print-directory shell 2>&1",
     Out = os:cmd(Cmd),
     ct:log("~ts~n~ts", [Cmd, Out]),
@@ -82,21 +82,3 @@ at(Out, Pattern) ->
         Rest -> length(Out) - length(Rest)
     end.
 
-%% Walk up from this module's (or the application's) location to the
-%% directory holding the Makefile and scripts/.
-project_root() ->
-    Starts = [filename:dirname(?FILE), filename:dirname(code:which(?MODULE)),
-              filename:dirname(code:which(vmq_warden))],
-    find_root([filename:absname(S) || S <- Starts]).
-
-find_root([]) -> error(no_project_root);
-find_root([Dir | Rest]) ->
-    case filelib:is_regular(filename:join(Dir, "Makefile"))
-        andalso filelib:is_dir(filename:join(Dir, "scripts")) of
-        true -> Dir;
-        false ->
-            case filename:dirname(Dir) of
-                Dir -> find_root(Rest);
-                Up -> find_root([Up | Rest])
-            end
-    end.
