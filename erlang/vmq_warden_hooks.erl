@@ -68,7 +68,7 @@ authorize(Proto, Peer, SubscriberId, User, Password, Clean, Meta) ->
 with_password(Token, Password) ->
     case vmq_warden_nif:auth_password(Token, as_given(Password)) of
         ?NEED_PLAINTEXT ->
-            vmq_warden_obfuscation:refresh(),
+            _ = vmq_warden_obfuscation:refresh(),
             next_step(Token, vmq_warden_nif:auth_password(Token, plaintext(Password)));
         Answer ->
             next_step(Token, Answer)
