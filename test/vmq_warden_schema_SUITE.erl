@@ -25,7 +25,7 @@
          refuses_missing_file/1,
          refuses_bad_sizes/1,
          refuses_unknown_key/1,
-         schema_covers_design_table/1,
+         schema_covers_the_settings_table/1,
          example_documents_every_key/1,
          app_env_from_generated_config/1]).
 
@@ -39,14 +39,16 @@ all() ->
      refuses_missing_file,
      refuses_bad_sizes,
      refuses_unknown_key,
-     schema_covers_design_table,
+     schema_covers_the_settings_table,
      example_documents_every_key,
      app_env_from_generated_config].
 
 -define(EXAMPLE_POLICY, "/etc/vernemq/warden/policy.toml").
 -define(EXAMPLE_PASSWD, "/etc/vernemq/warden/passwd").
 
-%% Defaults of DESIGN.md's app env table, as cuttlefish must produce them.
+%% The defaults of the settings table (OPERATIONS.md section 2), as
+%% cuttlefish must produce them (and as vmq_warden_config:defaults/0 has them:
+%% schema_covers_the_settings_table).
 defaults() ->
     [{reload_interval, 5000},
      {failure_decision, deny},
@@ -82,7 +84,7 @@ init_per_suite(Config) ->
     [{schema, filename:join([Root, "priv", "vmq_warden.schema"])},
      {plugins_schema, PluginsSchema},
      {example, filename:join([Root, "docs", "vernemq.conf.example"])},
-     {design, filename:join([Root, "docs", "DESIGN.md"])},
+     {operations, filename:join([Root, "docs", "OPERATIONS.md"])},
      {policy, Policy}, {passwd, Passwd} | Config].
 
 end_per_suite(_Config) ->
@@ -91,7 +93,7 @@ end_per_suite(_Config) ->
 %% ------------------------------------------------------------------ cases
 
 %% The documented sample, with its two file paths pointed at existing temp
-%% files, generates exactly DESIGN.md's defaults plus the two paths, and the
+%% files, generates exactly the documented defaults plus the two paths, and the
 %% plugin lines name vmq_warden.
 example_conf_maps_every_key(Config) ->
     Generated = generate_from_example(Config),
@@ -103,7 +105,7 @@ example_conf_maps_every_key(Config) ->
     Plugins = proplists:get_value(plugins, proplists:get_value(vmq_plugin_test, Generated)),
     ?assertEqual([{vmq_warden, [{path, "/opt/vmq_warden"}, {priority, 1}]}], Plugins).
 
-%% Nothing set: every key gets DESIGN.md's default; the file keys stay unset
+%% Nothing set: every key gets its documented default; the file keys stay unset
 %% (the app env default `undefined').
 defaults_when_unset(Config) ->
     Env = lists:sort(map_ok(Config, [])),
@@ -230,24 +232,32 @@ refuses_bad_sizes(Config) ->
 refuses_unknown_key(Config) ->
     assert_refused_naming(Config, "vmq_warden.reload_intervall", "5s").
 
-%% Every key of DESIGN.md's app env table is the target of a mapping.
-schema_covers_design_table(Config) ->
-    {ok, Design} = file:read_file(?config(design, Config)),
-    [_, AppEnv] = binary:split(Design, <<"## App env">>),
-    Rows = [L || L <- binary:split(AppEnv, <<"\n">>, [global]),
-                 re:run(L, <<"^\\| `">>) =/= nomatch],
-    DesignKeys = lists:usort(
-                   lists:append(
-                     [begin
-                          [FirstCell | _] = binary:split(Row, <<" | ">>),
-                          {match, Ks} = re:run(FirstCell, <<"`([a-z_]+)`">>,
-                                               [global, {capture, all_but_first, list}]),
-                          [K || [K] <- Ks]
-                      end || Row <- Rows])),
-    ?assert(length(DesignKeys) >= 20),
+%% The settings table of OPERATIONS.md (section 2) is the one place every
+%% setting is written: its app env keys are exactly the schema's mapping
+%% targets and the keys of vmq_warden_config:defaults/0, whose values are
+%% this suite's defaults (what cuttlefish generates) plus the two files.
+schema_covers_the_settings_table(Config) ->
+    {ok, Ops} = file:read_file(?config(operations, Config)),
+    [_, Section2] = binary:split(Ops, <<"## 2. Settings">>),
+    [Table | _] = binary:split(Section2, <<"\n## ">>),
+    Rows = [L || L <- binary:split(Table, <<"\n">>, [global]),
+                 re:run(L, <<"^\\| `vmq_warden\\.">>) =/= nomatch],
+    TableKeys = lists:usort(
+                  [begin
+                       [_, Second | _] = binary:split(Row, <<" | ">>, [global]),
+                       {match, [K]} = re:run(Second, <<"`([a-z_]+)`">>, [{capture, all_but_first, list}]),
+                       K
+                   end || Row <- Rows]),
+    ?assert(length(TableKeys) >= 20),
     Targets = [M || M <- mapping_targets(Config)],
-    Missing = [K || K <- DesignKeys, not lists:member("vmq_warden." ++ K, Targets)],
-    ?assertEqual([], Missing).
+    Missing = [K || K <- TableKeys, not lists:member("vmq_warden." ++ K, Targets)],
+    ?assertEqual([], Missing),
+    ?assertEqual(lists:usort([T -- "vmq_warden." || T <- Targets]), TableKeys),
+    CodeDefaults = vmq_warden_config:defaults(),
+    ?assertEqual(TableKeys, lists:usort([atom_to_list(K) || K <- maps:keys(CodeDefaults)])),
+    ?assertEqual(lists:sort(defaults()),
+                 lists:sort([KV || {K, _} = KV <- maps:to_list(CodeDefaults),
+                                   K =/= policy_file, K =/= password_file])).
 
 %% The sample documents every vmq_warden.* key of the schema.
 example_documents_every_key(Config) ->
