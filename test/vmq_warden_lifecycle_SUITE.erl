@@ -489,6 +489,15 @@ rest_of_listing(Cursor) ->
 %% sessions left in each state. Counters are compared as differences (the
 %% NIF's counters live as long as the library), gauges as they are.
 metrics_from_real_hooks(Config) ->
+    %% The refusal codes and hook names the metrics know are exactly the
+    %% ones stats() reports (the core's lists): a code or hook added there
+    %% and not here would never reach the broker's metrics.
+    #{decisions := #{refused := Refused}, events := Events} = vmq_warden:stats(),
+    Defs = vmq_warden_metrics:metric_defs(),
+    Labelled = fun(Name, Label) -> lists:usort([list_to_atom(V) || {_, [{L, V}], _, N, _, _} <- Defs,
+                                                                   N =:= Name, L =:= Label]) end,
+    ?assertEqual(lists:sort(maps:keys(Refused)), Labelled(warden_refusals, reason)),
+    ?assertEqual(lists:sort(maps:keys(Events)), Labelled(warden_events, hook)),
     File = vmq_warden_robust_util:passwords_file(
              filename:join(?config(priv_dir, Config), "passwd_metrics"),
              [{"alice", vmq_warden_robust_util:sha512_line(<<"alice-pw">>)}]),

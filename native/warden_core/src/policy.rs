@@ -589,7 +589,7 @@ pub struct ReservedPrefix {
     pub groups: HashSet<String>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ClientIdPolicy {
     pub max_length: Option<usize>,
     /// Allowed bytes as inclusive ranges (ASCII).
@@ -601,6 +601,22 @@ pub struct ClientIdPolicy {
     /// A client id whose session (online or offline) belongs to one user
     /// cannot be taken by another (default on).
     pub bind_to_user: bool,
+}
+
+/// No constraints, but the client id binding: it is on unless a policy
+/// turns it off, also with no policy file at all.
+impl Default for ClientIdPolicy {
+    fn default() -> Self {
+        ClientIdPolicy {
+            max_length: None,
+            allowed_chars: None,
+            pattern: None,
+            must_start_with_username: false,
+            username_pattern: None,
+            reserved: Vec::new(),
+            bind_to_user: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default)]

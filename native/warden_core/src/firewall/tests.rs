@@ -766,3 +766,16 @@ fn an_unknown_name_keeps_its_decoy_class_across_reloads() {
     let after: Vec<bool> = (0..40).map(|i| path_of(&fw, &format!("nobody{i}"))).collect();
     assert_eq!(before, after);
 }
+
+#[test]
+fn the_binding_holds_without_a_policy_file() {
+    // Seen on a real node: with a password file and no policy file the
+    // binding was off (the empty policy's default).
+    let file = format!("alice:{}\nbob:{}\n", hash6(b"a", b"s1"), hash6(b"b", b"s2"));
+    let fw = Firewall::new(FirewallConfig::default());
+    fw.install(Policy::empty(), PasswordFile::parse(&file, "passwd"));
+    let owners = Owners(HashMap::from([(SubscriberKey::new(&b""[..], &b"phone-1"[..]), Some(b"alice".to_vec()))]));
+    let d = decide(&fw, req("10.0.0.5", "phone-1", Some("bob")), Some("b"), &owners, 0);
+    assert_eq!(code(&d), Some(RefusalCode::NotAuthorized), "{d:?}");
+    assert!(matches!(decide(&fw, req("10.0.0.5", "phone-1", Some("alice")), Some("a"), &owners, 0), Decision::Accept(_)));
+}
