@@ -1,4 +1,5 @@
 use super::*;
+use super::matching::{GlobTok, UserGlob};
 
 const EXAMPLE: &str = include_str!("../../../../docs/policy.example.toml");
 
