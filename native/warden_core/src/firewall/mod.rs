@@ -8,27 +8,10 @@
 //! between the calls owns the policy snapshot the decision started with, so a
 //! reload in between never mixes two policies.
 //!
-//! Decision order (first step that decides wins):
-//! 1. bans: the peer address, then the username (failed-login bans)
-//! 2. connection-rate limits: per peer address, then per username
-//! 3. (no policy file and no password file at all: `default_decision`)
-//! 4. ordered rules, first match wins: `allow` skips steps 5-8, `deny`
-//!    refuses with the rule's reason/code, `next` answers next
-//! 5. peer network allow/deny lists
-//! 6. client id constraints
-//! 7. username constraints
-//! 8. anonymous clients: allowed globally / per listener
-//! 9. certificate identity (per listener): the username comes from the client
-//!    certificate; the certificate replaces the password
-//! 10. credentials: anonymous (allowed) -> step 11; unknown user ->
-//!     `unknown_user` (or `default_decision` when no user source exists);
-//!     known user -> password check (cache, then hash); wrong password ->
-//!     bad_username_or_password, counted toward bans
-//! 11. per-user / per-group: allowed peer networks, max concurrent sessions,
-//!     session modifiers -> accept
+//! The steps and their order are POLICY.md's decision table (written once
+//! there); `Firewall::screen` runs them in that order, numbered as there.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,7 +19,6 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 use arc_swap::ArcSwap;
-use serde::Deserialize;
 
 use crate::credentials::{self, AuthCache, PasswordFile, PasswordHash};
 use crate::limits::{peer_key, BanTable, RateLimiter};
@@ -44,194 +26,6 @@ use crate::striped::StripedCounters;
 use crate::policy::{in_networks, Action, CertField, MatchInput, Policy, PolicyError, Settings};
 pub use crate::policy::{ModValue, Modifiers};
 use crate::types::{Millis, Peer, Protocol, SubscriberKey};
-
-// ---------------------------------------------------------------------------
-// Configuration and request/decision types
-// ---------------------------------------------------------------------------
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UnknownUser {
-    Next,
-    Deny,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DefaultDecision {
-    Allow,
-    Deny,
-    Next,
-}
-
-/// Engine settings (the app env of DESIGN.md).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct FirewallConfig {
-    pub unknown_user: UnknownUser,
-    /// When neither a policy nor a password file knows the client.
-    pub default_decision: DefaultDecision,
-    pub allow_anonymous: bool,
-    /// Connects per second per peer address; 0 = off.
-    pub rate_per_peer: f64,
-    pub burst_per_peer: u32,
-    /// Connects per second per username; 0 = off.
-    pub rate_per_user: f64,
-    pub burst_per_user: u32,
-    /// Failed logins within `ban_window_ms` that ban an address (or, with
-    /// `ban_users`, a username); 0 = off.
-    pub ban_threshold: u32,
-    /// Also ban usernames (known and unknown alike) after failed logins.
-    /// Off by default: a stranger could otherwise lock a user out.
-    pub ban_users: bool,
-    pub ban_window_ms: u64,
-    pub ban_duration_ms: u64,
-    pub cache_size: usize,
-    pub cache_ok_ttl_ms: u64,
-    pub cache_fail_ttl_ms: u64,
-    /// Bound of each limiter and ban table.
-    pub max_tracked: usize,
-}
-
-impl Default for FirewallConfig {
-    fn default() -> Self {
-        FirewallConfig {
-            unknown_user: UnknownUser::Next,
-            default_decision: DefaultDecision::Next,
-            allow_anonymous: false,
-            rate_per_peer: 0.0,
-            burst_per_peer: 10,
-            rate_per_user: 0.0,
-            burst_per_user: 10,
-            ban_threshold: 10,
-            ban_users: false,
-            ban_window_ms: 60_000,
-            ban_duration_ms: 300_000,
-            cache_size: 10_000,
-            cache_ok_ttl_ms: 60_000,
-            cache_fail_ttl_ms: 5_000,
-            max_tracked: 100_000,
-        }
-    }
-}
-
-/// The listener a client connected to (from the 6-/7-arity metadata map).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Listener {
-    pub port: Option<u16>,
-    /// tcp, ssl, ws, wss, ... (broker spellings such as mqtts/mqttws are folded).
-    pub kind: Option<String>,
-    pub addr: Option<IpAddr>,
-}
-
-#[derive(Clone, Debug)]
-pub struct AuthRequest {
-    pub key: SubscriberKey,
-    pub peer: Option<Peer>,
-    /// `None` for an anonymous client (`undefined`).
-    pub username: Option<Vec<u8>>,
-    pub has_password: bool,
-    pub clean_session: bool,
-    pub protocol: Protocol,
-    pub listener: Option<Listener>,
-    /// DER of the client certificate, when the listener forwards it.
-    pub client_cert: Option<Vec<u8>>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
-    Accept(Modifiers),
-    Refuse(Refusal),
-    Next,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: RefusalCode,
-    /// `step-or-rule: human reason`. Never contains a password or hash.
-    pub reason: String,
-}
-
-/// VerneMQ's MQTT 5 reason-code names. For MQTT 3 the NIF maps
-/// `BadUsernameOrPassword` to `{error, invalid_credentials}` and any other to
-/// `{error, Code}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RefusalCode {
-    BadUsernameOrPassword,
-    NotAuthorized,
-    Banned,
-    ConnectionRateExceeded,
-    ClientIdentifierNotValid,
-    QuotaExceeded,
-}
-
-impl RefusalCode {
-    pub const ALL: [RefusalCode; 6] = [
-        RefusalCode::BadUsernameOrPassword,
-        RefusalCode::NotAuthorized,
-        RefusalCode::Banned,
-        RefusalCode::ConnectionRateExceeded,
-        RefusalCode::ClientIdentifierNotValid,
-        RefusalCode::QuotaExceeded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RefusalCode::BadUsernameOrPassword => "bad_username_or_password",
-            RefusalCode::NotAuthorized => "not_authorized",
-            RefusalCode::Banned => "banned",
-            RefusalCode::ConnectionRateExceeded => "connection_rate_exceeded",
-            RefusalCode::ClientIdentifierNotValid => "client_identifier_not_valid",
-            RefusalCode::QuotaExceeded => "quota_exceeded",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-/// Session counts from the registry.
-pub trait LiveSessions {
-    fn live_sessions_of_user(&self, username: &[u8]) -> usize;
-    /// Whether `key` is one of the live sessions counted for `username`: a
-    /// reconnect of that client id takes its own session over, so it does not
-    /// add one. Default: unknown (false).
-    fn has_live_session(&self, _username: &[u8], _key: &SubscriberKey) -> bool {
-        false
-    }
-    /// Whose session (online or offline) `key` is: `None` if it has none,
-    /// `Some(None)` for an anonymous one. Default: none.
-    fn owner_of(&self, _key: &SubscriberKey) -> Option<Option<Vec<u8>>> {
-        None
-    }
-}
-
-/// No registry: every user has 0 sessions.
-pub struct NoSessions;
-
-impl LiveSessions for NoSessions {
-    fn live_sessions_of_user(&self, _username: &[u8]) -> usize {
-        0
-    }
-}
-
-// The Done variant is moved once, straight to the caller.
-#[allow(clippy::large_enum_variant)]
-pub enum Step {
-    /// The decision, and the request given back (the caller registers an
-    /// accepted client from it without having kept a copy).
-    Done(Decision, AuthRequest),
-    /// Boxed once here: it waits between the NIF calls of one login and
-    /// changes hands several times (over 500 bytes).
-    NeedPassword(Box<PendingAuth>),
-}
-
-#[derive(Debug, PartialEq, Eq)]
-// Moved once or twice per connect; boxing would only add an allocation.
-#[allow(clippy::large_enum_variant)]
-pub enum PasswordStep {
-    Done(Decision),
-    NeedSlowHash,
-}
 
 /// What is held between `begin` and the password calls: the request, moved
 /// in by `begin` (no copy of the client's key, username or certificate),
@@ -253,52 +47,6 @@ struct PasswordCheck {
     /// check runs like a known user's and then refuses.
     decoy: bool,
     settings: Settings,
-}
-
-/// Stand-ins for the hash of a name no user has (`unknown_user = deny`):
-/// one decoy per cost class of the known users' hashes (same scheme and
-/// cost, random salt and value). A name picks its class by a keyed hash,
-/// weighted like the known users, so an unknown name takes the path and
-/// the time of a known user of that class, the same class every time.
-struct Decoys {
-    /// (known users of this class and all classes before it, decoy)
-    classes: Vec<(u64, PasswordHash)>,
-    hasher: ahash::RandomState,
-}
-
-impl Decoys {
-    /// `hasher` is the firewall's, kept across reloads: a name keeps its
-    /// class for as long as the classes stay.
-    fn new<'a>(known: impl Iterator<Item = &'a PasswordHash>, hasher: ahash::RandomState) -> Decoys {
-        let mut counts: Vec<(String, u64, &PasswordHash)> = Vec::new();
-        for h in known {
-            let class = h.cost_class();
-            match counts.iter_mut().find(|(c, _, _)| *c == class) {
-                Some(entry) => entry.1 += 1,
-                None => counts.push((class, 1, h)),
-            }
-        }
-        // Deterministic order, whatever the maps' iteration order.
-        counts.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut total = 0;
-        let classes = counts
-            .into_iter()
-            .map(|(_, n, h)| {
-                total += n;
-                (total, h.decoy())
-            })
-            .collect();
-        Decoys { classes, hasher }
-    }
-
-    fn pick(&self, name: &[u8]) -> PasswordHash {
-        let Some(&(total, _)) = self.classes.last() else {
-            return credentials::hash::default_decoy();
-        };
-        let at = self.hasher.hash_one(name) % total;
-        let i = self.classes.partition_point(|(upto, _)| *upto <= at);
-        self.classes[i].1.clone()
-    }
 }
 
 impl PendingAuth {
@@ -396,31 +144,6 @@ impl Snapshot {
 }
 
 // ---------------------------------------------------------------------------
-// Ban API types
-// ---------------------------------------------------------------------------
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BanTarget {
-    /// IPv4 /32 or IPv6 /64.
-    Peer(IpNet),
-    Username(Vec<u8>),
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BanView {
-    pub target: BanTarget,
-    pub until: Millis,
-    pub remaining_ms: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BanSelector {
-    All,
-    Peer(IpAddr),
-    Username(Vec<u8>),
-}
-
-// ---------------------------------------------------------------------------
 // Stats
 // ---------------------------------------------------------------------------
 
@@ -463,35 +186,6 @@ impl FirewallStats {
     pub fn refused_of(&self, code: RefusalCode) -> u64 {
         self.refused.iter().find(|(c, _)| *c == code).map(|(_, n)| *n).unwrap_or(0)
     }
-}
-
-// ---------------------------------------------------------------------------
-// Certificates
-// ---------------------------------------------------------------------------
-
-/// The identity in a DER client certificate, read from `from`.
-pub fn cert_identity_name(der: &[u8], from: CertField) -> Result<Vec<u8>, String> {
-    use x509_parser::extensions::GeneralName;
-    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| "client certificate is not valid DER X.509".to_string())?;
-    if from == CertField::Cn {
-        let cn = cert.subject().iter_common_name().next().ok_or("client certificate has no subject CN")?;
-        let s = cn.as_str().map_err(|_| "client certificate CN is not a string")?;
-        return Ok(s.as_bytes().to_vec());
-    }
-    let san = cert
-        .subject_alternative_name()
-        .map_err(|_| "client certificate has a malformed subjectAltName")?
-        .ok_or("client certificate has no subjectAltName")?;
-    for name in &san.value.general_names {
-        let v = match (from, name) {
-            (CertField::SanDns | CertField::San, GeneralName::DNSName(s)) => s,
-            (CertField::SanEmail | CertField::San, GeneralName::RFC822Name(s)) => s,
-            (CertField::SanUri | CertField::San, GeneralName::URI(s)) => s,
-            _ => continue,
-        };
-        return Ok(v.as_bytes().to_vec());
-    }
-    Err("client certificate has no subjectAltName of the configured kind".to_string())
 }
 
 // ---------------------------------------------------------------------------
@@ -1011,122 +705,6 @@ enum Screen {
     Password(PasswordCheck),
 }
 
-fn refuse(code: RefusalCode, reason: impl Into<String>) -> Decision {
-    Decision::Refuse(Refusal { code, reason: reason.into() })
-}
-
-fn default_decision(cfg: &FirewallConfig) -> Decision {
-    match cfg.default_decision {
-        DefaultDecision::Allow => Decision::Accept(Modifiers::default()),
-        DefaultDecision::Deny => refuse(RefusalCode::NotAuthorized, "default_decision: no policy or password file knows this client"),
-        DefaultDecision::Next => Decision::Next,
-    }
-}
-
-/// Step 11: the identified client's own restrictions, then accept.
-fn post_checks(
-    req: &AuthRequest,
-    identity: Option<&[u8]>,
-    settings: &Settings,
-    sessions: &dyn LiveSessions,
-    rename: Option<Vec<u8>>,
-    bind: bool,
-) -> Decision {
-    let who = identity.map(|u| format!("user {:?}", lossy(u))).unwrap_or_else(|| "anonymous".to_string());
-    if let Some(nets) = &settings.networks {
-        if !nets.is_empty() && !req.peer.is_some_and(|p| in_networks(nets, p.ip)) {
-            return refuse(RefusalCode::NotAuthorized, format!("networks: {who} may not connect from this address"));
-        }
-    }
-    let mut mods = settings.modifiers.resolve(&req.key);
-    // The registry holds the session under the subscriber id the client
-    // registers with, i.e. after a mountpoint rewrite.
-    let key = mods.subscriber_id.as_ref().unwrap_or(&req.key);
-    if bind {
-        if let Some(Some(owner)) = sessions.owner_of(key) {
-            if identity != Some(owner.as_slice()) {
-                return refuse(
-                    RefusalCode::NotAuthorized,
-                    format!("client_id: the session of this client id belongs to user {:?}, not to {who}", lossy(&owner)),
-                );
-            }
-        }
-    }
-    if let (Some(max), Some(u)) = (settings.max_sessions, identity) {
-        let mut live = sessions.live_sessions_of_user(u);
-        if live > 0 && sessions.has_live_session(u, key) {
-            live -= 1; // this client id takes its own session over
-        }
-        if live >= max as usize {
-            return refuse(RefusalCode::QuotaExceeded, format!("max_sessions: {who} already has {live} of {max} sessions"));
-        }
-    }
-    mods.username = rename;
-    Decision::Accept(mods)
-}
-
-/// Step 0: the configured length bounds, checked before any matcher, table
-/// or hash sees the client id or the identity.
-fn check_lengths(policy: &Policy, client_id: &[u8], identity: Option<&[u8]>) -> Result<(), Refusal> {
-    if let Some(max) = policy.client_id.max_length {
-        if client_id.len() > max {
-            return Err(Refusal { code: RefusalCode::ClientIdentifierNotValid, reason: format!("client_id: longer than {max} bytes") });
-        }
-    }
-    if let (Some(max), Some(u)) = (policy.username.max_length, identity) {
-        if u.len() > max {
-            return Err(Refusal { code: RefusalCode::NotAuthorized, reason: format!("username: longer than {max} bytes") });
-        }
-    }
-    Ok(())
-}
-
-fn check_client_id(policy: &Policy, id: &[u8], user: Option<&[u8]>) -> Result<(), String> {
-    let c = &policy.client_id;
-    if let Some(ranges) = &c.allowed_chars {
-        if !id.iter().all(|b| ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(b))) {
-            return Err("contains characters outside client_id.allowed_chars".into());
-        }
-    }
-    if let Some(re) = &c.pattern {
-        if !re.is_match(id) {
-            return Err("does not match client_id.pattern".into());
-        }
-    }
-    for r in &c.reserved {
-        if id.starts_with(&r.prefix) {
-            let exempt = user.is_some_and(|u| r.users.contains(u) || r.groups.iter().any(|g| policy.in_group(u, g)));
-            if !exempt {
-                return Err(format!("prefix {:?} is reserved", lossy(&r.prefix)));
-            }
-        }
-    }
-    if let Some(u) = user {
-        if c.must_start_with_username && !id.starts_with(u) {
-            return Err("must start with the username".into());
-        }
-        if let Some(p) = &c.username_pattern {
-            if !p.matches(u, id) {
-                return Err(format!("does not match {:?} for this username", p.source));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn check_username(policy: &Policy, u: &[u8]) -> Result<(), String> {
-    let c = &policy.username;
-    if c.deny.contains(u) {
-        return Err("this username is not allowed".into());
-    }
-    if let Some(re) = &c.pattern {
-        if !re.is_match(u) {
-            return Err("does not match username.pattern".into());
-        }
-    }
-    Ok(())
-}
-
 impl Firewall {
     /// The periodic sweep: drops idle rate-limit buckets and ban counters
     /// (bans that run stay) and gives their memory back; returns how many.
@@ -1134,6 +712,15 @@ impl Firewall {
         self.peer_rate.sweep(now) + self.user_rate.sweep(now) + self.peer_bans.sweep(now) + self.user_bans.sweep(now)
     }
 }
+
+mod checks;
+mod identity;
+mod types;
+
+use checks::*;
+pub use identity::cert_identity_name;
+use identity::Decoys;
+pub use types::*;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,216 @@
+//! The firewall's vocabulary: its settings, a connect's request, the
+//! decision and refusal codes, the registry's view it asks (`LiveSessions`),
+//! the steps of a login, and the ban list's types.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::*;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownUser {
+    Next,
+    Deny,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultDecision {
+    Allow,
+    Deny,
+    Next,
+}
+
+/// Engine settings (the app env of DESIGN.md).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FirewallConfig {
+    pub unknown_user: UnknownUser,
+    /// When neither a policy nor a password file knows the client.
+    pub default_decision: DefaultDecision,
+    pub allow_anonymous: bool,
+    /// Connects per second per peer address; 0 = off.
+    pub rate_per_peer: f64,
+    pub burst_per_peer: u32,
+    /// Connects per second per username; 0 = off.
+    pub rate_per_user: f64,
+    pub burst_per_user: u32,
+    /// Failed logins within `ban_window_ms` that ban an address (or, with
+    /// `ban_users`, a username); 0 = off.
+    pub ban_threshold: u32,
+    /// Also ban usernames (known and unknown alike) after failed logins.
+    /// Off by default: a stranger could otherwise lock a user out.
+    pub ban_users: bool,
+    pub ban_window_ms: u64,
+    pub ban_duration_ms: u64,
+    pub cache_size: usize,
+    pub cache_ok_ttl_ms: u64,
+    pub cache_fail_ttl_ms: u64,
+    /// Bound of each limiter and ban table.
+    pub max_tracked: usize,
+}
+
+impl Default for FirewallConfig {
+    fn default() -> Self {
+        FirewallConfig {
+            unknown_user: UnknownUser::Next,
+            default_decision: DefaultDecision::Next,
+            allow_anonymous: false,
+            rate_per_peer: 0.0,
+            burst_per_peer: 10,
+            rate_per_user: 0.0,
+            burst_per_user: 10,
+            ban_threshold: 10,
+            ban_users: false,
+            ban_window_ms: 60_000,
+            ban_duration_ms: 300_000,
+            cache_size: 10_000,
+            cache_ok_ttl_ms: 60_000,
+            cache_fail_ttl_ms: 5_000,
+            max_tracked: 100_000,
+        }
+    }
+}
+
+/// The listener a client connected to (from the 6-/7-arity metadata map).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listener {
+    pub port: Option<u16>,
+    /// tcp, ssl, ws, wss, ... (broker spellings such as mqtts/mqttws are folded).
+    pub kind: Option<String>,
+    pub addr: Option<IpAddr>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthRequest {
+    pub key: SubscriberKey,
+    pub peer: Option<Peer>,
+    /// `None` for an anonymous client (`undefined`).
+    pub username: Option<Vec<u8>>,
+    pub has_password: bool,
+    pub clean_session: bool,
+    pub protocol: Protocol,
+    pub listener: Option<Listener>,
+    /// DER of the client certificate, when the listener forwards it.
+    pub client_cert: Option<Vec<u8>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Accept(Modifiers),
+    Refuse(Refusal),
+    Next,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: RefusalCode,
+    /// `step-or-rule: human reason`. Never contains a password or hash.
+    pub reason: String,
+}
+
+/// VerneMQ's MQTT 5 reason-code names. For MQTT 3 the NIF maps
+/// `BadUsernameOrPassword` to `{error, invalid_credentials}` and any other to
+/// `{error, Code}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    BadUsernameOrPassword,
+    NotAuthorized,
+    Banned,
+    ConnectionRateExceeded,
+    ClientIdentifierNotValid,
+    QuotaExceeded,
+}
+
+impl RefusalCode {
+    pub const ALL: [RefusalCode; 6] = [
+        RefusalCode::BadUsernameOrPassword,
+        RefusalCode::NotAuthorized,
+        RefusalCode::Banned,
+        RefusalCode::ConnectionRateExceeded,
+        RefusalCode::ClientIdentifierNotValid,
+        RefusalCode::QuotaExceeded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCode::BadUsernameOrPassword => "bad_username_or_password",
+            RefusalCode::NotAuthorized => "not_authorized",
+            RefusalCode::Banned => "banned",
+            RefusalCode::ConnectionRateExceeded => "connection_rate_exceeded",
+            RefusalCode::ClientIdentifierNotValid => "client_identifier_not_valid",
+            RefusalCode::QuotaExceeded => "quota_exceeded",
+        }
+    }
+
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Session counts from the registry.
+pub trait LiveSessions {
+    fn live_sessions_of_user(&self, username: &[u8]) -> usize;
+    /// Whether `key` is one of the live sessions counted for `username`: a
+    /// reconnect of that client id takes its own session over, so it does not
+    /// add one. Default: unknown (false).
+    fn has_live_session(&self, _username: &[u8], _key: &SubscriberKey) -> bool {
+        false
+    }
+    /// Whose session (online or offline) `key` is: `None` if it has none,
+    /// `Some(None)` for an anonymous one. Default: none.
+    fn owner_of(&self, _key: &SubscriberKey) -> Option<Option<Vec<u8>>> {
+        None
+    }
+}
+
+/// No registry: every user has 0 sessions.
+pub struct NoSessions;
+
+impl LiveSessions for NoSessions {
+    fn live_sessions_of_user(&self, _username: &[u8]) -> usize {
+        0
+    }
+}
+
+// The Done variant is moved once, straight to the caller.
+#[allow(clippy::large_enum_variant)]
+pub enum Step {
+    /// The decision, and the request given back (the caller registers an
+    /// accepted client from it without having kept a copy).
+    Done(Decision, AuthRequest),
+    /// Boxed once here: it waits between the NIF calls of one login and
+    /// changes hands several times (over 500 bytes).
+    NeedPassword(Box<PendingAuth>),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+// Moved once or twice per connect; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum PasswordStep {
+    Done(Decision),
+    NeedSlowHash,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BanTarget {
+    /// IPv4 /32 or IPv6 /64.
+    Peer(IpNet),
+    Username(Vec<u8>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BanView {
+    pub target: BanTarget,
+    pub until: Millis,
+    pub remaining_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BanSelector {
+    All,
+    Peer(IpAddr),
+    Username(Vec<u8>),
+}
+
