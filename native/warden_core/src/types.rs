@@ -1,9 +1,11 @@
 //! Value types shared by every part of the core. They mirror what VerneMQ
-//! passes to hooks (see docs/vernemq-plugin-facts in shared/) after the Erlang
-//! side has normalised it.
+//! passes to hooks (docs/VERNEMQ.md, "Hooks and arguments") after the Erlang
+//! side has normalised it, and the refusal codes it understands.
 
 use std::fmt;
 use std::net::IpAddr;
+
+use serde::Deserialize;
 
 /// Milliseconds since the Unix epoch. Every time in the core is injected as a
 /// value, never read from a global clock, so tests control time.
@@ -66,3 +68,53 @@ impl fmt::Debug for Secret {
         f.write_str("Secret(<redacted>)")
     }
 }
+
+/// The listener a client connected to (from the 6-/7-arity metadata map).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listener {
+    pub port: Option<u16>,
+    /// tcp, ssl, ws, wss, ... (broker spellings such as mqtts/mqttws are folded).
+    pub kind: Option<String>,
+    pub addr: Option<IpAddr>,
+}
+
+/// VerneMQ's MQTT 5 reason-code names. For MQTT 3 the NIF maps
+/// `BadUsernameOrPassword` to `{error, invalid_credentials}` and any other to
+/// `{error, Code}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalCode {
+    BadUsernameOrPassword,
+    NotAuthorized,
+    Banned,
+    ConnectionRateExceeded,
+    ClientIdentifierNotValid,
+    QuotaExceeded,
+}
+
+impl RefusalCode {
+    pub const ALL: [RefusalCode; 6] = [
+        RefusalCode::BadUsernameOrPassword,
+        RefusalCode::NotAuthorized,
+        RefusalCode::Banned,
+        RefusalCode::ConnectionRateExceeded,
+        RefusalCode::ClientIdentifierNotValid,
+        RefusalCode::QuotaExceeded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalCode::BadUsernameOrPassword => "bad_username_or_password",
+            RefusalCode::NotAuthorized => "not_authorized",
+            RefusalCode::Banned => "banned",
+            RefusalCode::ConnectionRateExceeded => "connection_rate_exceeded",
+            RefusalCode::ClientIdentifierNotValid => "client_identifier_not_valid",
+            RefusalCode::QuotaExceeded => "quota_exceeded",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+

@@ -5,27 +5,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 use rustler::{Atom, Binary, Encoder, Env, Error, NifResult, Term};
-use warden_core::firewall::{AuthRequest, Decision, Listener, PasswordStep, PendingAuth, Step};
+use warden_core::firewall::{AuthRequest, Decision, Listener, PasswordStep, Step};
 use warden_core::obfuscation::{Cipher, KdfHash, Obfuscation};
 use warden_core::registry::{Applied, ConnectInfo};
 use warden_core::types::{Millis, ProcId, Protocol};
 use zeroize::Zeroizing;
 
 use crate::timing::{self, Nif};
-use crate::pending::PENDING;
+use crate::pending::{AuthContext, PENDING};
 use crate::state::{now, Hook, RegistrySessions, WARDEN};
 use crate::{atoms, decode, encode};
-
-/// What survives between the auth steps (see `pending`): the firewall's
-/// pending decision, which holds the request and is bound to the policy
-/// snapshot it started with, the connection process it is for, and, for
-/// the slow step, the password the normal step decoded (wiped on drop: the
-/// clear password never becomes an Erlang term when the NIF decrypted it).
-pub struct AuthContext {
-    pending: Box<PendingAuth>,
-    pub conn: ProcId,
-    password: Option<Zeroizing<Vec<u8>>>,
-}
 
 /// The node's `credentials_obfuscation` settings, set by the Erlang side
 /// (`vmq_warden_obfuscation`), so that `{encrypted, B}` passwords are

@@ -13,9 +13,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use ahash::RandomState;
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
+use warden_core::firewall::PendingAuth;
 use warden_core::types::{Millis, ProcId};
+use zeroize::Zeroizing;
 
-use crate::hooks::AuthContext;
+/// What survives between the auth steps: the firewall's
+/// pending decision, which holds the request and is bound to the policy
+/// snapshot it started with, the connection process it is for, and, for
+/// the slow step, the password the normal step decoded (wiped on drop: the
+/// clear password never becomes an Erlang term when the NIF decrypted it).
+pub struct AuthContext {
+    pub pending: Box<PendingAuth>,
+    pub conn: ProcId,
+    pub password: Option<Zeroizing<Vec<u8>>>,
+}
 
 const SHARDS: usize = 16;
 /// Far above the number of connects that can be between two steps at once

@@ -5,9 +5,9 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use serde::Deserialize;
 
 use super::*;
+pub use crate::types::{Listener, RefusalCode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnknownUser {
@@ -72,15 +72,6 @@ impl Default for FirewallConfig {
     }
 }
 
-/// The listener a client connected to (from the 6-/7-arity metadata map).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Listener {
-    pub port: Option<u16>,
-    /// tcp, ssl, ws, wss, ... (broker spellings such as mqtts/mqttws are folded).
-    pub kind: Option<String>,
-    pub addr: Option<IpAddr>,
-}
-
 #[derive(Clone, Debug)]
 pub struct AuthRequest {
     pub key: SubscriberKey,
@@ -107,46 +98,6 @@ pub struct Refusal {
     pub code: RefusalCode,
     /// `step-or-rule: human reason`. Never contains a password or hash.
     pub reason: String,
-}
-
-/// VerneMQ's MQTT 5 reason-code names. For MQTT 3 the NIF maps
-/// `BadUsernameOrPassword` to `{error, invalid_credentials}` and any other to
-/// `{error, Code}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RefusalCode {
-    BadUsernameOrPassword,
-    NotAuthorized,
-    Banned,
-    ConnectionRateExceeded,
-    ClientIdentifierNotValid,
-    QuotaExceeded,
-}
-
-impl RefusalCode {
-    pub const ALL: [RefusalCode; 6] = [
-        RefusalCode::BadUsernameOrPassword,
-        RefusalCode::NotAuthorized,
-        RefusalCode::Banned,
-        RefusalCode::ConnectionRateExceeded,
-        RefusalCode::ClientIdentifierNotValid,
-        RefusalCode::QuotaExceeded,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RefusalCode::BadUsernameOrPassword => "bad_username_or_password",
-            RefusalCode::NotAuthorized => "not_authorized",
-            RefusalCode::Banned => "banned",
-            RefusalCode::ConnectionRateExceeded => "connection_rate_exceeded",
-            RefusalCode::ClientIdentifierNotValid => "client_identifier_not_valid",
-            RefusalCode::QuotaExceeded => "quota_exceeded",
-        }
-    }
-
-    pub(super) fn index(self) -> usize {
-        self as usize
-    }
 }
 
 /// Session counts from the registry.

@@ -17,8 +17,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::credentials::PasswordHash;
-use crate::firewall::{Listener, RefusalCode};
-use crate::types::{Protocol, SubscriberKey};
+use crate::types::{Listener, Protocol, RefusalCode, SubscriberKey};
 
 /// Larger policy files are refused (a policy is a hand-written text).
 pub const MAX_POLICY_FILE_SIZE: u64 = 16 * 1024 * 1024;
