@@ -706,7 +706,7 @@ pub(super) static DEFAULT_DECOY: Lazy<PasswordHash> = Lazy::new(|| {
 /// unknown user is not told apart from a known one by timing.
 ///
 /// The firewall does not use it: it checks unknown names against a decoy
-/// of a known user's class (`Decoys` in firewall.rs); kept for the fuzz
+/// of a known user's class (`Decoys` in firewall/identity.rs); kept for the fuzz
 /// targets.
 pub fn dummy_verify(password: &[u8]) {
     let _ = DEFAULT_DECOY.verify(password);

@@ -3,7 +3,7 @@
 //!
 //! Unknown names (`unknown_user = deny`) are checked against a decoy of a
 //! known user's cost class ([`PasswordHash::decoy`], picked per name by
-//! `Decoys` in firewall.rs).
+//! `Decoys` in firewall/identity.rs).
 //!
 //! Formats, limits and the slow/fast split: see [`hash`].
 
