@@ -10,7 +10,7 @@
 //! released. Lock order when both are held: record shard, then user shard.
 //!
 //! State machine: see docs/DESIGN.md "Registry state machine" and
-//! `record.rs`. The rules chosen for ambiguous cases are listed on
+//! `record/`. The rules chosen for ambiguous cases are listed on
 //! [`Registry`].
 
 mod history;
@@ -390,7 +390,7 @@ fn hash_parts(hasher: &RandomState, (mp, cid): (&[u8], &[u8])) -> u64 {
 ///
 /// The rules for the orders the broker produces, and the cases it leaves
 /// ambiguous, are in docs/DESIGN.md ("Registry state machine") and on the
-/// events in record.rs; `model_tests.rs` restates them in the simplest code.
+/// events in record/mod.rs; `model_tests.rs` restates them in the simplest code.
 /// The per-user index counts, per record, the distinct users of its online
 /// session and its pending connects: a takeover by the same user is one
 /// session. It is keyed by a keyed 64-bit hash of the username.

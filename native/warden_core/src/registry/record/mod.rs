@@ -5,12 +5,15 @@
 //! shard lock is released. Key, username and pending connect live in the
 //! shard's [`Store`] (pool.rs), so reads take it as an argument.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
 use crate::types::{Millis, Peer, ProcId, Protocol, SubscriberKey};
 
 use super::pool::{BytePool, Bytes, Slot, Table, NONE};
 use super::{Applied, BrokerSession, ConnectInfo, EndReason, Ending, KeyRef, Reconciled, SessionState, SessionView};
+
+mod packed;
+mod pending_list;
+
+use packed::*;
 
 /// What a shard's records keep outside themselves (pool.rs says why).
 pub(super) struct Store {
@@ -85,39 +88,6 @@ pub(super) struct Pending {
     woken: Option<ProcId>,
 }
 
-/// Times are stored in 48 bits (milliseconds up to the year 10889; larger
-/// values saturate), which keeps the record at 96 bytes.
-#[derive(Clone, Copy)]
-struct T48([u8; 6]);
-
-impl T48 {
-    const MAX: u64 = (1 << 48) - 1;
-    fn new(ms: Millis) -> T48 {
-        let b = ms.min(Self::MAX).to_le_bytes();
-        T48([b[0], b[1], b[2], b[3], b[4], b[5]])
-    }
-    fn get(self) -> Millis {
-        let b = self.0;
-        u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], 0, 0])
-    }
-}
-
-// Bits of `Record::bits`. The session bits describe the current session.
-const HAS_CUR: u16 = 1;
-const HAS_CONN: u16 = 1 << 1;
-const HAS_QUEUE: u16 = 1 << 2;
-const ONLINE: u16 = 1 << 3;
-/// on_register seen for `conn`.
-const REGISTERED: u16 = 1 << 4;
-const CLEAN: u16 = 1 << 5;
-const MQTT5: u16 = 1 << 6;
-const PEER_V4: u16 = 1 << 7;
-const PEER_V6: u16 = 1 << 8;
-/// `kb` holds a username after the key (kept across sessions so that the
-/// same user's next session reuses the block).
-const HAS_USER: u16 = 1 << 9;
-const SESSION_BITS: u16 = HAS_CUR | HAS_CONN | HAS_QUEUE | ONLINE | REGISTERED | CLEAN | MQTT5 | PEER_V4 | PEER_V6;
-
 /// A current session as the transitions build it.
 struct NewSession<'u> {
     gen: u64,
@@ -138,31 +108,6 @@ enum UserIn<'u> {
     No,
     Ext(&'u [u8]),
     Pooled(&'u Bytes),
-}
-
-/// The varint of `n` in `buf`; returns its length.
-fn put_varint(buf: &mut [u8; 10], mut n: usize) -> usize {
-    let mut i = 0;
-    while n >= 0x80 {
-        buf[i] = (n as u8) | 0x80;
-        n >>= 7;
-        i += 1;
-    }
-    buf[i] = n as u8;
-    i + 1
-}
-
-fn read_varint(b: &[u8]) -> (usize, usize) {
-    let mut n = 0usize;
-    let mut shift = 0;
-    for (i, &c) in b.iter().enumerate() {
-        n |= ((c & 0x7f) as usize) << shift;
-        if c & 0x80 == 0 {
-            return (n, i + 1);
-        }
-        shift += 7;
-    }
-    unreachable!("truncated varint in a record key")
 }
 
 /// All that is known about one key, compact (one pool block for key and
@@ -240,250 +185,6 @@ impl Record {
             index_hash,
             last_end_reason: None,
         }
-    }
-
-    // ---- packed fields ----------------------------------------------------------
-
-    fn has(&self, b: u16) -> bool {
-        self.bits & b != 0
-    }
-    fn set(&mut self, b: u16, v: bool) {
-        if v {
-            self.bits |= b
-        } else {
-            self.bits &= !b
-        }
-    }
-    fn has_cur(&self) -> bool {
-        self.has(HAS_CUR)
-    }
-    fn online(&self) -> bool {
-        self.has(HAS_CUR) && self.has(ONLINE)
-    }
-    fn conn(&self) -> Option<ProcId> {
-        self.has(HAS_CONN).then_some(ProcId(self.conn))
-    }
-    fn queue(&self) -> Option<ProcId> {
-        self.has(HAS_QUEUE).then_some(ProcId(self.queue))
-    }
-    fn set_conn(&mut self, p: Option<ProcId>) {
-        self.set(HAS_CONN, p.is_some());
-        self.conn = p.map_or(0, |p| p.0);
-    }
-    fn set_queue(&mut self, p: Option<ProcId>) {
-        self.set(HAS_QUEUE, p.is_some());
-        self.queue = p.map_or(0, |p| p.0);
-    }
-    fn protocol(&self) -> Protocol {
-        if self.has(MQTT5) {
-            Protocol::Mqtt5
-        } else {
-            Protocol::Mqtt3
-        }
-    }
-    fn peer(&self) -> Option<Peer> {
-        let ip = if self.has(PEER_V4) {
-            IpAddr::V4(Ipv4Addr::new(self.ip[0], self.ip[1], self.ip[2], self.ip[3]))
-        } else if self.has(PEER_V6) {
-            IpAddr::V6(Ipv6Addr::from(self.ip))
-        } else {
-            return None;
-        };
-        Some(Peer {
-            ip,
-            port: self.port,
-        })
-    }
-    fn set_peer(&mut self, p: Option<Peer>) {
-        self.bits &= !(PEER_V4 | PEER_V6);
-        self.ip = [0; 16];
-        self.port = 0;
-        if let Some(p) = p {
-            self.port = p.port;
-            match p.ip {
-                IpAddr::V4(a) => {
-                    self.ip[..4].copy_from_slice(&a.octets());
-                    self.bits |= PEER_V4;
-                }
-                IpAddr::V6(a) => {
-                    self.ip = a.octets();
-                    self.bits |= PEER_V6;
-                }
-            }
-        }
-    }
-    /// Give the record's key bytes and pending connects back to the store:
-    /// it is leaving the shard.
-    pub fn release(&mut self, st: &mut Store) {
-        while self.pending != NONE {
-            let p = self.take_pending(st, self.pending);
-            if let Some(u) = p.username {
-                st.bytes.free(u);
-            }
-        }
-        st.bytes.free(std::mem::replace(&mut self.kb, Bytes::EMPTY));
-    }
-    /// The newest pending connect.
-    fn pending<'s>(&self, st: &'s Store) -> Option<&'s Pending> {
-        st.pending.get(self.pending)
-    }
-    /// Slots of the pending connects, newest first.
-    fn pending_slots(&self, st: &Store) -> ([u32; MAX_PENDING], usize) {
-        let mut out = [NONE; MAX_PENDING];
-        let mut n = 0;
-        let mut at = self.pending;
-        while let Some(p) = st.pending.get(at) {
-            if n == MAX_PENDING {
-                break;
-            }
-            out[n] = at;
-            n += 1;
-            at = p.next;
-        }
-        (out, n)
-    }
-    fn find_pending(&self, st: &Store, conn: ProcId) -> Option<u32> {
-        let (slots, n) = self.pending_slots(st);
-        slots[..n].iter().copied().find(|&i| st.pending.get(i).is_some_and(|p| p.conn == conn))
-    }
-    /// The pending connect that registered last, if any registered.
-    fn latest_registered(&self, st: &Store) -> Option<u32> {
-        let (slots, n) = self.pending_slots(st);
-        slots[..n]
-            .iter()
-            .copied()
-            .filter_map(|i| st.pending.get(i)?.registered.map(|order| (order, i)))
-            .max()
-            .map(|(_, i)| i)
-    }
-    fn woken(&self, st: &Store) -> Option<ProcId> {
-        self.pending(st).and_then(|p| p.woken)
-    }
-    fn set_woken(&mut self, st: &mut Store, q: Option<ProcId>) {
-        if let Some(head) = st.pending.get_mut(self.pending) {
-            head.woken = q;
-        }
-    }
-    /// Unlink the pending connect in `slot` (its username is still the
-    /// store's: the caller frees it). The head's woken queue stays with the
-    /// list.
-    fn take_pending(&mut self, st: &mut Store, slot: u32) -> Pending {
-        let (slots, n) = self.pending_slots(st);
-        let at = slots[..n].iter().position(|&i| i == slot).expect("not a pending connect of this record");
-        let mut p = st.pending.take(slot).expect("pending slot");
-        if at == 0 {
-            self.pending = p.next;
-            if let Some(head) = st.pending.get_mut(self.pending) {
-                head.woken = p.woken;
-            }
-        } else if let Some(prev) = st.pending.get_mut(slots[at - 1]) {
-            prev.next = p.next;
-        }
-        p.next = NONE;
-        p.woken = None;
-        p
-    }
-    /// A new pending connect at the head of the list; the oldest gives way
-    /// (`Abandoned`) when `MAX_PENDING` wait already.
-    fn push_pending(&mut self, cx: &mut Ctx<'_>, conn: ProcId, info: ConnectInfo<'_>, registered: bool) -> u64 {
-        let (slots, n) = self.pending_slots(cx.st);
-        if n == MAX_PENDING {
-            self.abandon_pending(cx, slots[n - 1]);
-        }
-        let gen = cx.new_gen();
-        let username = info.username.map(|u| cx.st.bytes.alloc(&[u]));
-        let woken = self.woken(cx.st);
-        self.set_woken(cx.st, None);
-        self.pending = cx.st.pending.insert(Pending {
-            gen,
-            conn,
-            created: cx.now,
-            peer: info.peer,
-            username,
-            clean: info.clean_session,
-            protocol: info.protocol,
-            registered: registered.then_some(gen),
-            next: self.pending,
-            woken,
-        });
-        self.set_times_change(cx.now);
-        gen
-    }
-    /// The current session's username.
-    fn user<'s>(&self, st: &'s Store) -> Option<&'s [u8]> {
-        (self.has(HAS_CUR) && self.has(HAS_USER)).then(|| &st.bytes.get(&self.kb)[self.key_len as usize..])
-    }
-    /// Store `u` after the key, in a new block only if it differs from the
-    /// one stored.
-    fn set_user(&mut self, bytes: &mut BytePool, u: UserIn<'_>) {
-        let k = self.key_len as usize;
-        let cur = bytes.get(&self.kb);
-        let stored = self.has(HAS_USER).then(|| &cur[k..]);
-        let new = match u {
-            UserIn::No => None,
-            UserIn::Ext(s) => Some(s),
-            UserIn::Pooled(b) => Some(bytes.get(b)),
-        };
-        if stored == new {
-            return;
-        }
-        // Both may be the pool's bytes: join them outside it first.
-        let total = k + new.map_or(0, <[u8]>::len);
-        let mut stack = [0u8; 256];
-        let mut heap = Vec::new();
-        let buf: &mut [u8] = if total <= stack.len() {
-            &mut stack[..total]
-        } else {
-            heap.resize(total, 0);
-            &mut heap
-        };
-        buf[..k].copy_from_slice(&cur[..k]);
-        if let Some(new) = new {
-            buf[k..].copy_from_slice(new);
-        }
-        let has_user = new.is_some();
-        let old = std::mem::replace(&mut self.kb, bytes.alloc(&[buf]));
-        bytes.free(old);
-        self.set(HAS_USER, has_user);
-    }
-    fn set_times_change(&mut self, now: Millis) {
-        self.last_change = T48::new(now);
-    }
-
-    /// Mountpoint and client id, borrowed from the store.
-    pub fn key_parts<'s>(&self, st: &'s Store) -> (&'s [u8], &'s [u8]) {
-        let kb = st.bytes.get(&self.kb);
-        let (mp_len, n) = read_varint(kb);
-        let key = &kb[..self.key_len as usize];
-        (&key[n..n + mp_len], &key[n + mp_len..])
-    }
-
-    pub fn key_eq(&self, st: &Store, mountpoint: &[u8], client_id: &[u8]) -> bool {
-        let (mp, cid) = self.key_parts(st);
-        mp == mountpoint && cid == client_id
-    }
-
-    pub fn key(&self, st: &Store) -> SubscriberKey {
-        let (mp, cid) = self.key_parts(st);
-        SubscriberKey::new(mp, cid)
-    }
-
-    fn set_cur(&mut self, bytes: &mut BytePool, s: NewSession<'_>) {
-        self.bits &= !SESSION_BITS;
-        self.bits |= HAS_CUR;
-        self.gen = s.gen;
-        self.set_conn(s.conn);
-        self.set_queue(s.queue);
-        self.set_peer(s.peer);
-        self.set_user(bytes, s.username);
-        self.set(ONLINE, s.online);
-        self.set(REGISTERED, s.registered);
-        self.set(CLEAN, s.clean);
-        self.set(MQTT5, s.protocol == Protocol::Mqtt5);
-    }
-
-    fn clear_cur(&mut self) {
-        self.bits &= !SESSION_BITS;
     }
 
     /// on_register carries peer, username and protocol but not the clean
