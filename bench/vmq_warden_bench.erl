@@ -27,6 +27,8 @@
 -export([main/1, run/1]).
 %% spawned
 -export([monitor_loop/2]).
+%% The machine's description and load, shared with warden_broker_bench.
+-export([load/0, cpu_model/0]).
 
 -define(BATCH, 100).
 -define(MON, vmq_warden_bench_mon).

@@ -85,7 +85,7 @@ run(Opts) ->
     Results = [round_(R, Connects, Creds) || R <- lists:seq(1, Rounds)],
     summary(Results, Connects),
     profile(Connects, Creds),
-    io:format("~nmachine load at end: ~s~n", [load()]),
+    io:format("~nmachine load at end: ~s~n", [vmq_warden_bench:load()]),
     io:format("Total broker bench time: ~.1f s~n",
               [(erlang:monotonic_time(millisecond) - T0) / 1000]),
     ok.
@@ -626,10 +626,10 @@ header(Opts, Connects, Rounds, Dir) ->
     io:format("vmq_warden benchmark under broker conditions (~s)~n",
               [case Opts of #{smoke := true} -> "smoke"; #{quick := true} -> "quick"; _ -> "full" end]),
     io:format("machine: ~s, ~p schedulers online, ~p dirty CPU schedulers, OTP ~s (erts ~s)~n",
-              [cpu_model(), erlang:system_info(schedulers_online),
+              [vmq_warden_bench:cpu_model(), erlang:system_info(schedulers_online),
                erlang:system_info(dirty_cpu_schedulers_online),
                erlang:system_info(otp_release), erlang:system_info(version)]),
-    io:format("machine load at start: ~s~n", [load()]),
+    io:format("machine load at start: ~s~n", [vmq_warden_bench:load()]),
     io:format("setup: ~p $6$ users (~s/passwd), policy ~s/policy.toml (network allow/deny, "
               "client_id pattern + \"{username}:*\", username rules, 1 deny rule), "
               "unknown_user = deny; plugin started with vmq_plugin_harness:enable(vmq_warden); "
@@ -642,29 +642,3 @@ header(Opts, Connects, Rounds, Dir) ->
               "or on_client_offline)~n", [Rounds, Connects, ?CONC]),
     ok.
 
-load() ->
-    L = case file:read_file("/proc/loadavg") of
-            {ok, B} -> lists:join(" ", lists:sublist(string:split(string:trim(B), " ", all), 3));
-            _ -> "?"
-        end,
-    P = case file:read_file("/proc/pressure/cpu") of
-            {ok, PB} ->
-                case re:run(PB, "some avg10=([0-9.]+) avg60=([0-9.]+)",
-                            [{capture, all_but_first, binary}]) of
-                    {match, [A10, A60]} -> io_lib:format(", CPU pressure some avg10=~s% avg60=~s%",
-                                                         [A10, A60]);
-                    _ -> ""
-                end;
-            _ -> ""
-        end,
-    io_lib:format("loadavg ~s (~p CPUs)~s", [L, erlang:system_info(logical_processors_available), P]).
-
-cpu_model() ->
-    case file:read_file("/proc/cpuinfo") of
-        {ok, Bin} ->
-            case re:run(Bin, "model name\\s*:\\s*([^\\n]*)", [{capture, all_but_first, binary}]) of
-                {match, [M]} -> binary_to_list(M);
-                _ -> "unknown CPU"
-            end;
-        _ -> "unknown CPU"
-    end.
