@@ -9,6 +9,7 @@ use std::sync::{Arc, Barrier};
 use super::record::MAX_PENDING;
 use super::tests::key;
 use super::*;
+use crate::types::{Peer, Protocol, SubscriberKey};
 
 /// xorshift64*: tiny deterministic PRNG.
 struct Rng(u64);

@@ -5,6 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::*;
+use crate::types::{Peer, Protocol, SubscriberKey};
+use crate::IpNet;
 
 const S1: ProcId = ProcId(101);
 const S2: ProcId = ProcId(102);
