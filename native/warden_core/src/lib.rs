@@ -18,5 +18,6 @@ pub mod loglimit;
 pub mod obfuscation;
 pub mod policy;
 pub mod types;
+pub mod warden;
 
 pub use ipnet::IpNet;

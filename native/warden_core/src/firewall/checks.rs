@@ -32,9 +32,7 @@ pub(super) fn post_checks(
         }
     }
     let mut mods = settings.modifiers.resolve(&req.key);
-    // The registry holds the session under the subscriber id the client
-    // registers with, i.e. after a mountpoint rewrite.
-    let key = mods.subscriber_id.as_ref().unwrap_or(&req.key);
+    let key = mods.registered_key(&req.key);
     if bind {
         if let Some(Some(owner)) = sessions.owner_of(key) {
             if identity != Some(owner.as_slice()) {

@@ -87,6 +87,12 @@ macro_rules! overlay_fields {
 }
 
 impl Modifiers {
+    /// The subscriber id the client registers with: after a mountpoint
+    /// rewrite, the rewritten one. The registry keeps the session under it.
+    pub fn registered_key<'a>(&'a self, requested: &'a SubscriberKey) -> &'a SubscriberKey {
+        self.subscriber_id.as_ref().unwrap_or(requested)
+    }
+
     /// Every field set in `top` replaces the one here.
     pub fn overlay(&mut self, top: &Modifiers) {
         overlay_fields!(

@@ -1,0 +1,309 @@
+//! The facade the NIF calls: one `Warden` owns the firewall, the registry,
+//! the auth contexts between the steps of a login, the slow-verification
+//! slots, the password decryption settings and the hook counters. Each hook
+//! is one call in and one answer out; the NIF only converts terms.
+
+mod error;
+mod pending;
+mod sessions;
+mod settings;
+mod slots;
+#[cfg(test)]
+mod tests;
+
+use parking_lot::RwLock;
+use zeroize::Zeroizing;
+
+use crate::firewall::{AuthRequest, Decision, Firewall, FirewallConfig, PasswordStep, Step};
+use crate::obfuscation::Obfuscation;
+use crate::registry::{Applied, ConnectInfo, KeyRef, Registry, RegistryConfig};
+use crate::striped::StripedCounters;
+use crate::types::{Millis, ProcId, Protocol};
+
+pub use error::WardenError;
+pub use pending::AuthContext;
+use pending::PendingAuths;
+use sessions::RegistrySessions;
+pub use settings::{SettingValue, Settings};
+pub use slots::{SlotsInfo, MAX_SLOTS};
+use slots::SlowSlots;
+
+/// The broker's hooks, as counted for `stats/0` and the broker's metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    AuthOnRegister,
+    OnRegister,
+    OnClientWakeup,
+    OnClientOffline,
+    OnClientGone,
+    OnSessionExpired,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 6] =
+        [Hook::AuthOnRegister, Hook::OnRegister, Hook::OnClientWakeup, Hook::OnClientOffline, Hook::OnClientGone, Hook::OnSessionExpired];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::AuthOnRegister => "auth_on_register",
+            Hook::OnRegister => "on_register",
+            Hook::OnClientWakeup => "on_client_wakeup",
+            Hook::OnClientOffline => "on_client_offline",
+            Hook::OnClientGone => "on_client_gone",
+            Hook::OnSessionExpired => "on_session_expired",
+        }
+    }
+}
+
+/// What the queue process reports (on_client_wakeup / offline / gone,
+/// on_session_expired).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueEvent {
+    Wakeup,
+    Offline,
+    Gone,
+    Expired,
+}
+
+/// The password an auth step is given, as the broker handed it.
+#[derive(Clone, Copy, Debug)]
+pub enum Password<'a> {
+    Absent,
+    Clear(&'a [u8]),
+    /// VerneMQ 2.x's `{encrypted, B}`: decrypted here with the node's
+    /// `credentials_obfuscation` settings when they are known.
+    Encrypted(&'a [u8]),
+}
+
+/// The answer of one auth step.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AuthStep {
+    /// The hook's answer, for this protocol.
+    Decided(Decision, Protocol),
+    /// No slow-verification slot came free within the hook's wait: refused
+    /// as server busy, not counted as a failed login.
+    ServerBusy(Protocol),
+    /// Call `auth_password` with this token and the password.
+    NeedPassword(u64),
+    /// Call `auth_password_slow` on a dirty scheduler.
+    NeedSlowHash,
+    /// The password could not be decrypted here: decrypt it through the
+    /// broker's library and call `auth_password` again with the clear text.
+    NeedPlaintext,
+    /// Every slow-verification slot is taken: wait, then call
+    /// `auth_password_slow` again or give up with `auth_busy`.
+    SlotsTaken,
+}
+
+/// Calls per hook, striped: every scheduler counts every hook.
+type HookCounters = StripedCounters<{ Hook::ALL.len() }>;
+
+pub struct Warden {
+    pub registry: Registry,
+    pub firewall: Firewall,
+    hooks: HookCounters,
+    auths: PendingAuths,
+    slots: SlowSlots,
+    obfuscation: RwLock<Option<Obfuscation>>,
+}
+
+impl Default for Warden {
+    fn default() -> Self {
+        Warden::new(RegistryConfig::default(), FirewallConfig::default())
+    }
+}
+
+/// Every counter of `stats/0` that is not the firewall's or the registry's own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WardenCounters {
+    pub hook_calls: Vec<(Hook, u64)>,
+    pub auth_in_flight: u64,
+    pub server_busy: u64,
+}
+
+impl Warden {
+    pub fn new(registry: RegistryConfig, firewall: FirewallConfig) -> Warden {
+        Warden {
+            registry: Registry::new(registry),
+            firewall: Firewall::new(firewall),
+            hooks: HookCounters::default(),
+            auths: PendingAuths::default(),
+            slots: SlowSlots::default(),
+            obfuscation: RwLock::new(None),
+        }
+    }
+
+    // ---- auth_on_register ------------------------------------------------------
+
+    /// The first step: rules, bans, rates; a password check, if one is
+    /// needed, is left under the returned token for `conn`.
+    pub fn auth_begin(&self, req: AuthRequest, conn: ProcId, now: Millis) -> Result<AuthStep, WardenError> {
+        self.hooks.bump(Hook::AuthOnRegister as usize);
+        match self.firewall.begin(req, &RegistrySessions(&self.registry), now) {
+            Step::Done(decision, req) => Ok(self.decided(&req, conn, decision, now)),
+            Step::NeedPassword(pending) => self
+                .auths
+                .insert(AuthContext { pending, conn, password: None }, now)
+                .map(AuthStep::NeedPassword)
+                .ok_or(WardenError::AuthTableFull),
+        }
+    }
+
+    /// The password step on a normal scheduler: a cached verification or a
+    /// fast hash decides here.
+    pub fn auth_password(&self, token: u64, caller: ProcId, password: Password<'_>, now: Millis) -> Result<AuthStep, WardenError> {
+        let mut ctx = self.auths.take(token, caller).ok_or(WardenError::UnknownAuth)?;
+        let password = match password {
+            Password::Absent => None,
+            Password::Clear(p) => Some(Zeroizing::new(p.to_vec())),
+            Password::Encrypted(e) => match self.obfuscation.read().as_ref().and_then(|o| o.decrypt(e)) {
+                Some(p) => Some(p),
+                None => return self.keep(token, ctx, now, AuthStep::NeedPlaintext),
+            },
+        };
+        let sessions = RegistrySessions(&self.registry);
+        match self.firewall.with_password(&ctx.pending, password.as_deref().map(Vec::as_slice), &sessions, now) {
+            PasswordStep::Done(decision) => Ok(self.decided(ctx.pending.request(), ctx.conn, decision, now)),
+            PasswordStep::NeedSlowHash => {
+                ctx.password = password;
+                self.keep(token, ctx, now, AuthStep::NeedSlowHash)
+            }
+        }
+    }
+
+    /// The slow hash, on a dirty scheduler, within a slot; `clock` is read
+    /// again after the hash, which may take a while.
+    pub fn auth_password_slow(&self, token: u64, caller: ProcId, clock: impl Fn() -> Millis) -> Result<AuthStep, WardenError> {
+        let Some(_slot) = self.slots.try_acquire() else {
+            return Ok(AuthStep::SlotsTaken);
+        };
+        let ctx = self.auths.take(token, caller).ok_or(WardenError::UnknownAuth)?;
+        let sessions = RegistrySessions(&self.registry);
+        let decision = self.firewall.verify_slow(&ctx.pending, ctx.password.as_deref().map(Vec::as_slice), &sessions, clock());
+        Ok(self.decided(ctx.pending.request(), ctx.conn, decision, clock()))
+    }
+
+    /// No slot came free within the hook's wait.
+    pub fn auth_busy(&self, token: u64, caller: ProcId) -> Result<AuthStep, WardenError> {
+        let ctx = self.auths.take(token, caller).ok_or(WardenError::UnknownAuth)?;
+        self.slots.count_busy();
+        let req = ctx.pending.request();
+        tracing::info!(
+            target: "vmq_warden::audit",
+            code = "server_busy",
+            reason = "credentials: no slow-verification slot free in time",
+            client_id = %String::from_utf8_lossy(&req.key.client_id[..req.key.client_id.len().min(256)]),
+            peer = %req.peer.map(|p| p.ip.to_string()).unwrap_or_default(),
+            "connection refused"
+        );
+        Ok(AuthStep::ServerBusy(req.protocol))
+    }
+
+    fn keep(&self, token: u64, ctx: AuthContext, now: Millis, step: AuthStep) -> Result<AuthStep, WardenError> {
+        if self.auths.put(token, ctx, now) {
+            Ok(step)
+        } else {
+            Err(WardenError::AuthTableFull)
+        }
+    }
+
+    /// An accepted client becomes a pending connect in the registry, under
+    /// the subscriber id it will register with.
+    fn decided(&self, req: &AuthRequest, conn: ProcId, decision: Decision, now: Millis) -> AuthStep {
+        if let Decision::Accept(mods) = &decision {
+            let info = ConnectInfo {
+                peer: req.peer,
+                // A certificate identity renames the session (the `username`
+                // modifier): it counts toward that user's max_sessions.
+                username: mods.username.as_deref().or(req.username.as_deref()),
+                clean_session: mods.clean_session.unwrap_or(req.clean_session),
+                protocol: req.protocol,
+            };
+            self.registry.auth_accepted(mods.registered_key(&req.key), conn, info, now);
+        }
+        AuthStep::Decided(decision, req.protocol)
+    }
+
+    // ---- the lifecycle hooks ----------------------------------------------------
+
+    /// on_register / on_register_m5, from the connection process.
+    pub fn registered(&self, key: KeyRef<'_>, conn: ProcId, info: ConnectInfo<'_>, now: Millis) -> Applied {
+        self.hooks.bump(Hook::OnRegister as usize);
+        self.registry.registered(key, conn, info, now)
+    }
+
+    /// The queue process's events.
+    pub fn queue_event(&self, event: QueueEvent, key: KeyRef<'_>, queue: ProcId, now: Millis) -> Applied {
+        let r = &self.registry;
+        match event {
+            QueueEvent::Wakeup => {
+                self.hooks.bump(Hook::OnClientWakeup as usize);
+                r.woke_up(key, queue, now)
+            }
+            QueueEvent::Offline => {
+                self.hooks.bump(Hook::OnClientOffline as usize);
+                r.went_offline(key, queue, now)
+            }
+            QueueEvent::Gone => {
+                self.hooks.bump(Hook::OnClientGone as usize);
+                r.gone(key, queue, now)
+            }
+            QueueEvent::Expired => {
+                self.hooks.bump(Hook::OnSessionExpired as usize);
+                r.expired(key, queue, now)
+            }
+        }
+    }
+
+    // ---- settings and upkeep ----------------------------------------------------
+
+    /// Applies parsed settings at once (parse them with [`Settings::parse`]:
+    /// nothing changes unless every one was valid).
+    pub fn configure(&self, settings: &Settings) {
+        if let Some(n) = settings.history_size {
+            self.registry.set_history_size(n);
+        }
+        if let Some(ms) = settings.pending_ttl_ms {
+            self.registry.set_pending_ttl(ms);
+        }
+        self.firewall.reconfigure(settings.firewall.clone());
+    }
+
+    /// The node's `credentials_obfuscation` settings (`None`: unsupported,
+    /// `{encrypted, _}` passwords then go through the broker's library).
+    pub fn set_obfuscation(&self, obfuscation: Option<Obfuscation>) {
+        *self.obfuscation.write() = obfuscation;
+    }
+
+    /// Sets how many slow verifications may run at once; the previous limit.
+    pub fn set_slow_slots(&self, n: usize) -> Result<usize, WardenError> {
+        self.slots.set_limit(n).ok_or(WardenError::BadSlots)
+    }
+
+    pub fn slow_slots_info(&self) -> SlotsInfo {
+        self.slots.take_info()
+    }
+
+    pub fn counters(&self) -> WardenCounters {
+        WardenCounters {
+            hook_calls: Hook::ALL.iter().map(|h| (*h, self.hooks.get(*h as usize))).collect(),
+            auth_in_flight: self.auths.len() as u64,
+            server_busy: self.slots.busy(),
+        }
+    }
+
+    /// Periodic clean-up: connects accepted but never registered, auth
+    /// contexts whose next step never came, idle rate-limit and ban entries.
+    pub fn sweep(&self, now: Millis) -> usize {
+        self.registry.sweep(now) + self.auths.sweep(now) + self.firewall.sweep_limits(now)
+    }
+
+    /// Forget every runtime state: sessions, endings, bans, cached
+    /// verifications and auth contexts in flight.
+    pub fn reset(&self) {
+        self.registry.clear();
+        self.firewall.clear_bans(crate::firewall::BanSelector::All);
+        self.firewall.clear_cache();
+        self.auths.clear();
+    }
+}

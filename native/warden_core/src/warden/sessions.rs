@@ -1,0 +1,32 @@
+//! What the firewall asks the registry about live sessions (`max_sessions`,
+//! `client_id.bind_to_user`): which states count as a live session.
+
+use crate::firewall::LiveSessions;
+use crate::registry::{Registry, SessionState};
+use crate::types::SubscriberKey;
+
+pub(super) struct RegistrySessions<'a>(pub &'a Registry);
+
+impl LiveSessions for RegistrySessions<'_> {
+    fn live_sessions_of_user(&self, username: &[u8]) -> usize {
+        self.0.live_sessions_of_user(username)
+    }
+
+    /// A client id stays bound to its user while the broker keeps its
+    /// session, online or offline.
+    fn owner_of(&self, key: &SubscriberKey) -> Option<Option<Vec<u8>>> {
+        self.0
+            .lookup(key)
+            .filter(|s| matches!(s.state, SessionState::Online | SessionState::Offline))
+            .map(|s| s.username.map(Vec::from))
+    }
+
+    /// A reconnect of a client id that is online or about to be (accepted,
+    /// not yet registered) replaces that session instead of adding one.
+    fn has_live_session(&self, username: &[u8], key: &SubscriberKey) -> bool {
+        self.0.lookup(key).is_some_and(|s| {
+            matches!(s.state, SessionState::Online | SessionState::Authenticated)
+                && s.username.as_deref() == Some(username)
+        })
+    }
+}

@@ -1,0 +1,226 @@
+//! The facade end to end: every hook as the NIF calls it, with the
+//! example policy of docs/.
+
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+
+use super::*;
+use crate::credentials::PasswordFile;
+use crate::firewall::{Listener, RefusalCode};
+use crate::obfuscation::{Cipher, KdfHash};
+use crate::policy::Policy;
+use crate::registry::SessionState;
+use crate::types::{Peer, SubscriberKey};
+
+const EXAMPLE: &str = include_str!("../../../../docs/policy.example.toml");
+const CONN: ProcId = ProcId(1);
+const QUEUE: ProcId = ProcId(2);
+const T0: Millis = 1_700_000_000_000;
+
+fn warden() -> Warden {
+    let w = Warden::default();
+    w.firewall.install(Policy::parse(EXAMPLE, "policy.toml").unwrap(), PasswordFile::parse("", "passwd"));
+    w
+}
+
+fn request(client_id: &str, user: Option<&str>) -> AuthRequest {
+    AuthRequest {
+        key: SubscriberKey::new(&b""[..], client_id.as_bytes()),
+        peer: Some(Peer { ip: "10.1.2.3".parse::<IpAddr>().unwrap(), port: 40000 }),
+        username: user.map(|u| u.as_bytes().to_vec()),
+        has_password: user.is_some(),
+        clean_session: false,
+        protocol: Protocol::Mqtt5,
+        listener: Some(Listener { port: Some(1883), kind: Some("tcp".into()), addr: None }),
+        client_cert: None,
+    }
+}
+
+/// auth_on_register as the hook wrapper runs it: begin, then the password.
+fn login(w: &Warden, client_id: &str, user: &str, password: &[u8], conn: ProcId) -> AuthStep {
+    match w.auth_begin(request(&format!("{user}:{client_id}"), Some(user)), conn, T0).unwrap() {
+        AuthStep::NeedPassword(token) => w.auth_password(token, conn, Password::Clear(password), T0).unwrap(),
+        other => other,
+    }
+}
+
+fn refusal(step: &AuthStep) -> Option<RefusalCode> {
+    match step {
+        AuthStep::Decided(Decision::Refuse(r), _) => Some(r.code),
+        _ => None,
+    }
+}
+
+fn accepted(step: &AuthStep) -> bool {
+    matches!(step, AuthStep::Decided(Decision::Accept(_), Protocol::Mqtt5))
+}
+
+/// alice's client id `alice:<id>`, under the devices group's mountpoint.
+fn devices_key(id: &str) -> SubscriberKey {
+    SubscriberKey::new(&b"devices"[..], format!("alice:{id}").into_bytes())
+}
+
+fn register(w: &Warden, key: &SubscriberKey, conn: ProcId, queue: ProcId, user: &str) {
+    let info = ConnectInfo { peer: None, username: Some(user.as_bytes()), clean_session: false, protocol: Protocol::Mqtt5 };
+    assert_eq!(w.registered(key.into(), conn, info, T0 + 1), Applied::Applied);
+    assert_eq!(w.queue_event(QueueEvent::Wakeup, key.into(), queue, T0 + 2), Applied::Applied);
+}
+
+#[test]
+fn an_accepted_login_is_kept_under_the_subscriber_id_it_registers_with() {
+    let w = warden();
+    assert!(accepted(&login(&w, "c1", "alice", b"alice-secret", CONN)));
+    // The devices group rewrites the mountpoint: the pending connect is
+    // under the rewritten id, not the requested one.
+    assert_eq!(w.registry.lookup(&devices_key("c1")).map(|s| s.state), Some(SessionState::Authenticated));
+    assert!(w.registry.lookup(&SubscriberKey::new(&b""[..], &b"alice:c1"[..])).is_none());
+    register(&w, &devices_key("c1"), CONN, QUEUE, "alice");
+    assert_eq!(w.registry.lookup(&devices_key("c1")).map(|s| s.state), Some(SessionState::Online));
+    assert_eq!(w.queue_event(QueueEvent::Gone, (&devices_key("c1")).into(), QUEUE, T0 + 3), Applied::Applied);
+    assert_eq!(w.queue_event(QueueEvent::Gone, (&devices_key("c1")).into(), QUEUE, T0 + 4), Applied::Unknown);
+    let calls = w.counters().hook_calls;
+    let of = |h: Hook| calls.iter().find(|(k, _)| *k == h).map(|(_, n)| *n);
+    assert_eq!(
+        [of(Hook::AuthOnRegister), of(Hook::OnRegister), of(Hook::OnClientWakeup), of(Hook::OnClientGone), of(Hook::OnClientOffline)],
+        [Some(1), Some(1), Some(1), Some(2), Some(0)]
+    );
+    assert_eq!(w.counters().auth_in_flight, 0);
+}
+
+#[test]
+fn a_refused_login_leaves_nothing_behind() {
+    let w = warden();
+    assert_eq!(refusal(&login(&w, "c1", "alice", b"wrong", CONN)), Some(RefusalCode::BadUsernameOrPassword));
+    assert!(w.registry.lookup(&devices_key("c1")).is_none());
+    assert_eq!(w.counters().auth_in_flight, 0);
+}
+
+#[test]
+fn an_auth_context_belongs_to_its_process_and_is_used_once() {
+    let w = warden();
+    let AuthStep::NeedPassword(token) = w.auth_begin(request("alice:c1", Some("alice")), CONN, T0).unwrap() else {
+        panic!("expected a password step")
+    };
+    assert_eq!(w.auth_password(token, ProcId(99), Password::Clear(b"alice-secret"), T0), Err(WardenError::UnknownAuth));
+    assert!(accepted(&w.auth_password(token, CONN, Password::Clear(b"alice-secret"), T0).unwrap()));
+    assert_eq!(w.auth_password(token, CONN, Password::Clear(b"alice-secret"), T0), Err(WardenError::UnknownAuth));
+    assert_eq!(w.auth_busy(token, CONN), Err(WardenError::UnknownAuth));
+}
+
+// Made with credentials_obfuscation 3.4.0 (see obfuscation.rs): "s3cret!".
+const SECRET: &[u8] = b"vmq-node-secret-0123456789abcdef";
+const ENCRYPTED: &[u8] = b"KIoUIOU7FtPqWa4UWfbz5ZD91B2UbRwwJA6D/E9PHgeodFdyWgha/Y2/s6lZS5K37r9gl81NFchvYjYcS53KgVsl4HgJjVEJAGDZaVRIv/o=";
+
+#[test]
+fn an_encrypted_password_is_decrypted_here_or_handed_back_for_the_library() {
+    let w = warden();
+    let begin = |w: &Warden| match w.auth_begin(request("alice:c1", Some("alice")), CONN, T0).unwrap() {
+        AuthStep::NeedPassword(t) => t,
+        other => panic!("{other:?}"),
+    };
+    // No settings yet: the Erlang side must decrypt, and the context waits.
+    let token = begin(&w);
+    assert_eq!(w.auth_password(token, CONN, Password::Encrypted(ENCRYPTED), T0), Ok(AuthStep::NeedPlaintext));
+    assert_eq!(w.counters().auth_in_flight, 1);
+    assert_eq!(refusal(&w.auth_password(token, CONN, Password::Clear(b"s3cret!"), T0).unwrap()), Some(RefusalCode::BadUsernameOrPassword));
+    // With the node's settings the password is decrypted here ("s3cret!" is
+    // not alice's password: a refusal proves it was read).
+    w.set_obfuscation(Obfuscation::new(Cipher::Aes128Cbc, KdfHash::Sha256, 1, SECRET));
+    let token = begin(&w);
+    assert_eq!(refusal(&w.auth_password(token, CONN, Password::Encrypted(ENCRYPTED), T0).unwrap()), Some(RefusalCode::BadUsernameOrPassword));
+    assert_eq!(w.counters().auth_in_flight, 0);
+}
+
+#[test]
+fn slow_hashes_wait_for_a_slot_and_give_up_as_server_busy() {
+    let w = warden();
+    w.firewall.force_slow.store(true, Ordering::Relaxed);
+    assert_eq!(w.set_slow_slots(0), Err(WardenError::BadSlots));
+    assert_eq!(w.set_slow_slots(MAX_SLOTS + 1), Err(WardenError::BadSlots));
+    assert_eq!(w.set_slow_slots(1), Ok(1));
+    let step = |client_id: &str, conn: ProcId| match w.auth_begin(request(&format!("alice:{client_id}"), Some("alice")), conn, T0).unwrap() {
+        AuthStep::NeedPassword(t) => {
+            assert_eq!(w.auth_password(t, conn, Password::Clear(b"alice-secret"), T0), Ok(AuthStep::NeedSlowHash));
+            t
+        }
+        other => panic!("{other:?}"),
+    };
+    let (t1, t2) = (step("c1", ProcId(11)), step("c2", ProcId(12)));
+    let held = w.slots.try_acquire().unwrap();
+    assert_eq!(w.auth_password_slow(t1, ProcId(11), || T0), Ok(AuthStep::SlotsTaken));
+    assert_eq!(w.auth_busy(t2, ProcId(12)), Ok(AuthStep::ServerBusy(Protocol::Mqtt5)));
+    drop(held);
+    assert!(accepted(&w.auth_password_slow(t1, ProcId(11), || T0).unwrap()));
+    let info = w.slow_slots_info();
+    assert_eq!((info.limit, info.running, info.peak, info.busy), (1, 0, 1, 1));
+    assert_eq!(w.counters().server_busy, 1);
+    assert_eq!(w.counters().auth_in_flight, 0);
+}
+
+#[test]
+fn max_sessions_counts_the_registry_s_live_sessions() {
+    let w = warden();
+    for (i, cid) in ["a", "b", "c"].into_iter().enumerate() {
+        let conn = ProcId(100 + i as u64);
+        assert!(accepted(&login(&w, cid, "alice", b"alice-secret", conn)), "{cid}");
+        register(&w, &devices_key(cid), conn, ProcId(200 + i as u64), "alice");
+    }
+    // alice's own max_sessions = 3
+    assert_eq!(refusal(&login(&w, "d", "alice", b"alice-secret", ProcId(110))), Some(RefusalCode::QuotaExceeded));
+    // a reconnect of one of them takes its own session over
+    assert!(accepted(&login(&w, "a", "alice", b"alice-secret", ProcId(111))));
+}
+
+#[test]
+fn settings_are_refused_whole_and_applied_at_once() {
+    let w = warden();
+    let int = SettingValue::Int;
+    let atom = |s: &str| SettingValue::Atom(s.into());
+    assert_eq!(Settings::parse([("history_size", int(5)), ("bogus", int(1))]), Err(WardenError::UnknownSetting("bogus".into())));
+    assert_eq!(
+        Settings::parse([("unknown_user", atom("maybe"))]),
+        Err(WardenError::BadSetting { key: "unknown_user", expected: "next | deny" })
+    );
+    assert_eq!(
+        Settings::parse([("burst_per_peer", int(1 << 40))]),
+        Err(WardenError::BadSetting { key: "burst_per_peer", expected: "an integer below 2^32" })
+    );
+    assert!(matches!(Settings::parse([("rate_per_user", SettingValue::Float(-1.0))]), Err(WardenError::BadSetting { .. })));
+    assert!(matches!(Settings::parse([("log_level", atom("loud"))]), Err(WardenError::BadSetting { .. })));
+    let s = Settings::parse([
+        ("allow_anonymous", SettingValue::Bool(true)),
+        ("rate_per_peer", SettingValue::Float(2.5)),
+        ("unknown_user", atom("deny")),
+        ("log_level", atom("debug")),
+    ])
+    .unwrap();
+    assert_eq!(s.log_level.as_deref(), Some("debug"));
+    w.configure(&s);
+    let cfg = w.firewall.config();
+    assert!(cfg.allow_anonymous);
+    assert_eq!(cfg.rate_per_peer, 2.5);
+    assert_eq!(cfg.unknown_user, crate::firewall::UnknownUser::Deny);
+    assert_eq!(cfg.burst_per_peer, FirewallConfig::default().burst_per_peer);
+}
+
+#[test]
+fn sweep_drops_auth_contexts_whose_next_step_never_came() {
+    let w = warden();
+    let AuthStep::NeedPassword(token) = w.auth_begin(request("alice:c1", Some("alice")), CONN, T0).unwrap() else { panic!() };
+    assert_eq!(w.counters().auth_in_flight, 1);
+    w.sweep(T0 + pending::TTL_MS - 1);
+    assert_eq!(w.counters().auth_in_flight, 1);
+    w.sweep(T0 + pending::TTL_MS);
+    assert_eq!(w.counters().auth_in_flight, 0);
+    assert_eq!(w.auth_password(token, CONN, Password::Clear(b"alice-secret"), T0), Err(WardenError::UnknownAuth));
+}
+
+#[test]
+fn reset_forgets_sessions_and_logins_in_flight() {
+    let w = warden();
+    assert!(accepted(&login(&w, "c1", "alice", b"alice-secret", CONN)));
+    let _ = w.auth_begin(request("alice:c2", Some("alice")), ProcId(7), T0).unwrap();
+    w.reset();
+    assert!(w.registry.is_empty());
+    assert_eq!(w.counters().auth_in_flight, 0);
+}
