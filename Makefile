@@ -28,9 +28,13 @@ build:
 
 test: rust-test erlang-test check fuzz-smoke
 
+# The tests and the benchmark need the diagnostic NIFs (native/build-nif.sh).
+test erlang-test check bench: export WARDEN_NIF_FEATURES = diagnostics
+
 rust-test:
 	cargo test --workspace --locked
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo clippy --workspace --all-targets --locked --features warden_nif/diagnostics -- -D warnings
 
 erlang-test: build
 	$(REBAR) ct

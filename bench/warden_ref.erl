@@ -24,6 +24,8 @@
          on_client_offline/1, on_client_gone/1]).
 -export([lookup/1, sessions/1, add_user/2, size/0]).
 
+-define(IS_BYTE(X), (is_integer(X) andalso X >= 0 andalso X =< 255)).
+-define(IS_WORD(X), (is_integer(X) andalso X >= 0 andalso X =< 65535)).
 -define(T, warden_ref_sessions).
 -define(USERS, warden_ref_users).
 -define(RING, warden_ref_endings).
@@ -94,8 +96,8 @@ add_user(User, Password) ->
 %%--------------------------------------------------------------------
 
 auth_on_register(Peer, SubscriberId, User0, Password, Clean) ->
-    Key = vmq_warden_hooks:normalize_subscriber_id(SubscriberId),
-    {Ip, Port} = vmq_warden_hooks:normalize_peer(Peer),
+    Key = normalize_subscriber_id(SubscriberId),
+    {Ip, Port} = normalize_peer(Peer),
     User = if is_binary(User0) -> User0; true -> undefined end,
     {Nets, Re, Anon} = persistent_term:get(?CFG),
     case peer_allowed(Ip, Nets) andalso client_id_ok(element(2, Key), Re)
@@ -108,17 +110,17 @@ auth_on_register(Peer, SubscriberId, User0, Password, Clean) ->
     end.
 
 on_register(Peer, SubscriberId, User) ->
-    Key = vmq_warden_hooks:normalize_subscriber_id(SubscriberId),
-    registered(Key, self(), vmq_warden_hooks:normalize_peer(Peer),
+    Key = normalize_subscriber_id(SubscriberId),
+    registered(Key, self(), normalize_peer(Peer),
                if is_binary(User) -> User; true -> undefined end, 3),
     ok.
 
 on_client_wakeup(SubscriberId) ->
-    woke_up(vmq_warden_hooks:normalize_subscriber_id(SubscriberId), self()), ok.
+    woke_up(normalize_subscriber_id(SubscriberId), self()), ok.
 on_client_offline(SubscriberId) ->
-    went_offline(vmq_warden_hooks:normalize_subscriber_id(SubscriberId), self()), ok.
+    went_offline(normalize_subscriber_id(SubscriberId), self()), ok.
 on_client_gone(SubscriberId) ->
-    gone(vmq_warden_hooks:normalize_subscriber_id(SubscriberId), self()), ok.
+    gone(normalize_subscriber_id(SubscriberId), self()), ok.
 
 %%--------------------------------------------------------------------
 %% Rules
@@ -260,7 +262,7 @@ gone(Key, Queue) ->
 %%--------------------------------------------------------------------
 
 lookup(SubscriberId) ->
-    Key = vmq_warden_hooks:normalize_subscriber_id(SubscriberId),
+    Key = normalize_subscriber_id(SubscriberId),
     case ets:lookup(?T, Key) of
         [R] -> {ok, to_map(R)};
         [] -> not_found
@@ -301,3 +303,46 @@ to_map({{Mp, Cid}, State, Gen, Peer, User, Clean, Proto, First, Last, Change, Co
       peer => Peer, username => User, clean_session => Clean, protocol => Proto,
       first_connect => First, last_connect => Last, last_change => Change,
       connect_count => Count, queue => Queue, node => node()}.
+
+%%--------------------------------------------------------------------
+%% Normalisation of the hooks' arguments, as an Erlang plugin does it
+%% (vmq_warden itself decodes them in the NIF)
+%%--------------------------------------------------------------------
+
+%% Mountpoint is a charlist (usually ""), client id a binary. Anything else
+%% is `badarg': the auth hooks answer it with the failure decision and the
+%% lifecycle hooks ignore it (logged). It is never mapped to some other,
+%% valid subscriber id.
+-spec normalize_subscriber_id(term()) -> {binary(), binary()}.
+normalize_subscriber_id({Mountpoint, ClientId}) when is_binary(ClientId) ->
+    {mountpoint(Mountpoint), ClientId};
+normalize_subscriber_id(_) ->
+    error(badarg).
+
+%% The usual mountpoint first: profiled, unicode:characters_to_binary/1 of
+%% "" was the most expensive step of a lifecycle hook on the Erlang side.
+mountpoint([]) -> <<>>;
+mountpoint(B) when is_binary(B) -> B;
+mountpoint(L) when is_list(L) ->
+    case unicode:characters_to_binary(L) of
+        B when is_binary(B) -> B;
+        _ -> error(badarg)
+    end;
+mountpoint(_) ->
+    error(badarg).
+
+-spec normalize_peer(term()) -> {inet:ip_address() | undefined, inet:port_number() | undefined}.
+normalize_peer({Ip, Port}) ->
+    {ip_or_undefined(Ip), int_or_undefined(Port)};
+normalize_peer(_) ->
+    {undefined, undefined}.
+
+ip_or_undefined({A, B, C, D} = Ip)
+  when ?IS_BYTE(A), ?IS_BYTE(B), ?IS_BYTE(C), ?IS_BYTE(D) -> Ip;
+ip_or_undefined({A, B, C, D, E, F, G, H} = Ip)
+  when ?IS_WORD(A), ?IS_WORD(B), ?IS_WORD(C), ?IS_WORD(D),
+       ?IS_WORD(E), ?IS_WORD(F), ?IS_WORD(G), ?IS_WORD(H) -> Ip;
+ip_or_undefined(_) -> undefined.
+
+int_or_undefined(I) when is_integer(I), I >= 0, I =< 65535 -> I;
+int_or_undefined(_) -> undefined.

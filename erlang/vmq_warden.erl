@@ -17,8 +17,7 @@
 -spec lookup(subscriber_id()) -> {ok, session()} | not_found | {error, term()}.
 lookup(SubscriberId) ->
     call(fun() ->
-                 {Mountpoint, ClientId} = vmq_warden_hooks:normalize_subscriber_id(SubscriberId),
-                 case vmq_warden_nif:lookup(Mountpoint, ClientId) of
+                 case vmq_warden_nif:lookup(SubscriberId) of
                      not_found -> not_found;
                      Session -> {ok, session(Session)}
                  end

@@ -15,12 +15,10 @@
          on_session_expired/1]).
 
 %% Exported for the operator API and tests.
--export([failure_decision/2, normalize_subscriber_id/1, normalize_peer/1]).
+-export([failure_decision/2]).
 
 -include_lib("kernel/include/logger.hrl").
 
--define(IS_BYTE(X), (is_integer(X) andalso X >= 0 andalso X =< 255)).
--define(IS_WORD(X), (is_integer(X) andalso X >= 0 andalso X =< 65535)).
 -define(NEED_PASSWORD, '$warden_need_password').
 -define(NEED_SLOW_HASH, '$warden_need_slow_hash').
 -define(NEED_PLAINTEXT, '$warden_need_plaintext').
@@ -47,10 +45,14 @@ auth_on_register_m5(Peer, SubscriberId, User, Password, CleanStart, _Properties)
 auth_on_register_m5(Peer, SubscriberId, User, Password, CleanStart, _Properties, Meta) ->
     authorize(5, Peer, SubscriberId, User, Password, CleanStart, Meta).
 
+%% The NIF takes the hook's own arguments and bounds and decodes them
+%% itself (native/warden_nif/src/decode.rs): anything that does not fit is
+%% `badarg', answered here with the failure decision. The password goes to
+%% the NIF only when the decision needs it.
 authorize(Proto, Peer, SubscriberId, User, Password, Clean, Meta) ->
     try
-        Request = auth_request(Proto, Peer, SubscriberId, User, Password, Clean, Meta),
-        case vmq_warden_nif:auth_begin(Request) of
+        case vmq_warden_nif:auth_begin({Proto, Peer, SubscriberId, User, Password =/= undefined,
+                                        Clean, Meta}) of
             {?NEED_PASSWORD, Token} -> with_password(Token, Password);
             Decision -> Decision
         end
@@ -123,30 +125,6 @@ plaintext({encrypted, _} = Encrypted) ->
 plaintext(Other) ->
     as_given(Other).
 
-%% The request tuple the NIF decodes (auth_begin in native/warden_nif/src/hooks.rs).
-auth_request(Proto, Peer, SubscriberId, User, Password, Clean, Meta) ->
-    {Mountpoint, ClientId} = normalize_subscriber_id(SubscriberId),
-    {Ip, Port} = normalize_peer(Peer),
-    Listener = listener(Meta),
-    {Proto, Mountpoint, ClientId, Ip, Port, normalize_user(User),
-     Password =/= undefined, normalize_flag(Clean), Listener, client_cert(Meta),
-     self()}.
-
-listener(Meta) when is_map(Meta) ->
-    {int_or_undefined(maps:get(listener_port, Meta, undefined)),
-     atom_or_binary(maps:get(listener_type, Meta, undefined)),
-     ip_or_undefined(maps:get(listener_addr, Meta, undefined))};
-listener(_) ->
-    {undefined, undefined, undefined}.
-
-client_cert(Meta) when is_map(Meta) ->
-    case maps:get(client_cert, Meta, undefined) of
-        Der when is_binary(Der) -> Der;
-        _ -> undefined
-    end;
-client_cert(_) ->
-    undefined.
-
 %%--------------------------------------------------------------------
 %% on_register (all): runs in the connection process
 %%--------------------------------------------------------------------
@@ -159,10 +137,7 @@ on_register_m5(Peer, SubscriberId, User, _Properties) ->
 
 registered(Proto, Peer, SubscriberId, User) ->
     try
-        {Mountpoint, ClientId} = normalize_subscriber_id(SubscriberId),
-        {Ip, Port} = normalize_peer(Peer),
-        _ = vmq_warden_nif:registered(Mountpoint, ClientId, self(), Ip, Port,
-                                      normalize_user(User), Proto),
+        _ = vmq_warden_nif:registered(Proto, Peer, SubscriberId, User),
         ok
     catch
         Class:Reason ->
@@ -185,68 +160,13 @@ on_session_expired(SubscriberId) -> queue_event(expired, on_session_expired, Sub
 %% (The try is inline, without a closure: these run on every state change.)
 queue_event(Event, Hook, SubscriberId) ->
     try
-        {Mountpoint, ClientId} = normalize_subscriber_id(SubscriberId),
-        _ = vmq_warden_nif:queue_event(Event, Mountpoint, ClientId, self()),
+        _ = vmq_warden_nif:queue_event(Event, SubscriberId),
         ok
     catch
         Class:Reason ->
             log_failure(Hook, Class, Reason),
             ok
     end.
-
-%%--------------------------------------------------------------------
-%% Normalisation (docs/VERNEMQ.md, "Hooks and arguments")
-%%--------------------------------------------------------------------
-
-%% Mountpoint is a charlist (usually ""), client id a binary. Anything else
-%% is `badarg': the auth hooks answer it with the failure decision and the
-%% lifecycle hooks ignore it (logged). It is never mapped to some other,
-%% valid subscriber id.
--spec normalize_subscriber_id(term()) -> {binary(), binary()}.
-normalize_subscriber_id({Mountpoint, ClientId}) when is_binary(ClientId) ->
-    {mountpoint(Mountpoint), ClientId};
-normalize_subscriber_id(_) ->
-    error(badarg).
-
-%% The usual mountpoint first: profiled, unicode:characters_to_binary/1 of
-%% "" was the most expensive step of a lifecycle hook on the Erlang side.
-mountpoint([]) -> <<>>;
-mountpoint(B) when is_binary(B) -> B;
-mountpoint(L) when is_list(L) ->
-    case unicode:characters_to_binary(L) of
-        B when is_binary(B) -> B;
-        _ -> error(badarg)
-    end;
-mountpoint(_) ->
-    error(badarg).
-
--spec normalize_peer(term()) -> {inet:ip_address() | undefined, inet:port_number() | undefined}.
-normalize_peer({Ip, Port}) ->
-    {ip_or_undefined(Ip), int_or_undefined(Port)};
-normalize_peer(_) ->
-    {undefined, undefined}.
-
-ip_or_undefined({A, B, C, D} = Ip)
-  when ?IS_BYTE(A), ?IS_BYTE(B), ?IS_BYTE(C), ?IS_BYTE(D) -> Ip;
-ip_or_undefined({A, B, C, D, E, F, G, H} = Ip)
-  when ?IS_WORD(A), ?IS_WORD(B), ?IS_WORD(C), ?IS_WORD(D),
-       ?IS_WORD(E), ?IS_WORD(F), ?IS_WORD(G), ?IS_WORD(H) -> Ip;
-ip_or_undefined(_) -> undefined.
-
-int_or_undefined(I) when is_integer(I), I >= 0, I =< 65535 -> I;
-int_or_undefined(_) -> undefined.
-
-atom_or_binary(A) when is_atom(A), A =/= undefined -> atom_to_binary(A, utf8);
-atom_or_binary(B) when is_binary(B) -> B;
-atom_or_binary(_) -> undefined.
-
-normalize_user(User) when is_binary(User) -> User;
-normalize_user(_) -> undefined.
-
-normalize_flag(true) -> true;
-normalize_flag(1) -> true;
-normalize_flag(_) -> false.
-
 
 %%--------------------------------------------------------------------
 %% Failure handling

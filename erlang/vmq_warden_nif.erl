@@ -16,9 +16,9 @@
 -export([set_obfuscation/4]).
 -export([ping/0, noop/0, memory/0,
          auth_begin/1, auth_password/2, auth_password_slow/1, auth_busy/1, slow_slots/1, slow_slots_info/0,
-         registered/7, queue_event/4, reconcile/4,
+         registered/4, queue_event/2, reconcile/3,
          configure/1, load_files/2,
-         lookup/2, list_chunk/3, counts/0, stats/0, recent_endings/1, sweep/0, reset/0,
+         lookup/1, list_chunk/3, counts/0, stats/0, recent_endings/1, sweep/0, reset/0,
          bans/0, clear_bans/1,
          drain_logs/1, debug_panic/0,
          call_times_start/0, call_times_stop/0, call_times/0, calibrate/1]).
@@ -97,34 +97,43 @@ auth_busy(_Token) -> ?NOT_LOADED.
 slow_slots(_N) -> ?NOT_LOADED.
 slow_slots_info() -> ?NOT_LOADED.
 
-%% Benchmark baselines: a NIF that does nothing, and the bytes the Rust side
-%% holds on its heap (counted by its global allocator).
-noop() -> ?NOT_LOADED.
+%% The bytes the Rust side holds on its heap (counted by its global allocator).
 memory() -> ?NOT_LOADED.
-%% Wall and thread CPU time of every NIF call while on (warden_nif::timing):
-%% tells a NIF that kept its scheduler > 1 ms from an OS that preempted it.
+
+%% Diagnostics, only in a library built with the cargo feature
+%% `diagnostics' (`make test', `make bench'; native/warden_nif/src/
+%% diagnostics.rs): an empty NIF (the benchmark's baseline), the wall and
+%% thread CPU time of every NIF call while on (tells a NIF that kept its
+%% scheduler > 1 ms from an OS that preempted it), and a Rust panic inside a
+%% NIF (tests show Rustler turns it into an Erlang error and the VM and the
+%% hooks survive). In the shipped library they stay these stubs.
+noop() -> ?NOT_LOADED.
+debug_panic() -> ?NOT_LOADED.
 call_times_start() -> ?NOT_LOADED.
 call_times_stop() -> ?NOT_LOADED.
 call_times() -> ?NOT_LOADED.
 calibrate(_Rounds) -> ?NOT_LOADED.
 
-%% Hooks (see vmq_warden_hooks for the argument shapes).
+%% Hooks, with the broker's own arguments (see vmq_warden_hooks).
+%% {Proto, Peer, SubscriberId, User, HasPassword, Clean, Meta}
 auth_begin(_Request) -> ?NOT_LOADED.
 auth_password(_Ctx, _Password) -> ?NOT_LOADED.
 auth_password_slow(_Ctx) -> ?NOT_LOADED.
 %% credentials_obfuscation's settings, to decrypt {encrypted, _} passwords in place.
 set_obfuscation(_Cipher, _Hash, _Iterations, _Secret) -> ?NOT_LOADED.
-registered(_Mountpoint, _ClientId, _ConnPid, _Ip, _Port, _User, _Proto) -> ?NOT_LOADED.
-queue_event(_Event, _Mountpoint, _ClientId, _QueuePid) -> ?NOT_LOADED.
+%% From the connection process: 3 | 5, Peer, SubscriberId, User.
+registered(_Proto, _Peer, _SubscriberId, _User) -> ?NOT_LOADED.
+%% From the queue process: wakeup | offline | gone | expired.
+queue_event(_Event, _SubscriberId) -> ?NOT_LOADED.
 %% The reconciler's correction: absent | offline | online, last_change as read.
-reconcile(_Mountpoint, _ClientId, _BrokerState, _SeenChange) -> ?NOT_LOADED.
+reconcile(_SubscriberId, _BrokerState, _SeenChange) -> ?NOT_LOADED.
 
 %% Configuration (vmq_warden_config).
 configure(_Settings) -> ?NOT_LOADED.
 load_files(_PolicyPath, _PasswordPath) -> ?NOT_LOADED.
 
 %% Registry and firewall state (vmq_warden).
-lookup(_Mountpoint, _ClientId) -> ?NOT_LOADED.
+lookup(_SubscriberId) -> ?NOT_LOADED.
 %% {Rows, Cursor | done}: one bounded piece of a listing, from `start' or the
 %% cursor of the previous piece (vmq_warden:sessions/1 loops them).
 list_chunk(_FilterSpec, _Cursor, _Limit) -> ?NOT_LOADED.
@@ -138,7 +147,3 @@ clear_bans(_Selector) -> ?NOT_LOADED.
 
 %% Logging bridge (vmq_warden_log).
 drain_logs(_Max) -> ?NOT_LOADED.
-
-%% Forces a Rust panic inside a NIF: tests show Rustler turns it into an
-%% Erlang error and the VM and the hooks survive.
-debug_panic() -> ?NOT_LOADED.

@@ -1,6 +1,6 @@
 %% @doc Inside VerneMQ, compares the registry with the broker's own queues
 %% every `reconcile_interval' ms and corrects what the broker does not have
-%% (vmq_warden_nif:reconcile/4, warden_core Registry::reconcile): whatever
+%% (vmq_warden_nif:reconcile/3, warden_core Registry::reconcile): whatever
 %% hook order the registry might misread, a ghost session lives at most one
 %% period. Off the hooks' path: a process of its own, the registry read in
 %% bounded chunks, at most ?STEP records checked per step with a pause
@@ -98,8 +98,7 @@ check({Mountpoint, ClientId, State, _Gen, _Pending, _Peer, _User, _Clean, _Proto
         unknown ->
             Acc1;
         Broker ->
-            {Mp, Cid} = vmq_warden_hooks:normalize_subscriber_id({Mountpoint, ClientId}),
-            case catch vmq_warden_nif:reconcile(Mp, Cid, Broker, LastChange) of
+            case catch vmq_warden_nif:reconcile({Mountpoint, ClientId}, Broker, LastChange) of
                 corrected -> maps:update_with(corrected, fun(N) -> N + 1 end, Acc1);
                 differs -> maps:update_with(differs, fun(N) -> N + 1 end, Acc1);
                 _ -> Acc1

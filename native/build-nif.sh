@@ -9,10 +9,14 @@
 #
 # CARGO_PROFILE (default release) picks the cargo profile; `profiling` is the
 # release build with debug info, for perf (Cargo.toml).
+# WARDEN_NIF_FEATURES=diagnostics adds the diagnostic NIFs and the call
+# timer (native/warden_nif/src/diagnostics.rs); `make test` and `make bench`
+# set it, `make` (the library to ship) does not.
 set -eu
 cd "$(dirname "$0")/.."
 PROFILE="${CARGO_PROFILE:-release}"
-cargo build --profile "$PROFILE" --locked -p warden_nif -p warden_passwd
+FEATURES="${WARDEN_NIF_FEATURES:-}"
+cargo build --profile "$PROFILE" --locked -p warden_nif -p warden_passwd ${FEATURES:+--features "warden_nif/$FEATURES"}
 mkdir -p priv
 # Copy to a temp name and rename, so a running VM never maps a half-written file.
 cp "target/$PROFILE/libwarden_nif.so" priv/.vmq_warden_nif.so.tmp

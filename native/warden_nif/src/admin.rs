@@ -9,83 +9,61 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use rustler::types::map::MapIterator;
-use rustler::{Atom, Encoder, Env, Error, NifResult, Term, TermType};
-use warden_core::firewall::{BanSelector, BanTarget, DefaultDecision, FirewallConfig, UnknownUser};
+use rustler::{Atom, Encoder, Env, Error, NifResult, NifTuple, Term, TermType};
+use warden_core::firewall::{BanSelector, BanTarget};
 use warden_core::registry::{BrokerSession, Filter, ListCursor, Reconciled, SessionState};
+use warden_core::warden::{SettingValue, Settings, WardenError};
 use warden_core::IpNet;
 
-use crate::timing::{self, Nif};
-use crate::pending::PENDING;
-use crate::state::{now, Hook, WARDEN};
-use crate::{atoms, decode, encode, logbridge};
+use crate::decode::{self, Field, OptField, SubscriberId};
+use crate::state::{now, WARDEN};
+use crate::diagnostics::{self as timing, Nif};
+use crate::{atoms, encode, logbridge};
 
-/// `Settings` is the map built by `vmq_warden_config:settings/0` (already
-/// validated there); missing keys keep their defaults.
+/// `Settings` is the map of the core's settings built by
+/// `vmq_warden_config:native_settings/1`. Parsed whole first: an unknown
+/// name or a bad value changes nothing and answers `{error, Reason}`.
 #[rustler::nif]
-fn configure(settings: Term) -> NifResult<Atom> {
+fn configure<'a>(env: Env<'a>, settings: Term<'a>) -> NifResult<Term<'a>> {
     let _timed = timing::timed(Nif::Admin);
-    let iter = MapIterator::new(settings).ok_or(Error::BadArg)?;
-    let mut cfg = FirewallConfig::default();
-    for (k, v) in iter {
-        let key: Atom = k.decode()?;
-        let name = key.to_term(settings.get_env()).atom_to_string()?;
-        let int = || v.decode::<u64>();
-        match name.as_str() {
-            "unknown_user" => cfg.unknown_user = if atom_is(v, "deny") { UnknownUser::Deny } else { UnknownUser::Next },
-            "default_decision" => {
-                cfg.default_decision = if atom_is(v, "allow") {
-                    DefaultDecision::Allow
-                } else if atom_is(v, "deny") {
-                    DefaultDecision::Deny
-                } else {
-                    DefaultDecision::Next
-                }
-            }
-            "allow_anonymous" => cfg.allow_anonymous = v.decode()?,
-            "auth_cache_size" => cfg.cache_size = int()? as usize,
-            "auth_cache_ttl" => cfg.cache_ok_ttl_ms = int()?,
-            "auth_fail_ttl" => cfg.cache_fail_ttl_ms = int()?,
-            "rate_per_peer" => cfg.rate_per_peer = number(v)?,
-            "burst_per_peer" => cfg.burst_per_peer = int()? as u32,
-            "rate_per_user" => cfg.rate_per_user = number(v)?,
-            "burst_per_user" => cfg.burst_per_user = int()? as u32,
-            "ban_threshold" => cfg.ban_threshold = int()? as u32,
-            "ban_users" => cfg.ban_users = v.decode()?,
-            "ban_window" => cfg.ban_window_ms = int()?,
-            "ban_duration" => cfg.ban_duration_ms = int()?,
-            "history_size" => WARDEN.registry.set_history_size(int()? as usize),
-            "pending_ttl" => WARDEN.registry.set_pending_ttl(int()?),
-            "log_level" => logbridge::set_level(&v.atom_to_string()?),
-            _ => {}
-        }
+    let mut pairs = Vec::new();
+    for (k, v) in MapIterator::new(settings).ok_or(Error::BadArg)? {
+        pairs.push((k.atom_to_string()?, setting_value(v)?));
     }
-    WARDEN.firewall.reconfigure(cfg);
-    Ok(atoms::ok())
-}
-
-fn atom_is(term: Term, name: &str) -> bool {
-    term.atom_to_string().map(|s| s == name).unwrap_or(false)
-}
-
-fn number(term: Term) -> NifResult<f64> {
-    match term.get_type() {
-        TermType::Float => term.decode(),
-        _ => term.decode::<u64>().map(|i| i as f64),
+    let parsed = match Settings::parse(pairs) {
+        Ok(s) => s,
+        Err(e) => return Ok(encode::error(env, &e)),
+    };
+    WARDEN.configure(&parsed);
+    if let Some(level) = &parsed.log_level {
+        logbridge::set_level(level);
     }
+    Ok(atoms::ok().encode(env))
 }
 
-fn opt_path(term: Term) -> NifResult<Option<PathBuf>> {
-    Ok(decode::opt_bytes(term)?.map(|b| PathBuf::from(String::from_utf8_lossy(&b).into_owned())))
+fn setting_value(v: Term) -> NifResult<SettingValue> {
+    Ok(match v.get_type() {
+        TermType::Integer => SettingValue::Int(v.decode().unwrap_or(i64::MAX)),
+        TermType::Float => SettingValue::Float(v.decode()?),
+        TermType::Atom => match v.decode::<bool>() {
+            Ok(b) => SettingValue::Bool(b),
+            Err(_) => SettingValue::Atom(v.atom_to_string()?),
+        },
+        _ => return Err(Error::BadArg),
+    })
+}
+
+fn opt_path(path: OptField) -> Option<PathBuf> {
+    path.0.map(|b| PathBuf::from(String::from_utf8_lossy(b).into_owned()))
 }
 
 /// Parse both files, then swap them in at once; on error the running policy
 /// stays and the error names file, line and reason.
 #[rustler::nif(schedule = "DirtyIo")]
-fn load_files<'a>(env: Env<'a>, policy: Term<'a>, passwords: Term<'a>) -> NifResult<Term<'a>> {
+fn load_files<'a>(env: Env<'a>, policy: OptField<'a>, passwords: OptField<'a>) -> Term<'a> {
     let _timed = timing::timed(Nif::LoadFiles);
-    let policy = opt_path(policy)?;
-    let passwords = opt_path(passwords)?;
-    Ok(match WARDEN.firewall.load(policy.as_deref(), passwords.as_deref()) {
+    let (policy, passwords) = (opt_path(policy), opt_path(passwords));
+    match WARDEN.firewall.load(policy.as_deref(), passwords.as_deref()) {
         Ok(report) => {
             let warnings: Vec<Term> = report.warnings.iter().map(|w| w.to_string().encode(env)).collect();
             let map = encode::map_of(
@@ -101,16 +79,15 @@ fn load_files<'a>(env: Env<'a>, policy: Term<'a>, passwords: Term<'a>) -> NifRes
             );
             (atoms::ok(), map).encode(env)
         }
-        Err(e) => (atoms::error(), e.to_string()).encode(env),
-    })
+        Err(e) => encode::error(env, &WardenError::LoadFailed(e.to_string())),
+    }
 }
 
 /// The reconciler's correction of one record: the broker's own state
 /// (`absent | offline | online`) and the record's `last_change` as read.
 #[rustler::nif]
-fn reconcile<'a>(mountpoint: Term<'a>, client_id: Term<'a>, broker: Atom, seen_change: u64) -> NifResult<Atom> {
+fn reconcile<'a>(id: SubscriberId<'a>, broker: Atom, seen_change: u64) -> NifResult<Atom> {
     let _timed = timing::timed(Nif::Lookup);
-    let key = decode::key_ref(mountpoint, client_id)?;
     let broker = if broker == atoms::absent() {
         BrokerSession::Absent
     } else if broker == atoms::offline() {
@@ -120,7 +97,7 @@ fn reconcile<'a>(mountpoint: Term<'a>, client_id: Term<'a>, broker: Atom, seen_c
     } else {
         return Err(Error::BadArg);
     };
-    Ok(match WARDEN.registry.reconcile(key, broker, seen_change, now()) {
+    Ok(match WARDEN.registry.reconcile(id.key_ref(), broker, seen_change, now()) {
         Reconciled::Agrees => atoms::agrees(),
         Reconciled::Corrected => atoms::corrected(),
         Reconciled::Changed => atoms::changed(),
@@ -130,13 +107,12 @@ fn reconcile<'a>(mountpoint: Term<'a>, client_id: Term<'a>, broker: Atom, seen_c
 }
 
 #[rustler::nif]
-fn lookup<'a>(env: Env<'a>, mountpoint: Term<'a>, client_id: Term<'a>) -> NifResult<Term<'a>> {
+fn lookup<'a>(env: Env<'a>, id: SubscriberId<'a>) -> Term<'a> {
     let _timed = timing::timed(Nif::Lookup);
-    let key = decode::key_ref(mountpoint, client_id)?;
-    Ok(match WARDEN.registry.lookup(key) {
+    match WARDEN.registry.lookup(id.key_ref()) {
         Some(view) => encode::session(env, &view),
         None => atoms::not_found().encode(env),
-    })
+    }
 }
 
 /// Record slots one `Registry::list_chunk` step visits under a shard lock.
@@ -164,11 +140,11 @@ const TIMESLICE_MICROS: u128 = 1000;
 /// `{error, Msg}` for a filter that cannot match anything. A record changed
 /// during a listing can be returned twice (see `Registry::list_chunk`).
 #[rustler::nif]
-fn list_chunk<'a>(env: Env<'a>, spec: Term<'a>, cursor: Term<'a>, limit: usize) -> NifResult<Term<'a>> {
+fn list_chunk<'a>(env: Env<'a>, spec: FilterSpec<'a>, cursor: Term<'a>, limit: usize) -> NifResult<Term<'a>> {
     let _timed = timing::timed(Nif::List);
-    let filter = match filter(spec)? {
+    let filter = match spec.filter() {
         Ok(f) => f,
-        Err(msg) => return Ok((atoms::error(), msg).encode(env)),
+        Err(e) => return Ok(encode::error(env, &e)),
     };
     let mut cursor = Some(list_cursor(cursor)?);
     let started = Instant::now();
@@ -206,31 +182,38 @@ fn list_cursor(term: Term) -> NifResult<ListCursor> {
     Ok(ListCursor { shard, unvisited: unvisited.decode()? })
 }
 
-/// The filter of a list `Spec`, or the message for a value no record can
-/// have.
-fn filter(spec: Term) -> NifResult<Result<Filter, &'static str>> {
-    let [state, user, mp, cid, network] = decode::tuple::<5>(spec)?;
-    let state = match decode::opt_bytes(state)? {
-        None => None,
-        Some(s) => match parse_state(&s) {
-            Some(st) => Some(st),
-            None => return Ok(Err("unknown state")),
-        },
-    };
-    let network = match decode::opt_bytes(network)? {
-        None => None,
-        Some(n) => match parse_network(&String::from_utf8_lossy(&n)) {
-            Some(net) => Some(net),
-            None => return Ok(Err("peer must be a CIDR network or an address, e.g. 10.0.0.0/8")),
-        },
-    };
-    Ok(Ok(Filter {
-        state,
-        username: decode::opt_bytes(user)?,
-        mountpoint: decode::opt_bytes(mp)?,
-        client_id_prefix: decode::opt_bytes(cid)?,
-        network,
-    }))
+/// A list `Spec`: each field a binary or `undefined`.
+#[derive(NifTuple)]
+#[rustler(decode)]
+struct FilterSpec<'a> {
+    state: OptField<'a>,
+    username: OptField<'a>,
+    mountpoint: OptField<'a>,
+    client_id_prefix: OptField<'a>,
+    peer: OptField<'a>,
+}
+
+impl FilterSpec<'_> {
+    /// The filter, or why no record can match it.
+    fn filter(&self) -> Result<Filter, WardenError> {
+        let state = match self.state.0 {
+            None => None,
+            Some(s) => Some(parse_state(s).ok_or(WardenError::BadFilter("unknown state"))?),
+        };
+        let network = match self.peer.0 {
+            None => None,
+            Some(n) => Some(parse_network(&String::from_utf8_lossy(n)).ok_or(WardenError::BadFilter(
+                "peer must be a CIDR network or an address, e.g. 10.0.0.0/8",
+            ))?),
+        };
+        Ok(Filter {
+            state,
+            username: self.username.0.map(<[u8]>::to_vec),
+            mountpoint: self.mountpoint.0.map(<[u8]>::to_vec),
+            client_id_prefix: self.client_id_prefix.0.map(<[u8]>::to_vec),
+            network,
+        })
+    }
 }
 
 /// "10.0.0.0/8", "::1/128", or a plain address (the vmq-admin `--peer`
@@ -273,7 +256,8 @@ fn stats(env: Env) -> Term {
         env,
         &[("accepted", n(f.accepted)), ("next", n(f.next)), ("refused", encode::map_of(env, &refused))],
     );
-    let calls: Vec<(&str, Term)> = Hook::ALL.iter().map(|h| (h.name(), n(w.hooks.get(*h as usize)))).collect();
+    let counters = w.counters();
+    let calls: Vec<(&str, Term)> = counters.hook_calls.iter().map(|(h, c)| (h.name(), n(*c))).collect();
     let events = encode::map_of(env, &calls);
     let registry = encode::map_of(
         env,
@@ -310,7 +294,8 @@ fn stats(env: Env) -> Term {
                 ),
             ),
             ("tracked", encode::map_of(env, &[("peers", n(f.tracked_peers)), ("users", n(f.tracked_users))])),
-            ("auth_in_flight", n(PENDING.len() as u64)),
+            ("auth_in_flight", n(counters.auth_in_flight)),
+            ("server_busy", n(counters.server_busy)),
         ],
     )
 }
@@ -331,7 +316,7 @@ fn recent_endings(env: Env, limit: usize) -> Term {
 fn sweep() -> usize {
     let _timed = timing::timed(Nif::Bulk);
     let now = now();
-    WARDEN.registry.sweep(now) + PENDING.sweep(now) + WARDEN.firewall.sweep_limits(now)
+    WARDEN.sweep(now)
 }
 
 /// Forget all runtime state: sessions, endings, bans, cached verifications
@@ -344,10 +329,7 @@ fn sweep() -> usize {
 #[rustler::nif(schedule = "DirtyCpu")]
 fn reset() -> Atom {
     let _timed = timing::timed(Nif::Bulk);
-    WARDEN.registry.clear();
-    WARDEN.firewall.clear_bans(BanSelector::All);
-    WARDEN.firewall.clear_cache();
-    PENDING.clear();
+    WARDEN.reset();
     atoms::ok()
 }
 
@@ -379,24 +361,17 @@ fn bans(env: Env) -> Term {
 #[rustler::nif(schedule = "DirtyCpu")]
 fn clear_bans(selector: Term) -> NifResult<usize> {
     let _timed = timing::timed(Nif::Bulk);
-    let sel = if selector.is_atom() && atom_is(selector, "all") {
+    let sel = if selector == atoms::all().to_term(selector.get_env()) {
         BanSelector::All
     } else {
-        let [kind, value] = decode::tuple::<2>(selector)?;
-        if atom_is(kind, "peer") {
-            BanSelector::Peer(decode::ip(value)?.ok_or(Error::BadArg)?)
-        } else if atom_is(kind, "username") {
-            BanSelector::Username(decode::bytes(value)?)
+        let (kind, value): (Atom, Term) = selector.decode()?;
+        if kind == atoms::peer() {
+            BanSelector::Peer(value.decode::<decode::Address>()?.0.ok_or(Error::BadArg)?)
+        } else if kind == atoms::username() {
+            BanSelector::Username(value.decode::<Field>()?.0.to_vec())
         } else {
             return Err(Error::BadArg);
         }
     };
     Ok(WARDEN.firewall.clear_bans(sel))
-}
-
-/// Forces a panic inside a NIF. Rustler catches it at the boundary and
-/// raises an Erlang error instead; tests use this to prove the VM survives.
-#[rustler::nif]
-fn debug_panic() -> Atom {
-    panic!("debug_panic called: testing the panic boundary")
 }

@@ -1,64 +1,300 @@
-//! Erlang terms -> `warden_core` types. The Erlang side has already
-//! normalised the hook arguments (`vmq_warden_hooks`); anything that still
-//! does not fit is `badarg`, which the hook wrapper turns into the failure
-//! decision. Nothing here panics on any input.
+//! Erlang terms -> `warden_core` types: the hooks' arguments as the broker
+//! passes them (docs/VERNEMQ.md, "Hooks and arguments") and the operator
+//! API's requests. Every binary is bounded before anything reads it; a
+//! value that does not fit is `badarg` (the hook wrappers answer that with
+//! the failure decision), never a panic, never some other valid value.
 
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use rustler::types::tuple::get_tuple;
-use rustler::{Binary, Error, LocalPid, NifResult, Term, TermType};
+use rustler::{Atom, Binary, Decoder, Error, LocalPid, NifResult, NifTuple, Term, TermType};
+use warden_core::firewall::{AuthRequest, Listener};
 use warden_core::registry::KeyRef;
 use warden_core::types::{Peer, ProcId, Protocol, SubscriberKey};
+use warden_core::warden::Password;
 
 use crate::atoms;
 
-/// MQTT strings are at most 65535 bytes; anything longer did not come from a
-/// real CONNECT and is refused before it reaches the registry.
+/// MQTT strings are at most 65535 bytes; anything longer did not come from
+/// a real CONNECT.
 pub const MAX_FIELD: usize = 65_535;
+/// A client certificate (DER) may be larger than an MQTT string.
+const MAX_CERT: usize = 1 << 20;
+/// Mountpoints are short operator-set names; a longer charlist is refused
+/// before it is walked.
+const MAX_MOUNTPOINT_CHARS: usize = 1024;
 
-/// A binary's bytes, borrowed from the term (no copy).
-fn slice<'a>(term: Term<'a>) -> NifResult<&'a [u8]> {
-    let bin = Binary::from_term(term)?;
-    if bin.len() > MAX_FIELD {
-        return Err(Error::BadArg);
+/// A binary of at most `MAX_FIELD` bytes, borrowed from the term.
+pub struct Field<'a>(pub &'a [u8]);
+
+impl<'a> Decoder<'a> for Field<'a> {
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        let bin = Binary::from_term(term)?;
+        if bin.len() > MAX_FIELD {
+            return Err(Error::BadArg);
+        }
+        Ok(Field(bin.as_slice()))
     }
-    Ok(bin.as_slice())
 }
 
-pub fn bytes(term: Term) -> NifResult<Vec<u8>> {
-    slice(term).map(<[u8]>::to_vec)
-}
+/// `undefined` or a [`Field`].
+pub struct OptField<'a>(pub Option<&'a [u8]>);
 
-/// A binary's bytes, borrowed, or `None` for `undefined`.
-pub fn opt_slice<'a>(term: Term<'a>) -> NifResult<Option<&'a [u8]>> {
-    if term == atoms::undefined().to_term(term.get_env()) {
-        return Ok(None);
+impl<'a> Decoder<'a> for OptField<'a> {
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        if term.is_atom() && term == atoms::undefined().to_term(term.get_env()) {
+            return Ok(OptField(None));
+        }
+        Field::decode(term).map(|f| OptField(Some(f.0)))
     }
-    slice(term).map(Some)
 }
 
-pub fn opt_bytes(term: Term) -> NifResult<Option<Vec<u8>>> {
-    Ok(opt_slice(term)?.map(<[u8]>::to_vec))
+/// A username as hooks get it: a binary, or anything else for none
+/// (`undefined` for an anonymous client).
+pub struct Username<'a>(pub Option<&'a [u8]>);
+
+impl<'a> Decoder<'a> for Username<'a> {
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        if term.get_type() != TermType::Binary {
+            return Ok(Username(None));
+        }
+        Field::decode(term).map(|f| Username(Some(f.0)))
+    }
 }
 
-pub fn key(mountpoint: Term, client_id: Term) -> NifResult<SubscriberKey> {
-    Ok(SubscriberKey::new(bytes(mountpoint)?, bytes(client_id)?))
+/// `{Mountpoint, ClientId}`: the mountpoint a charlist (VerneMQ's type,
+/// usually "") or a binary, the client id a binary.
+pub struct SubscriberId<'a> {
+    pub mountpoint: MountpointBytes<'a>,
+    pub client_id: &'a [u8],
 }
 
-/// The key borrowed from the terms (no copy): for events on existing
-/// records, on_register and lookups.
-pub fn key_ref<'a>(mountpoint: Term<'a>, client_id: Term<'a>) -> NifResult<KeyRef<'a>> {
-    Ok(KeyRef { mountpoint: slice(mountpoint)?, client_id: slice(client_id)? })
+/// A binary mountpoint is borrowed; a charlist one is encoded as UTF-8.
+pub enum MountpointBytes<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
+impl MountpointBytes<'_> {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            MountpointBytes::Borrowed(b) => b,
+            MountpointBytes::Owned(v) => v,
+        }
+    }
+}
+
+impl<'a> Decoder<'a> for SubscriberId<'a> {
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        let (mp, cid): (Term<'a>, Field<'a>) = term.decode()?;
+        Ok(SubscriberId { mountpoint: mountpoint(mp)?, client_id: cid.0 })
+    }
+}
+
+impl<'a> SubscriberId<'a> {
+    pub fn key_ref(&self) -> KeyRef<'_> {
+        KeyRef { mountpoint: self.mountpoint.as_slice(), client_id: self.client_id }
+    }
+
+    pub fn to_key(&self) -> SubscriberKey {
+        SubscriberKey::new(self.mountpoint.as_slice(), self.client_id)
+    }
+}
+
+fn mountpoint(term: Term<'_>) -> NifResult<MountpointBytes<'_>> {
+    match term.get_type() {
+        TermType::Binary => Field::decode(term).map(|f| MountpointBytes::Borrowed(f.0)),
+        TermType::List => {
+            let len = term.list_length()?;
+            if len == 0 {
+                return Ok(MountpointBytes::Borrowed(&[]));
+            }
+            if len > MAX_MOUNTPOINT_CHARS {
+                return Err(Error::BadArg);
+            }
+            let mut s = String::new();
+            for c in term.into_list_iterator()? {
+                s.push(char::from_u32(c.decode::<u32>()?).ok_or(Error::BadArg)?);
+            }
+            Ok(MountpointBytes::Owned(s.into_bytes()))
+        }
+        _ => Err(Error::BadArg),
+    }
+}
+
+/// An IP address tuple, or `None` for anything else (an address the broker
+/// could not give is no address, not an error).
+pub struct Address(pub Option<IpAddr>);
+
+impl<'a> Decoder<'a> for Address {
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        Ok(Address(ip(term)))
+    }
+}
+
+fn ip(term: Term<'_>) -> Option<IpAddr> {
+    let parts = get_tuple(term).ok()?;
+    match parts.len() {
+        4 => {
+            let mut o = [0u8; 4];
+            for (slot, t) in o.iter_mut().zip(parts) {
+                *slot = t.decode().ok()?;
+            }
+            Some(IpAddr::V4(Ipv4Addr::from(o)))
+        }
+        8 => {
+            let mut w = [0u16; 8];
+            for (slot, t) in w.iter_mut().zip(parts) {
+                *slot = t.decode().ok()?;
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(w)))
+        }
+        _ => None,
+    }
+}
+
+/// A port number, or `None` for anything else.
+pub struct PortNumber(pub Option<u16>);
+
+impl<'a> Decoder<'a> for PortNumber {
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        Ok(PortNumber(term.decode().ok()))
+    }
+}
+
+/// The hooks' `Peer`: `{Ip, Port}`, or `None` when there is no address.
+pub struct PeerArg(pub Option<Peer>);
+
+impl<'a> Decoder<'a> for PeerArg {
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        let Ok((Address(ip), PortNumber(port))) = term.decode::<(Address, PortNumber)>() else {
+            return Ok(PeerArg(None));
+        };
+        Ok(PeerArg(ip.map(|ip| Peer { ip, port: port.unwrap_or(0) })))
+    }
+}
+
+/// 3 (the hooks without `_m5`) or 5.
+pub struct ProtocolArg(pub Protocol);
+
+impl<'a> Decoder<'a> for ProtocolArg {
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        match term.decode::<u8>()? {
+            5 => Ok(ProtocolArg(Protocol::Mqtt5)),
+            3 | 4 => Ok(ProtocolArg(Protocol::Mqtt3)),
+            _ => Err(Error::BadArg),
+        }
+    }
+}
+
+/// `CleanSession` / `CleanStart`: `true` or 1 (some clients' encoders), else false.
+pub struct Flag(pub bool);
+
+impl<'a> Decoder<'a> for Flag {
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        Ok(Flag(term.decode::<bool>().unwrap_or(false) || matches!(term.decode::<i64>(), Ok(1))))
+    }
+}
+
+/// The listener and certificate from the connection metadata map of the
+/// 6-/7-arity auth hooks (`#{}` when the listener forwards nothing).
+pub struct Metadata<'a> {
+    pub listener: Listener,
+    pub client_cert: Option<&'a [u8]>,
+}
+
+impl<'a> Decoder<'a> for Metadata<'a> {
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        let env = term.get_env();
+        let get = |key: Atom| term.map_get(key.to_term(env)).ok();
+        if term.get_type() != TermType::Map {
+            return Ok(Metadata { listener: Listener::default(), client_cert: None });
+        }
+        let kind = get(atoms::listener_type()).and_then(|t| {
+            if t.is_atom() {
+                t.atom_to_string().ok().filter(|s| s != "undefined")
+            } else {
+                Field::decode(t).ok().map(|f| String::from_utf8_lossy(f.0).into_owned())
+            }
+        });
+        let client_cert = match get(atoms::client_cert()).map(Binary::from_term) {
+            Some(Ok(der)) if der.len() <= MAX_CERT => Some(der.as_slice()),
+            Some(Ok(_)) => return Err(Error::BadArg),
+            _ => None,
+        };
+        Ok(Metadata {
+            listener: Listener {
+                port: get(atoms::listener_port()).and_then(|t| t.decode().ok()),
+                kind,
+                addr: get(atoms::listener_addr()).and_then(ip),
+            },
+            client_cert,
+        })
+    }
+}
+
+/// auth_on_register's arguments, less the password (which goes to the NIF
+/// only when the decision needs it): `(Proto, Peer, SubscriberId, User,
+/// HasPassword, Clean, Meta)`.
+#[derive(NifTuple)]
+#[rustler(decode)]
+pub struct AuthArgs<'a> {
+    pub protocol: ProtocolArg,
+    pub peer: PeerArg,
+    pub subscriber_id: SubscriberId<'a>,
+    pub username: Username<'a>,
+    pub has_password: bool,
+    pub clean: Flag,
+    pub meta: Metadata<'a>,
+}
+
+impl AuthArgs<'_> {
+    pub fn into_request(self) -> AuthRequest {
+        AuthRequest {
+            key: self.subscriber_id.to_key(),
+            peer: self.peer.0,
+            username: self.username.0.map(<[u8]>::to_vec),
+            has_password: self.has_password,
+            clean_session: self.clean.0,
+            protocol: self.protocol.0,
+            listener: Some(self.meta.listener),
+            client_cert: self.meta.client_cert.map(<[u8]>::to_vec),
+        }
+    }
+}
+
+/// The password as the broker gave it: a binary, `{encrypted, B}`, or
+/// anything else for none.
+pub struct PasswordArg<'a>(pub Password<'a>);
+
+impl<'a> Decoder<'a> for PasswordArg<'a> {
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        if term.get_type() == TermType::Binary {
+            return Field::decode(term).map(|f| PasswordArg(Password::Clear(f.0)));
+        }
+        if let Ok((tag, inner)) = term.decode::<(Atom, Field<'a>)>() {
+            if tag == atoms::encrypted() {
+                return Ok(PasswordArg(Password::Encrypted(inner.0)));
+            }
+        }
+        Ok(PasswordArg(Password::Absent))
+    }
 }
 
 /// A local pid's term is an immediate word that is unique while the process
-/// lives, which is all the registry needs to tell two queues apart.
+/// lives, which is all the registry needs to tell two processes apart.
 pub fn proc_id(term: Term) -> NifResult<ProcId> {
     let _: LocalPid = term.decode()?;
     let mut word = WordCapture(0);
     term.as_c_arg().hash(&mut word);
     Ok(ProcId(word.0))
+}
+
+/// The calling process's [`ProcId`].
+pub fn caller(env: rustler::Env) -> ProcId {
+    use rustler::Encoder;
+    proc_id(env.pid().encode(env)).unwrap_or(ProcId(0))
 }
 
 /// Reads the term word out of `ErlNifTerm`, whose field is private but whose
@@ -79,64 +315,7 @@ impl Hasher for WordCapture {
     }
 }
 
-pub fn protocol(term: Term) -> NifResult<Protocol> {
-    match term.decode::<u8>()? {
-        5 => Ok(Protocol::Mqtt5),
-        3 | 4 => Ok(Protocol::Mqtt3),
-        _ => Err(Error::BadArg),
-    }
-}
-
-pub fn ip(term: Term) -> NifResult<Option<IpAddr>> {
-    if term.get_type() != TermType::Tuple {
-        return Ok(None);
-    }
-    let parts = get_tuple(term)?;
-    match parts.len() {
-        4 => {
-            let mut o = [0u8; 4];
-            for (slot, t) in o.iter_mut().zip(parts) {
-                *slot = t.decode()?;
-            }
-            Ok(Some(IpAddr::V4(Ipv4Addr::from(o))))
-        }
-        8 => {
-            let mut w = [0u16; 8];
-            for (slot, t) in w.iter_mut().zip(parts) {
-                *slot = t.decode()?;
-            }
-            Ok(Some(IpAddr::V6(Ipv6Addr::from(w))))
-        }
-        _ => Err(Error::BadArg),
-    }
-}
-
-pub fn port(term: Term) -> NifResult<Option<u16>> {
-    if term.get_type() == TermType::Integer {
-        term.decode().map(Some)
-    } else {
-        Ok(None)
-    }
-}
-
-pub fn peer(ip_term: Term, port_term: Term) -> NifResult<Option<Peer>> {
-    Ok(match (ip(ip_term)?, port(port_term)?) {
-        (Some(ip), Some(port)) => Some(Peer { ip, port }),
-        (Some(ip), None) => Some(Peer { ip, port: 0 }),
-        _ => None,
-    })
-}
-
 pub fn tuple<'a, const N: usize>(term: Term<'a>) -> NifResult<[Term<'a>; N]> {
     let parts = get_tuple(term)?;
     parts.try_into().map_err(|_| Error::BadArg)
-}
-
-/// A client certificate (DER) may be larger than an MQTT string.
-pub fn opt_bytes_any_size(term: Term) -> NifResult<Option<Vec<u8>>> {
-    match Binary::from_term(term) {
-        Ok(bin) if bin.len() <= 1 << 20 => Ok(Some(bin.as_slice().to_vec())),
-        Ok(_) => Err(Error::BadArg),
-        Err(_) => Ok(None),
-    }
 }

@@ -3,10 +3,11 @@
 use std::net::IpAddr;
 
 use rustler::types::tuple::make_tuple;
-use rustler::{Atom, Encoder, Env, NewBinary, Term};
+use rustler::{Atom, Encoder, Env, Error, NewBinary, NifResult, Term};
 use warden_core::firewall::{Decision, ModValue, RefusalCode};
 use warden_core::registry::{EndReason, Ending, SessionState, SessionView};
 use warden_core::types::{Peer, Protocol};
+use warden_core::warden::{AuthStep, WardenError};
 
 use crate::atoms;
 
@@ -80,6 +81,58 @@ pub fn decision<'a>(env: Env<'a>, decision: &Decision, protocol: Protocol) -> Te
             }
         },
     }
+}
+
+/// An auth step's answer: the hook's decision, or what the hook wrapper
+/// does next. An error is raised (the wrapper answers with the failure
+/// decision): a hook's `{error, _}` is a refusal and must not be confused
+/// with it.
+pub fn auth_step(env: Env<'_>, step: Result<AuthStep, WardenError>) -> NifResult<Term<'_>> {
+    Ok(match step.map_err(|e| Error::RaiseTerm(Box::new(Reason(e))))? {
+        AuthStep::Decided(d, protocol) => decision(env, &d, protocol),
+        AuthStep::ServerBusy(Protocol::Mqtt3) => (atoms::error(), atoms::not_authorized()).encode(env),
+        AuthStep::ServerBusy(Protocol::Mqtt5) => {
+            let reason = Term::map_new(env)
+                .map_put(atoms::reason_code(), atoms::server_busy())
+                .unwrap_or_else(|_| Term::map_new(env));
+            (atoms::error(), reason).encode(env)
+        }
+        AuthStep::NeedPassword(token) => (atoms::warden_need_password(), token).encode(env),
+        AuthStep::NeedSlowHash => atoms::warden_need_slow_hash().encode(env),
+        AuthStep::NeedPlaintext => atoms::warden_need_plaintext().encode(env),
+        AuthStep::SlotsTaken => atoms::warden_busy().encode(env),
+    })
+}
+
+/// The reason term of a [`WardenError`]: `{Kind, Detail}`, or the kind
+/// alone when there is no detail.
+pub struct Reason(pub WardenError);
+
+impl Encoder for Reason {
+    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
+        let kind = atom(env, self.0.kind());
+        match &self.0 {
+            WardenError::UnknownSetting(name) => (kind, atom_or_bin(env, name)).encode(env),
+            WardenError::BadSetting { key, expected } => (kind, atom(env, key), *expected).encode(env),
+            // The operator API's long-standing answers: the message alone.
+            WardenError::BadFilter(msg) => msg.encode(env),
+            WardenError::LoadFailed(msg) => msg.encode(env),
+            _ => kind,
+        }
+    }
+}
+
+/// `{error, Reason}` for the operator API.
+pub fn error<'a>(env: Env<'a>, e: &WardenError) -> Term<'a> {
+    (atoms::error(), Reason(e.clone())).encode(env)
+}
+
+/// A name from the caller: an existing atom, else a binary (no atom is
+/// created from input).
+fn atom_or_bin<'a>(env: Env<'a>, name: &str) -> Term<'a> {
+    Atom::existing_from_bytes(env, name.as_bytes())
+        .map(|a| a.encode(env))
+        .unwrap_or_else(|_| name.encode(env))
 }
 
 fn mod_value<'a>(env: Env<'a>, value: &ModValue) -> Term<'a> {

@@ -2,19 +2,22 @@
 //!
 //! Term conversion only: `decode` turns hook arguments into `warden_core`
 //! types, `encode` turns core results into the terms VerneMQ expects, and
-//! every decision is made in `warden_core`. One `Warden` (registry +
-//! firewall) lives for as long as the library is loaded.
+//! every decision is made by the `warden_core::warden::Warden` in `state`,
+//! which lives for as long as the library is loaded. Besides conversion,
+//! only what must live in the library is here: the allocator that counts
+//! its bytes (`alloc`), the clock (`state`), the bridge from `tracing` to
+//! OTP's logger (`logbridge`), the entry point (`entry`) and the
+//! diagnostics of the tests and the benchmark (`diagnostics`).
 
 mod admin;
 mod alloc;
 mod decode;
+mod diagnostics;
 mod encode;
 mod entry;
 mod hooks;
 mod logbridge;
-mod pending;
 mod state;
-mod timing;
 
 pub mod atoms {
     rustler::atoms! {
@@ -32,6 +35,10 @@ pub mod atoms {
     encrypted,
     unsupported,
     warden_busy = "$warden_busy",
+    listener_port,
+    listener_type,
+    listener_addr,
+    client_cert,
     not_authorized,
     server_busy,
     wakeup,
@@ -80,12 +87,6 @@ pub mod atoms {
 #[rustler::nif]
 fn ping() -> &'static str {
     "pong"
-}
-
-/// Does nothing: the floor of any NIF call, for the benchmark's baseline.
-#[rustler::nif]
-fn noop() -> rustler::Atom {
-    atoms::ok()
 }
 
 /// Bytes the Rust side of the plugin currently holds on its heap (counted by

@@ -26,7 +26,7 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use warden_core::loglimit::WindowLimiter;
 
-use crate::timing::{self, Nif};
+use crate::diagnostics::{self as timing, Nif};
 use crate::encode;
 
 const QUEUE_BOUND: usize = 4096;

@@ -77,6 +77,8 @@ pub enum Password<'a> {
 
 /// The answer of one auth step.
 #[derive(Debug, PartialEq, Eq)]
+// Moved once, straight to the encoder; boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum AuthStep {
     /// The hook's answer, for this protocol.
     Decided(Decision, Protocol),
@@ -266,7 +268,7 @@ impl Warden {
         if let Some(ms) = settings.pending_ttl_ms {
             self.registry.set_pending_ttl(ms);
         }
-        self.firewall.reconfigure(settings.firewall.clone());
+        self.firewall.reconfigure(settings.firewall);
     }
 
     /// The node's `credentials_obfuscation` settings (`None`: unsupported,

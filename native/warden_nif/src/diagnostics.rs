@@ -1,14 +1,9 @@
-//! Clock reads for `warden_core::calltime`: the wall time and the calling
-//! thread's CPU time of each NIF call, while recording is on (the benchmark
-//! turns it on; `call_times_start/0`). Off, a call costs one relaxed load.
-
-use std::time::Instant;
-
-use once_cell::sync::Lazy;
-use rustler::{Atom, Encoder, Env, NifResult, Term};
-use warden_core::calltime::{CallSample, CallTimes};
-
-use crate::{atoms, encode};
+//! Diagnostics for the tests and the benchmark. The call timer's clock
+//! reads and the diagnostic NIFs (an empty one, the floor of any call; a
+//! fixed-cost one, the clocks' yardstick; one that panics, the panic
+//! boundary) are built only with the cargo feature `diagnostics`, which
+//! `make test` and `make bench` turn on: the library `make` builds has none
+//! of them, and there `timed` is an empty value the compiler removes.
 
 /// The kinds of call that are timed, and the scheduler each runs on.
 #[derive(Clone, Copy)]
@@ -27,8 +22,34 @@ pub enum Nif {
     LoadFiles,
     /// `calibrate/1`: fixed arithmetic, the benchmark's yardstick for the
     /// clocks themselves (see there).
+    #[cfg(feature = "diagnostics")]
     Calibration,
 }
+
+/// Records the call when dropped (with `diagnostics`), at the end of the
+/// NIF's body.
+#[cfg(not(feature = "diagnostics"))]
+pub struct Timed;
+
+#[cfg(not(feature = "diagnostics"))]
+#[inline(always)]
+pub fn timed(_nif: Nif) -> Timed {
+    Timed
+}
+
+#[cfg(feature = "diagnostics")]
+pub use timer::*;
+
+#[cfg(feature = "diagnostics")]
+mod timer {
+use std::time::Instant;
+
+use once_cell::sync::Lazy;
+use rustler::{Atom, Encoder, Env, NifResult, Term};
+use warden_core::calltime::{CallSample, CallTimes};
+
+use super::Nif;
+use crate::{atoms, encode};
 
 const KINDS: usize = 11;
 const NAMES: [(&str, &str); KINDS] = [
@@ -47,7 +68,6 @@ const NAMES: [(&str, &str); KINDS] = [
 
 static TIMES: Lazy<CallTimes<KINDS>> = Lazy::new(CallTimes::default);
 
-/// Records the call when dropped, at the end of the NIF's body.
 pub struct Timed(Option<(Nif, Instant, ThreadUsage)>);
 
 pub fn timed(nif: Nif) -> Timed {
@@ -177,4 +197,18 @@ fn call_times(env: Env) -> Term {
         })
         .collect::<Vec<Term>>()
         .encode(env)
+}
+
+/// Does nothing: the floor of any NIF call, for the benchmark's baseline.
+#[rustler::nif]
+fn noop() -> Atom {
+    atoms::ok()
+}
+
+/// Forces a panic inside a NIF. Rustler catches it at the boundary and
+/// raises an Erlang error instead; tests use this to prove the VM survives.
+#[rustler::nif]
+fn debug_panic() -> Atom {
+    panic!("debug_panic called: testing the panic boundary")
+}
 }
