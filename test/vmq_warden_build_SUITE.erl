@@ -54,8 +54,14 @@ release_nif_has_no_debug_info(Config) ->
 one_cargo_invocation_builds_both(Config) ->
     {ok, Script} = file:read_file(filename:join([?config(root, Config), "native", "build-nif.sh"])),
     ?assertNotEqual(nomatch, binary:match(Script, <<"-p warden_nif -p warden_passwd">>)),
+    %% the same features as the build (native/build-nif.sh), else cargo
+    %% would build another library
+    Features = case os:getenv("WARDEN_NIF_FEATURES", "") of
+                   "" -> "";
+                   F -> " --features warden_nif/" ++ F
+               end,
     Cmd = "cd '" ++ ?config(root, Config) ++ "' && cargo build --profile " ++ profile()
-        ++ " --locked -p warden_nif -p warden_passwd 2>&1",
+        ++ " --locked -p warden_nif -p warden_passwd" ++ Features ++ " 2>&1",
     Out = os:cmd(Cmd),
     ct:log("~ts~n~ts", [Cmd, Out]),
     ?assertNotEqual(nomatch, string:find(Out, "Finished"), Out),
