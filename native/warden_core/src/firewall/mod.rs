@@ -38,7 +38,7 @@ pub struct PendingAuth {
 /// The password check of one login, bound to the policy snapshot it started
 /// with.
 struct PasswordCheck {
-    snap: Arc<Snapshot>,
+    snap: Arc<LoadedPolicy>,
     identity: Vec<u8>,
     hash: PasswordHash,
     fingerprint: u64,
@@ -106,7 +106,7 @@ pub struct LoadReport {
     pub generation: u64,
 }
 
-struct Snapshot {
+struct LoadedPolicy {
     policy: Policy,
     passwords: PasswordFile,
     /// A password file is configured (possibly empty).
@@ -119,11 +119,11 @@ struct Snapshot {
     warned_no_listener: std::sync::atomic::AtomicBool,
 }
 
-impl Snapshot {
-    fn new(policy: Policy, passwords: PasswordFile, has_password_file: bool, generation: u64, decoy_hasher: ahash::RandomState) -> Snapshot {
+impl LoadedPolicy {
+    fn new(policy: Policy, passwords: PasswordFile, has_password_file: bool, generation: u64, decoy_hasher: ahash::RandomState) -> LoadedPolicy {
         let decoys = Decoys::new(passwords.hashes().chain(policy.users.values().filter_map(|u| u.password.as_ref())), decoy_hasher);
         let listener_conditions = policy.has_listener_conditions();
-        Snapshot {
+        LoadedPolicy {
             policy,
             passwords,
             has_password_file,
@@ -196,7 +196,7 @@ pub struct Firewall {
     // Read on every connect, replaced on reload or reconfiguration: ArcSwap
     // reads write no cache line shared by the schedulers, a RwLock's do.
     cfg: ArcSwap<FirewallConfig>,
-    snap: ArcSwap<Snapshot>,
+    snap: ArcSwap<LoadedPolicy>,
     cache: ArcSwap<AuthCache>,
     peer_rate: RateLimiter<IpNet>,
     user_rate: RateLimiter<Vec<u8>>,
@@ -229,7 +229,7 @@ impl Firewall {
         let decoy_hasher = ahash::RandomState::new();
         Firewall {
             cfg: ArcSwap::from_pointee(cfg),
-            snap: ArcSwap::from_pointee(Snapshot::new(Policy::empty(), PasswordFile::default(), false, 0, decoy_hasher.clone())),
+            snap: ArcSwap::from_pointee(LoadedPolicy::new(Policy::empty(), PasswordFile::default(), false, 0, decoy_hasher.clone())),
             cache: ArcSwap::from_pointee(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms)),
             peer_rate: RateLimiter::new(cfg.rate_per_peer, cfg.burst_per_peer, cfg.max_tracked),
             user_rate: RateLimiter::new(cfg.rate_per_user, cfg.burst_per_user, cfg.max_tracked),
@@ -314,7 +314,7 @@ impl Firewall {
             passwords: passwords.len(),
             generation,
         };
-        let snap = Arc::new(Snapshot::new(policy, passwords, has_password_file, generation, self.decoy_hasher.clone()));
+        let snap = Arc::new(LoadedPolicy::new(policy, passwords, has_password_file, generation, self.decoy_hasher.clone()));
         self.snap.store(snap);
         self.cache.load().clear();
         self.stats.bump(S_RELOADS_OK);
@@ -473,7 +473,7 @@ impl Firewall {
 
     /// Everything before the password, in the order of POLICY.md's
     /// decision table.
-    fn screen(&self, cfg: &FirewallConfig, snap: &Arc<Snapshot>, req: &AuthRequest, sessions: &dyn LiveSessions, now: Millis) -> Screen {
+    fn screen(&self, cfg: &FirewallConfig, snap: &Arc<LoadedPolicy>, req: &AuthRequest, sessions: &dyn LiveSessions, now: Millis) -> Screen {
         use Screen::Done;
         let policy = &snap.policy;
         let peer_ip = req.peer.map(|p| p.ip);

@@ -188,7 +188,7 @@ struct RawModifiers {
 // Compilation
 // ---------------------------------------------------------------------------
 
-fn net(ctx: &Ctx<'_>, s: &Spanned<String>, key: &str) -> Result<IpNet, PolicyError> {
+fn net(ctx: &SourceText<'_>, s: &Spanned<String>, key: &str) -> Result<IpNet, PolicyError> {
     let v = s.get_ref().trim();
     if let Ok(n) = v.parse::<IpNet>() {
         return Ok(n.trunc());
@@ -199,11 +199,11 @@ fn net(ctx: &Ctx<'_>, s: &Spanned<String>, key: &str) -> Result<IpNet, PolicyErr
     Err(ctx.err(s.span(), key, format!("not an IP network in CIDR form (e.g. 10.0.0.0/8 or 2001:db8::/32): {v:?}")))
 }
 
-fn nets(ctx: &Ctx<'_>, list: &[Spanned<String>], key: &str) -> Result<Vec<IpNet>, PolicyError> {
+fn nets(ctx: &SourceText<'_>, list: &[Spanned<String>], key: &str) -> Result<Vec<IpNet>, PolicyError> {
     list.iter().map(|s| net(ctx, s, key)).collect()
 }
 
-fn regex(ctx: &Ctx<'_>, s: &Spanned<String>, key: &str) -> Result<Pattern, PolicyError> {
+fn regex(ctx: &SourceText<'_>, s: &Spanned<String>, key: &str) -> Result<Pattern, PolicyError> {
     let src = s.get_ref();
     if src.len() > MAX_PATTERN_LEN {
         return Err(ctx.err(s.span(), key, format!("pattern longer than {MAX_PATTERN_LEN} bytes")));
@@ -223,7 +223,7 @@ fn regex(ctx: &Ctx<'_>, s: &Spanned<String>, key: &str) -> Result<Pattern, Polic
         })
 }
 
-fn listener(ctx: &Ctx<'_>, port: Option<u16>, kind: &Option<String>, addr: &Option<Spanned<String>>, key: &str) -> Result<ListenerMatch, PolicyError> {
+fn listener(ctx: &SourceText<'_>, port: Option<u16>, kind: &Option<String>, addr: &Option<Spanned<String>>, key: &str) -> Result<ListenerMatch, PolicyError> {
     Ok(ListenerMatch {
         port,
         kind: kind.as_deref().map(canonical_listener_type),
@@ -231,7 +231,7 @@ fn listener(ctx: &Ctx<'_>, port: Option<u16>, kind: &Option<String>, addr: &Opti
     })
 }
 
-fn char_ranges(ctx: &Ctx<'_>, s: &Spanned<String>, key: &str) -> Result<Vec<(u8, u8)>, PolicyError> {
+fn char_ranges(ctx: &SourceText<'_>, s: &Spanned<String>, key: &str) -> Result<Vec<(u8, u8)>, PolicyError> {
     let src = s.get_ref();
     if !src.is_ascii() || src.is_empty() {
         return Err(ctx.err(s.span(), key, "allowed_chars must be non-empty ASCII, e.g. \"A-Za-z0-9_.-\""));
@@ -254,7 +254,7 @@ fn char_ranges(ctx: &Ctx<'_>, s: &Spanned<String>, key: &str) -> Result<Vec<(u8,
     Ok(out)
 }
 
-fn modifiers(ctx: &Ctx<'_>, raw: &Option<RawModifiers>, key: &str) -> Result<ModifierSet, PolicyError> {
+fn modifiers(ctx: &SourceText<'_>, raw: &Option<RawModifiers>, key: &str) -> Result<ModifierSet, PolicyError> {
     let Some(r) = raw else { return Ok(ModifierSet::default()) };
     let int = |v: &Option<Spanned<u64>>, name: &str, min: u64, max: u64| -> Result<Option<u64>, PolicyError> {
         match v {
@@ -288,7 +288,7 @@ fn modifiers(ctx: &Ctx<'_>, raw: &Option<RawModifiers>, key: &str) -> Result<Mod
 }
 
 fn group_ref<'a>(
-    ctx: &Ctx<'_>,
+    ctx: &SourceText<'_>,
     groups: &'a HashMap<String, Group>,
     name: &Spanned<String>,
     key: &str,
@@ -296,7 +296,7 @@ fn group_ref<'a>(
     groups.get(name.get_ref()).ok_or_else(|| ctx.err(name.span(), key, format!("undefined group {:?}", name.get_ref())))
 }
 
-pub(super) fn compile(ctx: &Ctx<'_>, raw: RawPolicy) -> Result<Policy, PolicyError> {
+pub(super) fn compile(ctx: &SourceText<'_>, raw: RawPolicy) -> Result<Policy, PolicyError> {
     if let Some(v) = &raw.version {
         if *v.get_ref() != 1 {
             return Err(ctx.err(v.span(), "version", "only version = 1 is supported"));

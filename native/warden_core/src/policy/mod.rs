@@ -70,12 +70,12 @@ impl fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
-struct Ctx<'a> {
+struct SourceText<'a> {
     text: &'a str,
     source: &'a str,
 }
 
-impl Ctx<'_> {
+impl SourceText<'_> {
     fn line(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
@@ -288,7 +288,7 @@ impl Policy {
     }
 
     pub fn parse(text: &str, source: &str) -> Result<Policy, PolicyError> {
-        let ctx = Ctx { text, source };
+        let ctx = SourceText { text, source };
         let raw: compile::RawPolicy = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| ctx.line(s.start)).unwrap_or(0);
             PolicyError { source: source.to_string(), line, key: String::new(), message: e.message().trim().to_string() }

@@ -35,7 +35,7 @@ use parking_lot::Mutex;
 use crate::types::{Millis, ProcId};
 
 use history::History;
-use record::{Ctx, Record, Snapshot, Store};
+use record::{EventContext, Record, CountedState, Store};
 use shard::*;
 use slab::Slab;
 pub use types::*;
@@ -107,7 +107,7 @@ impl Registry {
 
     /// Apply the counter and per-user-index consequences of one record's
     /// change. Called under the shard lock.
-    fn account(&self, shard: &Shard, before: Snapshot, after: Snapshot) {
+    fn account(&self, shard: &Shard, before: CountedState, after: CountedState) {
         if before.state != after.state {
             if let Some(i) = state_counter(before.state) {
                 shard.sub(i);
@@ -161,7 +161,7 @@ impl Registry {
         &self,
         key: KeyRef<'_>,
         now: Millis,
-        f: impl FnOnce(&mut Record, &mut Ctx<'_>) -> R,
+        f: impl FnOnce(&mut Record, &mut EventContext<'_>) -> R,
     ) -> (R, &Shard) {
         let h = self.hash_key(key);
         let shard = self.shard_of_hash(h);
@@ -170,7 +170,7 @@ impl Registry {
             let mut g = shard.inner.lock();
             let inner = &mut *g;
             let found = inner.find(h, key);
-            let mut cx = Ctx {
+            let mut cx = EventContext {
                 now,
                 pending_ttl: self.pending_ttl.load(Relaxed),
                 next_gen: &mut inner.next_gen,
@@ -198,7 +198,7 @@ impl Registry {
                     if rec.is_empty() {
                         rec.release(cx.st);
                     } else {
-                        self.account(shard, Snapshot::EMPTY, rec.snapshot(cx.st, hash_user));
+                        self.account(shard, CountedState::EMPTY, rec.snapshot(cx.st, hash_user));
                         inner.insert(rec);
                     }
                     (r, endings)
@@ -214,7 +214,7 @@ impl Registry {
         key: KeyRef<'_>,
         now: Millis,
         what: &'static str,
-        f: impl FnOnce(&mut Record, &mut Ctx<'_>) -> Applied,
+        f: impl FnOnce(&mut Record, &mut EventContext<'_>) -> Applied,
     ) -> Applied {
         let (r, shard) = self.with_record(key, now, f);
         match r {
@@ -463,7 +463,7 @@ impl Registry {
                 i += 1;
                 continue;
             }
-            let mut cx = Ctx {
+            let mut cx = EventContext {
                 now,
                 pending_ttl,
                 next_gen: &mut inner.next_gen,
@@ -502,7 +502,7 @@ impl Registry {
         for shard in self.shards.iter() {
             let mut g = shard.inner.lock();
             for rec in g.slab.iter() {
-                self.account(shard, rec.snapshot(&g.st, hash_user), Snapshot::EMPTY);
+                self.account(shard, rec.snapshot(&g.st, hash_user), CountedState::EMPTY);
             }
             g.clear();
             for i in [C_STALE, C_DUP, C_UNKNOWN, C_TAKEN, C_ENDED, C_RECONCILED] {

@@ -1,7 +1,7 @@
 //! One registry record (all that is known about one `SubscriberKey`) and the
 //! state machine that moves it. Everything here runs under the shard lock; it
 //! never locks anything itself. Endings produced by a transition are collected
-//! in [`Ctx::endings`] and pushed to the history ring by the caller after the
+//! in [`EventContext::endings`] and pushed to the history ring by the caller after the
 //! shard lock is released. Key, username and pending connect live in the
 //! shard's [`Store`] (pool.rs), so reads take it as an argument.
 
@@ -41,7 +41,7 @@ pub(super) type Trimmed = (Vec<Box<[u8]>>, Vec<Vec<Slot<Pending>>>);
 
 /// Per-event context: the clock, the shard's generation counter and the
 /// endings the event produced (their key is copied from the record).
-pub(super) struct Ctx<'a> {
+pub(super) struct EventContext<'a> {
     pub now: Millis,
     pub pending_ttl: u64,
     pub next_gen: &'a mut u64,
@@ -49,7 +49,7 @@ pub(super) struct Ctx<'a> {
     pub st: &'a mut Store,
 }
 
-impl Ctx<'_> {
+impl EventContext<'_> {
     /// Generations come from a per-shard counter (a key always maps to the
     /// same shard), so they strictly increase per key even across removal
     /// and re-creation of its record, and never need a global atomic.
@@ -94,7 +94,7 @@ struct NewSession<'u> {
     conn: Option<ProcId>,
     queue: Option<ProcId>,
     peer: Option<Peer>,
-    username: UserIn<'u>,
+    username: UsernameSource<'u>,
     online: bool,
     registered: bool,
     clean: bool,
@@ -104,9 +104,9 @@ struct NewSession<'u> {
 /// A username to store: none, from outside the pool, or a pending
 /// connect's (in the pool the record's bytes are written to).
 #[derive(Clone, Copy)]
-enum UserIn<'u> {
-    No,
-    Ext(&'u [u8]),
+enum UsernameSource<'u> {
+    Absent,
+    Borrowed(&'u [u8]),
     Pooled(&'u Bytes),
 }
 
@@ -123,10 +123,10 @@ pub(super) struct Record {
     gen: u64,
     conn: u64,
     queue: u64,
-    first_connect: T48,
-    last_connect: T48,
-    last_change: T48,
-    last_end_at: T48,
+    first_connect: Millis48,
+    last_connect: Millis48,
+    last_change: Millis48,
+    last_end_at: Millis48,
     /// IPv4 in the first 4 bytes when `PEER_V4`.
     ip: [u8; 16],
     port: u16,
@@ -143,7 +143,7 @@ pub(super) struct Record {
 /// What a record contributes to the per-shard counters and the per-user
 /// index; compared before and after every transition.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) struct Snapshot {
+pub(super) struct CountedState {
     pub state: Option<SessionState>,
     pub pending: bool,
     /// Hashes of the users with a live (pending or online) session here,
@@ -151,8 +151,8 @@ pub(super) struct Snapshot {
     pub users: [Option<u64>; MAX_PENDING + 1],
 }
 
-impl Snapshot {
-    pub const EMPTY: Snapshot = Snapshot {
+impl CountedState {
+    pub const EMPTY: CountedState = CountedState {
         state: None,
         pending: false,
         users: [None; MAX_PENDING + 1],
@@ -166,7 +166,7 @@ impl Record {
         let mut varint = [0u8; 10];
         let n = put_varint(&mut varint, key.mountpoint.len());
         let kb = bytes.alloc(&[&varint[..n], key.mountpoint, key.client_id]);
-        let t = T48::new(now);
+        let t = Millis48::new(now);
         Record {
             key_len: u32::try_from(kb.len()).expect("key longer than 4 GiB"),
             kb,
@@ -177,7 +177,7 @@ impl Record {
             first_connect: t,
             last_connect: t,
             last_change: t,
-            last_end_at: T48::new(0),
+            last_end_at: Millis48::new(0),
             ip: [0; 16],
             port: 0,
             bits: 0,
@@ -195,7 +195,7 @@ impl Record {
     fn set_registered_info(&mut self, bytes: &mut BytePool, info: ConnectInfo<'_>) {
         self.set_peer(info.peer);
         if let Some(u) = info.username {
-            self.set_user(bytes, UserIn::Ext(u));
+            self.set_user(bytes, UsernameSource::Borrowed(u));
         }
         self.set(MQTT5, info.protocol == Protocol::Mqtt5);
     }
@@ -227,7 +227,7 @@ impl Record {
         self.pending != NONE
     }
 
-    pub fn snapshot(&self, st: &Store, hash_user: impl Fn(&[u8]) -> u64) -> Snapshot {
+    pub fn snapshot(&self, st: &Store, hash_user: impl Fn(&[u8]) -> u64) -> CountedState {
         let mut users = [None; MAX_PENDING + 1];
         let mut n = 0;
         let online_user = if self.online() { self.user(st) } else { None };
@@ -242,7 +242,7 @@ impl Record {
                 n += 1;
             }
         }
-        Snapshot {
+        CountedState {
             state: self.state(),
             pending: self.has_pending(),
             users,
@@ -251,11 +251,11 @@ impl Record {
 
     fn set_end(&mut self, reason: EndReason, now: Millis) {
         self.last_end_reason = Some(reason);
-        self.last_end_at = T48::new(now);
+        self.last_end_at = Millis48::new(now);
     }
 
     /// Record an ending for the current session, keeping it in place.
-    fn end_cur(&mut self, cx: &mut Ctx<'_>, reason: EndReason) {
+    fn end_cur(&mut self, cx: &mut EventContext<'_>, reason: EndReason) {
         assert!(self.has_cur(), "end_cur without a session");
         cx.endings.push(Ending {
             key: self.key(cx.st),
@@ -270,7 +270,7 @@ impl Record {
     }
 
     /// Remove the current session, recording an ending for it.
-    fn remove_cur(&mut self, cx: &mut Ctx<'_>, reason: EndReason) {
+    fn remove_cur(&mut self, cx: &mut EventContext<'_>, reason: EndReason) {
         self.end_cur(cx, reason);
         self.clear_cur();
     }
@@ -279,7 +279,7 @@ impl Record {
     /// was taken over; an offline one ends only if the new connect is clean
     /// (its stored session was discarded with no hook). A persistent connect
     /// over an offline session resumes it: no ending.
-    fn replace_cur(&mut self, cx: &mut Ctx<'_>, new_is_clean: bool) {
+    fn replace_cur(&mut self, cx: &mut EventContext<'_>, new_is_clean: bool) {
         if self.has_cur() {
             if self.online() {
                 self.remove_cur(cx, EndReason::TakenOver)
@@ -293,7 +293,7 @@ impl Record {
 
     /// End the pending connect in `slot` with `reason` (`Abandoned`: never
     /// confirmed; `TakenOver`: registered, then overtaken by a newer one).
-    fn end_pending(&mut self, cx: &mut Ctx<'_>, slot: u32, reason: EndReason) {
+    fn end_pending(&mut self, cx: &mut EventContext<'_>, slot: u32, reason: EndReason) {
         let p = self.take_pending(cx.st, slot);
         let username = p.username.map(|u| {
             let copy = Box::from(cx.st.bytes.get(&u));
@@ -313,12 +313,12 @@ impl Record {
         self.set_times_change(cx.now);
     }
 
-    fn abandon_pending(&mut self, cx: &mut Ctx<'_>, slot: u32) {
+    fn abandon_pending(&mut self, cx: &mut EventContext<'_>, slot: u32) {
         self.end_pending(cx, slot, EndReason::Abandoned);
     }
 
     /// Drop the pending connects older than the TTL. Returns how many.
-    pub fn expire_pending(&mut self, cx: &mut Ctx<'_>) -> usize {
+    pub fn expire_pending(&mut self, cx: &mut EventContext<'_>) -> usize {
         let (slots, n) = self.pending_slots(cx.st);
         let mut dropped = 0;
         for &i in &slots[..n] {
@@ -331,7 +331,7 @@ impl Record {
     }
 
     /// The pending connect in `slot` becomes the current session, on `queue`.
-    fn promote(&mut self, cx: &mut Ctx<'_>, slot: u32, queue: ProcId) {
+    fn promote(&mut self, cx: &mut EventContext<'_>, slot: u32, queue: ProcId) {
         let p = self.take_pending(cx.st, slot);
         self.replace_cur(cx, p.clean);
         self.start(
@@ -341,7 +341,7 @@ impl Record {
                 conn: Some(p.conn),
                 queue: Some(queue),
                 peer: p.peer,
-                username: p.username.as_ref().map_or(UserIn::No, UserIn::Pooled),
+                username: p.username.as_ref().map_or(UsernameSource::Absent, UsernameSource::Pooled),
                 online: true,
                 registered: p.registered.is_some(),
                 clean: p.clean,
@@ -357,7 +357,7 @@ impl Record {
     /// authorised it, or our pending was lost): a new generation.
     fn start_unannounced(
         &mut self,
-        cx: &mut Ctx<'_>,
+        cx: &mut EventContext<'_>,
         conn: Option<ProcId>,
         queue: ProcId,
         info: Option<ConnectInfo<'_>>,
@@ -370,7 +370,7 @@ impl Record {
             conn,
             queue: Some(queue),
             peer: None,
-            username: UserIn::No,
+            username: UsernameSource::Absent,
             online: true,
             registered: info.is_some(),
             clean: false,
@@ -378,24 +378,24 @@ impl Record {
         };
         if let Some(info) = &info {
             s.peer = info.peer;
-            s.username = info.username.map_or(UserIn::No, UserIn::Ext);
+            s.username = info.username.map_or(UsernameSource::Absent, UsernameSource::Borrowed);
             s.clean = info.clean_session;
             s.protocol = info.protocol;
         }
         self.start(cx, s);
     }
 
-    fn start(&mut self, cx: &mut Ctx<'_>, s: NewSession<'_>) {
+    fn start(&mut self, cx: &mut EventContext<'_>, s: NewSession<'_>) {
         self.set_cur(&mut cx.st.bytes, s);
         self.connect_count = self.connect_count.saturating_add(1);
-        self.last_connect = T48::new(cx.now);
+        self.last_connect = Millis48::new(cx.now);
         self.set_times_change(cx.now);
     }
 
     /// on_register's info on a pending connect (the flag stays auth's, and
     /// so does the username when on_register carries none: see
     /// `set_registered_info`).
-    fn set_pending_registered(&mut self, cx: &mut Ctx<'_>, slot: u32, info: ConnectInfo<'_>) {
+    fn set_pending_registered(&mut self, cx: &mut EventContext<'_>, slot: u32, info: ConnectInfo<'_>) {
         let order = cx.new_gen();
         let Some(p) = cx.st.pending.get_mut(slot) else { return };
         p.registered = Some(order);
@@ -430,7 +430,7 @@ impl Record {
     // an on_register that claims a wakeup seen before it, or by a wakeup
     // that comes after an on_register.
 
-    pub fn auth_accepted(&mut self, cx: &mut Ctx<'_>, conn: ProcId, info: ConnectInfo<'_>) -> u64 {
+    pub fn auth_accepted(&mut self, cx: &mut EventContext<'_>, conn: ProcId, info: ConnectInfo<'_>) -> u64 {
         // The same connection process accepted again: its older accept is void.
         if let Some(slot) = self.find_pending(cx.st, conn) {
             self.abandon_pending(cx, slot);
@@ -438,7 +438,7 @@ impl Record {
         self.push_pending(cx, conn, info, false)
     }
 
-    pub fn registered(&mut self, cx: &mut Ctx<'_>, conn: ProcId, info: ConnectInfo<'_>) -> Applied {
+    pub fn registered(&mut self, cx: &mut EventContext<'_>, conn: ProcId, info: ConnectInfo<'_>) -> Applied {
         if let Some(slot) = self.find_pending(cx.st, conn) {
             if let Some(queue) = self.woken(cx.st) {
                 // Its queue woke before its on_register (the usual order).
@@ -488,7 +488,7 @@ impl Record {
         Applied::Applied
     }
 
-    pub fn woke_up(&mut self, cx: &mut Ctx<'_>, queue: ProcId) -> Applied {
+    pub fn woke_up(&mut self, cx: &mut EventContext<'_>, queue: ProcId) -> Applied {
         if self.online() && self.queue() == Some(queue) && !self.has_pending() {
             return Applied::Duplicate;
         }
@@ -519,7 +519,7 @@ impl Record {
         was
     }
 
-    pub fn went_offline(&mut self, cx: &mut Ctx<'_>, queue: ProcId) -> Applied {
+    pub fn went_offline(&mut self, cx: &mut EventContext<'_>, queue: ProcId) -> Applied {
         if self.is_empty() {
             // Unknown key (plugin enabled on a running broker): we learn
             // of a persistent session only now.
@@ -529,13 +529,13 @@ impl Record {
                 conn: None,
                 queue: Some(queue),
                 peer: None,
-                username: UserIn::No,
+                username: UsernameSource::Absent,
                 online: false,
                 registered: false,
                 clean: false,
                 protocol: Protocol::Mqtt3,
             });
-            self.last_connect = T48::new(cx.now);
+            self.last_connect = Millis48::new(cx.now);
             self.set_times_change(cx.now);
             return Applied::Applied;
         }
@@ -560,7 +560,7 @@ impl Record {
         Applied::Stale
     }
 
-    pub fn gone(&mut self, cx: &mut Ctx<'_>, queue: ProcId) -> Applied {
+    pub fn gone(&mut self, cx: &mut EventContext<'_>, queue: ProcId) -> Applied {
         if self.is_empty() {
             return Applied::Unknown;
         }
@@ -584,7 +584,7 @@ impl Record {
         Applied::Stale
     }
 
-    pub fn expired(&mut self, cx: &mut Ctx<'_>, queue: ProcId) -> Applied {
+    pub fn expired(&mut self, cx: &mut EventContext<'_>, queue: ProcId) -> Applied {
         if self.is_empty() {
             return Applied::Unknown;
         }
@@ -596,8 +596,8 @@ impl Record {
         Applied::Stale
     }
 
-    pub fn reconcile(&mut self, cx: &mut Ctx<'_>, broker: BrokerSession, seen_change: Millis) -> Reconciled {
-        if self.last_change.get() != T48::new(seen_change).get() {
+    pub fn reconcile(&mut self, cx: &mut EventContext<'_>, broker: BrokerSession, seen_change: Millis) -> Reconciled {
+        if self.last_change.get() != Millis48::new(seen_change).get() {
             return Reconciled::Changed;
         }
         match (self.state(), broker) {

@@ -9,13 +9,13 @@ use super::*;
 /// Times are stored in 48 bits (milliseconds up to the year 10889; larger
 /// values saturate), which keeps the record at 96 bytes.
 #[derive(Clone, Copy)]
-pub(super) struct T48([u8; 6]);
+pub(super) struct Millis48([u8; 6]);
 
-impl T48 {
+impl Millis48 {
     const MAX: u64 = (1 << 48) - 1;
-    pub(super) fn new(ms: Millis) -> T48 {
+    pub(super) fn new(ms: Millis) -> Millis48 {
         let b = ms.min(Self::MAX).to_le_bytes();
-        T48([b[0], b[1], b[2], b[3], b[4], b[5]])
+        Millis48([b[0], b[1], b[2], b[3], b[4], b[5]])
     }
     pub(super) fn get(self) -> Millis {
         let b = self.0;
@@ -139,14 +139,14 @@ impl Record {
     }
     /// Store `u` after the key, in a new block only if it differs from the
     /// one stored.
-    pub(super) fn set_user(&mut self, bytes: &mut BytePool, u: UserIn<'_>) {
+    pub(super) fn set_user(&mut self, bytes: &mut BytePool, u: UsernameSource<'_>) {
         let k = self.key_len as usize;
-        let cur = bytes.get(&self.kb);
-        let stored = self.has(HAS_USER).then(|| &cur[k..]);
+        let key_and_user = bytes.get(&self.kb);
+        let stored = self.has(HAS_USER).then(|| &key_and_user[k..]);
         let new = match u {
-            UserIn::No => None,
-            UserIn::Ext(s) => Some(s),
-            UserIn::Pooled(b) => Some(bytes.get(b)),
+            UsernameSource::Absent => None,
+            UsernameSource::Borrowed(s) => Some(s),
+            UsernameSource::Pooled(b) => Some(bytes.get(b)),
         };
         if stored == new {
             return;
@@ -161,7 +161,7 @@ impl Record {
             heap.resize(total, 0);
             &mut heap
         };
-        buf[..k].copy_from_slice(&cur[..k]);
+        buf[..k].copy_from_slice(&key_and_user[..k]);
         if let Some(new) = new {
             buf[k..].copy_from_slice(new);
         }
@@ -171,7 +171,7 @@ impl Record {
         self.set(HAS_USER, has_user);
     }
     pub(super) fn set_times_change(&mut self, now: Millis) {
-        self.last_change = T48::new(now);
+        self.last_change = Millis48::new(now);
     }
 
     /// Mountpoint and client id, borrowed from the store.

@@ -77,7 +77,7 @@ impl Record {
     }
     /// A new pending connect at the head of the list; the oldest gives way
     /// (`Abandoned`) when `MAX_PENDING` wait already.
-    pub(super) fn push_pending(&mut self, cx: &mut Ctx<'_>, conn: ProcId, info: ConnectInfo<'_>, registered: bool) -> u64 {
+    pub(super) fn push_pending(&mut self, cx: &mut EventContext<'_>, conn: ProcId, info: ConnectInfo<'_>, registered: bool) -> u64 {
         let (slots, n) = self.pending_slots(cx.st);
         if n == MAX_PENDING {
             self.abandon_pending(cx, slots[n - 1]);
