@@ -9,7 +9,7 @@
 //! reload in between never mixes two policies.
 //!
 //! The steps and their order are POLICY.md's decision table (written once
-//! there); `Firewall::screen` runs them in that order, numbered as there.
+//! there); `screen.rs` runs them in that order, one named step each.
 
 use std::fmt;
 use std::path::Path;
@@ -23,7 +23,8 @@ use arc_swap::ArcSwap;
 use crate::credentials::{self, AuthCache, PasswordFile, PasswordHash};
 use crate::limits::{peer_key, BanTable, RateLimiter};
 use crate::striped::StripedCounters;
-use crate::policy::{in_networks, Action, CertField, MatchInput, Policy, PolicyError, Settings};
+use crate::policy::{in_networks, CertField, Policy, PolicyError, Settings};
+use screen::Screen;
 pub use crate::policy::{ModValue, Modifiers};
 use crate::types::{Millis, Peer, Protocol, SubscriberKey};
 
@@ -471,177 +472,6 @@ impl Firewall {
         d
     }
 
-    /// Everything before the password, in the order of POLICY.md's
-    /// decision table.
-    fn screen(&self, cfg: &FirewallConfig, snap: &Arc<LoadedPolicy>, req: &AuthRequest, sessions: &dyn LiveSessions, now: Millis) -> Screen {
-        use Screen::Done;
-        let policy = &snap.policy;
-        let peer_ip = req.peer.map(|p| p.ip);
-
-        // 0. lengths, before any matcher or table sees the bytes
-        if let Err(why) = check_lengths(policy, &req.key.client_id, req.username.as_deref()) {
-            return Done(Decision::Refuse(why));
-        }
-        // 1. bans
-        if let Some(ip) = peer_ip {
-            if let Some(until) = self.peer_bans.banned_until(&peer_key(ip), now) {
-                return Done(refuse(RefusalCode::Banned, format!("ban: peer address banned for {} s after failed logins", (until - now).div_ceil(1000))));
-            }
-        }
-        if let (true, Some(u)) = (cfg.ban_users, &req.username) {
-            if let Some(until) = self.user_bans.banned_until(u, now) {
-                return Done(refuse(RefusalCode::Banned, format!("ban: username banned for {} s after failed logins", (until - now).div_ceil(1000))));
-            }
-        }
-        // 2. rate limits
-        if let Some(ip) = peer_ip {
-            if !self.peer_rate.try_acquire(&peer_key(ip), now) {
-                return Done(refuse(RefusalCode::ConnectionRateExceeded, "rate_limit: too many connects from this address"));
-            }
-        }
-        if let Some(u) = &req.username {
-            if !self.user_rate.try_acquire(u, now) {
-                return Done(refuse(RefusalCode::ConnectionRateExceeded, "rate_limit: too many connects for this user"));
-            }
-        }
-        // 3. nothing configured at all
-        if snap.knows_nothing() {
-            return Done(default_decision(cfg));
-        }
-
-        let listener = req.listener.as_ref();
-        if listener.is_none() && snap.listener_conditions && !snap.warned_no_listener.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                target: "vmq_warden",
-                "the policy names listeners, but the broker sends no listener data (VerneMQ 2.2 metadata): \
-                 listener deny rules, per-listener anonymous refusals and required certificates apply to every \
-                 connect, listener allow rules to none"
-            );
-        }
-        // The identity every identity rule looks at: the certificate's, when
-        // a cert_identity entry applies (enforced at step 9), else the
-        // CONNECT username.
-        let cert_rule = policy.cert_identity.iter().find(|c| c.applies(listener, req.client_cert.is_some()));
-        let cert_name = match (cert_rule, &req.client_cert) {
-            (Some(c), Some(der)) => Some(cert_identity_name(der, c.from)),
-            _ => None,
-        };
-        let identity: Option<&[u8]> = match &cert_name {
-            Some(Ok(n)) => Some(n),
-            _ => req.username.as_deref(),
-        };
-        if let (Some(Ok(n)), false) = (&cert_name, req.username.as_deref() == identity) {
-            if let Err(why) = check_lengths(policy, &req.key.client_id, Some(n)) {
-                return Done(Decision::Refuse(why));
-            }
-        }
-
-        // 4. rules: first match; a deny whose listener condition cannot be
-        // evaluated holds (fail closed), an allow's does not
-        let input = MatchInput {
-            peer: peer_ip,
-            listener,
-            client_id: &req.key.client_id,
-            username: identity,
-            protocol: req.protocol,
-            has_cert: req.client_cert.is_some(),
-        };
-        let mut allowed_by_rule = false;
-        for rule in &policy.rules {
-            let hit = match rule.action {
-                Action::Deny => rule.when.matches_failing_closed(&input),
-                Action::Allow | Action::Next => rule.when.matches(&input),
-            };
-            if hit {
-                match rule.action {
-                    Action::Allow => allowed_by_rule = true,
-                    Action::Deny => return Done(refuse(rule.code, format!("rule {}: {}", rule.name, rule.reason))),
-                    Action::Next => return Done(Decision::Next),
-                }
-                break;
-            }
-        }
-
-        // 5. peer networks: an allow rule lifts network.allow, never network.deny
-        let net = &policy.network;
-        if peer_ip.is_some_and(|ip| in_networks(&net.deny, ip)) {
-            return Done(refuse(RefusalCode::NotAuthorized, "network: peer address is in network.deny"));
-        }
-        if !allowed_by_rule && !net.allow.is_empty() && !peer_ip.is_some_and(|ip| in_networks(&net.allow, ip)) {
-            return Done(refuse(RefusalCode::NotAuthorized, "network: peer address is not in network.allow"));
-        }
-        // 6. client id, 7. username: they bind whatever rule allowed
-        if let Err(why) = check_client_id(policy, &req.key.client_id, identity) {
-            return Done(refuse(RefusalCode::ClientIdentifierNotValid, format!("client_id: {why}")));
-        }
-        if let Some(u) = identity {
-            if let Err(why) = check_username(policy, u) {
-                return Done(refuse(RefusalCode::NotAuthorized, format!("username: {why}")));
-            }
-        }
-        // 8. anonymous (an allow rule may admit an anonymous client)
-        if !allowed_by_rule && identity.is_none() && cert_name.is_none() && !policy.anonymous.allowed(listener, cfg.allow_anonymous) {
-            return Done(refuse(RefusalCode::NotAuthorized, "anonymous: clients without a username are not allowed on this listener"));
-        }
-
-        let bind = policy.client_id.bind_to_user;
-        // 9. certificate identity
-        if let Some(c) = cert_rule {
-            match cert_name {
-                Some(Err(why)) => return Done(refuse(RefusalCode::NotAuthorized, format!("cert_identity: {why}"))),
-                Some(Ok(name)) => {
-                    if c.username_must_match {
-                        if let Some(u) = &req.username {
-                            if *u != name {
-                                return Done(refuse(RefusalCode::NotAuthorized, "cert_identity: username does not match the client certificate"));
-                            }
-                        }
-                    }
-                    let settings = match policy.user(&name) {
-                        Some(u) => &u.settings,
-                        None if c.require_known => {
-                            return Done(refuse(RefusalCode::NotAuthorized, "cert_identity: certificate identity is not a known user"))
-                        }
-                        None => &c.settings,
-                    };
-                    let rename = (req.username.as_deref() != Some(name.as_slice())).then(|| name.clone());
-                    return Done(post_checks(req, Some(&name), settings, sessions, rename, bind));
-                }
-                None if c.required => {
-                    return Done(refuse(RefusalCode::NotAuthorized, "cert_identity: a client certificate is required on this listener"))
-                }
-                None => {}
-            }
-        }
-
-        // 10. credentials
-        let Some(user) = &req.username else {
-            return Done(post_checks(req, None, &policy.anonymous.settings, sessions, None, bind));
-        };
-        let policy_user = policy.user(user);
-        let hash = policy_user.and_then(|u| u.password.as_ref()).or_else(|| snap.passwords.get(user));
-        let settings = policy_user.map(|u| u.settings.clone()).unwrap_or_default();
-        let check = |hash: PasswordHash, decoy: bool| {
-            Screen::Password(PasswordCheck {
-                snap: snap.clone(),
-                identity: user.clone(),
-                fingerprint: hash.fingerprint(),
-                slow: hash.is_slow(),
-                hash,
-                decoy,
-                settings,
-            })
-        };
-        match hash {
-            Some(h) => check(h.clone(), false),
-            None if !snap.has_user_source() => Done(default_decision(cfg)),
-            None => match cfg.unknown_user {
-                UnknownUser::Next => Done(Decision::Next),
-                UnknownUser::Deny => check(snap.decoys.pick(user), true),
-            },
-        }
-    }
-
     // -- operator API ------------------------------------------------------
 
     pub fn bans(&self, now: Millis) -> Vec<BanView> {
@@ -700,11 +530,6 @@ impl Firewall {
 
 // Moved once or twice per connect; boxing would only add an allocation.
 #[allow(clippy::large_enum_variant)]
-enum Screen {
-    Done(Decision),
-    Password(PasswordCheck),
-}
-
 impl Firewall {
     /// The periodic sweep: drops idle rate-limit buckets and ban counters
     /// (bans that run stay) and gives their memory back; returns how many.
@@ -715,6 +540,7 @@ impl Firewall {
 
 mod checks;
 mod identity;
+mod screen;
 mod types;
 
 use checks::*;
