@@ -129,8 +129,8 @@ fn identity<'p>(policy: &'p Policy, req: &AuthRequest) -> Step<Identity<'p>> {
     Ok(Identity { cert_rule, cert_name })
 }
 
-/// 4. rules, first match; a deny whose listener condition cannot be
-/// evaluated holds (fail closed), an allow's does not. `Ok(true)`: an
+/// Step 4, the rules: first match; a deny whose listener condition cannot
+/// be evaluated holds (fail closed), an allow's does not. `Ok(true)`: an
 /// allow rule matched.
 fn rules(policy: &Policy, req: &AuthRequest, identity: Option<&[u8]>) -> Step<bool> {
     let input = MatchInput {
@@ -157,7 +157,7 @@ fn rules(policy: &Policy, req: &AuthRequest, identity: Option<&[u8]>) -> Step<bo
     Ok(false)
 }
 
-/// 5. peer networks: an allow rule lifts network.allow, never network.deny
+/// Step 5: peer networks: an allow rule lifts network.allow, never network.deny
 fn networks(policy: &Policy, req: &AuthRequest, allowed_by_rule: bool) -> Step<()> {
     let (net, peer_ip) = (&policy.network, req.peer.map(|p| p.ip));
     if peer_ip.is_some_and(|ip| in_networks(&net.deny, ip)) {
@@ -169,7 +169,7 @@ fn networks(policy: &Policy, req: &AuthRequest, allowed_by_rule: bool) -> Step<(
     Ok(())
 }
 
-/// 6. client id, 7. username: they bind whatever rule allowed
+/// Step 6: client id, 7. username: they bind whatever rule allowed
 fn names(policy: &Policy, req: &AuthRequest, identity: Option<&[u8]>) -> Step<()> {
     if let Err(why) = check_client_id(policy, &req.key.client_id, identity) {
         return Err(refuse(RefusalCode::ClientIdentifierNotValid, format!("client_id: {why}")));
@@ -182,7 +182,7 @@ fn names(policy: &Policy, req: &AuthRequest, identity: Option<&[u8]>) -> Step<()
     Ok(())
 }
 
-/// 8. anonymous (an allow rule may admit an anonymous client)
+/// Step 8: anonymous (an allow rule may admit an anonymous client)
 fn anonymous(cfg: &FirewallConfig, policy: &Policy, req: &AuthRequest, who: &Identity<'_>, allowed_by_rule: bool) -> Step<()> {
     if !allowed_by_rule && who.name(req).is_none() && who.cert_name.is_none() && !policy.anonymous.allowed(req.listener.as_ref(), cfg.allow_anonymous) {
         return Err(refuse(RefusalCode::NotAuthorized, "anonymous: clients without a username are not allowed on this listener"));
@@ -190,7 +190,7 @@ fn anonymous(cfg: &FirewallConfig, policy: &Policy, req: &AuthRequest, who: &Ide
     Ok(())
 }
 
-/// 9. certificate identity: a client with one is decided here (no password)
+/// Step 9: certificate identity: a client with one is decided here (no password)
 fn cert_identity(policy: &Policy, req: &AuthRequest, who: Identity<'_>, sessions: &dyn LiveSessions, bind: bool) -> Step<()> {
     let Some(c) = who.cert_rule else { return Ok(()) };
     match who.cert_name {
@@ -212,7 +212,7 @@ fn cert_identity(policy: &Policy, req: &AuthRequest, who: Identity<'_>, sessions
     }
 }
 
-/// 10. credentials: the password check to run, or the decision for a
+/// Step 10: credentials: the password check to run, or the decision for a
 /// client without a username or an unknown one
 fn credentials(cfg: &FirewallConfig, snap: &Arc<LoadedPolicy>, req: &AuthRequest, sessions: &dyn LiveSessions, bind: bool) -> Screen {
     let policy = &snap.policy;
