@@ -63,7 +63,7 @@ pub struct PasswordFile {
     entries: HashMap<Box<[u8]>, PasswordHash, ahash::RandomState>,
     warnings: Vec<LoadWarning>,
     readable_by_others: bool,
-    decoy: Option<PasswordHash>,
+
 }
 
 /// A user name for a warning: lossy UTF-8, control characters escaped, cut
@@ -130,7 +130,6 @@ impl PasswordFile {
                 Err(e) => file.warnings.push(warn(format!("user '{}': {e}", show_user(user)))),
             }
         }
-        file.decoy = file.pick_decoy();
         file
     }
 
@@ -184,43 +183,5 @@ impl PasswordFile {
     /// User names in the file, in no particular order.
     pub fn users(&self) -> impl Iterator<Item = &[u8]> {
         self.entries.keys().map(|k| &k[..])
-    }
-
-    /// A decoy hash with the scheme and cost of the file's most common
-    /// (scheme, parameters) class; `None` for an empty file.
-    pub fn decoy(&self) -> Option<&PasswordHash> {
-        self.decoy.as_ref()
-    }
-
-    /// Burns the work of checking a password of a typical user of this file
-    /// (see [`PasswordFile::decoy`]); for an empty file, of
-    /// [`super::dummy_verify`]. Always "fails".
-    pub fn dummy_verify(&self, password: &[u8]) {
-        match &self.decoy {
-            Some(d) => {
-                let _ = d.verify(password);
-            }
-            None => super::dummy_verify(password),
-        }
-    }
-
-    /// Whether [`PasswordFile::dummy_verify`] must run on a dirty scheduler.
-    pub fn dummy_is_slow(&self) -> bool {
-        match &self.decoy {
-            Some(d) => d.is_slow(),
-            None => super::hash::dummy_is_slow(),
-        }
-    }
-
-    fn pick_decoy(&self) -> Option<PasswordHash> {
-        let mut classes: HashMap<String, (usize, &PasswordHash)> = HashMap::new();
-        for h in self.entries.values() {
-            classes.entry(h.cost_class()).or_insert((0, h)).0 += 1;
-        }
-        // Most common class; ties broken by class name so the choice is deterministic.
-        classes
-            .into_iter()
-            .max_by(|(ka, (na, _)), (kb, (nb, _))| na.cmp(nb).then_with(|| kb.cmp(ka)))
-            .map(|(_, (_, h))| h.decoy())
     }
 }

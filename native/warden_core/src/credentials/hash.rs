@@ -344,7 +344,7 @@ impl PasswordHash {
     /// A hash with the same scheme and cost parameters but a random salt and
     /// a random hash value, so that verifying against it costs what verifying
     /// against `self` costs and (with overwhelming probability) fails. Used
-    /// for unknown users: see [`super::PasswordFile::dummy_verify`].
+    /// for unknown users: see `Decoys` in firewall/identity.rs.
     pub fn decoy(&self) -> PasswordHash {
         let rand = |n: usize| {
             let mut v = vec![0u8; n];
@@ -679,7 +679,7 @@ pub fn default_decoy() -> PasswordHash {
     DEFAULT_DECOY.clone()
 }
 
-/// The decoy [`dummy_verify`] checks against: an argon2id hash with the
+/// The decoy of a policy without hashes: an argon2id hash with the
 /// default parameters [`hash_password`] writes.
 pub(super) static DEFAULT_DECOY: Lazy<PasswordHash> = Lazy::new(|| {
     let HashScheme::Argon2id { memory_kib, time, lanes } = HashScheme::ARGON2ID_DEFAULT else {
@@ -700,19 +700,3 @@ pub(super) static DEFAULT_DECOY: Lazy<PasswordHash> = Lazy::new(|| {
     // Random salt and hash, same cost as what hash_password writes.
     template.decoy()
 });
-
-/// Work equivalent to a real verification of a hash in the default scheme
-/// (argon2id, m=19456, t=2, p=1: slow, run it on a dirty scheduler), so an
-/// unknown user is not told apart from a known one by timing.
-///
-/// The firewall does not use it: it checks unknown names against a decoy
-/// of a known user's class (`Decoys` in firewall/identity.rs); kept for the fuzz
-/// targets.
-pub fn dummy_verify(password: &[u8]) {
-    let _ = DEFAULT_DECOY.verify(password);
-}
-
-/// Whether [`dummy_verify`] is slow (it is: argon2id).
-pub fn dummy_is_slow() -> bool {
-    DEFAULT_DECOY.is_slow()
-}

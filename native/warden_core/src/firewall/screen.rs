@@ -169,7 +169,7 @@ fn networks(policy: &Policy, req: &AuthRequest, allowed_by_rule: bool) -> Step<(
     Ok(())
 }
 
-/// Step 6: client id, 7. username: they bind whatever rule allowed
+/// Steps 6 and 7, client id and username: they bind whatever rule allowed
 fn names(policy: &Policy, req: &AuthRequest, identity: Option<&[u8]>) -> Step<()> {
     if let Err(why) = check_client_id(policy, &req.key.client_id, identity) {
         return Err(refuse(RefusalCode::ClientIdentifierNotValid, format!("client_id: {why}")));
