@@ -20,7 +20,6 @@
 //! `MAX_*` constants.
 
 use std::fmt;
-use std::str::FromStr;
 
 use argon2::{Algorithm as Argon2Algorithm, Argon2, Params as Argon2Params, Version as Argon2Version};
 use base64::alphabet;
@@ -31,6 +30,8 @@ use hmac::{Hmac, Mac};
 use once_cell::sync::Lazy;
 use sha2::{Digest, Sha256, Sha512};
 use subtle::ConstantTimeEq;
+
+use super::scheme::HashScheme;
 
 // Cost budget. One verification must stay under about 1 s of CPU and
 // 256 MiB of memory on the development machine (2 vCPUs; measured with a
@@ -145,14 +146,14 @@ pub enum SchemeKind {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum BcryptPrefix {
+pub(super) enum BcryptPrefix {
     A,
     B,
     Y,
 }
 
 #[derive(Clone)]
-enum Kind {
+pub(super) enum Kind {
     Sha512Salted { salt: Vec<u8>, hash: Vec<u8> },
     Pbkdf2 { go_auth: bool, prf: Prf, iterations: u32, salt: Vec<u8>, hash: Vec<u8> },
     Bcrypt { prefix: BcryptPrefix, cost: u32, salt: [u8; 16], expected: String },
@@ -174,7 +175,7 @@ impl fmt::Debug for PasswordHash {
 
 /// Base64 as the password-file writers produce it: standard alphabet, padding
 /// optional, non-zero trailing bits tolerated (OpenSSL and Go accept them).
-const B64: GeneralPurpose = GeneralPurpose::new(
+pub(super) const B64: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new()
         .with_encode_padding(true)
@@ -182,7 +183,7 @@ const B64: GeneralPurpose = GeneralPurpose::new(
         .with_decode_allow_trailing_bits(true),
 );
 /// PHC strings (argon2) encode without padding.
-const B64_NOPAD: GeneralPurpose = GeneralPurpose::new(
+pub(super) const B64_NOPAD: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new()
         .with_encode_padding(false)
@@ -249,14 +250,14 @@ fn fingerprint_of(text: &str) -> u64 {
     u64::from_le_bytes(b)
 }
 
-fn pbkdf2(prf: Prf, password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
+pub(super) fn pbkdf2(prf: Prf, password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
     match prf {
         Prf::HmacSha256 => pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, out),
         Prf::HmacSha512 => pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, out),
     }
 }
 
-fn argon2_ctx(variant: Argon2Variant, version: u32, m: u32, t: u32, p: u32, len: usize) -> Option<Argon2<'static>> {
+pub(super) fn argon2_ctx(variant: Argon2Variant, version: u32, m: u32, t: u32, p: u32, len: usize) -> Option<Argon2<'static>> {
     let version = match version {
         0x10 => Argon2Version::V0x10,
         0x13 => Argon2Version::V0x13,
@@ -561,7 +562,7 @@ fn parse_argon2(rest: &str) -> Result<Kind, HashError> {
 }
 
 /// The cost budget of Argon2 (see the `MAX_*` constants).
-fn check_argon2_cost(m: u32, t: u32, p: u32) -> Result<(), HashError> {
+pub(super) fn check_argon2_cost(m: u32, t: u32, p: u32) -> Result<(), HashError> {
     if m > MAX_ARGON2_MEMORY_KIB {
         return Err(HashError::Malformed("argon2 memory too high (over the cost budget: at most m=262144, 256 MiB)"));
     }
@@ -575,103 +576,6 @@ fn check_argon2_cost(m: u32, t: u32, p: u32) -> Result<(), HashError> {
         return Err(HashError::Malformed("argon2 parallelism too high (over the cost budget: at most p=8)"));
     }
     Ok(())
-}
-
-/// A scheme (with its cost parameters) for hashing a new password.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HashScheme {
-    /// `$argon2id$v=19$...`, PHC string; `memory_kib`, `time`, `lanes`.
-    Argon2id { memory_kib: u32, time: u32, lanes: u32 },
-    /// `$2b$COST$...`.
-    Bcrypt { cost: u32 },
-    /// `$6$` (vmq_passwd / mosquitto 1.x). Fast and weak; for compatibility only.
-    Sha512,
-    /// `$7$ITER$...` (mosquitto 2.x PBKDF2-HMAC-SHA512).
-    Pbkdf2 { iterations: u32 },
-}
-
-impl HashScheme {
-    /// OWASP's minimum recommendation, argon2 crate default: m=19456, t=2, p=1.
-    pub const ARGON2ID_DEFAULT: HashScheme = HashScheme::Argon2id { memory_kib: 19 * 1024, time: 2, lanes: 1 };
-    /// Cost 10 (go-auth's default); the defaults all verify in tens of
-    /// milliseconds, which a broker pays on every uncached connect.
-    pub const BCRYPT_DEFAULT: HashScheme = HashScheme::Bcrypt { cost: 10 };
-    /// Much stronger than mosquitto_passwd's 101 iterations (mosquitto reads
-    /// any count); go-auth's default count.
-    pub const PBKDF2_DEFAULT: HashScheme = HashScheme::Pbkdf2 { iterations: 100_000 };
-}
-
-impl Default for HashScheme {
-    fn default() -> Self {
-        HashScheme::ARGON2ID_DEFAULT
-    }
-}
-
-impl FromStr for HashScheme {
-    type Err = HashError;
-    /// `argon2id`, `bcrypt`, `sha512` (alias `6`), `pbkdf2` (alias `7`), with default costs.
-    fn from_str(s: &str) -> Result<Self, HashError> {
-        match s {
-            "argon2id" | "argon2" => Ok(HashScheme::ARGON2ID_DEFAULT),
-            "bcrypt" => Ok(HashScheme::BCRYPT_DEFAULT),
-            "sha512" | "6" => Ok(HashScheme::Sha512),
-            "pbkdf2" | "7" => Ok(HashScheme::PBKDF2_DEFAULT),
-            _ => Err(HashError::UnknownScheme),
-        }
-    }
-}
-
-/// Hashes `password` with a fresh random salt in `scheme`'s string format.
-/// Fails only for cost parameters outside what [`PasswordHash::parse`]
-/// accepts (the result always parses and verifies).
-pub fn hash_password(scheme: HashScheme, password: &[u8]) -> Result<String, HashError> {
-    let out = match scheme {
-        HashScheme::Sha512 => {
-            let mut salt = [0u8; 12];
-            super::fill_random(&mut salt);
-            let mut h = Sha512::new();
-            h.update(password);
-            h.update(salt);
-            format!("$6${}${}", B64.encode(salt), B64.encode(h.finalize()))
-        }
-        HashScheme::Pbkdf2 { iterations } => {
-            if iterations == 0 || iterations > MAX_PBKDF2_ITERATIONS {
-                return Err(HashError::Malformed("PBKDF2 iteration count out of range"));
-            }
-            let mut salt = [0u8; 12];
-            super::fill_random(&mut salt);
-            let mut out = [0u8; 64];
-            pbkdf2(Prf::HmacSha512, password, &salt, iterations, &mut out);
-            format!("$7${iterations}${}${}", B64.encode(salt), B64.encode(out))
-        }
-        HashScheme::Bcrypt { cost } => {
-            if !(4..=MAX_BCRYPT_COST).contains(&cost) {
-                return Err(HashError::Malformed("bcrypt cost out of range (4 to 12: over 12 is over the cost budget)"));
-            }
-            let mut salt = [0u8; 16];
-            super::fill_random(&mut salt);
-            bcrypt::hash_with_salt(password, cost, salt)
-                .map_err(|_| HashError::Malformed("bcrypt parameters"))?
-                .format_for_version(bcrypt::Version::TwoB)
-        }
-        HashScheme::Argon2id { memory_kib, time, lanes } => {
-            check_argon2_cost(memory_kib, time, lanes)?;
-            let ctx = argon2_ctx(Argon2Variant::Argon2id, 0x13, memory_kib, time, lanes, 32)
-                .ok_or(HashError::Malformed("argon2 parameters out of range"))?;
-            let mut salt = [0u8; 16];
-            super::fill_random(&mut salt);
-            let mut out = [0u8; 32];
-            ctx.hash_password_into(password, &salt, &mut out)
-                .map_err(|_| HashError::Malformed("argon2 parameters out of range"))?;
-            format!(
-                "$argon2id$v=19$m={memory_kib},t={time},p={lanes}${}${}",
-                B64_NOPAD.encode(salt),
-                B64_NOPAD.encode(out)
-            )
-        }
-    };
-    debug_assert!(PasswordHash::parse(&out).is_ok());
-    Ok(out)
 }
 
 /// The decoy for a policy whose users have no hash at all.

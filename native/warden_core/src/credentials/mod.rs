@@ -10,10 +10,12 @@
 pub mod cache;
 pub mod file;
 pub mod hash;
+pub mod scheme;
 
 pub use cache::{AuthCache, CacheStats};
 pub use file::{LoadError, LoadWarning, PasswordFile, READABLE_BY_OTHERS};
-pub use hash::{hash_password, HashError, HashScheme, PasswordHash, SchemeKind};
+pub use hash::{HashError, PasswordHash, SchemeKind};
+pub use scheme::{hash_password, HashScheme};
 
 use sha2::{Digest, Sha256};
 
