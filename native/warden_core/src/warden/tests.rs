@@ -224,3 +224,49 @@ fn reset_forgets_sessions_and_logins_in_flight() {
     assert!(w.registry.is_empty());
     assert_eq!(w.counters().auth_in_flight, 0);
 }
+
+/// The defaults the core starts with are the ones docs/OPERATIONS.md's
+/// settings table documents (the table is the one place they are written;
+/// the schema suite checks the schema and the Erlang side against it).
+#[test]
+fn the_core_s_defaults_are_the_documented_ones() {
+    let doc = include_str!("../../../../docs/OPERATIONS.md");
+    let mut documented = Vec::new();
+    for row in doc.lines().filter(|l| l.starts_with("| `vmq_warden.")) {
+        // `\|` inside a cell is a literal bar, not a cell boundary
+        let row = row.replace("\\|", "/");
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (key, default) = (cells[2].trim_matches('`').to_string(), cells[4].to_string());
+        let value = documented_value(&default);
+        match Settings::parse([(key.as_str(), value.clone())]) {
+            Err(WardenError::UnknownSetting(_)) => continue, // read by the Erlang side only
+            Err(e) => panic!("{key}: documented default {default:?} is refused: {e}"),
+            Ok(_) => documented.push((key, value)),
+        }
+    }
+    assert!(documented.len() >= 17, "the table has the core's settings: {documented:?}");
+    let parsed = Settings::parse(documented).unwrap();
+    assert_eq!(parsed.firewall, FirewallConfig::default());
+    let registry = RegistryConfig::default();
+    assert_eq!(parsed.history_size, Some(registry.history_size));
+    assert_eq!(parsed.pending_ttl_ms, Some(registry.pending_ttl_ms));
+    assert_eq!(parsed.log_level.as_deref(), Some("info"));
+}
+
+/// `10000`, `` `60s` ``, `` `5s` (5000) ``, `` `off` (false) ``, `` `next` ``.
+fn documented_value(cell: &str) -> SettingValue {
+    let first = cell.split_whitespace().next().unwrap().trim_matches('`');
+    let duration = |n: &str, unit: u64| SettingValue::Int(n.parse::<i64>().unwrap() * unit as i64);
+    if let Ok(n) = first.parse::<i64>() {
+        return SettingValue::Int(n);
+    }
+    match first {
+        "on" => SettingValue::Bool(true),
+        "off" => SettingValue::Bool(false),
+        d if d.ends_with("ms") => duration(&d[..d.len() - 2], 1),
+        d if d.ends_with('s') && d[..d.len() - 1].parse::<i64>().is_ok() => duration(&d[..d.len() - 1], 1000),
+        d if d.ends_with('m') && d[..d.len() - 1].parse::<i64>().is_ok() => duration(&d[..d.len() - 1], 60_000),
+        d if d.ends_with('h') && d[..d.len() - 1].parse::<i64>().is_ok() => duration(&d[..d.len() - 1], 3_600_000),
+        atom => SettingValue::Atom(atom.to_string()),
+    }
+}
