@@ -242,62 +242,12 @@ fn counts(env: Env) -> Term {
     )
 }
 
-/// Every counter, in the shape `vmq_warden:stats/0` documents.
+/// Every counter, in the shape `vmq_warden:stats/0` documents
+/// (`warden_core::warden::Stat`).
 #[rustler::nif]
 fn stats(env: Env) -> Term {
     let _timed = timing::timed(Nif::Admin);
-    let w = &*WARDEN;
-    let f = w.firewall.stats();
-    let r = w.registry.stats();
-    let c = w.registry.counts();
-    let n = |v: u64| v.encode(env);
-    let refused: Vec<(&str, Term)> = f.refused.iter().map(|(code, v)| (code.as_str(), n(*v))).collect();
-    let decisions = encode::map_of(
-        env,
-        &[("accepted", n(f.accepted)), ("next", n(f.next)), ("refused", encode::map_of(env, &refused))],
-    );
-    let counters = w.counters();
-    let calls: Vec<(&str, Term)> = counters.hook_calls.iter().map(|(h, c)| (h.name(), n(*c))).collect();
-    let events = encode::map_of(env, &calls);
-    let registry = encode::map_of(
-        env,
-        &[
-            ("authenticated", n(c.authenticated)),
-            ("online", n(c.online)),
-            ("offline", n(c.offline)),
-            ("live", n(r.live)),
-            ("stale_events", n(r.stale_events)),
-            ("duplicate_events", n(r.duplicate_events)),
-            ("unknown_events", n(r.unknown_events)),
-            ("taken_over", n(r.taken_over)),
-            ("ended", n(r.ended)),
-            ("reconciled", n(r.reconciled)),
-            ("history_len", n(r.history_len)),
-        ],
-    );
-    encode::map_of(
-        env,
-        &[
-            ("decisions", decisions),
-            ("events", events),
-            ("stale_events", n(r.stale_events)),
-            ("registry", registry),
-            ("cache", encode::map_of(env, &[("hits", n(f.cache_hits)), ("misses", n(f.cache_misses))])),
-            ("bans_active", n(f.bans_active)),
-            ("bans_started", n(f.bans_started)),
-            ("reloads", encode::map_of(env, &[("ok", n(f.reloads_ok)), ("failed", n(f.reloads_failed))])),
-            (
-                "verify",
-                encode::map_of(
-                    env,
-                    &[("count", n(f.verify_count)), ("total_us", n(f.verify_micros_total)), ("slow", n(f.slow_verifications))],
-                ),
-            ),
-            ("tracked", encode::map_of(env, &[("peers", n(f.tracked_peers)), ("users", n(f.tracked_users))])),
-            ("auth_in_flight", n(counters.auth_in_flight)),
-            ("server_busy", n(counters.server_busy)),
-        ],
-    )
+    encode::stat(env, &WARDEN.stats())
 }
 
 #[rustler::nif]

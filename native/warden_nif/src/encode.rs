@@ -7,7 +7,7 @@ use rustler::{Atom, Encoder, Env, Error, NewBinary, NifResult, Term};
 use warden_core::firewall::{Decision, ModValue, RefusalCode};
 use warden_core::registry::{EndReason, Ending, SessionState, SessionView};
 use warden_core::types::{Peer, Protocol};
-use warden_core::warden::{AuthStep, WardenError};
+use warden_core::warden::{AuthStep, Stat, WardenError};
 
 use crate::atoms;
 
@@ -277,4 +277,12 @@ pub fn protocol_num(p: Protocol) -> u8 {
 /// A map from (name, value) pairs with atom keys.
 pub fn map_of<'a>(env: Env<'a>, pairs: &[(&str, Term<'a>)]) -> Term<'a> {
     pairs.iter().fold(Term::map_new(env), |m, (k, v)| put(m, k, *v))
+}
+
+/// A counter tree as nested maps with atom keys.
+pub fn stat<'a>(env: Env<'a>, s: &Stat) -> Term<'a> {
+    match s {
+        Stat::Count(n) => n.encode(env),
+        Stat::Group(entries) => entries.iter().fold(Term::map_new(env), |m, (k, v)| put(m, k, stat(env, v))),
+    }
 }

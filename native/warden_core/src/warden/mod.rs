@@ -8,6 +8,7 @@ mod pending;
 mod sessions;
 mod settings;
 mod slots;
+mod stats;
 #[cfg(test)]
 mod tests;
 
@@ -26,6 +27,7 @@ use pending::PendingAuths;
 use sessions::RegistrySessions;
 pub use settings::{SettingValue, Settings};
 pub use slots::{SlotsInfo, MAX_SLOTS};
+pub use stats::Stat;
 use slots::SlowSlots;
 
 /// The broker's hooks, as counted for `stats/0` and the broker's metrics.

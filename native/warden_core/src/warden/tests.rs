@@ -85,6 +85,12 @@ fn an_accepted_login_is_kept_under_the_subscriber_id_it_registers_with() {
         [Some(1), Some(1), Some(1), Some(2), Some(0)]
     );
     assert_eq!(w.counters().auth_in_flight, 0);
+    let stats = w.stats();
+    assert_eq!(stats.get(&["events", "on_client_gone"]), Some(2));
+    assert_eq!(stats.get(&["registry", "duplicate_events"]), Some(0));
+    assert_eq!(stats.get(&["registry", "unknown_events"]), Some(1));
+    assert_eq!(stats.get(&["registry", "online"]), Some(0));
+    assert_eq!(stats.get(&["registry"]), None);
 }
 
 #[test]
@@ -92,6 +98,7 @@ fn a_refused_login_leaves_nothing_behind() {
     let w = warden();
     assert_eq!(refusal(&login(&w, "c1", "alice", b"wrong", CONN)), Some(RefusalCode::BadUsernameOrPassword));
     assert!(w.registry.lookup(&devices_key("c1")).is_none());
+    assert_eq!(w.stats().get(&["decisions", "refused", "bad_username_or_password"]), Some(1));
     assert_eq!(w.counters().auth_in_flight, 0);
 }
 
@@ -155,6 +162,10 @@ fn slow_hashes_wait_for_a_slot_and_give_up_as_server_busy() {
     assert_eq!((info.limit, info.running, info.peak, info.busy), (1, 0, 1, 1));
     assert_eq!(w.counters().server_busy, 1);
     assert_eq!(w.counters().auth_in_flight, 0);
+    let stats = w.stats();
+    assert_eq!(stats.get(&["server_busy"]), Some(1));
+    assert_eq!(stats.get(&["decisions", "accepted"]), Some(1));
+    assert_eq!(stats.get(&["events", "auth_on_register"]), Some(2));
 }
 
 #[test]
