@@ -320,6 +320,17 @@ impl Registry {
         g.find(h, key).and_then(|i| g.slab.get(i).view(&g.st))
     }
 
+    /// `f` of a record's state and its session's username (the one
+    /// `lookup` shows), read in place: what the firewall asks on every
+    /// connect, without building a view.
+    pub fn inspect<'k, R>(&self, key: impl Into<KeyRef<'k>>, f: impl FnOnce(SessionState, Option<&[u8]>) -> R) -> Option<R> {
+        let key = key.into();
+        let h = self.hash_key(key);
+        let g = self.shard_of_hash(h).inner.lock();
+        let record = g.slab.get(g.find(h, key)?);
+        Some(f(record.state()?, record.filter_user(&g.st)))
+    }
+
     /// Up to `limit` records matching `filter` (in no particular order).
     pub fn list(&self, filter: &Filter, limit: usize) -> Vec<SessionView> {
         let mut out = Vec::new();

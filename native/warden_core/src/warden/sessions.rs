@@ -16,17 +16,19 @@ impl LiveSessions for RegistrySessions<'_> {
     /// session, online or offline.
     fn owner_of(&self, key: &SubscriberKey) -> Option<Option<Vec<u8>>> {
         self.0
-            .lookup(key)
-            .filter(|s| matches!(s.state, SessionState::Online | SessionState::Offline))
-            .map(|s| s.username.map(Vec::from))
+            .inspect(key, |state, user| {
+                matches!(state, SessionState::Online | SessionState::Offline).then(|| user.map(<[u8]>::to_vec))
+            })
+            .flatten()
     }
 
     /// A reconnect of a client id that is online or about to be (accepted,
     /// not yet registered) replaces that session instead of adding one.
     fn has_live_session(&self, username: &[u8], key: &SubscriberKey) -> bool {
-        self.0.lookup(key).is_some_and(|s| {
-            matches!(s.state, SessionState::Online | SessionState::Authenticated)
-                && s.username.as_deref() == Some(username)
-        })
+        self.0
+            .inspect(key, |state, user| {
+                matches!(state, SessionState::Online | SessionState::Authenticated) && user == Some(username)
+            })
+            .unwrap_or(false)
     }
 }
