@@ -14,6 +14,7 @@
 
 use aes::cipher::{block_padding::Pkcs7, BlockModeDecrypt, KeyIvInit};
 use base64::Engine;
+use hmac::{Hmac, Mac};
 use zeroize::Zeroizing;
 
 /// The ciphers of `credentials_obfuscation` decrypted here.
@@ -69,20 +70,46 @@ const MAX_ENCRYPTED: usize = 90_000;
 /// call costly on a normal scheduler; its default is 1).
 pub const MAX_ITERATIONS: u32 = 16;
 
-/// A node's obfuscation settings, the secret kept in memory that is wiped
-/// when it is replaced or dropped.
+/// A node's obfuscation settings.
 pub struct Obfuscation {
     cipher: Cipher,
-    hash: KdfHash,
     iterations: u32,
-    secret: Zeroizing<Vec<u8>>,
+    /// HMAC keyed with the secret once, cloned per PBKDF2 step: keying it
+    /// again on every password was half of the key derivation's work.
+    keyed: KeyedHmac,
+}
+
+/// The secret's HMAC state (its hashed pads) for the KDF's hash: in the
+/// library's memory only, never in an Erlang term; dropped with the
+/// settings.
+#[derive(Clone)]
+enum KeyedHmac {
+    Sha256(Hmac<sha2::Sha256>),
+    Sha384(Hmac<sha2::Sha384>),
+    Sha512(Hmac<sha2::Sha512>),
+}
+
+/// PBKDF2 of one output block (every key here is at most 32 bytes, every
+/// hash's block at least 32): T = U1 ^ ... ^ Uc, U1 = HMAC(salt || 1).
+fn pbkdf2_block<M: Mac + Clone>(keyed: &M, salt: &[u8], iterations: u32, out: &mut [u8]) {
+    let mut mac = keyed.clone();
+    mac.update(salt);
+    mac.update(&1u32.to_be_bytes());
+    let mut u = mac.finalize().into_bytes();
+    let mut t = Zeroizing::new(u.to_vec());
+    for _ in 1..iterations {
+        let mut mac = keyed.clone();
+        mac.update(&u);
+        u = mac.finalize().into_bytes();
+        t.iter_mut().zip(u.iter()).for_each(|(a, b)| *a ^= b);
+    }
+    out.copy_from_slice(&t[..out.len()]);
 }
 
 impl std::fmt::Debug for Obfuscation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Obfuscation")
             .field("cipher", &self.cipher)
-            .field("hash", &self.hash)
             .field("iterations", &self.iterations)
             .finish_non_exhaustive()
     }
@@ -91,12 +118,15 @@ impl std::fmt::Debug for Obfuscation {
 impl Obfuscation {
     /// `None` for settings decrypted only by the library.
     pub fn new(cipher: Cipher, hash: KdfHash, iterations: u32, secret: &[u8]) -> Option<Obfuscation> {
-        (1..=MAX_ITERATIONS).contains(&iterations).then(|| Obfuscation {
-            cipher,
-            hash,
-            iterations,
-            secret: Zeroizing::new(secret.to_vec()),
-        })
+        if !(1..=MAX_ITERATIONS).contains(&iterations) {
+            return None;
+        }
+        let keyed = match hash {
+            KdfHash::Sha256 => KeyedHmac::Sha256(Hmac::new_from_slice(secret).ok()?),
+            KdfHash::Sha384 => KeyedHmac::Sha384(Hmac::new_from_slice(secret).ok()?),
+            KdfHash::Sha512 => KeyedHmac::Sha512(Hmac::new_from_slice(secret).ok()?),
+        };
+        Some(Obfuscation { cipher, iterations, keyed })
     }
 
     /// The password inside `encrypted` (the base64 text of `{encrypted, B}`),
@@ -110,10 +140,10 @@ impl Obfuscation {
         let (iv, ciphertext) = rest.split_at_checked(16)?;
         let mut key = Zeroizing::new([0u8; 32]);
         let key = &mut key[..self.cipher.key_len()];
-        match self.hash {
-            KdfHash::Sha384 => pbkdf2::pbkdf2_hmac::<sha2::Sha384>(&self.secret, salt, self.iterations, key),
-            KdfHash::Sha256 => pbkdf2::pbkdf2_hmac::<sha2::Sha256>(&self.secret, salt, self.iterations, key),
-            KdfHash::Sha512 => pbkdf2::pbkdf2_hmac::<sha2::Sha512>(&self.secret, salt, self.iterations, key),
+        match &self.keyed {
+            KeyedHmac::Sha256(m) => pbkdf2_block(m, salt, self.iterations, key),
+            KeyedHmac::Sha384(m) => pbkdf2_block(m, salt, self.iterations, key),
+            KeyedHmac::Sha512(m) => pbkdf2_block(m, salt, self.iterations, key),
         }
         let mut buf = Zeroizing::new(ciphertext.to_vec());
         let clear = match self.cipher {
