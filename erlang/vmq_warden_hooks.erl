@@ -19,7 +19,6 @@
 
 -include_lib("kernel/include/logger.hrl").
 
--define(NEED_PASSWORD, '$warden_need_password').
 -define(NEED_SLOW_HASH, '$warden_need_slow_hash').
 -define(NEED_PLAINTEXT, '$warden_need_plaintext').
 -define(BUSY, '$warden_busy').
@@ -47,41 +46,32 @@ auth_on_register_m5(Peer, SubscriberId, User, Password, CleanStart, _Properties,
 
 %% The NIF takes the hook's own arguments and bounds and decodes them
 %% itself (native/warden_nif/src/decode.rs): anything that does not fit is
-%% `badarg', answered here with the failure decision. The password goes to
-%% the NIF only when the decision needs it.
+%% `badarg', answered here with the failure decision. The password goes
+%% along as the broker gave it; the NIF decrypts `{encrypted, _}' itself,
+%% with the node's credentials_obfuscation settings (vmq_warden_obfuscation),
+%% and only if the decision needs it, so the clear password never becomes an
+%% Erlang term and no call goes to the library's one server process. Most
+%% connects are decided in this one call.
 authorize(Proto, Peer, SubscriberId, User, Password, Clean, Meta) ->
     try
-        case vmq_warden_nif:auth_begin({Proto, Peer, SubscriberId, User, Password =/= undefined,
-                                        Clean, Meta}) of
-            {?NEED_PASSWORD, Token} -> with_password(Token, Password);
-            Decision -> Decision
-        end
+        next_step(vmq_warden_nif:auth_begin({Proto, Peer, SubscriberId, User, as_given(Password),
+                                             Clean, Meta}), Password)
     catch
         Class:Reason ->
             failure_decision(Proto, {auth_on_register, Class, Reason})
     end.
 
-%% The password goes to the NIF as the broker gave it, only when the
-%% decision needs it: the NIF decrypts `{encrypted, _}' itself with the
-%% node's credentials_obfuscation settings (vmq_warden_obfuscation), so the
-%% clear password never becomes an Erlang term and no call goes to the
-%% library's one server process. Only when it cannot (other settings, a
-%% changed secret) is the password decrypted here, through the library.
-with_password(Token, Password) ->
-    case vmq_warden_nif:auth_password(Token, as_given(Password)) of
-        ?NEED_PLAINTEXT ->
-            _ = vmq_warden_obfuscation:refresh(),
-            next_step(Token, vmq_warden_nif:auth_password(Token, plaintext(Password)));
-        Answer ->
-            next_step(Token, Answer)
-    end.
-
-next_step(Token, ?NEED_SLOW_HASH) ->
+%% Only when the NIF cannot decrypt (other settings, a changed secret) is the
+%% password decrypted here, through the library, once.
+next_step({?NEED_PLAINTEXT, Token}, Password) ->
+    _ = vmq_warden_obfuscation:refresh(),
+    next_step(vmq_warden_nif:auth_password(Token, plaintext(Password)), clear);
+next_step({?NEED_SLOW_HASH, Token}, _Password) ->
     %% bcrypt/argon2/PBKDF2: runs on a dirty CPU scheduler, at most
     %% max(1, dirty CPU schedulers - 1) at once; the NIF kept the password.
     Deadline = erlang:monotonic_time(millisecond) + ?SLOW_WAIT_MS,
     slow_hash(Token, Deadline, 1);
-next_step(_Token, Decision) ->
+next_step(Decision, _Password) ->
     Decision.
 
 %% No slot free: wait in this (the connection's) process, never on a
@@ -102,7 +92,7 @@ slow_hash(Token, Deadline, Wait) ->
     end.
 
 %% What the NIF takes: a binary, `{encrypted, B}' or `undefined' (anything
-%% else, as no password).
+%% else, as no password). `{plaintext, B}' is unwrapped here.
 as_given(Bin) when is_binary(Bin) -> Bin;
 as_given({plaintext, Bin}) when is_binary(Bin) -> Bin;
 as_given({encrypted, B} = Encrypted) when is_binary(B) -> Encrypted;

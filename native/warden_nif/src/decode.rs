@@ -234,9 +234,9 @@ impl<'a> Decoder<'a> for Metadata<'a> {
     }
 }
 
-/// auth_on_register's arguments, less the password (which goes to the NIF
-/// only when the decision needs it): `(Proto, Peer, SubscriberId, User,
-/// HasPassword, Clean, Meta)`.
+/// auth_on_register's arguments: `{Proto, Peer, SubscriberId, User,
+/// Password, Clean, Meta}`. The password is decoded here but decrypted by
+/// the core only when the decision needs it.
 #[derive(NifTuple)]
 #[rustler(decode)]
 pub struct AuthArgs<'a> {
@@ -244,38 +244,46 @@ pub struct AuthArgs<'a> {
     pub peer: PeerArg,
     pub subscriber_id: SubscriberId<'a>,
     pub username: Username<'a>,
-    pub has_password: bool,
+    pub password: PasswordArg<'a>,
     pub clean: Flag,
     pub meta: Metadata<'a>,
 }
 
-impl AuthArgs<'_> {
-    pub fn into_request(self) -> AuthRequest {
-        AuthRequest {
+impl<'a> AuthArgs<'a> {
+    /// The request, and the password to check if the decision needs one.
+    pub fn into_request(self) -> (AuthRequest, Password<'a>) {
+        let password = self.password.0;
+        let request = AuthRequest {
             key: self.subscriber_id.to_key(),
             peer: self.peer.0,
             username: self.username.0.map(<[u8]>::to_vec),
-            has_password: self.has_password,
+            has_password: !matches!(password, Password::Absent),
             clean_session: self.clean.0,
             protocol: self.protocol.0,
             listener: Some(self.meta.listener),
             client_cert: self.meta.client_cert.map(<[u8]>::to_vec),
-        }
+        };
+        (request, password)
     }
 }
 
 /// The password as the broker gave it: a binary, `{encrypted, B}`, or
-/// anything else for none.
+/// anything else for none. One that is too long is not an error here: only
+/// if the decision needs it.
 pub struct PasswordArg<'a>(pub Password<'a>);
 
 impl<'a> Decoder<'a> for PasswordArg<'a> {
     fn decode(term: Term<'a>) -> NifResult<Self> {
+        let read = |t: Term<'a>, wrap: fn(&'a [u8]) -> Password<'a>| match Field::decode(t) {
+            Ok(f) => wrap(f.0),
+            Err(_) => Password::Unreadable,
+        };
         if term.get_type() == TermType::Binary {
-            return Field::decode(term).map(|f| PasswordArg(Password::Clear(f.0)));
+            return Ok(PasswordArg(read(term, Password::Clear)));
         }
-        if let Ok((tag, inner)) = term.decode::<(Atom, Field<'a>)>() {
-            if tag == atoms::encrypted() {
-                return Ok(PasswordArg(Password::Encrypted(inner.0)));
+        if let Ok((tag, inner)) = term.decode::<(Atom, Term<'a>)>() {
+            if tag == atoms::encrypted() && inner.get_type() == TermType::Binary {
+                return Ok(PasswordArg(read(inner, Password::Encrypted)));
             }
         }
         Ok(PasswordArg(Password::Absent))

@@ -97,9 +97,8 @@ pub fn auth_step(env: Env<'_>, step: Result<AuthStep, WardenError>) -> NifResult
                 .unwrap_or_else(|_| Term::map_new(env));
             (atoms::error(), reason).encode(env)
         }
-        AuthStep::NeedPassword(token) => (atoms::warden_need_password(), token).encode(env),
-        AuthStep::NeedSlowHash => atoms::warden_need_slow_hash().encode(env),
-        AuthStep::NeedPlaintext => atoms::warden_need_plaintext().encode(env),
+        AuthStep::NeedSlowHash(token) => (atoms::warden_need_slow_hash(), token).encode(env),
+        AuthStep::NeedPlaintext(token) => (atoms::warden_need_plaintext(), token).encode(env),
         AuthStep::SlotsTaken => atoms::warden_busy().encode(env),
     })
 }

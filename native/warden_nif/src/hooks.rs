@@ -34,16 +34,19 @@ fn set_obfuscation<'a>(cipher: Term<'a>, hash: Term<'a>, iterations: u32, secret
     }
 }
 
-/// `auth_begin(Proto, Peer, SubscriberId, User, HasPassword, Clean, Meta)`
-/// with the hook's own arguments, from the connection process.
+/// `auth_begin({Proto, Peer, SubscriberId, User, Password, Clean, Meta})`
+/// with the hook's own arguments, from the connection process: the
+/// decision, or the step the hook takes next.
 #[rustler::nif]
 fn auth_begin<'a>(env: Env<'a>, args: AuthArgs<'a>) -> NifResult<Term<'a>> {
     let _timed = timing::timed(Nif::AuthBegin);
-    let step = WARDEN.auth_begin(args.into_request(), decode::caller(env), now());
+    let (request, password) = args.into_request();
+    let step = WARDEN.auth_begin(request, decode::caller(env), password, now());
     encode::auth_step(env, step)
 }
 
-/// Normal scheduler: a cache hit or a fast hash decides here.
+/// After `{'$warden_need_plaintext', Token}`: the password step with the
+/// clear text the broker's library decrypted.
 #[rustler::nif]
 fn auth_password<'a>(env: Env<'a>, token: u64, password: PasswordArg<'a>) -> NifResult<Term<'a>> {
     let _timed = timing::timed(Nif::AuthPassword);

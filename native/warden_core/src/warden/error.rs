@@ -11,6 +11,8 @@ pub enum WardenError {
     /// An auth step for a token that is unknown, expired, or started by
     /// another process.
     UnknownAuth,
+    /// The decision needs a password, and the one given is no MQTT string.
+    BadPassword,
     /// Every auth-context slot is taken (a flood of half-done logins).
     AuthTableFull,
     /// A session filter no record can match, with what is wrong.
@@ -30,6 +32,7 @@ impl WardenError {
             WardenError::UnknownSetting(_) => "unknown_setting",
             WardenError::BadSetting { .. } => "bad_setting",
             WardenError::UnknownAuth => "unknown_auth",
+            WardenError::BadPassword => "bad_password",
             WardenError::AuthTableFull => "auth_table_full",
             WardenError::BadFilter(_) => "bad_filter",
             WardenError::BadCursor => "bad_cursor",
@@ -45,6 +48,7 @@ impl fmt::Display for WardenError {
             WardenError::UnknownSetting(k) => write!(f, "unknown setting {k:?}"),
             WardenError::BadSetting { key, expected } => write!(f, "setting {key}: expected {expected}"),
             WardenError::UnknownAuth => f.write_str("no auth in progress under this token for this process"),
+            WardenError::BadPassword => f.write_str("the password is longer than an MQTT string"),
             WardenError::AuthTableFull => f.write_str("too many logins in progress"),
             WardenError::BadFilter(msg) => f.write_str(msg),
             WardenError::BadCursor => f.write_str("not a cursor of this registry"),

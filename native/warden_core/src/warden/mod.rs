@@ -75,6 +75,9 @@ pub enum Password<'a> {
     /// VerneMQ 2.x's `{encrypted, B}`: decrypted here with the node's
     /// `credentials_obfuscation` settings when they are known.
     Encrypted(&'a [u8]),
+    /// Given, but not a password any client can send (longer than an MQTT
+    /// string): an error if the decision needs it, ignored if not.
+    Unreadable,
 }
 
 /// The answer of one auth step.
@@ -87,13 +90,12 @@ pub enum AuthStep {
     /// No slow-verification slot came free within the hook's wait: refused
     /// as server busy, not counted as a failed login.
     ServerBusy(Protocol),
-    /// Call `auth_password` with this token and the password.
-    NeedPassword(u64),
-    /// Call `auth_password_slow` on a dirty scheduler.
-    NeedSlowHash,
+    /// Call `auth_password_slow` with this token on a dirty scheduler.
+    NeedSlowHash(u64),
     /// The password could not be decrypted here: decrypt it through the
-    /// broker's library and call `auth_password` again with the clear text.
-    NeedPlaintext,
+    /// broker's library and call `auth_password` with this token and the
+    /// clear text.
+    NeedPlaintext(u64),
     /// Every slow-verification slot is taken: wait, then call
     /// `auth_password_slow` again or give up with `auth_busy`.
     SlotsTaken,
@@ -139,30 +141,36 @@ impl Warden {
 
     // ---- auth_on_register ------------------------------------------------------
 
-    /// The first step: rules, bans, rates; a password check, if one is
-    /// needed, is left under the returned token for `conn`.
-    pub fn auth_begin(&self, req: AuthRequest, conn: ProcId, now: Millis) -> Result<AuthStep, WardenError> {
+    /// auth_on_register in one call when it can be: rules, bans, rates,
+    /// then, only if the decision needs it, the password (decrypted here,
+    /// at most once) against the cache or a fast hash. A slow hash or a
+    /// password this side cannot decrypt leaves the context under a token
+    /// for the next step.
+    pub fn auth_begin(&self, req: AuthRequest, conn: ProcId, password: Password<'_>, now: Millis) -> Result<AuthStep, WardenError> {
         self.hooks.bump(Hook::AuthOnRegister as usize);
         match self.firewall.begin(req, &RegistrySessions(&self.registry), now) {
             Step::Done(decision, req) => Ok(self.decided(&req, conn, decision, now)),
-            Step::NeedPassword(pending) => self
-                .auths
-                .insert(AuthContext { pending, conn, password: None }, now)
-                .map(AuthStep::NeedPassword)
-                .ok_or(WardenError::AuthTableFull),
+            Step::NeedPassword(pending) => self.password_step(AuthContext { pending, conn, password: None }, None, password, now),
         }
     }
 
-    /// The password step on a normal scheduler: a cached verification or a
-    /// fast hash decides here.
+    /// The password step again, with the clear password the broker's
+    /// library decrypted after `NeedPlaintext`.
     pub fn auth_password(&self, token: u64, caller: ProcId, password: Password<'_>, now: Millis) -> Result<AuthStep, WardenError> {
-        let mut ctx = self.auths.take(token, caller).ok_or(WardenError::UnknownAuth)?;
+        let ctx = self.auths.take(token, caller).ok_or(WardenError::UnknownAuth)?;
+        self.password_step(ctx, Some(token), password, now)
+    }
+
+    /// A cached verification or a fast hash decides here, on a normal
+    /// scheduler.
+    fn password_step(&self, mut ctx: AuthContext, token: Option<u64>, password: Password<'_>, now: Millis) -> Result<AuthStep, WardenError> {
         let password = match password {
+            Password::Unreadable => return Err(WardenError::BadPassword),
             Password::Absent => None,
             Password::Clear(p) => Some(Zeroizing::new(p.to_vec())),
             Password::Encrypted(e) => match self.obfuscation.read().as_ref().and_then(|o| o.decrypt(e)) {
                 Some(p) => Some(p),
-                None => return self.keep(token, ctx, now, AuthStep::NeedPlaintext),
+                None => return self.keep(token, ctx, now).map(AuthStep::NeedPlaintext),
             },
         };
         let sessions = RegistrySessions(&self.registry);
@@ -170,7 +178,7 @@ impl Warden {
             PasswordStep::Done(decision) => Ok(self.decided(ctx.pending.request(), ctx.conn, decision, now)),
             PasswordStep::NeedSlowHash => {
                 ctx.password = password;
-                self.keep(token, ctx, now, AuthStep::NeedSlowHash)
+                self.keep(token, ctx, now).map(AuthStep::NeedSlowHash)
             }
         }
     }
@@ -203,12 +211,13 @@ impl Warden {
         Ok(AuthStep::ServerBusy(req.protocol))
     }
 
-    fn keep(&self, token: u64, ctx: AuthContext, now: Millis, step: AuthStep) -> Result<AuthStep, WardenError> {
-        if self.auths.put(token, ctx, now) {
-            Ok(step)
-        } else {
-            Err(WardenError::AuthTableFull)
-        }
+    /// Keeps the context for the next step, under its token or a new one.
+    fn keep(&self, token: Option<u64>, ctx: AuthContext, now: Millis) -> Result<u64, WardenError> {
+        let kept = match token {
+            Some(t) => self.auths.put(t, ctx, now).then_some(t),
+            None => self.auths.insert(ctx, now),
+        };
+        kept.ok_or(WardenError::AuthTableFull)
     }
 
     /// An accepted client becomes a pending connect in the registry, under

@@ -36,11 +36,17 @@ fn request(client_id: &str, user: Option<&str>) -> AuthRequest {
     }
 }
 
-/// auth_on_register as the hook wrapper runs it: begin, then the password.
+/// auth_on_register with a clear password: one call.
 fn login(w: &Warden, client_id: &str, user: &str, password: &[u8], conn: ProcId) -> AuthStep {
-    match w.auth_begin(request(&format!("{user}:{client_id}"), Some(user)), conn, T0).unwrap() {
-        AuthStep::NeedPassword(token) => w.auth_password(token, conn, Password::Clear(password), T0).unwrap(),
-        other => other,
+    w.auth_begin(request(&format!("{user}:{client_id}"), Some(user)), conn, Password::Clear(password), T0).unwrap()
+}
+
+/// A login left waiting for the broker's library to decrypt its password
+/// (no obfuscation settings here): its token.
+fn waiting_for_plaintext(w: &Warden, client_id: &str, conn: ProcId) -> u64 {
+    match w.auth_begin(request(client_id, Some("alice")), conn, Password::Encrypted(ENCRYPTED), T0).unwrap() {
+        AuthStep::NeedPlaintext(token) => token,
+        other => panic!("{other:?}"),
     }
 }
 
@@ -105,9 +111,7 @@ fn a_refused_login_leaves_nothing_behind() {
 #[test]
 fn an_auth_context_belongs_to_its_process_and_is_used_once() {
     let w = warden();
-    let AuthStep::NeedPassword(token) = w.auth_begin(request("alice:c1", Some("alice")), CONN, T0).unwrap() else {
-        panic!("expected a password step")
-    };
+    let token = waiting_for_plaintext(&w, "alice:c1", CONN);
     assert_eq!(w.auth_password(token, ProcId(99), Password::Clear(b"alice-secret"), T0), Err(WardenError::UnknownAuth));
     assert!(accepted(&w.auth_password(token, CONN, Password::Clear(b"alice-secret"), T0).unwrap()));
     assert_eq!(w.auth_password(token, CONN, Password::Clear(b"alice-secret"), T0), Err(WardenError::UnknownAuth));
@@ -121,20 +125,29 @@ const ENCRYPTED: &[u8] = b"KIoUIOU7FtPqWa4UWfbz5ZD91B2UbRwwJA6D/E9PHgeodFdyWgha/
 #[test]
 fn an_encrypted_password_is_decrypted_here_or_handed_back_for_the_library() {
     let w = warden();
-    let begin = |w: &Warden| match w.auth_begin(request("alice:c1", Some("alice")), CONN, T0).unwrap() {
-        AuthStep::NeedPassword(t) => t,
-        other => panic!("{other:?}"),
-    };
     // No settings yet: the Erlang side must decrypt, and the context waits.
-    let token = begin(&w);
-    assert_eq!(w.auth_password(token, CONN, Password::Encrypted(ENCRYPTED), T0), Ok(AuthStep::NeedPlaintext));
+    let token = waiting_for_plaintext(&w, "alice:c1", CONN);
     assert_eq!(w.counters().auth_in_flight, 1);
     assert_eq!(refusal(&w.auth_password(token, CONN, Password::Clear(b"s3cret!"), T0).unwrap()), Some(RefusalCode::BadUsernameOrPassword));
-    // With the node's settings the password is decrypted here ("s3cret!" is
-    // not alice's password: a refusal proves it was read).
+    // With the node's settings it is decrypted here, in the one call
+    // ("s3cret!" is not alice's password: the refusal proves it was read).
     w.set_obfuscation(Obfuscation::new(Cipher::Aes128Cbc, KdfHash::Sha256, 1, SECRET));
-    let token = begin(&w);
-    assert_eq!(refusal(&w.auth_password(token, CONN, Password::Encrypted(ENCRYPTED), T0).unwrap()), Some(RefusalCode::BadUsernameOrPassword));
+    let step = w.auth_begin(request("alice:c2", Some("alice")), CONN, Password::Encrypted(ENCRYPTED), T0).unwrap();
+    assert_eq!(refusal(&step), Some(RefusalCode::BadUsernameOrPassword));
+    assert_eq!(w.counters().auth_in_flight, 0);
+}
+
+#[test]
+fn a_password_is_not_decrypted_when_a_rule_decides() {
+    let w = warden();
+    // Not decryptable here, but a bad client id decides first: no step waits.
+    let step = w.auth_begin(request("not-alice", Some("alice")), CONN, Password::Encrypted(ENCRYPTED), T0).unwrap();
+    assert_eq!(refusal(&step), Some(RefusalCode::ClientIdentifierNotValid));
+    assert_eq!(w.counters().auth_in_flight, 0);
+    // A password no client can send is an error only where it is needed.
+    let step = w.auth_begin(request("not-alice", Some("alice")), CONN, Password::Unreadable, T0).unwrap();
+    assert_eq!(refusal(&step), Some(RefusalCode::ClientIdentifierNotValid));
+    assert_eq!(w.auth_begin(request("alice:c1", Some("alice")), CONN, Password::Unreadable, T0), Err(WardenError::BadPassword));
     assert_eq!(w.counters().auth_in_flight, 0);
 }
 
@@ -145,11 +158,8 @@ fn slow_hashes_wait_for_a_slot_and_give_up_as_server_busy() {
     assert_eq!(w.set_slow_slots(0), Err(WardenError::BadSlots));
     assert_eq!(w.set_slow_slots(MAX_SLOTS + 1), Err(WardenError::BadSlots));
     assert_eq!(w.set_slow_slots(1), Ok(1));
-    let step = |client_id: &str, conn: ProcId| match w.auth_begin(request(&format!("alice:{client_id}"), Some("alice")), conn, T0).unwrap() {
-        AuthStep::NeedPassword(t) => {
-            assert_eq!(w.auth_password(t, conn, Password::Clear(b"alice-secret"), T0), Ok(AuthStep::NeedSlowHash));
-            t
-        }
+    let step = |client_id: &str, conn: ProcId| match login(&w, client_id, "alice", b"alice-secret", conn) {
+        AuthStep::NeedSlowHash(t) => t,
         other => panic!("{other:?}"),
     };
     let (t1, t2) = (step("c1", ProcId(11)), step("c2", ProcId(12)));
@@ -217,7 +227,7 @@ fn settings_are_refused_whole_and_applied_at_once() {
 #[test]
 fn sweep_drops_auth_contexts_whose_next_step_never_came() {
     let w = warden();
-    let AuthStep::NeedPassword(token) = w.auth_begin(request("alice:c1", Some("alice")), CONN, T0).unwrap() else { panic!() };
+    let token = waiting_for_plaintext(&w, "alice:c1", CONN);
     assert_eq!(w.counters().auth_in_flight, 1);
     w.sweep(T0 + pending::TTL_MS - 1);
     assert_eq!(w.counters().auth_in_flight, 1);
@@ -230,7 +240,7 @@ fn sweep_drops_auth_contexts_whose_next_step_never_came() {
 fn reset_forgets_sessions_and_logins_in_flight() {
     let w = warden();
     assert!(accepted(&login(&w, "c1", "alice", b"alice-secret", CONN)));
-    let _ = w.auth_begin(request("alice:c2", Some("alice")), ProcId(7), T0).unwrap();
+    let _ = waiting_for_plaintext(&w, "alice:c2", ProcId(7));
     w.reset();
     assert!(w.registry.is_empty());
     assert_eq!(w.counters().auth_in_flight, 0);
