@@ -1,0 +1,133 @@
+//! Where one connect's time goes inside the core (release build):
+//! `cargo run --release -p warden_core --example auth_cost`. Prints the
+//! mean of each step over many connects with the broker bench's policy
+//! (1,000 `$6$` users, network and client-id rules).
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use warden_core::credentials::PasswordFile;
+use warden_core::firewall::{AuthRequest, FirewallConfig, Listener, UnknownUser};
+use warden_core::obfuscation::{Cipher, KdfHash, Obfuscation};
+use warden_core::policy::Policy;
+use warden_core::registry::{ConnectInfo, RegistryConfig};
+use warden_core::types::{Peer, ProcId, Protocol, SubscriberKey};
+use warden_core::warden::{AuthStep, Password, QueueEvent, Warden};
+
+const POLICY: &str = r#"version = 1
+[network]
+allow = ["10.0.0.0/8", "192.168.0.0/16", "2001:db8::/32", "127.0.0.1"]
+deny = ["10.66.0.0/16"]
+[client_id]
+max_length = 64
+allowed_chars = "A-Za-z0-9_.:-"
+pattern = "[A-Za-z0-9].*"
+username_pattern = "{username}:*"
+bind_to_user = true
+[username]
+max_length = 32
+pattern = "[a-z][a-z0-9_.-]*"
+deny = ["root", "admin"]
+[[rule]]
+name = "block-scanners"
+action = "deny"
+reason = "known scanner network"
+code = "banned"
+when = { peer = ["192.168.66.0/24"] }
+"#;
+
+const USERS: usize = 1000;
+const CONNECTS: usize = 200_000;
+// credentials_obfuscation 3.4.0's encryption of "s3cret!" (obfuscation.rs).
+const SECRET: &[u8] = b"vmq-node-secret-0123456789abcdef";
+const ENCRYPTED: &[u8] = b"KIoUIOU7FtPqWa4UWfbz5ZD91B2UbRwwJA6D/E9PHgeodFdyWgha/Y2/s6lZS5K37r9gl81NFchvYjYcS53KgVsl4HgJjVEJAGDZaVRIv/o=";
+
+fn hash6(password: &[u8], salt: &[u8]) -> String {
+    use base64::Engine;
+    use sha2::{Digest, Sha512};
+    let mut h = Sha512::new();
+    h.update(password);
+    h.update(salt);
+    let e = base64::engine::general_purpose::STANDARD;
+    format!("$6${}${}", e.encode(salt), e.encode(h.finalize()))
+}
+
+fn user(i: usize) -> String {
+    format!("user{i:04}")
+}
+
+fn request(i: usize) -> AuthRequest {
+    AuthRequest {
+        key: SubscriberKey::new(&b""[..], format!("{}:dev-{i}", user(i % USERS)).into_bytes()),
+        peer: Some(Peer { ip: format!("10.1.{}.{}", (i / 256) % 256, i % 256).parse::<IpAddr>().unwrap(), port: 40000 }),
+        username: Some(user(i % USERS).into_bytes()),
+        has_password: true,
+        clean_session: true,
+        protocol: Protocol::Mqtt3,
+        listener: Some(Listener::default()),
+        client_cert: None,
+    }
+}
+
+fn mean_ns(start: Instant, n: usize) -> f64 {
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn main() {
+    let passwd: String = (0..USERS).map(|i| format!("{}:{}\n", user(i), hash6(format!("pw-{i}").as_bytes(), b"saltsaltsalt"))).collect();
+    let w = Warden::new(RegistryConfig::default(), FirewallConfig { unknown_user: UnknownUser::Deny, ..FirewallConfig::default() });
+    w.firewall.install(Policy::parse(POLICY, "policy.toml").unwrap(), PasswordFile::parse(&passwd, "passwd"));
+    let obf = Obfuscation::new(Cipher::Aes128Cbc, KdfHash::Sha256, 1, SECRET).unwrap();
+    w.set_obfuscation(Obfuscation::new(Cipher::Aes128Cbc, KdfHash::Sha256, 1, SECRET));
+
+    let t = Instant::now();
+    for _ in 0..CONNECTS {
+        std::hint::black_box(obf.decrypt(ENCRYPTED));
+    }
+    println!("decrypt {{encrypted, _}}            {:7.0} ns", mean_ns(t, CONNECTS));
+
+    // The firewall alone, in its two steps, without the registry.
+    use warden_core::firewall::{NoSessions, PasswordStep, Step};
+    let fw = &w.firewall;
+    let reqs: Vec<AuthRequest> = (0..CONNECTS).map(request).collect();
+    let t = Instant::now();
+    let pendings: Vec<_> = reqs
+        .into_iter()
+        .map(|r| match fw.begin(r, &NoSessions, 1_000_000) {
+            Step::NeedPassword(p) => p,
+            Step::Done(d, _) => panic!("{d:?}"),
+        })
+        .collect();
+    println!("firewall.begin (rules, limits)    {:7.0} ns", mean_ns(t, CONNECTS));
+    let t = Instant::now();
+    for (i, p) in pendings.iter().enumerate() {
+        let pw = format!("pw-{}", i % USERS);
+        assert!(matches!(fw.with_password(p, Some(pw.as_bytes()), &NoSessions, 1_000_000), PasswordStep::Done(_)));
+    }
+    println!("firewall.with_password (cached)   {:7.0} ns", mean_ns(t, CONNECTS));
+    drop(pendings);
+    let reqs: Vec<AuthRequest> = (0..CONNECTS).map(request).collect();
+    let pws: Vec<String> = (0..CONNECTS).map(|i| format!("pw-{}", i % USERS)).collect();
+    let t = Instant::now();
+    for (i, r) in reqs.into_iter().enumerate() {
+        let step = w.auth_begin(r, ProcId(i as u64), Password::Clear(pws[i].as_bytes()), 1_000_000 + i as u64).unwrap();
+        assert!(matches!(step, AuthStep::Decided(warden_core::firewall::Decision::Accept(_), _)), "{step:?}");
+    }
+    println!("auth_begin, clear password        {:7.0} ns (accepted; cache hits after the first 1,000)", mean_ns(t, CONNECTS));
+
+    let t = Instant::now();
+    for i in 0..CONNECTS {
+        std::hint::black_box((request(i).key, user(i % USERS)));
+    }
+    let baseline = mean_ns(t, CONNECTS);
+    let t = Instant::now();
+    for i in 0..CONNECTS {
+        let key = request(i).key;
+        let name = user(i % USERS);
+        let info = ConnectInfo { peer: None, username: Some(name.as_bytes()), clean_session: true, protocol: Protocol::Mqtt3 };
+        w.registered((&key).into(), ProcId(i as u64), info, 2_000_000);
+        w.queue_event(QueueEvent::Wakeup, (&key).into(), ProcId(1 << 40 | i as u64), 2_000_001);
+        w.queue_event(QueueEvent::Gone, (&key).into(), ProcId(1 << 40 | i as u64), 2_000_002);
+    }
+    println!("registered + wakeup + gone         {:7.0} ns (request building {baseline:.0} ns included)", mean_ns(t, CONNECTS));
+}
