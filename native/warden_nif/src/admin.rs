@@ -5,15 +5,13 @@
 //! chunks on normal schedulers instead (see `list_chunk`).
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use rustler::types::map::MapIterator;
 use rustler::{Atom, Encoder, Env, Error, NifResult, NifTuple, Term, TermType};
 use warden_core::firewall::{BanSelector, BanTarget};
-use warden_core::registry::{BrokerSession, Filter, ListCursor, Reconciled, SessionState};
+use warden_core::registry::{BrokerSession, Filter, FilterText, ListCursor, Reconciled};
 use warden_core::warden::{SettingValue, Settings, WardenError};
-use warden_core::IpNet;
 
 use crate::decode::{self, Field, OptField, SubscriberId};
 use crate::state::{now, WARDEN};
@@ -194,38 +192,16 @@ struct FilterSpec<'a> {
 }
 
 impl FilterSpec<'_> {
-    /// The filter, or why no record can match it.
     fn filter(&self) -> Result<Filter, WardenError> {
-        let state = match self.state.0 {
-            None => None,
-            Some(s) => Some(parse_state(s).ok_or(WardenError::BadFilter("unknown state"))?),
-        };
-        let network = match self.peer.0 {
-            None => None,
-            Some(n) => Some(parse_network(&String::from_utf8_lossy(n)).ok_or(WardenError::BadFilter(
-                "peer must be a CIDR network or an address, e.g. 10.0.0.0/8",
-            ))?),
-        };
-        Ok(Filter {
-            state,
-            username: self.username.0.map(<[u8]>::to_vec),
-            mountpoint: self.mountpoint.0.map(<[u8]>::to_vec),
-            client_id_prefix: self.client_id_prefix.0.map(<[u8]>::to_vec),
-            network,
+        Filter::parse(FilterText {
+            state: self.state.0,
+            username: self.username.0,
+            mountpoint: self.mountpoint.0,
+            client_id_prefix: self.client_id_prefix.0,
+            peer: self.peer.0,
         })
+        .map_err(WardenError::BadFilter)
     }
-}
-
-/// "10.0.0.0/8", "::1/128", or a plain address (the vmq-admin `--peer`
-/// flag accepts both).
-fn parse_network(s: &str) -> Option<IpNet> {
-    IpNet::from_str(s).ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
-}
-
-fn parse_state(s: &[u8]) -> Option<SessionState> {
-    [SessionState::Authenticated, SessionState::Online, SessionState::Offline]
-        .into_iter()
-        .find(|st| st.as_str().as_bytes() == s)
 }
 
 #[rustler::nif]

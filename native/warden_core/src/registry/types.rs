@@ -176,6 +176,48 @@ pub struct Filter {
     pub network: Option<IpNet>,
 }
 
+/// The operator's filter values as given (`sessions/1`, `vmq-admin warden
+/// session show`): each absent, or the text of one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FilterText<'a> {
+    pub state: Option<&'a [u8]>,
+    pub username: Option<&'a [u8]>,
+    pub mountpoint: Option<&'a [u8]>,
+    pub client_id_prefix: Option<&'a [u8]>,
+    /// "10.0.0.0/8", "::1/128", or a plain address.
+    pub peer: Option<&'a [u8]>,
+}
+
+impl Filter {
+    /// The filter, or what is wrong with a value no record can have.
+    pub fn parse(text: FilterText<'_>) -> Result<Filter, &'static str> {
+        let state = match text.state {
+            None => None,
+            Some(s) => Some(
+                [SessionState::Authenticated, SessionState::Online, SessionState::Offline]
+                    .into_iter()
+                    .find(|st| st.as_str().as_bytes() == s)
+                    .ok_or("unknown state")?,
+            ),
+        };
+        let network = match text.peer {
+            None => None,
+            Some(p) => {
+                let p = std::str::from_utf8(p).unwrap_or("");
+                let net = p.parse::<IpNet>().ok().or_else(|| p.parse::<std::net::IpAddr>().ok().map(IpNet::from));
+                Some(net.ok_or("peer must be a CIDR network or an address, e.g. 10.0.0.0/8")?)
+            }
+        };
+        Ok(Filter {
+            state,
+            username: text.username.map(<[u8]>::to_vec),
+            mountpoint: text.mountpoint.map(<[u8]>::to_vec),
+            client_id_prefix: text.client_id_prefix.map(<[u8]>::to_vec),
+            network,
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StateCounts {
     pub authenticated: u64,

@@ -291,3 +291,17 @@ fn documented_value(cell: &str) -> SettingValue {
         atom => SettingValue::Atom(atom.to_string()),
     }
 }
+
+#[test]
+fn a_listing_filter_is_parsed_or_refused_with_what_is_wrong() {
+    use crate::registry::{Filter, FilterText};
+    let f = Filter::parse(FilterText { state: Some(b"online"), peer: Some(b"10.0.0.0/8"), ..FilterText::default() }).unwrap();
+    assert_eq!(f.state, Some(SessionState::Online));
+    assert_eq!(f.network, Some("10.0.0.0/8".parse().unwrap()));
+    let f = Filter::parse(FilterText { peer: Some(b"::1"), username: Some(b"alice"), ..FilterText::default() }).unwrap();
+    assert_eq!(f.network, Some("::1/128".parse().unwrap()));
+    assert_eq!(f.username.as_deref(), Some(&b"alice"[..]));
+    assert_eq!(Filter::parse(FilterText { state: Some(b"gone"), ..FilterText::default() }).err(), Some("unknown state"));
+    assert!(Filter::parse(FilterText { peer: Some(b"10.0.0.0/33"), ..FilterText::default() }).is_err());
+    assert!(Filter::parse(FilterText { peer: Some(&[0xff, 0xfe]), ..FilterText::default() }).is_err());
+}
