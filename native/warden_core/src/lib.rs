@@ -15,6 +15,7 @@ pub mod striped;
 pub mod firewall;
 pub mod limits;
 pub mod loglimit;
+pub mod logqueue;
 pub mod obfuscation;
 pub mod policy;
 pub mod types;
