@@ -96,7 +96,10 @@ metric_defs() ->
      {counter, [], warden_cache_misses, warden_cache_misses,
       <<"Auth cache misses">>, [cache, misses]},
      {gauge, [], warden_bans_active, warden_bans_active,
-      <<"Active bans (addresses and usernames)">>, [bans_active]}]
+      <<"Active bans (addresses and usernames)">>, [bans_active]},
+     {counter, [], warden_server_busy, warden_server_busy,
+      <<"Connects refused as server busy: no slow-verification slot came free in time">>,
+      [server_busy]}]
     ++
     [{counter, [{result, atom_to_list(R)}], id("warden_reloads_", R), warden_reloads,
       <<"Policy/password file reloads, by result">>, [reloads, R]}

@@ -329,6 +329,8 @@ slow_verifications_bounded_and_busy_refused(Config) ->
     ?assertEqual({1, 0, 1}, {Limit, Running, Peak}),
     Busy = Busy1 - Busy0,
     ?assert(Busy > 0),
+    %% stats() and the metrics count them too
+    ?assertEqual(Busy1, maps:get(server_busy, vmq_warden:stats())),
     ?assertEqual(Busy, maps:get({0, {error, #{reason_code => server_busy}}}, Counts, 0)
                      + maps:get({1, {error, not_authorized}}, Counts, 0)),
     ?assertEqual(150 - Busy, maps:get({0, {error, #{reason_code => bad_username_or_password}}}, Counts, 0)

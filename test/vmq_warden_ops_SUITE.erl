@@ -60,6 +60,7 @@ sample_stats() ->
       registry => #{authenticated => 31, online => 32, offline => 33},
       cache => #{hits => 41, misses => 42},
       bans_active => 5,
+      server_busy => 8,
       reloads => #{ok => 61, failed => 62},
       verify => #{count => 71, total_us => 72000}}.
 
@@ -68,7 +69,7 @@ sample_stats() ->
 metrics_from_stats(_Config) ->
     meck:expect(vmq_warden, stats, fun() -> sample_stats() end),
     M = vmq_warden_metrics:metrics(),
-    ?assertEqual(26, length(M)),
+    ?assertEqual(27, length(M)),
     V = fun(Id) -> {_, _, Id, _, _, Val} = lists:keyfind(Id, 3, M), Val end,
     Expected = [{warden_decisions_accepted, 101}, {warden_decisions_next, 7},
                 {warden_decisions_failed, 3},
@@ -84,7 +85,7 @@ metrics_from_stats(_Config) ->
                 {warden_sessions_authenticated, 31}, {warden_sessions_online, 32},
                 {warden_sessions_offline, 33},
                 {warden_cache_hits, 41}, {warden_cache_misses, 42},
-                {warden_bans_active, 5},
+                {warden_bans_active, 5}, {warden_server_busy, 8},
                 {warden_reloads_ok, 61}, {warden_reloads_failed, 62},
                 {warden_verify_count, 71}, {warden_verify_time_us, 72000}],
     [?assertEqual({Id, Val}, {Id, V(Id)}) || {Id, Val} <- Expected],
