@@ -145,6 +145,7 @@ fn reason_atom(r: EndReason) -> Atom {
         EndReason::Discarded => atoms::discarded(),
         EndReason::Abandoned => atoms::abandoned(),
         EndReason::Vanished => atoms::vanished(),
+        EndReason::Kicked => atoms::kicked(),
     }
 }
 

@@ -237,6 +237,7 @@ fn auth_busy(env: Env<'_>, token: u64) -> NifResult<Term<'_>> {
 /// An accepted client becomes a pending connect in the registry, under the
 /// subscriber id it will register with (a policy may rewrite the mountpoint).
 fn finish<'a>(env: Env<'a>, req: &AuthRequest, conn: ProcId, decision: Decision, now: Millis) -> Term<'a> {
+    let mut session = None;
     if let Decision::Accept(mods) = &decision {
         let key = mods.subscriber_id.as_ref().unwrap_or(&req.key);
         let info = ConnectInfo {
@@ -247,8 +248,9 @@ fn finish<'a>(env: Env<'a>, req: &AuthRequest, conn: ProcId, decision: Decision,
             clean_session: mods.clean_session.unwrap_or(req.clean_session),
             protocol: req.protocol,
         };
-        WARDEN.registry.auth_accepted(key, conn, info, now);
+        session = Some(WARDEN.registry.auth_accepted(key, conn, info, now));
     }
+    crate::events::decided(req, &decision, session, now);
     encode::decision(env, &decision, req.protocol)
 }
 

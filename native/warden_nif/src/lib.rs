@@ -10,6 +10,7 @@ mod alloc;
 mod decode;
 mod encode;
 mod entry;
+mod events;
 mod hooks;
 mod logbridge;
 mod pending;
@@ -69,6 +70,7 @@ pub mod atoms {
     discarded,
     abandoned,
     vanished,
+    kicked,
     absent,
     agrees,
     corrected,

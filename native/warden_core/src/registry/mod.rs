@@ -32,7 +32,8 @@ use ahash::RandomState;
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 
-use crate::types::{Millis, ProcId};
+use crate::events::{Detail, Event, EventKind, EventQueue};
+use crate::types::{Millis, ProcId, SubscriberKey};
 
 use history::History;
 use record::{Ctx, Record, Snapshot, Store};
@@ -60,6 +61,23 @@ pub struct Registry {
     history: History,
     /// Settable at run time (`pending_ttl` in vernemq.conf).
     pending_ttl: AtomicU64,
+    /// The session lifecycle as events (off by default): pushed under the
+    /// shard lock, so one subscriber's events queue in the order the
+    /// registry applied them.
+    events: EventQueue,
+}
+
+/// What one registry call adds to the event stream besides its endings.
+struct Emit<'a, R> {
+    /// The hook's own event (registered, woke_up) and the process it came
+    /// from, when its outcome passes the test.
+    hook: Option<(EventKind, ProcId, fn(&R) -> bool)>,
+    /// Who asked, for a `kicked` ending.
+    kicked_by: Option<&'a str>,
+}
+
+impl<R> Emit<'_, R> {
+    const ENDINGS_ONLY: Emit<'static, R> = Emit { hook: None, kicked_by: None };
 }
 
 impl Registry {
@@ -84,6 +102,34 @@ impl Registry {
             users: UserIndex::new(n),
             history: History::new(cfg.history_size),
             pending_ttl: AtomicU64::new(cfg.pending_ttl_ms),
+            events: EventQueue::default(),
+        }
+    }
+
+    /// The event queue the registry (and the auth path) feed.
+    pub fn events(&self) -> &EventQueue {
+        &self.events
+    }
+
+    /// Queue the events of one call: its endings, then the hook's own
+    /// event. Under the shard lock, only when events are on.
+    #[allow(clippy::too_many_arguments)]
+    fn emit<R>(&self, key: KeyRef<'_>, rec: &Record, st: &Store, r: &R, emit: &Emit<'_, R>, endings: &[Ending], now: Millis) {
+        for e in endings {
+            self.events.push(Event::of_ending(e, rec.successor_of(st, e.generation), emit.kicked_by));
+        }
+        if let Some((kind, proc, when)) = emit.hook {
+            if when(r) {
+                self.events.push(Event {
+                    kind,
+                    key: SubscriberKey::new(key.mountpoint, key.client_id),
+                    session: rec.session_of(st, proc),
+                    at: now,
+                    peer: rec.current_peer(),
+                    username: None,
+                    detail: Detail::None,
+                });
+            }
         }
     }
 
@@ -161,8 +207,10 @@ impl Registry {
         &self,
         key: KeyRef<'_>,
         now: Millis,
+        emit: Emit<'_, R>,
         f: impl FnOnce(&mut Record, &mut Ctx<'_>) -> R,
     ) -> (R, &Shard) {
+        let events_on = self.events.is_on();
         let h = self.hash_key(key);
         let shard = self.shard_of_hash(h);
         let hash_user = |u: &[u8]| self.hash_user(u);
@@ -186,6 +234,9 @@ impl Registry {
                     self.account(shard, before, rec.snapshot(cx.st, hash_user));
                     let empty = rec.is_empty();
                     let endings = std::mem::take(&mut cx.endings);
+                    if events_on {
+                        self.emit(key, rec, cx.st, &r, &emit, &endings, now);
+                    }
                     if empty {
                         inner.remove(i);
                     }
@@ -195,6 +246,9 @@ impl Registry {
                     let mut rec = Record::new(key, h as u32, now, &mut cx.st.bytes);
                     let r = f(&mut rec, &mut cx);
                     let endings = std::mem::take(&mut cx.endings);
+                    if events_on {
+                        self.emit(key, &rec, cx.st, &r, &emit, &endings, now);
+                    }
                     if rec.is_empty() {
                         rec.release(cx.st);
                     } else {
@@ -214,9 +268,14 @@ impl Registry {
         key: KeyRef<'_>,
         now: Millis,
         what: &'static str,
+        hook: Option<(EventKind, ProcId)>,
         f: impl FnOnce(&mut Record, &mut Ctx<'_>) -> Applied,
     ) -> Applied {
-        let (r, shard) = self.with_record(key, now, f);
+        let emit = Emit {
+            hook: hook.map(|(kind, proc)| (kind, proc, (|r: &Applied| *r == Applied::Applied) as fn(&Applied) -> bool)),
+            kicked_by: None,
+        };
+        let (r, shard) = self.with_record(key, now, emit, f);
         match r {
             Applied::Applied => {}
             Applied::Stale => shard.add(C_STALE),
@@ -238,7 +297,7 @@ impl Registry {
         info: ConnectInfo<'_>,
         now: Millis,
     ) -> u64 {
-        self.with_record(key.into(), now, |r, cx| {
+        self.with_record(key.into(), now, Emit::ENDINGS_ONLY, |r, cx| {
             r.auth_accepted(cx, conn, info)
         })
         .0
@@ -252,35 +311,35 @@ impl Registry {
         info: ConnectInfo<'_>,
         now: Millis,
     ) -> Applied {
-        self.event(key.into(), now, "registered", |r, cx| {
+        self.event(key.into(), now, "registered", Some((EventKind::Registered, conn)), |r, cx| {
             r.registered(cx, conn, info)
         })
     }
 
     /// on_client_wakeup from queue process `queue`.
     pub fn woke_up<'k>(&self, key: impl Into<KeyRef<'k>>, queue: ProcId, now: Millis) -> Applied {
-        self.event(key.into(), now, "woke_up", |r, cx| {
+        self.event(key.into(), now, "woke_up", Some((EventKind::WokeUp, queue)), |r, cx| {
             r.woke_up(cx, queue)
         })
     }
 
     /// on_client_offline from queue process `queue`.
     pub fn went_offline<'k>(&self, key: impl Into<KeyRef<'k>>, queue: ProcId, now: Millis) -> Applied {
-        self.event(key.into(), now, "went_offline", |r, cx| {
+        self.event(key.into(), now, "went_offline", None, |r, cx| {
             r.went_offline(cx, queue)
         })
     }
 
     /// on_client_gone from queue process `queue`.
     pub fn gone<'k>(&self, key: impl Into<KeyRef<'k>>, queue: ProcId, now: Millis) -> Applied {
-        self.event(key.into(), now, "gone", |r, cx| {
+        self.event(key.into(), now, "gone", None, |r, cx| {
             r.gone(cx, queue)
         })
     }
 
     /// on_session_expired from queue process `queue`.
     pub fn expired<'k>(&self, key: impl Into<KeyRef<'k>>, queue: ProcId, now: Millis) -> Applied {
-        self.event(key.into(), now, "expired", |r, cx| {
+        self.event(key.into(), now, "expired", None, |r, cx| {
             r.expired(cx, queue)
         })
     }
@@ -304,11 +363,26 @@ impl Registry {
         if self.shard_of_hash(h).inner.lock().find(h, key).is_none() {
             return Reconciled::NotFound;
         }
-        let (r, shard) = self.with_record(key, now, |rec, cx| rec.reconcile(cx, broker, seen_change));
+        let (r, shard) = self.with_record(key, now, Emit::ENDINGS_ONLY, |rec, cx| rec.reconcile(cx, broker, seen_change));
         if r == Reconciled::Corrected {
             shard.add(C_RECONCILED);
         }
         r
+    }
+
+    /// An operator kicked `key`'s current session (`generation`, or
+    /// whichever is current): recorded as ending `Kicked` with who asked,
+    /// in the history and the event stream. The record stays until the
+    /// broker's offline/gone hook that the disconnect brings. False when
+    /// the key has no such session.
+    pub fn kick<'k>(&self, key: impl Into<KeyRef<'k>>, generation: Option<u64>, by: &str, now: Millis) -> bool {
+        let key = key.into();
+        let h = self.hash_key(key);
+        if self.shard_of_hash(h).inner.lock().find(h, key).is_none() {
+            return false;
+        }
+        let emit = Emit { hook: None, kicked_by: Some(by) };
+        self.with_record(key, now, emit, |rec, cx| rec.kick(cx, generation)).0
     }
 
     /// The record of `key`. A pending connect older than the TTL is shown
@@ -432,6 +506,11 @@ impl Registry {
                 let mut g = shard.inner.lock();
                 if shard.get(C_PENDING) > 0 {
                     dropped += self.expire_pending_in(shard, &mut g, now, &mut endings);
+                    if self.events.is_on() {
+                        for e in &endings {
+                            self.events.push(Event::of_ending(e, None, None));
+                        }
+                    }
                 }
                 g.st.trim()
             };
@@ -510,6 +589,7 @@ impl Registry {
             }
         }
         self.history.clear();
+        self.events.reset();
     }
 
     /// Number of records (any state).

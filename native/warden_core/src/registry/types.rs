@@ -68,6 +68,9 @@ pub enum EndReason {
     /// The broker had no such session when the reconciliation compared
     /// (a hook the registry missed or misread).
     Vanished,
+    /// An operator kicked the session (`vmq_warden:kick/2`); the broker's
+    /// offline/gone hook for it follows with the disconnect.
+    Kicked,
 }
 
 impl EndReason {
@@ -80,6 +83,7 @@ impl EndReason {
             EndReason::Discarded => "discarded",
             EndReason::Abandoned => "abandoned",
             EndReason::Vanished => "vanished",
+            EndReason::Kicked => "kicked",
         }
     }
 }

@@ -1,0 +1,100 @@
+//! The event stream's NIFs: switch it on, drain it (as JSON lines) for
+//! `vmq_warden_events`, read its counters, and record an operator's kick.
+//! The queue and the events are warden_core's (`warden_core::events`).
+
+use parking_lot::RwLock;
+use rustler::{Atom, Binary, Encoder, Env, Error, NifResult, Term};
+use warden_core::events::{encode_json, Event};
+use warden_core::firewall::{AuthRequest, Decision};
+use warden_core::types::Millis;
+
+use crate::state::{now, WARDEN};
+use crate::timing::{self, Nif};
+use crate::{atoms, decode, encode};
+
+/// The node name the events carry, set by the Erlang side.
+static NODE: RwLock<String> = RwLock::new(String::new());
+
+/// Most events one `take_events/1` call encodes: about 1 µs each, so a call
+/// stays well under the 1 ms a normal scheduler may be held.
+const MAX_TAKE: usize = 500;
+
+/// `events_configure(Enabled, MaxBytes, Node)`.
+#[rustler::nif]
+fn events_configure(enabled: bool, max_bytes: usize, node: Binary) -> NifResult<Atom> {
+    let _timed = timing::timed(Nif::Admin);
+    if max_bytes == 0 {
+        return Err(Error::BadArg);
+    }
+    *NODE.write() = String::from_utf8_lossy(node.as_slice()).into_owned();
+    WARDEN.registry.events().configure(enabled, max_bytes);
+    Ok(atoms::ok())
+}
+
+/// Up to `max` (at most 500) queued events, oldest first, as
+/// `[{Kind, Mountpoint, ClientId, Json}]`, all binaries.
+#[rustler::nif]
+fn take_events(env: Env<'_>, max: usize) -> Term<'_> {
+    let _timed = timing::timed(Nif::Admin);
+    let events = WARDEN.registry.events().take(max.min(MAX_TAKE));
+    let node = NODE.read().clone();
+    events
+        .iter()
+        .map(|e| {
+            (
+                encode::bin(env, e.kind.as_str().as_bytes()),
+                encode::bin(env, &e.key.mountpoint),
+                encode::bin(env, &e.key.client_id),
+                encode::bin(env, &encode_json(e, &node)),
+            )
+                .encode(env)
+        })
+        .collect::<Vec<Term>>()
+        .encode(env)
+}
+
+/// The queue's counters as a map.
+#[rustler::nif]
+fn events_stats(env: Env<'_>) -> Term<'_> {
+    let _timed = timing::timed(Nif::Admin);
+    let s = WARDEN.registry.events().stats();
+    encode::map_of(
+        env,
+        &[
+            ("enabled", s.enabled.encode(env)),
+            ("queued", s.queued.encode(env)),
+            ("queued_bytes", s.queued_bytes.encode(env)),
+            ("max_bytes", s.max_bytes.encode(env)),
+            ("pushed", s.pushed.encode(env)),
+            ("dropped", s.dropped.encode(env)),
+            ("taken", s.taken.encode(env)),
+        ],
+    )
+}
+
+/// `kick_record(Mountpoint, ClientId, Generation | undefined, By)`: the
+/// registry records the current session's ending `kicked`; `true`, or
+/// `false` when there is no such session.
+#[rustler::nif]
+fn kick_record<'a>(mountpoint: Term<'a>, client_id: Term<'a>, generation: Term<'a>, by: Binary<'a>) -> NifResult<bool> {
+    let _timed = timing::timed(Nif::Admin);
+    let key = decode::key_ref(mountpoint, client_id)?;
+    let generation = if generation == atoms::undefined().to_term(generation.get_env()) {
+        None
+    } else {
+        Some(generation.decode::<u64>()?)
+    };
+    let by = String::from_utf8_lossy(by.as_slice());
+    Ok(WARDEN.registry.kick(key, generation, &by, now()))
+}
+
+/// The auth path's one call: the `accepted` or `refused` event of a
+/// connect our auth decided (nothing when events are off).
+pub fn decided(req: &AuthRequest, decision: &Decision, session: Option<u64>, now: Millis) {
+    let queue = WARDEN.registry.events();
+    if queue.is_on() {
+        if let Some(event) = Event::of_decision(req, decision, session, now) {
+            queue.push(event);
+        }
+    }
+}
