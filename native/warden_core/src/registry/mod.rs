@@ -67,11 +67,15 @@ pub struct Registry {
     events: EventQueue,
 }
 
+/// A hook's own event: its kind, the process it came from, and the test its
+/// outcome must pass (applied, not stale or duplicate).
+type HookEvent<R> = (EventKind, ProcId, fn(&R) -> bool);
+
 /// What one registry call adds to the event stream besides its endings.
 struct Emit<'a, R> {
     /// The hook's own event (registered, woke_up) and the process it came
     /// from, when its outcome passes the test.
-    hook: Option<(EventKind, ProcId, fn(&R) -> bool)>,
+    hook: Option<HookEvent<R>>,
     /// Who asked, for a `kicked` ending.
     kicked_by: Option<&'a str>,
 }
