@@ -69,7 +69,17 @@ defaults() ->
      {history_size, 1000},
      {pending_ttl, 60000},
      {reconcile_interval, 60000},
-     {log_level, info}].
+     {log_level, info},
+     {events_enabled, false},
+     {events_queue_bytes, 1048576},
+     {events_drain_interval, 100},
+     {events_mqtt, false},
+     {events_mqtt_prefix, "warden/events"},
+     {events_webhook, false},
+     {events_webhook_url, "http://127.0.0.1:8080/warden/events"},
+     {events_webhook_queue, 10000},
+     {events_webhook_batch, 100},
+     {events_webhook_timeout, 5000}].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(cuttlefish),
@@ -137,7 +147,17 @@ every_key_maps_non_default_values(Config) ->
              {"vmq_warden.history_size", "17"},
              {"vmq_warden.pending_ttl", "10s"},
              {"vmq_warden.reconcile_interval", "90s"},
-             {"vmq_warden.log_level", "debug"}],
+             {"vmq_warden.log_level", "debug"},
+             {"vmq_warden.events", "on"},
+             {"vmq_warden.events.queue_bytes", "4096"},
+             {"vmq_warden.events.drain_interval", "1s"},
+             {"vmq_warden.events.mqtt", "on"},
+             {"vmq_warden.events.mqtt.prefix", "$SYS/warden"},
+             {"vmq_warden.events.webhook", "on"},
+             {"vmq_warden.events.webhook.url", "https://hooks.example/x"},
+             {"vmq_warden.events.webhook.queue_size", "50"},
+             {"vmq_warden.events.webhook.batch_size", "7"},
+             {"vmq_warden.events.webhook.timeout", "250ms"}],
     Expected = [{policy_file, ?config(policy, Config)},
                 {password_file, ?config(passwd, Config)},
                 {reload_interval, 120000},
@@ -159,7 +179,17 @@ every_key_maps_non_default_values(Config) ->
                 {ban_duration, 3600000},
                 {history_size, 17},
                 {pending_ttl, 10000},
-                {log_level, debug}],
+                {log_level, debug},
+                {events_enabled, true},
+                {events_queue_bytes, 4096},
+                {events_drain_interval, 1000},
+                {events_mqtt, true},
+                {events_mqtt_prefix, "$SYS/warden"},
+                {events_webhook, true},
+                {events_webhook_url, "https://hooks.example/x"},
+                {events_webhook_queue, 50},
+                {events_webhook_batch, 7},
+                {events_webhook_timeout, 250}],
     ?assertEqual(lists:sort(Expected), lists:sort(map_ok(Config, Lines))),
     %% and each enum value is accepted
     [?assertEqual(V, proplists:get_value(K, map_ok(Config, [{"vmq_warden." ++ atom_to_list(K), atom_to_list(V)}])))
@@ -197,7 +227,14 @@ refuses_wrong_type(Config) ->
            {"vmq_warden.history_size", "big"},
            {"vmq_warden.pending_ttl", "60"},
            {"vmq_warden.allow_anonymous", "yes"},
-           {"vmq_warden.allow_anonymous", "true"}],
+           {"vmq_warden.allow_anonymous", "true"},
+           {"vmq_warden.events", "yes"},
+           {"vmq_warden.events.drain_interval", "0"},
+           {"vmq_warden.events.webhook.timeout", "soon"},
+           {"vmq_warden.events.mqtt.prefix", "warden/#"},
+           {"vmq_warden.events.mqtt.prefix", "/warden"},
+           {"vmq_warden.events.webhook.url", "ftp://127.0.0.1/x"},
+           {"vmq_warden.events.webhook.url", "127.0.0.1:8080"}],
     [assert_refused_naming(Config, Key, Value) || {Key, Value} <- Bad].
 
 refuses_unknown_enum(Config) ->
@@ -224,7 +261,10 @@ refuses_bad_sizes(Config) ->
            {"vmq_warden.rate_limit.burst_per_peer", "0"},
            {"vmq_warden.rate_limit.per_user", "-2"},
            {"vmq_warden.rate_limit.burst_per_user", "-1"},
-           {"vmq_warden.ban.threshold", "-1"}],
+           {"vmq_warden.ban.threshold", "-1"},
+           {"vmq_warden.events.queue_bytes", "0"},
+           {"vmq_warden.events.webhook.queue_size", "-1"},
+           {"vmq_warden.events.webhook.batch_size", "0"}],
     [assert_refused_naming(Config, Key, Value) || {Key, Value} <- Bad].
 
 %% A typo is refused too (this is what happens to every vmq_warden.* key
@@ -264,7 +304,7 @@ example_documents_every_key(Config) ->
     {ok, Example} = file:read_file(?config(example, Config)),
     {_, Mappings, _} = cuttlefish_schema:files([?config(schema, Config)]),
     Vars = [cuttlefish_variable:format(cuttlefish_mapping:variable(M)) || M <- Mappings],
-    ?assertEqual(22, length(Vars)),
+    ?assertEqual(32, length(Vars)),
     Undocumented = [V || V <- Vars,
                          re:run(Example, "^" ++ re_quote(V) ++ " = ", [multiline]) =:= nomatch],
     ?assertEqual([], Undocumented).
