@@ -42,7 +42,8 @@
              request = none :: none | reference(),
              timer = undefined :: undefined | reference(),
              failures = 0 :: non_neg_integer(),
-             open_until = 0 :: integer(),
+             %% monotonic ms (may be negative) until which the breaker is open
+             open_until = none :: none | integer(),
              sent = 0 :: non_neg_integer(),
              retried = 0 :: non_neg_integer(),
              dropped = 0 :: non_neg_integer(),
@@ -129,6 +130,8 @@ start_httpc(#st{url = Url} = St) ->
 current_len(#st{current = none}) -> 0;
 current_len(#st{current = {_, N, _}}) -> N.
 
+breaker(#st{open_until = none}) ->
+    closed;
 breaker(#st{open_until = Until}) ->
     case Until > now_ms() of
         true -> open;
@@ -149,6 +152,8 @@ maybe_send(#st{current = none, queue = Q, len = Len, batch = B} = St) ->
     N = min(B, Len),
     {Batch, Rest} = queue:split(N, Q),
     maybe_send(St#st{current = {queue:to_list(Batch), N, 1}, queue = Rest, len = Len - N});
+maybe_send(#st{open_until = none} = St) ->
+    post(St);
 maybe_send(#st{open_until = Until} = St) ->
     case Until - now_ms() of
         Wait when Wait > 0 -> St#st{timer = erlang:send_after(Wait, self(), retry)};
@@ -170,7 +175,7 @@ success({{_Version, Code, _Phrase}, _Headers, _Body}) -> Code >= 200 andalso Cod
 success(_) -> false.
 
 sent(#st{current = {_, N, _}, sent = S} = St) ->
-    St#st{current = none, sent = S + N, failures = 0, open_until = 0}.
+    St#st{current = none, sent = S + N, failures = 0, open_until = none}.
 
 %% A failed POST: the batch is retried after a back-off, or dropped after
 %% ?MAX_ATTEMPTS; enough failures in a row open the breaker.
