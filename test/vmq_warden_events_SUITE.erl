@@ -27,7 +27,8 @@ all() ->
      webhook_dead_endpoint_opens_the_breaker,
      webhook_slow_endpoint_never_slows_a_hook,
      kick_selectors,
-     kick_dry_run_and_cleanup].
+     kick_dry_run_and_cleanup,
+     kick_from_vmq_admin].
 
 init_per_suite(Config) ->
     ok = vmq_plugin_harness:enable(vmq_warden),
@@ -442,3 +443,30 @@ kick_dry_run_and_cleanup(_Config) ->
     meck:unload(vernemq_dev_api),
     ?assertEqual({error, not_inside_vernemq}, vmq_warden:kick({username, <<"alice">>})),
     ?assertMatch({ok, [_, _]}, vmq_warden:kick({username, <<"alice">>}, #{dry_run => true})).
+
+%% `vmq-admin warden kick', called the way clique calls it (clique_status
+%% mocked: it exists only inside VerneMQ).
+kick_from_vmq_admin(_Config) ->
+    kick_setup(),
+    ok = meck:new(clique_status, [non_strict, no_link]),
+    ok = meck:expect(clique_status, table, fun(Rows) -> {table, Rows} end),
+    ok = meck:expect(clique_status, text, fun(T) -> {text, lists:flatten(io_lib:format("~ts", [T]))} end),
+    ok = meck:expect(clique_status, alert, fun(L) -> {alert, L} end),
+    Cmd = ["vmq-admin", "warden", "kick"],
+    %% a dry run: the table, nothing disconnected
+    [{table, Would}] = vmq_warden_cli:kick(Cmd, [], [{client_id_prefix, <<"lamp-">>}, {dry_run, undefined}]),
+    ?assertEqual([{"lamp-1", "dry_run"}, {"lamp-2", "dry_run"}],
+                 lists:sort([{proplists:get_value(client_id, R), proplists:get_value(result, R)} || R <- Would])),
+    ?assertEqual(0, meck:num_calls(vernemq_dev_api, disconnect_by_subscriber_id, '_')),
+    %% --client-id is exact
+    [{table, [Row]}] = vmq_warden_cli:kick(Cmd, [], [{client_id, <<"dev-1">>}]),
+    ?assertMatch(#{"client_id" := "dev-1", "result" := "ok", "username" := "alice"},
+                 maps:from_list([{atom_to_list(K), V} || {K, V} <- Row])),
+    ?assertMatch({ok, _}, vmq_warden:lookup(sid(<<"dev-10">>))),
+    Kicked = [E || {_, #{<<"kind">> := <<"kicked">>} = E} <- published()],
+    ?assertMatch([#{<<"client_id">> := <<"dev-1">>, <<"kicked_by">> := <<"vmq-admin">>}], Kicked),
+    %% no selector, or two: the usage, exit status 1
+    ?assertMatch({exit_status, 1, _}, vmq_warden_cli:kick(Cmd, [], [{dry_run, undefined}])),
+    ?assertMatch({exit_status, 1, _},
+                 vmq_warden_cli:kick(Cmd, [], [{username, <<"alice">>}, {peer, "10.0.0.0/8"}])),
+    ?assertEqual([{text, "No session matches."}], vmq_warden_cli:kick(Cmd, [], [{username, <<"nobody">>}])).
