@@ -95,23 +95,30 @@ configure_queue(Enabled, Bytes) ->
 schedule(#st{interval = I}) ->
     erlang:send_after(I, self(), drain).
 
+%% The MQTT sink gets each piece as it is taken; the webhook gets the whole
+%% tick's events in one message, so its mailbox holds at most a few.
 drain(#st{enabled = false} = St, _Left) ->
     {0, St};
 drain(St, Left) ->
-    drain(St, Left, 0).
+    {Done, Lines, St1} = drain(St, Left, 0, []),
+    {Done, to_webhook(lists:append(lists:reverse(Lines)), St1)}.
 
-drain(St, Left, Done) when Left =< 0 ->
-    {Done, St};
-drain(St, Left, Done) ->
+drain(St, Left, Done, Lines) when Left =< 0 ->
+    {Done, Lines, St};
+drain(St, Left, Done, Lines) ->
     case take(min(?TAKE, Left)) of
         [] ->
-            {Done, St};
+            {Done, Lines, St};
         Events ->
-            St1 = fan_out(Events, St),
+            St1 = publish_all(Events, St),
+            Lines1 = case St#st.webhook of
+                         true -> [[Json || {_, _, _, Json} <- Events] | Lines];
+                         false -> Lines
+                     end,
             N = length(Events),
             case N < min(?TAKE, Left) of
-                true -> {Done + N, St1};
-                false -> drain(St1, Left - N, Done + N)
+                true -> {Done + N, Lines1, St1};
+                false -> drain(St1, Left - N, Done + N, Lines1)
             end
     end.
 
@@ -119,10 +126,6 @@ take(Max) ->
     try vmq_warden_nif:take_events(Max)
     catch error:_ -> []
     end.
-
-fan_out(Events, St) ->
-    St1 = publish_all(Events, St),
-    to_webhook(Events, St1).
 
 publish_all(_Events, #st{publish = undefined} = St) ->
     St;
@@ -149,10 +152,11 @@ topic(Prefix, Node, Levels) ->
 level(<<>>) -> <<"_">>;
 level(L) -> binary:replace(L, [<<"/">>, <<"+">>, <<"#">>], <<"_">>, [global]).
 
-to_webhook(_Events, #st{webhook = false} = St) ->
+to_webhook(_Lines, #st{webhook = false} = St) ->
     St;
-to_webhook(Events, #st{webhook_skipped = Skipped} = St) ->
-    Lines = [Json || {_, _, _, Json} <- Events],
+to_webhook([], St) ->
+    St;
+to_webhook(Lines, #st{webhook_skipped = Skipped} = St) ->
     case vmq_warden_webhook:offer(Lines) of
         ok -> St;
         busy -> St#st{webhook_skipped = Skipped + length(Lines)}
