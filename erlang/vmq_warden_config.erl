@@ -41,7 +41,8 @@ defaults() ->
       events_webhook_url => "http://127.0.0.1:8080/warden/events",
       events_webhook_queue => 10000,
       events_webhook_batch => 100,
-      events_webhook_timeout => 5000}.
+      events_webhook_timeout => 5000,
+      credential_check_interval => 0}.
 
 %% @doc The effective settings, or the first invalid one.
 -spec settings() -> {ok, #{atom() => term()}} | {error, {invalid_setting, atom(), term()}}.

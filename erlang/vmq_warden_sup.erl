@@ -11,5 +11,6 @@ init([]) ->
                 #{id => vmq_warden_reconciler, start => {vmq_warden_reconciler, start_link, []}},
                 %% the webhook first: the events process hands it batches
                 #{id => vmq_warden_webhook, start => {vmq_warden_webhook, start_link, []}},
-                #{id => vmq_warden_events, start => {vmq_warden_events, start_link, []}}],
+                #{id => vmq_warden_events, start => {vmq_warden_events, start_link, []}},
+                #{id => vmq_warden_lifetime, start => {vmq_warden_lifetime, start_link, []}}],
     {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, Children}}.

@@ -28,7 +28,8 @@ all() ->
      webhook_slow_endpoint_never_slows_a_hook,
      kick_selectors,
      kick_dry_run_and_cleanup,
-     kick_from_vmq_admin].
+     kick_from_vmq_admin,
+     credential_lifetime_ends_old_sessions].
 
 init_per_suite(Config) ->
     ok = vmq_plugin_harness:enable(vmq_warden),
@@ -121,8 +122,9 @@ expired(Q, Sid) -> queue(Q, on_session_expired, Sid).
 %% auth, wakeup, on_register (docs/VERNEMQ.md); the queue is remembered
 %% for the mocked broker's disconnect. Returns the session number.
 connect(Conn, Queue, Sid, Clean) -> connect(Conn, Queue, Sid, Clean, undefined, ?PEER).
-connect(Conn, Queue, {_, ClientId} = Sid, Clean, User, Peer) ->
-    ok = auth(Conn, Sid, Clean, User, undefined, Peer),
+connect(Conn, Queue, Sid, Clean, User, Peer) -> connect(Conn, Queue, Sid, Clean, User, Peer, undefined).
+connect(Conn, Queue, {_, ClientId} = Sid, Clean, User, Peer, Password) ->
+    ok = auth(Conn, Sid, Clean, User, Password, Peer),
     ok = wakeup(Queue, Sid),
     ok = reg(Conn, Sid, User, Peer),
     true = ets:insert(kick_queues, {ClientId, Queue, Clean}),
@@ -470,3 +472,32 @@ kick_from_vmq_admin(_Config) ->
     ?assertMatch({exit_status, 1, _},
                  vmq_warden_cli:kick(Cmd, [], [{username, <<"alice">>}, {peer, "10.0.0.0/8"}])),
     ?assertEqual([{text, "No session matches."}], vmq_warden_cli:kick(Cmd, [], [{username, <<"nobody">>}])).
+
+%% alice's group allows 1 s; bob has no limit: a pass ends alice's session
+%% (`expired_credentials', then the broker's gone) and leaves bob's.
+credential_lifetime_ends_old_sessions(Config) ->
+    Policy = filename:join(?config(priv_dir, Config), "lifetime.toml"),
+    Hash = fun() -> vmq_warden_robust_util:sha512_line(?PASSWORD) end,
+    ok = file:write_file(Policy, ["[groups.short]\nmax_session_age = 1\n",
+                                  "[users.alice]\ngroups = [\"short\"]\npassword = \"", Hash(), "\"\n",
+                                  "[users.bob]\npassword = \"", Hash(), "\"\n"]),
+    events_on(#{policy_file => Policy, default_decision => allow}),
+    mock_dev_api(),
+    ?assertEqual(1, vmq_warden_nif:max_session_age(<<"alice">>)),
+    ?assertEqual(undefined, vmq_warden_nif:max_session_age(<<"bob">>)),
+    [S1, S2, S3, Q1, Q2, Q3] = procs(6),
+    GA = connect(S1, Q1, sid(<<"a-old">>), true, <<"alice">>, ?PEER, ?PASSWORD),
+    connect(S2, Q2, sid(<<"b-old">>), true, <<"bob">>, ?PEER, ?PASSWORD),
+    ?assertEqual({ok, []}, vmq_warden_lifetime:check_now()),
+    timer:sleep(1100),
+    GA2 = connect(S3, Q3, sid(<<"a-new">>), true, <<"alice">>, ?PEER, ?PASSWORD),
+    ?assertEqual({ok, [{"", <<"a-old">>}]}, vmq_warden_lifetime:check_now()),
+    ?assertEqual([<<"a-new">>, <<"b-old">>], online()),
+    Got = by_client(published()),
+    ?assertEqual([{<<"expired_credentials">>, GA}, {<<"gone">>, GA}], lists:nthtail(3, maps:get(<<"a-old">>, Got))),
+    ?assertEqual(3, length(maps:get(<<"a-new">>, Got))),
+    ?assert(is_integer(GA2)),
+    ?assertMatch([#{reason := gone}, #{reason := expired_credentials} | _], vmq_warden:recent_endings(2)),
+    %% outside VerneMQ nothing is disconnected
+    meck:unload(vernemq_dev_api),
+    ?assertEqual({error, not_inside_vernemq}, vmq_warden_lifetime:check_now()).

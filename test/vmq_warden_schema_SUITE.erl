@@ -79,7 +79,8 @@ defaults() ->
      {events_webhook_url, "http://127.0.0.1:8080/warden/events"},
      {events_webhook_queue, 10000},
      {events_webhook_batch, 100},
-     {events_webhook_timeout, 5000}].
+     {events_webhook_timeout, 5000},
+     {credential_check_interval, 0}].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(cuttlefish),
@@ -157,7 +158,8 @@ every_key_maps_non_default_values(Config) ->
              {"vmq_warden.events.webhook.url", "https://hooks.example/x"},
              {"vmq_warden.events.webhook.queue_size", "50"},
              {"vmq_warden.events.webhook.batch_size", "7"},
-             {"vmq_warden.events.webhook.timeout", "250ms"}],
+             {"vmq_warden.events.webhook.timeout", "250ms"},
+             {"vmq_warden.credential_lifetime.check_interval", "30s"}],
     Expected = [{policy_file, ?config(policy, Config)},
                 {password_file, ?config(passwd, Config)},
                 {reload_interval, 120000},
@@ -189,7 +191,8 @@ every_key_maps_non_default_values(Config) ->
                 {events_webhook_url, "https://hooks.example/x"},
                 {events_webhook_queue, 50},
                 {events_webhook_batch, 7},
-                {events_webhook_timeout, 250}],
+                {events_webhook_timeout, 250},
+                {credential_check_interval, 30000}],
     ?assertEqual(lists:sort(Expected), lists:sort(map_ok(Config, Lines))),
     %% and each enum value is accepted
     [?assertEqual(V, proplists:get_value(K, map_ok(Config, [{"vmq_warden." ++ atom_to_list(K), atom_to_list(V)}])))
@@ -304,7 +307,7 @@ example_documents_every_key(Config) ->
     {ok, Example} = file:read_file(?config(example, Config)),
     {_, Mappings, _} = cuttlefish_schema:files([?config(schema, Config)]),
     Vars = [cuttlefish_variable:format(cuttlefish_mapping:variable(M)) || M <- Mappings],
-    ?assertEqual(32, length(Vars)),
+    ?assertEqual(33, length(Vars)),
     Undocumented = [V || V <- Vars,
                          re:run(Example, "^" ++ re_quote(V) ++ " = ", [multiline]) =:= nomatch],
     ?assertEqual([], Undocumented).

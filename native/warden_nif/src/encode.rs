@@ -146,6 +146,7 @@ fn reason_atom(r: EndReason) -> Atom {
         EndReason::Abandoned => atoms::abandoned(),
         EndReason::Vanished => atoms::vanished(),
         EndReason::Kicked => atoms::kicked(),
+        EndReason::ExpiredCredentials => atoms::expired_credentials(),
     }
 }
 

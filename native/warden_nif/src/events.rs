@@ -88,6 +88,27 @@ fn kick_record<'a>(mountpoint: Term<'a>, client_id: Term<'a>, generation: Term<'
     Ok(WARDEN.registry.kick(key, generation, &by, now()))
 }
 
+/// `expire_credentials_record(Mountpoint, ClientId, Generation)`: the
+/// registry records the session's ending `expired_credentials`; `true`, or
+/// `false` when it is not the current session.
+#[rustler::nif]
+fn expire_credentials_record<'a>(mountpoint: Term<'a>, client_id: Term<'a>, generation: u64) -> NifResult<bool> {
+    let _timed = timing::timed(Nif::Admin);
+    let key = decode::key_ref(mountpoint, client_id)?;
+    Ok(WARDEN.registry.expire_credentials(key, Some(generation), now()))
+}
+
+/// `max_session_age(Username)`: the running policy's limit for the user in
+/// seconds, or `undefined`.
+#[rustler::nif]
+fn max_session_age<'a>(env: Env<'a>, username: Binary<'a>) -> Term<'a> {
+    let _timed = timing::timed(Nif::Admin);
+    match WARDEN.firewall.max_session_age(username.as_slice()) {
+        Some(secs) => secs.encode(env),
+        None => atoms::undefined().encode(env),
+    }
+}
+
 /// The auth path's one call: the `accepted` or `refused` event of a
 /// connect our auth decided (nothing when events are off).
 pub fn decided(req: &AuthRequest, decision: &Decision, session: Option<u64>, now: Millis) {

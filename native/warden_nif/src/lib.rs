@@ -71,6 +71,7 @@ pub mod atoms {
     abandoned,
     vanished,
     kicked,
+    expired_credentials,
     absent,
     agrees,
     corrected,

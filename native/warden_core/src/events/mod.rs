@@ -34,10 +34,11 @@ pub enum EventKind {
     Abandoned,
     Vanished,
     Kicked,
+    ExpiredCredentials,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 12] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::Accepted,
         EventKind::Refused,
         EventKind::Registered,
@@ -50,6 +51,7 @@ impl EventKind {
         EventKind::Abandoned,
         EventKind::Vanished,
         EventKind::Kicked,
+        EventKind::ExpiredCredentials,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +68,7 @@ impl EventKind {
             EventKind::Abandoned => "abandoned",
             EventKind::Vanished => "vanished",
             EventKind::Kicked => "kicked",
+            EventKind::ExpiredCredentials => "expired_credentials",
         }
     }
 
@@ -80,6 +83,7 @@ impl EventKind {
             EndReason::Abandoned => EventKind::Abandoned,
             EndReason::Vanished => EventKind::Vanished,
             EndReason::Kicked => EventKind::Kicked,
+            EndReason::ExpiredCredentials => EventKind::ExpiredCredentials,
         }
     }
 }

@@ -244,3 +244,19 @@ fn json_escapes_control_characters_and_keeps_bytes_that_are_not_utf8() {
     assert!(json.contains("\"client_id\":\"a\\u0001b\""), "{json}");
     assert!(json.contains("\"username\":\"u\\u0001\""), "{json}");
 }
+
+#[test]
+fn expired_credentials_is_an_ending_of_its_own() {
+    let r = registry_with_events();
+    let k = key("old");
+    let g = r.auth_accepted(&k, S1, info(true), 1);
+    r.woke_up(&k, Q1, 2);
+    r.registered(&k, S1, info(true), 3);
+    assert!(!r.expire_credentials(&k, Some(g + 1), 10), "not the current session");
+    assert!(r.expire_credentials(&k, Some(g), 10));
+    r.gone(&k, Q1, 11);
+    let got = kinds_and_sessions(&r);
+    assert_eq!(&got[2..], [(EventKind::ExpiredCredentials, Some(g)), (EventKind::Gone, Some(g))]);
+    assert_eq!(r.recent_endings(1)[0].reason, crate::registry::EndReason::Gone);
+    assert_eq!(r.recent_endings(2)[1].reason, crate::registry::EndReason::ExpiredCredentials);
+}

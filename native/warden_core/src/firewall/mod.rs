@@ -324,6 +324,12 @@ impl Firewall {
         report
     }
 
+    /// The running policy's `max_session_age` of `username` (seconds; the
+    /// user's, else its first group's that sets it).
+    pub fn max_session_age(&self, username: &[u8]) -> Option<u64> {
+        self.snap.load().policy.user(username).and_then(|u| u.settings.max_session_age)
+    }
+
     /// Generation of the running snapshot (1 after the first load).
     pub fn generation(&self) -> u64 {
         self.snap.load().generation

@@ -380,13 +380,22 @@ impl Registry {
     /// broker's offline/gone hook that the disconnect brings. False when
     /// the key has no such session.
     pub fn kick<'k>(&self, key: impl Into<KeyRef<'k>>, generation: Option<u64>, by: &str, now: Millis) -> bool {
-        let key = key.into();
+        self.end_by_plugin(key.into(), generation, EndReason::Kicked, Some(by), now)
+    }
+
+    /// The session outlived its user's `max_session_age`: like
+    /// [`Registry::kick`], with the ending `ExpiredCredentials`.
+    pub fn expire_credentials<'k>(&self, key: impl Into<KeyRef<'k>>, generation: Option<u64>, now: Millis) -> bool {
+        self.end_by_plugin(key.into(), generation, EndReason::ExpiredCredentials, None, now)
+    }
+
+    fn end_by_plugin(&self, key: KeyRef<'_>, generation: Option<u64>, reason: EndReason, by: Option<&str>, now: Millis) -> bool {
         let h = self.hash_key(key);
         if self.shard_of_hash(h).inner.lock().find(h, key).is_none() {
             return false;
         }
-        let emit = Emit { hook: None, kicked_by: Some(by) };
-        self.with_record(key, now, emit, |rec, cx| rec.kick(cx, generation)).0
+        let emit = Emit { hook: None, kicked_by: by };
+        self.with_record(key, now, emit, |rec, cx| rec.kick(cx, generation, reason)).0
     }
 
     /// The record of `key`. A pending connect older than the TTL is shown

@@ -71,6 +71,9 @@ pub enum EndReason {
     /// An operator kicked the session (`vmq_warden:kick/2`); the broker's
     /// offline/gone hook for it follows with the disconnect.
     Kicked,
+    /// The user's `max_session_age` passed: the plugin disconnected the
+    /// session (credential lifetime).
+    ExpiredCredentials,
 }
 
 impl EndReason {
@@ -84,6 +87,7 @@ impl EndReason {
             EndReason::Abandoned => "abandoned",
             EndReason::Vanished => "vanished",
             EndReason::Kicked => "kicked",
+            EndReason::ExpiredCredentials => "expired_credentials",
         }
     }
 }

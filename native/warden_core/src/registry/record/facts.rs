@@ -34,15 +34,16 @@ impl Record {
         self.pending(st).map(|p| p.gen).filter(|&g| g > ended)
     }
 
-    /// An operator kicked the current session (generation `generation`, or
-    /// whichever is current): recorded as ending `Kicked`; the session stays
+    /// The plugin disconnects the current session (generation `generation`,
+    /// or whichever is current) for `reason` (`Kicked`,
+    /// `ExpiredCredentials`): recorded as that ending; the session stays
     /// until the broker's own offline/gone hook for it, which follows the
     /// disconnect. False when there is no such session.
-    pub fn kick(&mut self, cx: &mut Ctx<'_>, generation: Option<u64>) -> bool {
+    pub fn kick(&mut self, cx: &mut Ctx<'_>, generation: Option<u64>, reason: EndReason) -> bool {
         if !self.has_cur() || generation.is_some_and(|g| g != self.gen) {
             return false;
         }
-        self.end_cur(cx, EndReason::Kicked);
+        self.end_cur(cx, reason);
         true
     }
 }
