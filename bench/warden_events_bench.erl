@@ -1,5 +1,6 @@
-%% The event stream's costs: the hooks' time per call with events off and on
-%% (queue only, drained every 100 ms as configured by default), and each
+%% The event stream's costs: the hooks' time per call with events off, on
+%% (queued only) and on and drained every 100 ms (the default), the drain's
+%% NIF call, and each
 %% sink's throughput (events/s): the MQTT sink with a publish function that
 %% does nothing, the webhook against a loopback HTTP server.
 %% Run: scripts/bench.sh --events [--quick]
@@ -17,10 +18,14 @@ main(Args) ->
     logger:set_primary_config(level, error),
     io:format("events bench: ~b connects (auth, wakeup, on_register, gone) per run, ~s~n",
               [N, erlang:system_info(system_version) -- "\n"]),
-    %% alternate off/on, twice, so drift shows
-    Runs = [{Mode, hook_ns(Mode, N)} || Mode <- [off, on, off, on]],
-    [io:format("  hooks, events ~-3s: ~6.1f us per connect (4 hook calls), ~6b ns per hook call~n",
+    %% alternate the modes, twice, so drift shows. `queued': the hook path
+    %% only (nothing drains during the run); `drained': drained every
+    %% 100 ms, the JSON encoding competing with the hooks for the CPUs.
+    {Off, Queued} = off_vs_queued(N),
+    Runs = [{off, Off}, {queued, Queued}, {drained, hook_ns(drained, N)}],
+    [io:format("  hooks, events ~-7s: ~6.1f us per connect (4 hook calls), ~6b ns per hook call~n",
                [Mode, Ns / 1000, round(Ns / 4)]) || {Mode, Ns} <- Runs],
+    io:format("  take_events(200): ~b us per call (median of 20 full calls)~n", [take_us()]),
     io:format("  mqtt sink:    ~8b events/s~n", [round(mqtt_rate(N))]),
     io:format("  webhook sink: ~8b events/s (batches of 100, loopback)~n", [round(webhook_rate(N))]),
     halt(0).
@@ -48,9 +53,34 @@ connects(From, To) ->
      end || I <- lists:seq(From, To)],
     ok.
 
+%% Off and queued in alternating slices (40 of N/40 connects each, the queue
+%% switched on and off between them), so the machine's drift hits both
+%% alike: the medians, ns per connect.
+off_vs_queued(N) ->
+    settings([{events_enabled, true}, {events_drain_interval, 3600000}, {events_queue_bytes, 1 bsl 30},
+              {events_mqtt, false}, {events_webhook, false}]),
+    Slice = N div 40,
+    Bin = atom_to_binary(node(), utf8),
+    Pairs = [begin
+                 Times = [begin
+                              ok = vmq_warden_nif:events_configure(On, 1 bsl 30, Bin),
+                              Base = (2 * K + B) * Slice,
+                              T0 = erlang:monotonic_time(nanosecond),
+                              connects(Base, Base + Slice - 1),
+                              (erlang:monotonic_time(nanosecond) - T0) / Slice
+                          end || {B, On} <- [{0, false}, {1, true}]],
+                 list_to_tuple(Times)
+             end || K <- lists:seq(0, 19)],
+    _ = vmq_warden_nif:take_events(200),
+    ok = vmq_warden_nif:reset(),
+    {median([O || {O, _} <- Pairs]), median([Q || {_, Q} <- Pairs])}.
+
+median(L) -> lists:nth(length(L) div 2 + 1, lists:sort(L)).
+
 %% Median of 10 slices: ns per connect.
 hook_ns(Mode, N) ->
-    settings([{events_enabled, Mode =:= on}, {events_drain_interval, 100},
+    Drain = case Mode of drained -> 100; _ -> 3600000 end,
+    settings([{events_enabled, Mode =/= off}, {events_drain_interval, Drain}, {events_queue_bytes, 1 bsl 30},
               {events_mqtt, false}, {events_webhook, false}]),
     Slice = N div 10,
     Times = [begin
@@ -59,6 +89,15 @@ hook_ns(Mode, N) ->
                  (erlang:monotonic_time(nanosecond) - T0) / Slice
              end || K <- lists:seq(0, 9)],
     lists:nth(5, lists:sort(Times)).
+
+%% The drain's NIF call on a full batch: 200 events encoded as JSON.
+take_us() ->
+    settings([{events_enabled, true}, {events_drain_interval, 3600000}, {events_mqtt, false},
+              {events_webhook, false}, {events_queue_bytes, 1 bsl 30}]),
+    connects(0, 20 * 200 div 4 - 1),
+    Times = [element(1, timer:tc(fun() -> 200 = length(vmq_warden_nif:take_events(200)) end))
+             || _ <- lists:seq(1, 20)],
+    lists:nth(10, lists:sort(Times)).
 
 %% Events through the MQTT sink (publish does nothing), per second of the
 %% events process's time.

@@ -17,8 +17,8 @@
 -include_lib("kernel/include/logger.hrl").
 
 %% Events one take_events/1 call returns (the NIF's own bound).
--define(TAKE, 500).
-%% Events one tick drains at most: ten NIF calls of well under 1 ms each.
+-define(TAKE, 200).
+%% Events one tick drains at most: 25 NIF calls of well under 1 ms each.
 -define(MAX_PER_TICK, 5000).
 
 -record(st, {enabled = false :: boolean(),

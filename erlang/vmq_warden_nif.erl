@@ -140,7 +140,7 @@ clear_bans(_Selector) -> ?NOT_LOADED.
 
 %% The event stream (vmq_warden_events, native/warden_nif/src/events.rs).
 events_configure(_Enabled, _MaxBytes, _Node) -> ?NOT_LOADED.
-%% [{Kind, Mountpoint, ClientId, Json}], oldest first, at most 500.
+%% [{Kind, Mountpoint, ClientId, Json}], oldest first, at most 200.
 take_events(_Max) -> ?NOT_LOADED.
 events_stats() -> ?NOT_LOADED.
 %% Records the current session's ending `kicked' (vmq_warden:kick/2).

@@ -17,7 +17,7 @@ static NODE: RwLock<String> = RwLock::new(String::new());
 
 /// Most events one `take_events/1` call encodes: about 1 µs each, so a call
 /// stays well under the 1 ms a normal scheduler may be held.
-const MAX_TAKE: usize = 500;
+const MAX_TAKE: usize = 200;
 
 /// `events_configure(Enabled, MaxBytes, Node)`.
 #[rustler::nif]
@@ -31,7 +31,7 @@ fn events_configure(enabled: bool, max_bytes: usize, node: Binary) -> NifResult<
     Ok(atoms::ok())
 }
 
-/// Up to `max` (at most 500) queued events, oldest first, as
+/// Up to `max` (at most 200) queued events, oldest first, as
 /// `[{Kind, Mountpoint, ClientId, Json}]`, all binaries.
 #[rustler::nif]
 fn take_events(env: Env<'_>, max: usize) -> Term<'_> {

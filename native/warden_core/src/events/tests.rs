@@ -260,3 +260,15 @@ fn expired_credentials_is_an_ending_of_its_own() {
     assert_eq!(r.recent_endings(1)[0].reason, crate::registry::EndReason::Gone);
     assert_eq!(r.recent_endings(2)[1].reason, crate::registry::EndReason::ExpiredCredentials);
 }
+
+#[test]
+fn a_session_the_broker_does_not_have_vanishes() {
+    let r = registry_with_events();
+    let k = key("ghost");
+    let g = r.auth_accepted(&k, S1, info(true), 1);
+    r.woke_up(&k, Q1, 2);
+    r.registered(&k, S1, info(true), 3);
+    let seen = r.lookup(&k).unwrap().last_change;
+    assert_eq!(r.reconcile(&k, crate::registry::BrokerSession::Absent, seen, 20_000), crate::registry::Reconciled::Corrected);
+    assert_eq!(kinds_and_sessions(&r).last(), Some(&(EventKind::Vanished, Some(g))));
+}
