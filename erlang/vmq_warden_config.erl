@@ -42,7 +42,8 @@ defaults() ->
       events_webhook_queue => 10000,
       events_webhook_batch => 100,
       events_webhook_timeout => 5000,
-      credential_check_interval => 0}.
+      credential_check_interval => 0,
+      enforce_on_reload => false}.
 
 %% @doc The effective settings, or the first invalid one.
 -spec settings() -> {ok, #{atom() => term()}} | {error, {invalid_setting, atom(), term()}}.
@@ -62,7 +63,7 @@ valid(K, V) when K =:= policy_file; K =:= password_file ->
 valid(failure_decision, V) -> lists:member(V, [deny, next]);
 valid(unknown_user, V) -> lists:member(V, [next, deny]);
 valid(default_decision, V) -> lists:member(V, [allow, deny, next]);
-valid(K, V) when K =:= allow_anonymous; K =:= ban_users; K =:= events_enabled;
+valid(K, V) when K =:= allow_anonymous; K =:= ban_users; K =:= events_enabled; K =:= enforce_on_reload;
                  K =:= events_mqtt; K =:= events_webhook -> is_boolean(V);
 valid(events_mqtt_prefix, V) -> (io_lib:char_list(V) orelse is_binary(V)) andalso V =/= "" andalso V =/= <<>>;
 valid(events_webhook_url, V) ->
@@ -95,9 +96,18 @@ apply() ->
 slow_slots() ->
     max(1, erlang:system_info(dirty_cpu_schedulers_online) - 1).
 
+%% After a successful reload with `enforce_on_reload' on, the live sessions
+%% are re-checked against the new policy (vmq_warden_enforcer, a message:
+%% the reload does not wait for it).
 -spec reload() -> ok | {error, term()}.
 reload() ->
-    try apply()
+    try apply() of
+        ok ->
+            _ = application:get_env(vmq_warden, enforce_on_reload, false) =:= true
+                andalso vmq_warden_enforcer:enforce() =:= ok,
+            ok;
+        Error ->
+            Error
     catch
         error:nif_not_loaded -> {error, nif_not_loaded}
     end.

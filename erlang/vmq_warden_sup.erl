@@ -12,5 +12,5 @@ init([]) ->
                 %% the webhook first: the events process hands it batches
                 #{id => vmq_warden_webhook, start => {vmq_warden_webhook, start_link, []}},
                 #{id => vmq_warden_events, start => {vmq_warden_events, start_link, []}},
-                #{id => vmq_warden_lifetime, start => {vmq_warden_lifetime, start_link, []}}],
+                #{id => vmq_warden_enforcer, start => {vmq_warden_enforcer, start_link, []}}],
     {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, Children}}.

@@ -29,7 +29,8 @@ all() ->
      kick_selectors,
      kick_dry_run_and_cleanup,
      kick_from_vmq_admin,
-     credential_lifetime_ends_old_sessions].
+     credential_lifetime_ends_old_sessions,
+     enforce_on_reload_disconnects_what_the_new_policy_refuses].
 
 init_per_suite(Config) ->
     ok = vmq_plugin_harness:enable(vmq_warden),
@@ -488,10 +489,10 @@ credential_lifetime_ends_old_sessions(Config) ->
     [S1, S2, S3, Q1, Q2, Q3] = procs(6),
     GA = connect(S1, Q1, sid(<<"a-old">>), true, <<"alice">>, ?PEER, ?PASSWORD),
     connect(S2, Q2, sid(<<"b-old">>), true, <<"bob">>, ?PEER, ?PASSWORD),
-    ?assertEqual({ok, []}, vmq_warden_lifetime:check_now()),
+    ?assertEqual({ok, []}, vmq_warden_enforcer:check_now()),
     timer:sleep(1100),
     GA2 = connect(S3, Q3, sid(<<"a-new">>), true, <<"alice">>, ?PEER, ?PASSWORD),
-    ?assertEqual({ok, [{"", <<"a-old">>}]}, vmq_warden_lifetime:check_now()),
+    ?assertEqual({ok, [{"", <<"a-old">>}]}, vmq_warden_enforcer:check_now()),
     ?assertEqual([<<"a-new">>, <<"b-old">>], online()),
     Got = by_client(published()),
     ?assertEqual([{<<"expired_credentials">>, GA}, {<<"gone">>, GA}], lists:nthtail(3, maps:get(<<"a-old">>, Got))),
@@ -500,4 +501,34 @@ credential_lifetime_ends_old_sessions(Config) ->
     ?assertMatch([#{reason := gone}, #{reason := expired_credentials} | _], vmq_warden:recent_endings(2)),
     %% outside VerneMQ nothing is disconnected
     meck:unload(vernemq_dev_api),
-    ?assertEqual({error, not_inside_vernemq}, vmq_warden_lifetime:check_now()).
+    ?assertEqual({error, not_inside_vernemq}, vmq_warden_enforcer:check_now()).
+
+%% A reload that denies 10.0.0.0/8 and removes carol: with enforce_on_reload
+%% off nothing happens; on, alice's session from 10/8 and carol's end
+%% `kicked' by "reload: <rule>" and bob's stays.
+enforce_on_reload_disconnects_what_the_new_policy_refuses(Config) ->
+    Policy = filename:join(?config(priv_dir, Config), "enforce.toml"),
+    User = fun(Name) -> ["[users.", Name, "]\npassword = \"", vmq_warden_robust_util:sha512_line(?PASSWORD), "\"\n"] end,
+    ok = file:write_file(Policy, [User("alice"), User("bob"), User("carol")]),
+    events_on(#{policy_file => Policy, unknown_user => deny, default_decision => next, reload_interval => 0}),
+    mock_dev_api(),
+    [S1, S2, S3, Q1, Q2, Q3] = procs(6),
+    connect(S1, Q1, sid(<<"a-net">>), true, <<"alice">>, {{10, 0, 0, 1}, 1}, ?PASSWORD),
+    connect(S2, Q2, sid(<<"b-ok">>), true, <<"bob">>, {{192, 168, 0, 5}, 1}, ?PASSWORD),
+    connect(S3, Q3, sid(<<"c-gone">>), true, <<"carol">>, {{192, 168, 0, 6}, 1}, ?PASSWORD),
+    ok = file:write_file(Policy, [User("alice"), User("bob"), "[network]\ndeny = [\"10.0.0.0/8\"]\n"]),
+    %% off (the default): the new policy applies to new connects only
+    ok = vmq_warden:reload(),
+    _ = sys:get_state(vmq_warden_enforcer),
+    ?assertEqual([<<"a-net">>, <<"b-ok">>, <<"c-gone">>], online()),
+    application:set_env(vmq_warden, enforce_on_reload, true),
+    ok = vmq_warden:reload(),
+    %% the reload's request is in the enforcer's mailbox before this call
+    _ = sys:get_state(vmq_warden_enforcer),
+    ?assertEqual([<<"b-ok">>], online()),
+    Kicked = lists:sort([{C, By} || {_, #{<<"kind">> := <<"kicked">>, <<"client_id">> := C, <<"kicked_by">> := By}}
+                                        <- published()]),
+    ?assertEqual([{<<"a-net">>, <<"reload: network: peer address is in network.deny">>},
+                  {<<"c-gone">>, <<"reload: credentials: unknown user">>}], Kicked),
+    %% a second pass finds nothing more
+    ?assertEqual({ok, []}, vmq_warden_enforcer:enforce_now()).

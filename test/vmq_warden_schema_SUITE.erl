@@ -80,7 +80,8 @@ defaults() ->
      {events_webhook_queue, 10000},
      {events_webhook_batch, 100},
      {events_webhook_timeout, 5000},
-     {credential_check_interval, 0}].
+     {credential_check_interval, 0},
+     {enforce_on_reload, false}].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(cuttlefish),
@@ -159,7 +160,8 @@ every_key_maps_non_default_values(Config) ->
              {"vmq_warden.events.webhook.queue_size", "50"},
              {"vmq_warden.events.webhook.batch_size", "7"},
              {"vmq_warden.events.webhook.timeout", "250ms"},
-             {"vmq_warden.credential_lifetime.check_interval", "30s"}],
+             {"vmq_warden.credential_lifetime.check_interval", "30s"},
+             {"vmq_warden.enforce_on_reload", "on"}],
     Expected = [{policy_file, ?config(policy, Config)},
                 {password_file, ?config(passwd, Config)},
                 {reload_interval, 120000},
@@ -192,7 +194,8 @@ every_key_maps_non_default_values(Config) ->
                 {events_webhook_queue, 50},
                 {events_webhook_batch, 7},
                 {events_webhook_timeout, 250},
-                {credential_check_interval, 30000}],
+                {credential_check_interval, 30000},
+                {enforce_on_reload, true}],
     ?assertEqual(lists:sort(Expected), lists:sort(map_ok(Config, Lines))),
     %% and each enum value is accepted
     [?assertEqual(V, proplists:get_value(K, map_ok(Config, [{"vmq_warden." ++ atom_to_list(K), atom_to_list(V)}])))
@@ -307,7 +310,7 @@ example_documents_every_key(Config) ->
     {ok, Example} = file:read_file(?config(example, Config)),
     {_, Mappings, _} = cuttlefish_schema:files([?config(schema, Config)]),
     Vars = [cuttlefish_variable:format(cuttlefish_mapping:variable(M)) || M <- Mappings],
-    ?assertEqual(33, length(Vars)),
+    ?assertEqual(34, length(Vars)),
     Undocumented = [V || V <- Vars,
                          re:run(Example, "^" ++ re_quote(V) ++ " = ", [multiline]) =:= nomatch],
     ?assertEqual([], Undocumented).

@@ -1,14 +1,16 @@
 //! The event stream's NIFs: switch it on, drain it (as JSON lines) for
-//! `vmq_warden_events`, read its counters, and record an operator's kick.
-//! The queue and the events are warden_core's (`warden_core::events`).
+//! `vmq_warden_events`, read its counters; and control over live sessions:
+//! record a kick or an expired credential, read a user's session age limit,
+//! re-check a session against the policy (enforce on reload). The logic is
+//! warden_core's (`warden_core::events`, the registry, the firewall).
 
 use parking_lot::RwLock;
 use rustler::{Atom, Binary, Encoder, Env, Error, NifResult, Term};
 use warden_core::events::{encode_json, Event};
 use warden_core::firewall::{AuthRequest, Decision};
-use warden_core::types::Millis;
+use warden_core::types::{Millis, SubscriberKey};
 
-use crate::state::{now, WARDEN};
+use crate::state::{now, RegistrySessions, WARDEN};
 use crate::timing::{self, Nif};
 use crate::{atoms, decode, encode};
 
@@ -107,6 +109,40 @@ fn max_session_age<'a>(env: Env<'a>, username: Binary<'a>) -> Term<'a> {
         Some(secs) => secs.encode(env),
         None => atoms::undefined().encode(env),
     }
+}
+
+/// `recheck_session(Mountpoint, ClientId, Username, Ip, Port, Protocol)`:
+/// `ok`, or `{refuse, Code, Rule}` (binaries) when a connect of this session
+/// would now be refused before its password is asked (`Firewall::recheck`).
+#[allow(clippy::too_many_arguments)]
+#[rustler::nif]
+fn recheck_session<'a>(
+    env: Env<'a>,
+    mountpoint: Term<'a>,
+    client_id: Term<'a>,
+    user: Term<'a>,
+    ip: Term<'a>,
+    port: Term<'a>,
+    proto: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let _timed = timing::timed(Nif::Admin);
+    let w = &*WARDEN;
+    let key: SubscriberKey = decode::key(mountpoint, client_id)?;
+    let username = decode::opt_bytes(user)?;
+    let req = AuthRequest {
+        key,
+        peer: decode::peer(ip, port)?,
+        has_password: username.is_some(),
+        username,
+        clean_session: false,
+        protocol: decode::protocol(proto)?,
+        listener: None,
+        client_cert: None,
+    };
+    Ok(match w.firewall.recheck(&req, &RegistrySessions(&w.registry), now()) {
+        None => atoms::ok().encode(env),
+        Some(r) => (atoms::refuse(), encode::bin(env, r.code.as_str().as_bytes()), encode::bin(env, r.reason.as_bytes())).encode(env),
+    })
 }
 
 /// The auth path's one call: the `accepted` or `refused` event of a

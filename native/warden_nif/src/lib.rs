@@ -72,6 +72,7 @@ pub mod atoms {
     vanished,
     kicked,
     expired_credentials,
+    refuse,
     absent,
     agrees,
     corrected,

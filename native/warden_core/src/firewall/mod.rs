@@ -342,7 +342,7 @@ impl Firewall {
         self.note_now(now);
         let cfg = self.config();
         let snap = self.snap.load();
-        match self.screen(&cfg, &snap, &req, sessions, now) {
+        match self.screen(&cfg, &snap, &req, sessions, now, true) {
             Screen::Done(d) => Step::Done(self.finish(&req, d), req),
             Screen::Password(check) => Step::NeedPassword(Box::new(PendingAuth { req, check })),
         }
@@ -479,7 +479,9 @@ impl Firewall {
 
     /// Everything before the password, in the order of POLICY.md's
     /// decision table.
-    fn screen(&self, cfg: &FirewallConfig, snap: &Arc<Snapshot>, req: &AuthRequest, sessions: &dyn LiveSessions, now: Millis) -> Screen {
+    /// `take_tokens`: false for a re-check of a live session (recheck.rs),
+    /// which must not use up the client's rate-limit tokens.
+    fn screen(&self, cfg: &FirewallConfig, snap: &Arc<Snapshot>, req: &AuthRequest, sessions: &dyn LiveSessions, now: Millis, take_tokens: bool) -> Screen {
         use Screen::Done;
         let policy = &snap.policy;
         let peer_ip = req.peer.map(|p| p.ip);
@@ -500,12 +502,12 @@ impl Firewall {
             }
         }
         // 2. rate limits
-        if let Some(ip) = peer_ip {
+        if let (true, Some(ip)) = (take_tokens, peer_ip) {
             if !self.peer_rate.try_acquire(&peer_key(ip), now) {
                 return Done(refuse(RefusalCode::ConnectionRateExceeded, "rate_limit: too many connects from this address"));
             }
         }
-        if let Some(u) = &req.username {
+        if let (true, Some(u)) = (take_tokens, &req.username) {
             if !self.user_rate.try_acquire(u, now) {
                 return Done(refuse(RefusalCode::ConnectionRateExceeded, "rate_limit: too many connects for this user"));
             }
@@ -721,6 +723,7 @@ impl Firewall {
 
 mod checks;
 mod identity;
+mod recheck;
 mod types;
 
 use checks::*;
