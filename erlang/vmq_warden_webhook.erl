@@ -52,14 +52,13 @@
 start_link() ->
     gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
 
-%% @doc Hand over events (JSON lines). `busy' when the sink is behind (the
-%% caller counts the batch dropped); `ok' otherwise, also when the sink is
-%% off or not running.
+%% @doc Hand over events (JSON lines). `busy' when the sink is behind or
+%% not running (being restarted): the caller counts the batch dropped.
 -spec offer([binary()]) -> ok | busy.
 offer(Lines) ->
     case whereis(?MODULE) of
         undefined ->
-            ok;
+            busy;
         Pid ->
             case process_info(Pid, message_queue_len) of
                 {message_queue_len, N} when N > ?MAILBOX_MAX -> busy;

@@ -22,6 +22,7 @@ all() ->
      mqtt_topics_and_payload,
      no_password_in_any_event,
      storm_stays_bounded_and_counts_drops,
+     concurrent_clients_each_get_their_events_in_order,
      webhook_sends_batches_of_json_lines,
      webhook_failing_endpoint_retries_then_drops,
      webhook_dead_endpoint_opens_the_breaker,
@@ -284,6 +285,26 @@ storm_stays_bounded_and_counts_drops(_Config) ->
     ?assertEqual(Pushed, Queued),
     ?assertEqual(Pushed, length(published())),
     ?assertMatch(#{queued := 0, queued_bytes := 0}, vmq_warden:events()).
+
+%% 20 processes connect and disconnect 20 clients each at the same time:
+%% every client gets its four events, once each, in the hook order.
+concurrent_clients_each_get_their_events_in_order(_Config) ->
+    events_on(#{}),
+    Test = self(),
+    Workers = [spawn_link(fun() ->
+                                  clients(<<"w", (integer_to_binary(W))/binary, "-">>, 20),
+                                  Test ! {done, self()}
+                          end) || W <- lists:seq(1, 20)],
+    [receive {done, W} -> ok after 30000 -> error(timeout) end || W <- Workers],
+    Got = by_client(published()),
+    ?assertEqual(400, map_size(Got)),
+    maps:foreach(fun(C, Events) ->
+                         [{_, G} | _] = Events,
+                         ?assert(is_integer(G), C),
+                         ?assertEqual([{K, G} || K <- [<<"accepted">>, <<"woke_up">>, <<"registered">>, <<"gone">>]],
+                                      Events)
+                 end, Got),
+    ?assertMatch(#{dropped := 0}, vmq_warden:events()).
 
 %%--------------------------------------------------------------------
 %% The webhook
