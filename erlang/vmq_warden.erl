@@ -5,13 +5,16 @@
 -module(vmq_warden).
 
 -export([lookup/1, sessions/0, sessions/1, counts/0, stats/0,
-         recent_endings/1, reload/0, bans/0, clear_bans/1]).
+         recent_endings/1, reload/0, bans/0, clear_bans/1,
+         kick/1, kick/2, events/0]).
 
 -type subscriber_id() :: {string() | binary(), binary()}.
 
 -define(FILTER_KEYS, [state, username, mountpoint, client_id, peer, limit]).
 -type session() :: #{atom() => term()}.
--export_type([session/0]).
+-type kick_selector() :: {subscriber_id, subscriber_id()} | {username, binary()}
+                       | {peer, string() | binary()} | {client_id_prefix, binary()} | map().
+-export_type([session/0, kick_selector/0]).
 
 %% @doc One subscriber's session record.
 -spec lookup(subscriber_id()) -> {ok, session()} | not_found | {error, term()}.
@@ -95,7 +98,8 @@ stats() ->
             Stats#{decisions => Decisions#{failed => maps:get(failed, Local)},
                    nif_loaded => true,
                    log_suppressed => maps:get(log_suppressed, Local),
-                   reconcile_passes => maps:get(reconcile_passes, Local)};
+                   reconcile_passes => maps:get(reconcile_passes, Local),
+                   event_stream => vmq_warden_events:stats()};
         _ ->
             %% Says why, so that `vmq-admin warden stats' shows the cause.
             #{decisions => #{failed => maps:get(failed, Local)}, nif_loaded => false,
@@ -133,6 +137,85 @@ clear_bans({username, User}) when is_binary(User) ->
     call(fun() -> {ok, vmq_warden_nif:clear_bans({username, User})} end);
 clear_bans(_) ->
     {error, badarg}.
+
+%% @doc The event queue's and the sinks' counters (docs/OPERATIONS.md, "Events").
+-spec events() -> map().
+events() ->
+    vmq_warden_events:stats().
+
+%% @doc Disconnect the sessions a selector names, see kick/2.
+-spec kick(kick_selector()) -> {ok, [map()]} | {error, term()}.
+kick(Selector) ->
+    kick(Selector, #{}).
+
+%% @doc Disconnect the online sessions that `Selector' names: a subscriber
+%% id, a username, a peer address or network (CIDR), a client-id prefix, or
+%% any filter map of sessions/1. Each is recorded as ending `kicked' with
+%% `by' (who asked; default `<<"api">>'), then disconnected through
+%% `vernemq_dev_api:disconnect_by_subscriber_id/2'. Options: `dry_run'
+%% (true: only list what would be kicked), `cleanup' (true: also remove the
+%% queue, `[do_cleanup]', and kick offline sessions too), `limit' (1000).
+%% Returns the sessions, each with its `result' (the broker's answer, or
+%% `dry_run').
+-spec kick(kick_selector(), map()) -> {ok, [map()]} | {error, term()}.
+kick(Selector, Opts) when is_map(Opts) ->
+    DryRun = maps:get(dry_run, Opts, false) =:= true,
+    Cleanup = maps:get(cleanup, Opts, false) =:= true,
+    By = unicode:characters_to_binary(maps:get(by, Opts, <<"api">>)),
+    case {kick_filter(Selector), DryRun orelse kick_available()} of
+        {{error, _} = E, _} ->
+            E;
+        {_, false} ->
+            {error, not_inside_vernemq};
+        {{ok, Filter, Exact}, true} ->
+            case sessions(Filter#{limit => maps:get(limit, Opts, 1000)}) of
+                Sessions when is_list(Sessions) ->
+                    Targets = [S || #{state := State} = S <- Sessions, Exact(S),
+                                    State =:= online orelse (Cleanup andalso State =:= offline)],
+                    {ok, [kick_one(S, DryRun, Cleanup, By) || S <- Targets]};
+                Error ->
+                    Error
+            end
+    end;
+kick(_, _) ->
+    {error, badarg}.
+
+kick_filter({subscriber_id, {Mountpoint, ClientId}} = Selector) when is_binary(ClientId) ->
+    case unicode:characters_to_binary(Mountpoint) of
+        Mp when is_binary(Mp) ->
+            {ok, #{mountpoint => Mp, client_id => ClientId},
+             fun(#{client_id := C}) -> C =:= ClientId end};
+        _ ->
+            {error, {bad_selector, Selector}}
+    end;
+kick_filter({username, User}) when is_binary(User) -> {ok, #{username => User}, fun all/1};
+kick_filter({peer, Cidr}) when is_binary(Cidr); is_list(Cidr) -> {ok, #{peer => Cidr}, fun all/1};
+kick_filter({client_id_prefix, P}) when is_binary(P), P =/= <<>> -> {ok, #{client_id => P}, fun all/1};
+kick_filter(Filter) when is_map(Filter), map_size(Filter) > 0 -> {ok, maps:remove(limit, Filter), fun all/1};
+kick_filter(Other) -> {error, {bad_selector, Other}}.
+
+all(_) -> true.
+
+kick_available() ->
+    code:ensure_loaded(vernemq_dev_api) =:= {module, vernemq_dev_api}
+        andalso erlang:function_exported(vernemq_dev_api, disconnect_by_subscriber_id, 2).
+
+kick_one(#{mountpoint := Mp, client_id := ClientId, generation := Gen} = S, true, _Cleanup, _By) ->
+    kicked(S, Mp, ClientId, Gen, dry_run);
+kick_one(#{mountpoint := Mp, client_id := ClientId, generation := Gen} = S, false, Cleanup, By) ->
+    MpBin = unicode:characters_to_binary(Mp),
+    %% Recorded first: the broker's gone/offline hook follows the disconnect
+    %% and ends the session.
+    _ = call(fun() -> vmq_warden_nif:kick_record(MpBin, ClientId, Gen, By) end),
+    DevOpts = [do_cleanup || Cleanup],
+    Result = try vernemq_dev_api:disconnect_by_subscriber_id({Mp, ClientId}, DevOpts)
+             catch Class:Reason -> {error, {Class, Reason}}
+             end,
+    kicked(S, Mp, ClientId, Gen, Result).
+
+kicked(S, Mp, ClientId, Gen, Result) ->
+    #{mountpoint => Mp, client_id => ClientId, generation => Gen, state => maps:get(state, S),
+      username => maps:get(username, S), peer => maps:get(peer, S), result => Result}.
 
 %% The NIF returns sessions as tuples (see warden_nif::encode::session): a
 %% map literal here shares one key tuple among all the maps it builds.

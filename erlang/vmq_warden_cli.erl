@@ -27,7 +27,7 @@
 
 -export([register/0, unregister/0, available/0, commands/0]).
 %% command callbacks (clique calls them; exported so that they are external funs)
--export([session_show/3, stats/3, reload/3, ban_show/3, ban_clear/3]).
+-export([session_show/3, stats/3, reload/3, ban_show/3, ban_clear/3, kick/3]).
 %% flag typecasts
 -export([to_binary/1, to_state/1, to_cidr/1, to_ip/1, to_limit/1]).
 
@@ -107,7 +107,16 @@ commands() ->
       [{all, [{longname, "all"}]},
        {peer, [{longname, "peer"}, {typecast, fun ?MODULE:to_ip/1}]},
        {username, [{longname, "username"}, {typecast, fun ?MODULE:to_binary/1}]}],
-      fun ?MODULE:ban_clear/3}].
+      fun ?MODULE:ban_clear/3},
+     {?BASE ++ ["kick"],
+      [{client_id, [{longname, "client-id"}, {typecast, fun ?MODULE:to_binary/1}]},
+       {mountpoint, [{longname, "mountpoint"}]},
+       {username, [{longname, "username"}, {typecast, fun ?MODULE:to_binary/1}]},
+       {peer, [{longname, "peer"}, {typecast, fun ?MODULE:to_cidr/1}]},
+       {client_id_prefix, [{longname, "client-id-prefix"}, {typecast, fun ?MODULE:to_binary/1}]},
+       {dry_run, [{longname, "dry-run"}]},
+       {cleanup, [{longname, "cleanup"}]}],
+      fun ?MODULE:kick/3}].
 
 %% ------------------------------------------------------------------ callbacks
 
@@ -246,6 +255,44 @@ do_clear(What) ->
                             api_failed("Clearing bans", Error)
                     end
             end).
+
+%% @doc vmq-admin warden kick --client-id=C [--mountpoint=M] | --username=U
+%% | --peer=CIDR | --client-id-prefix=P [--dry-run] [--cleanup]
+kick(_Cmd, [], Flags) ->
+    Selectors = [F || {K, _} = F <- Flags, lists:member(K, [client_id, username, peer, client_id_prefix])],
+    Selector = case Selectors of
+                   [{client_id, C}] when is_binary(C) ->
+                       {subscriber_id, {proplists:get_value(mountpoint, Flags, ""), C}};
+                   [{K, V}] when is_binary(V); is_list(V) -> {K, V};
+                   _ -> none
+               end,
+    Opts = #{dry_run => proplists:is_defined(dry_run, Flags),
+             cleanup => proplists:is_defined(cleanup, Flags), by => <<"vmq-admin">>},
+    case Selector of
+        none ->
+            usage_alert(kick_usage());
+        _ ->
+            guarded(fun() ->
+                            case vmq_warden:kick(Selector, Opts) of
+                                {ok, []} ->
+                                    [clique_status:text("No session matches.")];
+                                {ok, Kicked} ->
+                                    [clique_status:table([kick_row(K) || K <- Kicked])];
+                                Error ->
+                                    api_failed("Kick", Error)
+                            end
+                    end)
+    end;
+kick(_Cmd, _, _) ->
+    usage_alert(kick_usage()).
+
+kick_row(K) ->
+    [{client_id, str(maps:get(client_id, K, ""))},
+     {mountpoint, str(maps:get(mountpoint, K, ""))},
+     {username, str(maps:get(username, K, undefined))},
+     {state, str(maps:get(state, K, ""))},
+     {generation, str(maps:get(generation, K, ""))},
+     {result, str(maps:get(result, K, ""))}].
 
 %% A command must print something useful even when the plugin's API fails
 %% (e.g. the registry is not running); clique would otherwise print a crash.
@@ -408,7 +455,8 @@ usages() ->
      {?BASE ++ ["reload"], reload_usage()},
      {?BASE ++ ["ban"], ban_usage()},
      {?BASE ++ ["ban", "show"], ban_usage()},
-     {?BASE ++ ["ban", "clear"], ban_clear_usage()}].
+     {?BASE ++ ["ban", "clear"], ban_clear_usage()},
+     {?BASE ++ ["kick"], kick_usage()}].
 
 warden_usage() ->
     ["vmq-admin warden <sub-command>\n\n",
@@ -418,7 +466,8 @@ warden_usage() ->
      "    stats          Show decision, event, cache and reload counters\n",
      "    reload         Reload the policy and password files now\n",
      "    ban show       List active bans\n",
-     "    ban clear      Lift bans\n\n",
+     "    ban clear      Lift bans\n",
+     "    kick           Disconnect sessions (by client id, username, peer, prefix)\n\n",
      "  Use --help after a sub-command for more details.\n"].
 
 session_show_usage() ->
@@ -448,3 +497,12 @@ ban_clear_usage() ->
     ["vmq-admin warden ban clear --all | --peer=<IP> | --username=<User>\n\n",
      "  Lifts all bans, the ban of one peer address, or the ban of one username.\n",
      "  Exactly one of the flags is required.\n\n"].
+
+kick_usage() ->
+    ["vmq-admin warden kick --client-id=<ClientId> [--mountpoint=<M>] | --username=<User>\n",
+     "    | --peer=<CIDR> | --client-id-prefix=<Prefix> [--dry-run] [--cleanup]\n\n",
+     "  Disconnects the online sessions the one selector names; each ends `kicked'\n",
+     "  (by vmq-admin) in the registry and the event stream.\n",
+     "  --dry-run   only list the sessions that would be kicked\n",
+     "  --cleanup   also remove their queues (offline messages), and kick offline\n",
+     "              sessions too\n\n"].

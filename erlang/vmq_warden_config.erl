@@ -31,7 +31,19 @@ defaults() ->
       history_size => 1000,
       pending_ttl => 60000,
       reconcile_interval => 60000,
-      log_level => info}.
+      log_level => info,
+      events_enabled => false,
+      events_queue_bytes => 1048576,
+      events_drain_interval => 100,
+      events_mqtt => false,
+      events_mqtt_prefix => "warden/events",
+      events_webhook => false,
+      events_webhook_url => "http://127.0.0.1:8080/warden/events",
+      events_webhook_queue => 10000,
+      events_webhook_batch => 100,
+      events_webhook_timeout => 5000,
+      credential_check_interval => 0,
+      enforce_on_reload => false}.
 
 %% @doc The effective settings, or the first invalid one.
 -spec settings() -> {ok, #{atom() => term()}} | {error, {invalid_setting, atom(), term()}}.
@@ -51,7 +63,15 @@ valid(K, V) when K =:= policy_file; K =:= password_file ->
 valid(failure_decision, V) -> lists:member(V, [deny, next]);
 valid(unknown_user, V) -> lists:member(V, [next, deny]);
 valid(default_decision, V) -> lists:member(V, [allow, deny, next]);
-valid(K, V) when K =:= allow_anonymous; K =:= ban_users -> is_boolean(V);
+valid(K, V) when K =:= allow_anonymous; K =:= ban_users; K =:= events_enabled; K =:= enforce_on_reload;
+                 K =:= events_mqtt; K =:= events_webhook -> is_boolean(V);
+valid(events_mqtt_prefix, V) -> (io_lib:char_list(V) orelse is_binary(V)) andalso V =/= "" andalso V =/= <<>>;
+valid(events_webhook_url, V) ->
+    (io_lib:char_list(V) orelse is_binary(V))
+        andalso lists:any(fun(P) -> string:prefix(V, P) =/= nomatch end, ["http://", "https://"]);
+valid(K, V) when K =:= events_queue_bytes; K =:= events_drain_interval; K =:= events_webhook_queue;
+                 K =:= events_webhook_batch; K =:= events_webhook_timeout ->
+    is_integer(V) andalso V > 0;
 valid(log_level, V) -> lists:member(V, [debug, info, notice, warning, error]);
 valid(K, V) when K =:= rate_per_peer; K =:= rate_per_user -> is_number(V) andalso V >= 0;
 valid(_, V) -> is_integer(V) andalso V >= 0.
@@ -82,15 +102,30 @@ apply() ->
 -spec native_settings(#{atom() => term()}) -> #{atom() => term()}.
 native_settings(Settings) ->
     maps:without([policy_file, password_file, reload_interval, failure_decision,
-                  reconcile_interval], Settings).
+                  reconcile_interval,
+                  %% the event stream and its sinks (vmq_warden_events) and
+                  %% the enforcer (vmq_warden_enforcer)
+                  events_enabled, events_queue_bytes, events_drain_interval,
+                  events_mqtt, events_mqtt_prefix, events_webhook, events_webhook_url,
+                  events_webhook_queue, events_webhook_batch, events_webhook_timeout,
+                  credential_check_interval, enforce_on_reload], Settings).
 
 -spec slow_slots() -> pos_integer().
 slow_slots() ->
     max(1, erlang:system_info(dirty_cpu_schedulers_online) - 1).
 
+%% After a successful reload with `enforce_on_reload' on, the live sessions
+%% are re-checked against the new policy (vmq_warden_enforcer, a message:
+%% the reload does not wait for it).
 -spec reload() -> ok | {error, term()}.
 reload() ->
-    try apply()
+    try apply() of
+        ok ->
+            _ = application:get_env(vmq_warden, enforce_on_reload, false) =:= true
+                andalso vmq_warden_enforcer:enforce() =:= ok,
+            ok;
+        Error ->
+            Error
     catch
         error:nif_not_loaded -> {error, nif_not_loaded}
     end.

@@ -21,6 +21,8 @@
          lookup/1, list_chunk/3, counts/0, stats/0, recent_endings/1, sweep/0, reset/0,
          bans/0, clear_bans/1,
          drain_logs/1, debug_panic/0,
+         events_configure/3, take_events/1, events_stats/0, kick_record/4,
+         expire_credentials_record/3, max_session_age/1, recheck_session/6,
          call_times_start/0, call_times_stop/0, call_times/0, calibrate/1]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
@@ -144,6 +146,19 @@ sweep() -> ?NOT_LOADED.
 reset() -> ?NOT_LOADED.
 bans() -> ?NOT_LOADED.
 clear_bans(_Selector) -> ?NOT_LOADED.
+
+%% The event stream (vmq_warden_events, native/warden_nif/src/events.rs).
+events_configure(_Enabled, _MaxBytes, _Node) -> ?NOT_LOADED.
+%% [{Kind, Mountpoint, ClientId, Json}], oldest first, at most 200.
+take_events(_Max) -> ?NOT_LOADED.
+events_stats() -> ?NOT_LOADED.
+%% Records the current session's ending `kicked' (vmq_warden:kick/2).
+kick_record(_Mountpoint, _ClientId, _GenerationOrUndefined, _By) -> ?NOT_LOADED.
+%% Credential lifetime (vmq_warden_enforcer): the ending, and the policy's limit.
+expire_credentials_record(_Mountpoint, _ClientId, _Generation) -> ?NOT_LOADED.
+max_session_age(_Username) -> ?NOT_LOADED.
+%% Enforce on reload: ok | {refuse, Code, Rule} for a live session.
+recheck_session(_Mountpoint, _ClientId, _Username, _Ip, _Port, _Protocol) -> ?NOT_LOADED.
 
 %% Logging bridge (vmq_warden_log).
 drain_logs(_Max) -> ?NOT_LOADED.

@@ -8,5 +8,9 @@ start_link() ->
 init([]) ->
     Children = [#{id => vmq_warden_log, start => {vmq_warden_log, start_link, []}},
                 #{id => vmq_warden_reloader, start => {vmq_warden_reloader, start_link, []}},
-                #{id => vmq_warden_reconciler, start => {vmq_warden_reconciler, start_link, []}}],
+                #{id => vmq_warden_reconciler, start => {vmq_warden_reconciler, start_link, []}},
+                %% the webhook first: the events process hands it batches
+                #{id => vmq_warden_webhook, start => {vmq_warden_webhook, start_link, []}},
+                #{id => vmq_warden_events, start => {vmq_warden_events, start_link, []}},
+                #{id => vmq_warden_enforcer, start => {vmq_warden_enforcer, start_link, []}}],
     {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, Children}}.

@@ -13,11 +13,15 @@ set -eu
 cd "$(dirname "$0")/.."
 ENTRY=vmq_warden_bench
 case " $* " in *" --broker "*) ENTRY=warden_broker_bench ;; esac
+# --events (or EVENTS=1): the event stream's hook cost off vs on, and the
+# sinks' throughput (bench/warden_events_bench.erl).
+case " $* " in *" --events "*) ENTRY=warden_events_bench ;; esac
+case "${EVENTS:-}" in ""|0|no|false) ;; *) ENTRY=warden_events_bench ;; esac
 case "${BROKER:-}" in ""|0|no|false) ;; *) ENTRY=warden_broker_bench ;; esac
 # also builds vmq-warden-passwd (native/build-nif.sh)
 ${REBAR:-rebar3} compile >/dev/null
 mkdir -p _build/bench/ebin
-erlc -o _build/bench/ebin -pa _build/default/lib/vmq_warden/ebin bench/*.erl test/vmq_plugin_harness.erl test/credentials_obfuscation.erl
+erlc -o _build/bench/ebin -pa _build/default/lib/vmq_warden/ebin bench/*.erl test/vmq_plugin_harness.erl test/credentials_obfuscation.erl test/vmq_warden_http_stub.erl
 export WARDEN_PASSWD="$PWD/target/${CARGO_PROFILE:-release}/vmq-warden-passwd"
 exec erl -noshell -pa _build/default/lib/vmq_warden/ebin _build/bench/ebin \
     -eval "$ENTRY:main(init:get_plain_arguments())" -extra "$@"

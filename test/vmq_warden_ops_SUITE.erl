@@ -176,7 +176,8 @@ cli_register_with_mocked_clique(_Config) ->
                              ["vmq-admin", "warden", "stats"],
                              ["vmq-admin", "warden", "reload"],
                              ["vmq-admin", "warden", "ban", "show"],
-                             ["vmq-admin", "warden", "ban", "clear"]]),
+                             ["vmq-admin", "warden", "ban", "clear"],
+                             ["vmq-admin", "warden", "kick"]]),
                  lists:sort(Cmds)),
     {_, ShowFlags, ShowFun} = lists:keyfind(["vmq-admin", "warden", "session", "show"], 1, Registered),
     ?assertEqual(lists:sort(["client-id", "username", "state", "peer", "mountpoint", "limit"]),
@@ -208,7 +209,7 @@ cli_unregister_removes_entries(_Config) ->
     true = ets:insert(clique_commands, {["vmq-admin", "session", "show"], [], [], fun(_, _, _) -> ok end}),
     true = ets:insert(clique_usage, {["vmq-admin", "session"], "theirs"}),
     ok = vmq_warden_cli:register(),
-    ?assertEqual(6, ets:info(clique_commands, size)),
+    ?assertEqual(7, ets:info(clique_commands, size)),
     ?assert(ets:info(clique_usage, size) > 5),
     ok = vmq_warden_cli:unregister(),
     ?assertEqual([["vmq-admin", "session", "show"]], [element(1, E) || E <- ets:tab2list(clique_commands)]),
@@ -290,7 +291,8 @@ cli_stats(_Config) ->
                   [{state, "online"}, {sessions, "32"}]], Counts),
     ?assert(lists:member([{stat, "decisions.refused.banned"}, {value, "13"}], Stats)),
     ?assert(lists:member([{stat, "verify.total_us"}, {value, "72000"}], Stats)),
-    ?assertEqual(26, length(Stats)).
+    ?assert(lists:member([{stat, "server_busy"}, {value, "8"}], Stats)),
+    ?assertEqual(27, length(Stats)).
 
 cli_reload(_Config) ->
     Cmd = ["vmq-admin", "warden", "reload"],

@@ -7,6 +7,7 @@
 
 pub mod calltime;
 pub mod credentials;
+pub mod events;
 pub mod files;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -197,6 +197,8 @@ fn reason_atom(r: EndReason) -> Atom {
         EndReason::Discarded => atoms::discarded(),
         EndReason::Abandoned => atoms::abandoned(),
         EndReason::Vanished => atoms::vanished(),
+        EndReason::Kicked => atoms::kicked(),
+        EndReason::ExpiredCredentials => atoms::expired_credentials(),
     }
 }
 

@@ -15,6 +15,7 @@ mod decode;
 mod diagnostics;
 mod encode;
 mod entry;
+mod events;
 mod hooks;
 mod logbridge;
 mod state;
@@ -74,6 +75,9 @@ pub mod atoms {
     discarded,
     abandoned,
     vanished,
+    kicked,
+    expired_credentials,
+    refuse,
     absent,
     agrees,
     corrected,

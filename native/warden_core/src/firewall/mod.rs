@@ -325,6 +325,12 @@ impl Firewall {
         report
     }
 
+    /// The running policy's `max_session_age` of `username` (seconds; the
+    /// user's, else its first group's that sets it).
+    pub fn max_session_age(&self, username: &[u8]) -> Option<u64> {
+        self.snap.load().policy.user(username).and_then(|u| u.settings.max_session_age)
+    }
+
     /// Generation of the running snapshot (1 after the first load).
     pub fn generation(&self) -> u64 {
         self.snap.load().generation
@@ -337,7 +343,7 @@ impl Firewall {
         self.note_now(now);
         let cfg = self.config();
         let snap = self.snap.load();
-        match self.screen(&cfg, &snap, &req, sessions, now) {
+        match self.screen(&cfg, &snap, &req, sessions, now, true) {
             Screen::Done(d) => Step::Done(self.finish(&req, d), req),
             Screen::Password(check) => Step::NeedPassword(Box::new(PendingAuth { req, check })),
         }
@@ -540,6 +546,7 @@ impl Firewall {
 
 mod checks;
 mod identity;
+mod recheck;
 mod screen;
 mod types;
 

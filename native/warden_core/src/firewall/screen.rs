@@ -43,19 +43,23 @@ impl Identity<'_> {
 }
 
 impl Firewall {
-    pub(super) fn screen(&self, cfg: &FirewallConfig, snap: &Arc<LoadedPolicy>, req: &AuthRequest, sessions: &dyn LiveSessions, now: Millis) -> Screen {
-        match self.screen_steps(cfg, snap, req, sessions, now) {
+    /// `take_tokens`: false for a re-check of a live session (recheck.rs),
+    /// which must not use up the client's rate-limit tokens.
+    pub(super) fn screen(&self, cfg: &FirewallConfig, snap: &Arc<LoadedPolicy>, req: &AuthRequest, sessions: &dyn LiveSessions, now: Millis, take_tokens: bool) -> Screen {
+        match self.screen_steps(cfg, snap, req, sessions, now, take_tokens) {
             Ok(screen) => screen,
             Err(decision) => Screen::Done(decision),
         }
     }
 
-    fn screen_steps(&self, cfg: &FirewallConfig, snap: &Arc<LoadedPolicy>, req: &AuthRequest, sessions: &dyn LiveSessions, now: Millis) -> Step<Screen> {
+    fn screen_steps(&self, cfg: &FirewallConfig, snap: &Arc<LoadedPolicy>, req: &AuthRequest, sessions: &dyn LiveSessions, now: Millis, take_tokens: bool) -> Step<Screen> {
         let policy = &snap.policy;
         // 0. lengths, before any matcher or table sees the bytes
         check_lengths(policy, &req.key.client_id, req.username.as_deref()).map_err(Decision::Refuse)?;
         self.check_bans(cfg, req, now)?; // 1.
-        self.check_rates(req, now)?; // 2.
+        if take_tokens {
+            self.check_rates(req, now)?; // 2.
+        }
         // 3. nothing configured at all
         if snap.knows_nothing() {
             return Err(default_decision(cfg));

@@ -150,6 +150,7 @@ fn yes() -> bool {
 struct RawGroup {
     networks: Option<Vec<Spanned<String>>>,
     max_sessions: Option<u32>,
+    max_session_age: Option<u64>,
     modifiers: Option<RawModifiers>,
 }
 
@@ -161,6 +162,7 @@ struct RawUser {
     groups: Vec<Spanned<String>>,
     networks: Option<Vec<Spanned<String>>>,
     max_sessions: Option<u32>,
+    max_session_age: Option<u64>,
     modifiers: Option<RawModifiers>,
 }
 
@@ -309,6 +311,7 @@ pub(super) fn compile(ctx: &SourceText<'_>, raw: RawPolicy) -> Result<Policy, Po
         let settings = Settings {
             networks: g.networks.as_ref().map(|n| nets(ctx, n, &format!("{key}.networks"))).transpose()?,
             max_sessions: g.max_sessions,
+            max_session_age: g.max_session_age,
             modifiers: modifiers(ctx, &g.modifiers, &format!("{key}.modifiers"))?,
         };
         groups.insert(name.get_ref().clone(), Group { name: name.get_ref().clone(), settings });
@@ -333,6 +336,7 @@ pub(super) fn compile(ctx: &SourceText<'_>, raw: RawPolicy) -> Result<Policy, Po
         settings.overlay(&Settings {
             networks: u.networks.as_ref().map(|n| nets(ctx, n, &format!("{key}.networks"))).transpose()?,
             max_sessions: u.max_sessions,
+            max_session_age: u.max_session_age,
             modifiers: modifiers(ctx, &u.modifiers, &format!("{key}.modifiers"))?,
         });
         let name_b = name.get_ref().as_bytes().to_vec();

@@ -97,6 +97,9 @@ pub struct Settings {
     /// `Some(list)`: the peer must be in one of these networks (empty list = anywhere).
     pub networks: Option<Vec<IpNet>>,
     pub max_sessions: Option<u32>,
+    /// Seconds a session of the user may last before the plugin itself
+    /// disconnects it (credential lifetime, ending `expired_credentials`).
+    pub max_session_age: Option<u64>,
     pub modifiers: ModifierSet,
 }
 
@@ -107,6 +110,9 @@ impl Settings {
         }
         if top.max_sessions.is_some() {
             self.max_sessions = top.max_sessions;
+        }
+        if top.max_session_age.is_some() {
+            self.max_session_age = top.max_session_age;
         }
         self.modifiers.overlay(&top.modifiers);
     }

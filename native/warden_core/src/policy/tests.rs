@@ -418,3 +418,19 @@ fn regex_program_size_is_bounded() {
     let e = err("[client_id]\npattern = \"(\\\\w{50}){50}\"\n");
     assert!(e.message.contains("too large"), "{e}");
 }
+
+#[test]
+fn max_session_age_comes_from_the_user_else_its_first_group_that_sets_it() {
+    let p = parse(
+        "[groups.short]\nmax_session_age = 60\n[groups.long]\nmax_session_age = 86400\n\
+         [users.a]\ngroups = [\"short\", \"long\"]\n[users.b]\ngroups = [\"long\"]\nmax_session_age = 5\n\
+         [users.c]\n",
+    )
+    .unwrap();
+    let age = |u: &[u8]| p.user(u).unwrap().settings.max_session_age;
+    assert_eq!(age(b"a"), Some(60));
+    assert_eq!(age(b"b"), Some(5));
+    assert_eq!(age(b"c"), None);
+    let e = err("[users.d]\nmax_session_age = -1\n").to_string();
+    assert!(e.starts_with("policy.toml:2:"), "{e}");
+}

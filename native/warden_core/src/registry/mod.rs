@@ -8,11 +8,15 @@
 //! and `stats()` never lock. The per-user index is sharded the same way. The
 //! history ring has its own lock and is written only after the shard lock is
 //! released. Lock order when both are held: record shard, then user shard.
+//! Events (`events.rs`, off by default) are queued while the shard lock is
+//! held, so one key's events keep the order they were applied in; the event
+//! queue's lock is the innermost.
 //!
 //! State machine: see docs/DESIGN.md "Registry state machine" and
 //! `record/`. The rules chosen for ambiguous cases are listed on
 //! [`Registry`].
 
+mod events;
 mod history;
 mod pool;
 mod record;
@@ -32,8 +36,10 @@ use ahash::RandomState;
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 
+use crate::events::{Event, EventKind, EventQueue};
 use crate::types::{Millis, ProcId};
 
+use events::Emit;
 use history::History;
 use record::{EventContext, Record, CountedState, Store};
 use shard::*;
@@ -60,7 +66,12 @@ pub struct Registry {
     history: History,
     /// Settable at run time (`pending_ttl` in vernemq.conf).
     pending_ttl: AtomicU64,
+    /// The session lifecycle as events (off by default): pushed under the
+    /// shard lock, so one subscriber's events queue in the order the
+    /// registry applied them.
+    events: EventQueue,
 }
+
 
 impl Registry {
     pub fn new(cfg: RegistryConfig) -> Registry {
@@ -84,8 +95,10 @@ impl Registry {
             users: UserIndex::new(n),
             history: History::new(cfg.history_size),
             pending_ttl: AtomicU64::new(cfg.pending_ttl_ms),
+            events: EventQueue::default(),
         }
     }
+
 
     /// One keyed hash per event: bits 32.. pick the shard, the table inside
     /// uses the low bits (bucket) and the top 7 (control bytes).
@@ -161,8 +174,10 @@ impl Registry {
         &self,
         key: KeyRef<'_>,
         now: Millis,
+        emit: Emit<'_, R>,
         f: impl FnOnce(&mut Record, &mut EventContext<'_>) -> R,
     ) -> (R, &Shard) {
+        let events_on = self.events.is_on();
         let h = self.hash_key(key);
         let shard = self.shard_of_hash(h);
         let hash_user = |u: &[u8]| self.hash_user(u);
@@ -186,6 +201,9 @@ impl Registry {
                     self.account(shard, before, rec.snapshot(cx.st, hash_user));
                     let empty = rec.is_empty();
                     let endings = std::mem::take(&mut cx.endings);
+                    if events_on {
+                        self.emit(key, rec, cx.st, &r, &emit, &endings, now);
+                    }
                     if empty {
                         inner.remove(i);
                     }
@@ -195,6 +213,9 @@ impl Registry {
                     let mut rec = Record::new(key, h as u32, now, &mut cx.st.bytes);
                     let r = f(&mut rec, &mut cx);
                     let endings = std::mem::take(&mut cx.endings);
+                    if events_on {
+                        self.emit(key, &rec, cx.st, &r, &emit, &endings, now);
+                    }
                     if rec.is_empty() {
                         rec.release(cx.st);
                     } else {
@@ -214,9 +235,14 @@ impl Registry {
         key: KeyRef<'_>,
         now: Millis,
         what: &'static str,
+        hook: Option<(EventKind, ProcId)>,
         f: impl FnOnce(&mut Record, &mut EventContext<'_>) -> Applied,
     ) -> Applied {
-        let (r, shard) = self.with_record(key, now, f);
+        let emit = Emit {
+            hook: hook.map(|(kind, proc)| (kind, proc, (|r: &Applied| *r == Applied::Applied) as fn(&Applied) -> bool)),
+            kicked_by: None,
+        };
+        let (r, shard) = self.with_record(key, now, emit, f);
         match r {
             Applied::Applied => {}
             Applied::Stale => shard.add(C_STALE),
@@ -238,7 +264,7 @@ impl Registry {
         info: ConnectInfo<'_>,
         now: Millis,
     ) -> u64 {
-        self.with_record(key.into(), now, |r, cx| {
+        self.with_record(key.into(), now, Emit::ENDINGS_ONLY, |r, cx| {
             r.auth_accepted(cx, conn, info)
         })
         .0
@@ -252,35 +278,35 @@ impl Registry {
         info: ConnectInfo<'_>,
         now: Millis,
     ) -> Applied {
-        self.event(key.into(), now, "registered", |r, cx| {
+        self.event(key.into(), now, "registered", Some((EventKind::Registered, conn)), |r, cx| {
             r.registered(cx, conn, info)
         })
     }
 
     /// on_client_wakeup from queue process `queue`.
     pub fn woke_up<'k>(&self, key: impl Into<KeyRef<'k>>, queue: ProcId, now: Millis) -> Applied {
-        self.event(key.into(), now, "woke_up", |r, cx| {
+        self.event(key.into(), now, "woke_up", Some((EventKind::WokeUp, queue)), |r, cx| {
             r.woke_up(cx, queue)
         })
     }
 
     /// on_client_offline from queue process `queue`.
     pub fn went_offline<'k>(&self, key: impl Into<KeyRef<'k>>, queue: ProcId, now: Millis) -> Applied {
-        self.event(key.into(), now, "went_offline", |r, cx| {
+        self.event(key.into(), now, "went_offline", None, |r, cx| {
             r.went_offline(cx, queue)
         })
     }
 
     /// on_client_gone from queue process `queue`.
     pub fn gone<'k>(&self, key: impl Into<KeyRef<'k>>, queue: ProcId, now: Millis) -> Applied {
-        self.event(key.into(), now, "gone", |r, cx| {
+        self.event(key.into(), now, "gone", None, |r, cx| {
             r.gone(cx, queue)
         })
     }
 
     /// on_session_expired from queue process `queue`.
     pub fn expired<'k>(&self, key: impl Into<KeyRef<'k>>, queue: ProcId, now: Millis) -> Applied {
-        self.event(key.into(), now, "expired", |r, cx| {
+        self.event(key.into(), now, "expired", None, |r, cx| {
             r.expired(cx, queue)
         })
     }
@@ -304,12 +330,13 @@ impl Registry {
         if self.shard_of_hash(h).inner.lock().find(h, key).is_none() {
             return Reconciled::NotFound;
         }
-        let (r, shard) = self.with_record(key, now, |rec, cx| rec.reconcile(cx, broker, seen_change));
+        let (r, shard) = self.with_record(key, now, Emit::ENDINGS_ONLY, |rec, cx| rec.reconcile(cx, broker, seen_change));
         if r == Reconciled::Corrected {
             shard.add(C_RECONCILED);
         }
         r
     }
+
 
     /// The record of `key`. A pending connect older than the TTL is shown
     /// until the next event or sweep touches the record.
@@ -443,6 +470,11 @@ impl Registry {
                 let mut g = shard.inner.lock();
                 if shard.get(C_PENDING) > 0 {
                     dropped += self.expire_pending_in(shard, &mut g, now, &mut endings);
+                    if self.events.is_on() {
+                        for e in &endings {
+                            self.events.push(Event::of_ending(e, None, None));
+                        }
+                    }
                 }
                 g.st.trim()
             };
@@ -521,6 +553,7 @@ impl Registry {
             }
         }
         self.history.clear();
+        self.events.reset();
     }
 
     /// Number of records (any state).

@@ -68,6 +68,12 @@ pub enum EndReason {
     /// The broker had no such session when the reconciliation compared
     /// (a hook the registry missed or misread).
     Vanished,
+    /// An operator kicked the session (`vmq_warden:kick/2`); the broker's
+    /// offline/gone hook for it follows with the disconnect.
+    Kicked,
+    /// The user's `max_session_age` passed: the plugin disconnected the
+    /// session (credential lifetime).
+    ExpiredCredentials,
 }
 
 impl EndReason {
@@ -80,6 +86,8 @@ impl EndReason {
             EndReason::Discarded => "discarded",
             EndReason::Abandoned => "abandoned",
             EndReason::Vanished => "vanished",
+            EndReason::Kicked => "kicked",
+            EndReason::ExpiredCredentials => "expired_credentials",
         }
     }
 }

@@ -15,7 +15,8 @@ mod tests;
 use parking_lot::RwLock;
 use zeroize::Zeroizing;
 
-use crate::firewall::{AuthRequest, Decision, Firewall, FirewallConfig, PasswordStep, Step};
+use crate::events::Event;
+use crate::firewall::{AuthRequest, Decision, Firewall, FirewallConfig, PasswordStep, Refusal, Step};
 use crate::obfuscation::Obfuscation;
 use crate::registry::{Applied, ConnectInfo, KeyRef, Registry, RegistryConfig};
 use crate::striped::StripedCounters;
@@ -222,7 +223,9 @@ impl Warden {
 
     /// An accepted client becomes a pending connect in the registry, under
     /// the subscriber id it will register with.
+    /// With the event stream on, the connect's `accepted` or `refused` event.
     fn decided(&self, req: &AuthRequest, conn: ProcId, decision: Decision, now: Millis) -> AuthStep {
+        let mut session = None;
         if let Decision::Accept(mods) = &decision {
             let info = ConnectInfo {
                 peer: req.peer,
@@ -232,9 +235,21 @@ impl Warden {
                 clean_session: mods.clean_session.unwrap_or(req.clean_session),
                 protocol: req.protocol,
             };
-            self.registry.auth_accepted(mods.registered_key(&req.key), conn, info, now);
+            session = Some(self.registry.auth_accepted(mods.registered_key(&req.key), conn, info, now));
+        }
+        let events = self.registry.events();
+        if events.is_on() {
+            if let Some(event) = Event::of_decision(req, &decision, session, now) {
+                events.push(event);
+            }
         }
         AuthStep::Decided(decision, req.protocol)
+    }
+
+    /// Whether a connect of this live session would now be refused before
+    /// its password is asked (enforce on reload; `Firewall::recheck`).
+    pub fn recheck(&self, req: &AuthRequest, now: Millis) -> Option<Refusal> {
+        self.firewall.recheck(req, &RegistrySessions(&self.registry), now)
     }
 
     // ---- the lifecycle hooks ----------------------------------------------------

@@ -10,6 +10,7 @@ use crate::types::{Millis, Peer, ProcId, Protocol, SubscriberKey};
 use super::pool::{BytePool, Bytes, Slot, Table, NONE};
 use super::{Applied, BrokerSession, ConnectInfo, EndReason, Ending, KeyRef, Reconciled, SessionState, SessionView};
 
+mod facts;
 mod packed;
 mod pending_list;
 

@@ -1,0 +1,163 @@
+%% @doc The plugin's own control over live sessions, off the hooks' path,
+%% inside VerneMQ only (it disconnects through
+%% `vernemq_dev_api:disconnect_by_subscriber_id/2'):
+%% - credential lifetime: every `credential_check_interval' the online
+%%   sessions are compared with their user's `max_session_age' (policy, user
+%%   or group); an older one ends `expired_credentials' and is disconnected,
+%%   for brokers that do not honour the `max_connection_lifetime' modifier;
+%% - enforce on reload (`enforce_on_reload'): after a successful reload each
+%%   online session is re-checked against the new policy
+%%   (`vmq_warden_nif:recheck_session/6'); one that would now be refused
+%%   ends `kicked' by "reload: <the rule>" and is disconnected.
+%% Each pass reads at most ?MAX_PER_PASS sessions through the chunked listing
+%% and makes one short NIF call per session.
+-module(vmq_warden_enforcer).
+-behaviour(gen_server).
+
+-export([start_link/0, check_now/0, enforce/0, enforce_now/0]).
+-export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
+
+-include_lib("kernel/include/logger.hrl").
+
+-define(MAX_PER_PASS, 10000).
+
+start_link() ->
+    gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
+
+%% @doc One credential-lifetime pass now: `{ok, [SubscriberId]}' of the
+%% sessions disconnected, or `{error, not_inside_vernemq}'.
+-spec check_now() -> {ok, [{string(), binary()}]} | {error, term()}.
+check_now() ->
+    gen_server:call(?MODULE, check_now, 30000).
+
+%% @doc Ask for an enforce-on-reload pass (the reload calls it); returns at once.
+-spec enforce() -> ok.
+enforce() ->
+    gen_server:cast(?MODULE, enforce).
+
+%% @doc One enforce-on-reload pass now: `{ok, [{SubscriberId, Rule}]}'.
+-spec enforce_now() -> {ok, [{{string(), binary()}, binary()}]} | {error, term()}.
+enforce_now() ->
+    gen_server:call(?MODULE, enforce_now, 30000).
+
+init([]) ->
+    {ok, #{credential_check_interval := Interval}} = vmq_warden_config:settings(),
+    schedule(Interval),
+    {ok, Interval}.
+
+handle_call(check_now, _From, Interval) ->
+    {reply, check(), Interval};
+handle_call(enforce_now, _From, Interval) ->
+    {reply, enforce_pass(), Interval};
+handle_call(_, _From, Interval) ->
+    {reply, {error, unknown_call}, Interval}.
+
+handle_cast(enforce, Interval) ->
+    report("sessions refused by the reloaded policy disconnected", enforce_pass()),
+    {noreply, Interval};
+handle_cast(_, Interval) ->
+    {noreply, Interval}.
+
+handle_info(check, Interval) ->
+    report("sessions past their max_session_age disconnected", check()),
+    schedule(Interval),
+    {noreply, Interval};
+handle_info(_, Interval) ->
+    {noreply, Interval}.
+
+schedule(0) -> ok;
+schedule(Interval) -> _ = erlang:send_after(Interval, self(), check), ok.
+
+report(Msg, {ok, [_ | _] = Ended}) ->
+    ?LOG_INFO(#{msg => "vmq_warden: " ++ Msg, count => length(Ended)}, #{domain => [vmq_warden]});
+report(_, _) ->
+    ok.
+
+%% Folds `Fun(Session, Acc) -> {Ended, Acc}' over the online sessions;
+%% returns every `Ended' list appended.
+fold_online(Fun, Acc0) ->
+    case available() of
+        false ->
+            {error, not_inside_vernemq};
+        true ->
+            case vmq_warden:sessions(#{state => online, limit => ?MAX_PER_PASS}) of
+                Sessions when is_list(Sessions) ->
+                    {Ended, _} = lists:foldl(fun(S, {Done, Acc}) ->
+                                                     {E, Acc1} = Fun(S, Acc),
+                                                     {[E | Done], Acc1}
+                                             end, {[], Acc0}, Sessions),
+                    {ok, lists:append(lists:reverse(Ended))};
+                Error ->
+                    Error
+            end
+    end.
+
+%% ------------------------------------------------------------------ credential lifetime
+
+check() ->
+    Now = erlang:system_time(millisecond),
+    fold_online(fun(S, Limits) -> check(S, Now, Limits) end, #{}).
+
+%% Each username's limit is read once a pass.
+check(#{username := User, last_connect := Since} = S, Now, Limits) when is_binary(User) ->
+    {Limit, Limits1} = case Limits of
+                           #{User := L} -> {L, Limits};
+                           #{} -> L = limit(User), {L, Limits#{User => L}}
+                       end,
+    case is_integer(Limit) andalso Now - Since > Limit * 1000 of
+        true -> {expire(S), Limits1};
+        false -> {[], Limits1}
+    end;
+check(_, _Now, Limits) ->
+    {[], Limits}.
+
+limit(User) ->
+    try vmq_warden_nif:max_session_age(User)
+    catch error:_ -> undefined
+    end.
+
+expire(#{mountpoint := Mp, client_id := ClientId, generation := Gen}) ->
+    Recorded = try vmq_warden_nif:expire_credentials_record(unicode:characters_to_binary(Mp), ClientId, Gen)
+               catch error:_ -> false
+               end,
+    case Recorded of
+        true -> disconnect({Mp, ClientId}), [{Mp, ClientId}];
+        false -> []
+    end.
+
+%% ------------------------------------------------------------------ enforce on reload
+
+enforce_pass() ->
+    fold_online(fun(S, Acc) -> {recheck(S), Acc} end, none).
+
+recheck(#{mountpoint := Mp, client_id := ClientId, generation := Gen, username := User,
+          peer := Peer, protocol := Proto}) ->
+    MpBin = unicode:characters_to_binary(Mp),
+    {Ip, Port} = case Peer of
+                     {_, _} -> Peer;
+                     _ -> {undefined, undefined}
+                 end,
+    Verdict = try vmq_warden_nif:recheck_session(MpBin, ClientId, User, Ip, Port, Proto)
+              catch error:_ -> ok
+              end,
+    case Verdict of
+        {refuse, _Code, Rule} ->
+            case catch vmq_warden_nif:kick_record(MpBin, ClientId, Gen, <<"reload: ", Rule/binary>>) of
+                true -> disconnect({Mp, ClientId}), [{{Mp, ClientId}, Rule}];
+                _ -> []
+            end;
+        _ ->
+            []
+    end;
+recheck(_) ->
+    [].
+
+disconnect(SubscriberId) ->
+    _ = try vernemq_dev_api:disconnect_by_subscriber_id(SubscriberId, [])
+        catch _:_ -> error
+        end,
+    ok.
+
+available() ->
+    code:ensure_loaded(vernemq_dev_api) =:= {module, vernemq_dev_api}
+        andalso erlang:function_exported(vernemq_dev_api, disconnect_by_subscriber_id, 2).

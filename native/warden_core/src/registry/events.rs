@@ -1,0 +1,79 @@
+//! What the registry adds to the event stream (its hook events and one
+//! event per ending, queued under the shard lock), and the endings the
+//! plugin itself decides: an operator's kick, the credential lifetime.
+
+use crate::events::{Detail, Event, EventKind, EventQueue};
+use crate::types::{Millis, ProcId, SubscriberKey};
+
+use super::record::{Record, Store};
+use super::{EndReason, Ending, KeyRef, Registry};
+
+/// A hook's own event: its kind, the process it came from, and the test its
+/// outcome must pass (applied, not stale or duplicate).
+pub(super) type HookEvent<R> = (EventKind, ProcId, fn(&R) -> bool);
+
+/// What one registry call adds to the event stream besides its endings.
+pub(super) struct Emit<'a, R> {
+    /// The hook's own event (registered, woke_up) and the process it came
+    /// from, when its outcome passes the test.
+    pub hook: Option<HookEvent<R>>,
+    /// Who asked, for a `kicked` ending.
+    pub kicked_by: Option<&'a str>,
+}
+
+impl<R> Emit<'_, R> {
+    pub const ENDINGS_ONLY: Emit<'static, R> = Emit { hook: None, kicked_by: None };
+}
+
+impl Registry {
+    /// The event queue the registry (and the auth path) feed.
+    pub fn events(&self) -> &EventQueue {
+        &self.events
+    }
+
+    /// Queue the events of one call: its endings, then the hook's own
+    /// event. Under the shard lock, only when events are on.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn emit<R>(&self, key: KeyRef<'_>, rec: &Record, st: &Store, r: &R, emit: &Emit<'_, R>, endings: &[Ending], now: Millis) {
+        for e in endings {
+            self.events.push(Event::of_ending(e, rec.successor_of(st, e.generation), emit.kicked_by));
+        }
+        if let Some((kind, proc, when)) = emit.hook {
+            if when(r) {
+                self.events.push(Event {
+                    kind,
+                    key: SubscriberKey::new(key.mountpoint, key.client_id),
+                    session: rec.session_of(st, proc),
+                    at: now,
+                    peer: rec.current_peer(),
+                    username: None,
+                    detail: Detail::None,
+                });
+            }
+        }
+    }
+
+    /// An operator kicked `key`'s current session (`generation`, or
+    /// whichever is current): recorded as ending `Kicked` with who asked,
+    /// in the history and the event stream. The record stays until the
+    /// broker's offline/gone hook that the disconnect brings. False when
+    /// the key has no such session.
+    pub fn kick<'k>(&self, key: impl Into<KeyRef<'k>>, generation: Option<u64>, by: &str, now: Millis) -> bool {
+        self.end_by_plugin(key.into(), generation, EndReason::Kicked, Some(by), now)
+    }
+
+    /// The session outlived its user's `max_session_age`: like
+    /// [`Registry::kick`], with the ending `ExpiredCredentials`.
+    pub fn expire_credentials<'k>(&self, key: impl Into<KeyRef<'k>>, generation: Option<u64>, now: Millis) -> bool {
+        self.end_by_plugin(key.into(), generation, EndReason::ExpiredCredentials, None, now)
+    }
+
+    fn end_by_plugin(&self, key: KeyRef<'_>, generation: Option<u64>, reason: EndReason, by: Option<&str>, now: Millis) -> bool {
+        let h = self.hash_key(key);
+        if self.shard_of_hash(h).inner.lock().find(h, key).is_none() {
+            return false;
+        }
+        let emit = Emit { hook: None, kicked_by: by };
+        self.with_record(key, now, emit, |rec, cx| rec.kick(cx, generation, reason)).0
+    }
+}
