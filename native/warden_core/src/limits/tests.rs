@@ -1,3 +1,6 @@
+//! The bounded keyed tables, token buckets and bans, each with a clock the
+//! test drives.
+
 use super::*;
 
 #[test]

@@ -1,3 +1,6 @@
+//! The policy file: parsing, errors with file and line, matching, the
+//! modifiers, with the example policy of docs/.
+
 use super::*;
 use super::matching::{GlobTok, UserGlob};
 
