@@ -13,7 +13,6 @@ pub use queue::{EventQueue, EventQueueStats};
 
 use crate::firewall::{AuthRequest, Decision};
 use crate::policy::Modifiers;
-use crate::registry::{EndReason, Ending};
 use crate::types::{Listener, Millis, Peer, Protocol, RefusalCode, SubscriberKey};
 
 /// Bumped on any change of a field's name, type or meaning; new kinds and
@@ -69,21 +68,6 @@ impl EventKind {
             EventKind::Vanished => "vanished",
             EventKind::Kicked => "kicked",
             EventKind::ExpiredCredentials => "expired_credentials",
-        }
-    }
-
-    /// The event that records a session ending for `reason`.
-    pub fn of_ending(reason: EndReason) -> EventKind {
-        match reason {
-            EndReason::TakenOver => EventKind::TakenOver,
-            EndReason::Gone => EventKind::Gone,
-            EndReason::Offline => EventKind::Offline,
-            EndReason::Expired => EventKind::Expired,
-            EndReason::Discarded => EventKind::Discarded,
-            EndReason::Abandoned => EventKind::Abandoned,
-            EndReason::Vanished => EventKind::Vanished,
-            EndReason::Kicked => EventKind::Kicked,
-            EndReason::ExpiredCredentials => EventKind::ExpiredCredentials,
         }
     }
 }
@@ -157,23 +141,6 @@ impl Event {
             + self.key.client_id.len()
             + self.username.as_ref().map_or(0, |u| u.len())
             + detail
-    }
-
-    /// The event of a registry ending.
-    pub fn of_ending(e: &Ending, by_session: Option<u64>, kicked_by: Option<&str>) -> Event {
-        Event {
-            kind: EventKind::of_ending(e.reason),
-            key: e.key.clone(),
-            session: Some(e.generation),
-            at: e.ended,
-            peer: e.peer,
-            username: e.username.clone(),
-            detail: Detail::Ended {
-                started: e.started,
-                by_session: by_session.filter(|_| e.reason == EndReason::TakenOver),
-                kicked_by: kicked_by.filter(|_| e.reason == EndReason::Kicked).map(Box::from),
-            },
-        }
     }
 
     /// The event of a connect our auth decided: `accepted` (with the

@@ -36,7 +36,7 @@ impl Registry {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn emit<R>(&self, key: KeyRef<'_>, rec: &Record, st: &Store, r: &R, emit: &Emit<'_, R>, endings: &[Ending], now: Millis) {
         for e in endings {
-            self.events.push(Event::of_ending(e, rec.successor_of(st, e.generation), emit.kicked_by));
+            self.events.push(ending_event(e, rec.successor_of(st, e.generation), emit.kicked_by));
         }
         if let Some((kind, proc, when)) = emit.hook {
             if when(r) {
@@ -75,5 +75,37 @@ impl Registry {
         }
         let emit = Emit { hook: None, kicked_by: by };
         self.with_record(key, now, emit, |rec, cx| rec.kick(cx, generation, reason)).0
+    }
+}
+
+/// The event kind that records a session ending for `reason`.
+pub fn ending_kind(reason: EndReason) -> EventKind {
+    match reason {
+        EndReason::TakenOver => EventKind::TakenOver,
+        EndReason::Gone => EventKind::Gone,
+        EndReason::Offline => EventKind::Offline,
+        EndReason::Expired => EventKind::Expired,
+        EndReason::Discarded => EventKind::Discarded,
+        EndReason::Abandoned => EventKind::Abandoned,
+        EndReason::Vanished => EventKind::Vanished,
+        EndReason::Kicked => EventKind::Kicked,
+        EndReason::ExpiredCredentials => EventKind::ExpiredCredentials,
+    }
+}
+
+/// The event of a registry ending.
+pub(super) fn ending_event(e: &Ending, by_session: Option<u64>, kicked_by: Option<&str>) -> Event {
+    Event {
+        kind: ending_kind(e.reason),
+        key: e.key.clone(),
+        session: Some(e.generation),
+        at: e.ended,
+        peer: e.peer,
+        username: e.username.clone(),
+        detail: Detail::Ended {
+            started: e.started,
+            by_session: by_session.filter(|_| e.reason == EndReason::TakenOver),
+            kicked_by: kicked_by.filter(|_| e.reason == EndReason::Kicked).map(Box::from),
+        },
     }
 }

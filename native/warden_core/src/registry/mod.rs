@@ -36,7 +36,7 @@ use ahash::RandomState;
 use hashbrown::HashTable;
 use parking_lot::Mutex;
 
-use crate::events::{Event, EventKind, EventQueue};
+use crate::events::{EventKind, EventQueue};
 use crate::types::{Millis, ProcId};
 
 use events::Emit;
@@ -472,7 +472,7 @@ impl Registry {
                     dropped += self.expire_pending_in(shard, &mut g, now, &mut endings);
                     if self.events.is_on() {
                         for e in &endings {
-                            self.events.push(Event::of_ending(e, None, None));
+                            self.events.push(events::ending_event(e, None, None));
                         }
                     }
                 }
