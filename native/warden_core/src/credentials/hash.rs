@@ -20,6 +20,7 @@
 //! `MAX_*` constants.
 
 use std::fmt;
+use std::sync::Arc;
 
 use argon2::{Algorithm as Argon2Algorithm, Argon2, Params as Argon2Params, Version as Argon2Version};
 use base64::alphabet;
@@ -163,7 +164,9 @@ pub(super) enum Kind {
 /// One stored password hash. `Debug` never prints the hash material.
 #[derive(Clone)]
 pub struct PasswordHash {
-    kind: Kind,
+    /// Shared: a login's pending check holds the hash it verifies against,
+    /// and a clone per connect must not copy salts and digests.
+    kind: Arc<Kind>,
     fingerprint: u64,
 }
 
@@ -273,14 +276,14 @@ impl PasswordHash {
     pub fn parse(s: &str) -> Result<PasswordHash, HashError> {
         let s = s.trim();
         let kind = parse_kind(s)?;
-        Ok(PasswordHash { kind, fingerprint: fingerprint_of(s) })
+        Ok(PasswordHash { kind: Arc::new(kind), fingerprint: fingerprint_of(s) })
     }
 
     /// Checks `password` against the hash. The final comparison is constant
     /// time; the work done depends only on the stored parameters and the
     /// password length, never on how much of the password is right.
     pub fn verify(&self, password: &[u8]) -> bool {
-        match &self.kind {
+        match &*self.kind {
             Kind::Sha512Salted { salt, hash } => {
                 let mut h = Sha512::new();
                 h.update(password);
@@ -312,7 +315,7 @@ impl PasswordHash {
     /// Whether a verification costs more than a scheduler slice (~1 ms), so
     /// it must run on a dirty scheduler.
     pub fn is_slow(&self) -> bool {
-        match &self.kind {
+        match &*self.kind {
             Kind::Sha512Salted { .. } => false,
             Kind::Pbkdf2 { iterations, hash, prf, .. } => {
                 // Each output block costs `iterations` PRF rounds.
@@ -333,7 +336,7 @@ impl PasswordHash {
     }
 
     pub fn scheme(&self) -> SchemeKind {
-        match &self.kind {
+        match &*self.kind {
             Kind::Sha512Salted { .. } => SchemeKind::Sha512Salted,
             Kind::Pbkdf2 { go_auth: false, .. } => SchemeKind::MosquittoPbkdf2,
             Kind::Pbkdf2 { go_auth: true, .. } => SchemeKind::GoAuthPbkdf2,
@@ -352,7 +355,7 @@ impl PasswordHash {
             super::fill_random(&mut v);
             v
         };
-        let kind = match &self.kind {
+        let kind = match &*self.kind {
             Kind::Sha512Salted { salt, hash } => Kind::Sha512Salted { salt: rand(salt.len()), hash: rand(hash.len()) },
             Kind::Pbkdf2 { go_auth, prf, iterations, salt, hash } => Kind::Pbkdf2 {
                 go_auth: *go_auth,
@@ -384,7 +387,7 @@ impl PasswordHash {
                 hash: rand(hash.len()),
             },
         };
-        PasswordHash { kind, fingerprint: 0 }
+        PasswordHash { kind: Arc::new(kind), fingerprint: 0 }
     }
 
     /// A rough measure of the work one [`PasswordHash::verify`] does, in
@@ -392,7 +395,7 @@ impl PasswordHash {
     /// the same order). Used by the fuzz bodies to verify only hashes whose
     /// check is cheap; not an exact cost model.
     pub fn work_estimate(&self) -> u64 {
-        match &self.kind {
+        match &*self.kind {
             Kind::Sha512Salted { salt, .. } => 1 + salt.len() as u64 / 128,
             Kind::Pbkdf2 { iterations, hash, prf, .. } => {
                 let blocks = hash.len().div_ceil(prf.output_len()) as u64;
@@ -407,7 +410,7 @@ impl PasswordHash {
 
     /// Groups hashes that cost the same to verify (scheme + parameters).
     pub(crate) fn cost_class(&self) -> String {
-        match &self.kind {
+        match &*self.kind {
             Kind::Sha512Salted { salt, .. } => format!("6/{}", salt.len()),
             Kind::Pbkdf2 { go_auth, prf, iterations, hash, .. } => {
                 format!("pbkdf2/{go_auth}/{prf:?}/{iterations}/{}", hash.len())
@@ -590,7 +593,7 @@ pub(super) static DEFAULT_DECOY: Lazy<PasswordHash> = Lazy::new(|| {
         unreachable!("the default scheme is argon2id")
     };
     let template = PasswordHash {
-        kind: Kind::Argon2 {
+        kind: Arc::new(Kind::Argon2 {
             variant: Argon2Variant::Argon2id,
             version: 0x13,
             m: memory_kib,
@@ -598,7 +601,7 @@ pub(super) static DEFAULT_DECOY: Lazy<PasswordHash> = Lazy::new(|| {
             p: lanes,
             salt: vec![0; 16],
             hash: vec![0; 32],
-        },
+        }),
         fingerprint: 0,
     };
     // Random salt and hash, same cost as what hash_password writes.
