@@ -17,6 +17,7 @@
          valid_config_starts/1,
          refusal_reaches_logger/1,
          refusal_storm_is_rate_limited/1,
+         failed_reload_logs_one_error/1,
          cli_registered_on_start_unregistered_on_stop/1]).
 
 -define(PEER, {{192, 0, 2, 7}, 40001}).
@@ -31,6 +32,7 @@ all() ->
      valid_config_starts,
      refusal_reaches_logger,
      refusal_storm_is_rate_limited,
+     failed_reload_logs_one_error,
      cli_registered_on_start_unregistered_on_stop].
 
 init_per_suite(Config) ->
@@ -131,6 +133,22 @@ valid_config_starts(Config) ->
 %%--------------------------------------------------------------------
 %% Logs
 %%--------------------------------------------------------------------
+
+%% A reload that fails is one error line naming the file and the line (it
+%% was two, once from the Rust side and once from the Erlang side: seen in
+%% a real broker's log).
+failed_reload_logs_one_error(Config) ->
+    Policy = filename:join(?config(priv_dir, Config), "policy.toml"),
+    ok = file:write_file(Policy, <<"version = 1\n">>),
+    ok = application:set_env(vmq_warden, policy_file, Policy),
+    ok = vmq_plugin_harness:enable(vmq_warden),
+    ok = file:write_file(Policy, <<"version = 1\n[network]\nalow = []\n">>),
+    {error, _} = vmq_warden:reload(),
+    ok = vmq_warden_log:flush(),
+    Errors = [E || #{level := error} = E <- vmq_warden_log_capture:captured()],
+    ct:pal("error lines: ~p", [Errors]),
+    ?assertMatch([_], Errors),
+    ?assert(vmq_warden_log_capture:contains(hd(Errors), "policy.toml:3")).
 
 %% One refusal: one audit line in logger with level info, domain
 %% [vmq_warden], the Rust target and the refusal's fields; no password.

@@ -291,8 +291,9 @@ impl Firewall {
                 Ok(self.swap(policy, passwords.unwrap_or_default(), has_file))
             }
             Err(e) => {
+                // Logged once, by the caller (vmq_warden_config), which knows
+                // which reload it was.
                 self.stats.bump(S_RELOADS_FAILED);
-                tracing::error!(target: "vmq_warden", error = %e, "policy reload failed; keeping the running policy");
                 Err(e)
             }
         }
