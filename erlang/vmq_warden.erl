@@ -5,6 +5,7 @@
 -module(vmq_warden).
 
 -export([lookup/1, sessions/0, sessions/1, counts/0, stats/0,
+         cluster_sessions/1, cluster_counts/0, cluster_stats/0,
          recent_endings/1, reload/0, bans/0, clear_bans/1]).
 
 -type subscriber_id() :: {string() | binary(), binary()}.
@@ -102,6 +103,23 @@ stats() ->
             #{decisions => #{failed => maps:get(failed, Local)}, nif_loaded => false,
               nif_error => vmq_warden_nif:load_error()}
     end.
+
+%% @doc Sessions over every connected node, merged per subscriber id by the
+%% most recent state change; the filter of sessions/1 plus `timeout' (ms).
+%% `#{sessions, nodes, unreachable, not_running}' (vmq_warden_cluster).
+-spec cluster_sessions(map()) -> map() | {error, term()}.
+cluster_sessions(Filter) ->
+    vmq_warden_cluster:sessions(Filter).
+
+%% @doc counts() summed over the nodes that answered, and per node.
+-spec cluster_counts() -> map().
+cluster_counts() ->
+    vmq_warden_cluster:counts().
+
+%% @doc stats() of every node that answered.
+-spec cluster_stats() -> map().
+cluster_stats() ->
+    vmq_warden_cluster:stats().
 
 %% @doc The most recent session endings, newest first.
 -spec recent_endings(non_neg_integer()) -> [map()] | {error, term()}.

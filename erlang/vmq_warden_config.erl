@@ -31,6 +31,9 @@ defaults() ->
       history_size => 1000,
       pending_ttl => 60000,
       reconcile_interval => 60000,
+      cluster_query_timeout => 2000,
+      cluster_sync_interval => 1000,
+      cluster_counts_max_bytes => 16777216,
       log_level => info}.
 
 %% @doc The effective settings, or the first invalid one.

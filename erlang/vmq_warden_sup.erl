@@ -8,5 +8,8 @@ start_link() ->
 init([]) ->
     Children = [#{id => vmq_warden_log, start => {vmq_warden_log, start_link, []}},
                 #{id => vmq_warden_reloader, start => {vmq_warden_reloader, start_link, []}},
-                #{id => vmq_warden_reconciler, start => {vmq_warden_reconciler, start_link, []}}],
+                #{id => vmq_warden_reconciler, start => {vmq_warden_reconciler, start_link, []}},
+                #{id => vmq_warden_cluster_sync, start => {vmq_warden_cluster_sync, start_link, []}},
+                %% after the sync process has keyed the username hash
+                #{id => vmq_warden_rebuild, start => {vmq_warden_rebuild, start_link, []}}],
     {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, Children}}.

@@ -69,6 +69,9 @@ defaults() ->
      {history_size, 1000},
      {pending_ttl, 60000},
      {reconcile_interval, 60000},
+     {cluster_query_timeout, 2000},
+     {cluster_sync_interval, 1000},
+     {cluster_counts_max_bytes, 16777216},
      {log_level, info}].
 
 init_per_suite(Config) ->
@@ -137,6 +140,9 @@ every_key_maps_non_default_values(Config) ->
              {"vmq_warden.history_size", "17"},
              {"vmq_warden.pending_ttl", "10s"},
              {"vmq_warden.reconcile_interval", "90s"},
+             {"vmq_warden.cluster.query_timeout", "500ms"},
+             {"vmq_warden.cluster.sync_interval", "250ms"},
+             {"vmq_warden.cluster.counts_max_bytes", "4096"},
              {"vmq_warden.log_level", "debug"}],
     Expected = [{policy_file, ?config(policy, Config)},
                 {password_file, ?config(passwd, Config)},
@@ -159,6 +165,9 @@ every_key_maps_non_default_values(Config) ->
                 {ban_duration, 3600000},
                 {history_size, 17},
                 {pending_ttl, 10000},
+                {cluster_query_timeout, 500},
+                {cluster_sync_interval, 250},
+                {cluster_counts_max_bytes, 4096},
                 {log_level, debug}],
     ?assertEqual(lists:sort(Expected), lists:sort(map_ok(Config, Lines))),
     %% and each enum value is accepted

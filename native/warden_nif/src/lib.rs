@@ -7,6 +7,7 @@
 
 mod admin;
 mod alloc;
+mod cluster;
 mod decode;
 mod encode;
 mod entry;

@@ -49,7 +49,7 @@ pub struct RegistrySessions<'a>(pub &'a Registry);
 
 impl LiveSessions for RegistrySessions<'_> {
     fn live_sessions_of_user(&self, username: &[u8]) -> usize {
-        self.0.live_sessions_of_user(username)
+        self.0.live_sessions_of_user(username) + crate::cluster::remote_sessions_of_user(self.0, username)
     }
 
     fn owner_of(&self, key: &SubscriberKey) -> Option<Option<Vec<u8>>> {

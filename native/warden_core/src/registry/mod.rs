@@ -16,6 +16,7 @@
 mod history;
 mod pool;
 mod record;
+mod restore;
 mod shard;
 mod slab;
 mod types;

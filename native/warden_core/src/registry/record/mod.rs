@@ -12,6 +12,7 @@ use super::{Applied, BrokerSession, ConnectInfo, EndReason, Ending, KeyRef, Reco
 
 mod packed;
 mod pending_list;
+mod restore;
 
 use packed::*;
 

@@ -1,0 +1,136 @@
+//! NIFs of the cluster: the shared username hash key, the node's changed
+//! per-user counts to publish, and the other nodes' counts
+//! (`warden_core::cluster::RemoteCounts`) that the firewall adds to the
+//! local count for `max_sessions`. Used by vmq_warden_cluster_sync. And
+//! the registry's rebuild from the broker after a restart (restore_session).
+
+use once_cell::sync::Lazy;
+use rustler::{Atom, Binary, Encoder, Env, NifResult, Term};
+use warden_core::cluster::RemoteCounts;
+use warden_core::registry::Registry;
+
+use crate::state::{now, WARDEN};
+use crate::timing::{self, Nif};
+use crate::{atoms, decode, encode};
+
+mod cluster_atoms {
+    rustler::atoms! { busy, restored, kept }
+}
+
+/// Until `cluster_configure/1` sets it (`cluster_counts_max_bytes`).
+const DEFAULT_MAX_BYTES: usize = 16 << 20;
+
+pub static REMOTE: Lazy<RemoteCounts> = Lazy::new(|| RemoteCounts::new(DEFAULT_MAX_BYTES));
+
+/// The other nodes' live sessions of `username` (state.rs adds this to
+/// the local count).
+pub fn remote_sessions_of_user(registry: &Registry, username: &[u8]) -> usize {
+    REMOTE.total(registry.user_hash(username)) as usize
+}
+
+/// `Key`: 32 bytes every node of the cluster derives alike. `ok`, or
+/// `busy` while users are counted (the index would mix two keys).
+#[rustler::nif]
+fn cluster_set_key(key: Binary) -> NifResult<Atom> {
+    let _timed = timing::timed(Nif::Admin);
+    let b = key.as_slice();
+    if b.len() != 32 {
+        return Err(rustler::Error::BadArg);
+    }
+    let k: [u64; 4] = std::array::from_fn(|i| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().expect("8 bytes")));
+    Ok(if WARDEN.registry.set_user_hash_key(k) { atoms::ok() } else { cluster_atoms::busy() })
+}
+
+/// The hash of a fixed text under the current key: peers compare it to
+/// tell a node keyed otherwise (its counts would not match any user).
+#[rustler::nif]
+fn cluster_key_check() -> u64 {
+    WARDEN.registry.user_hash(b"vmq_warden cluster key check")
+}
+
+#[rustler::nif]
+fn cluster_configure(track_changes: bool, max_bytes: usize) -> Atom {
+    let _timed = timing::timed(Nif::Admin);
+    WARDEN.registry.track_user_changes(track_changes);
+    REMOTE.set_max_bytes(max_bytes);
+    atoms::ok()
+}
+
+/// `{[{UserHash, Count}], LostChanges}`: at most `max` changed users.
+#[rustler::nif]
+fn cluster_local_changes(max: usize) -> (Vec<(u64, u32)>, bool) {
+    let _timed = timing::timed(Nif::Admin);
+    WARDEN.registry.take_user_changes(max)
+}
+
+/// `{[{UserHash, Count}], NextShard | done}`: one index shard of a full resend.
+#[rustler::nif]
+fn cluster_local_counts<'a>(env: Env<'a>, shard: usize) -> Term<'a> {
+    let _timed = timing::timed(Nif::Admin);
+    let (counts, next) = WARDEN.registry.user_counts_of_shard(shard);
+    match next {
+        Some(n) => (counts, n).encode(env),
+        None => (counts, atoms::done()).encode(env),
+    }
+}
+
+/// A peer's counts; returns how many the byte bound dropped.
+#[rustler::nif]
+fn cluster_apply(node: Binary, updates: Vec<(u64, u32)>) -> usize {
+    let _timed = timing::timed(Nif::Admin);
+    REMOTE.apply(node.as_slice(), &updates)
+}
+
+#[rustler::nif]
+fn cluster_drop_node(node: Binary) -> usize {
+    let _timed = timing::timed(Nif::Admin);
+    REMOTE.drop_node(node.as_slice())
+}
+
+#[rustler::nif]
+fn cluster_remote_nodes(env: Env) -> Vec<Term> {
+    REMOTE.nodes().iter().map(|n| encode::bin(env, n)).collect()
+}
+
+/// The other nodes' count of `username`.
+#[rustler::nif]
+fn cluster_remote_count(username: Binary) -> usize {
+    remote_sessions_of_user(&WARDEN.registry, username.as_slice())
+}
+
+#[rustler::nif]
+fn cluster_reset() -> Atom {
+    REMOTE.clear();
+    atoms::ok()
+}
+
+#[rustler::nif]
+fn cluster_stats(env: Env) -> Term {
+    let s = REMOTE.stats();
+    let n = |v: u64| v.encode(env);
+    encode::map_of(
+        env,
+        &[
+            ("nodes", n(s.nodes)),
+            ("entries", n(s.entries)),
+            ("bytes", n(s.bytes)),
+            ("max_bytes", n(s.max_bytes)),
+            ("dropped", n(s.dropped)),
+        ],
+    )
+}
+
+/// The rebuild after a restart (vmq_warden_rebuild): the broker holds a
+/// session of this subscriber id with queue `queue`, `online` or not.
+/// `restored`, or `kept` when the hooks gave the key a record meanwhile.
+#[rustler::nif]
+fn restore_session<'a>(mountpoint: Term<'a>, client_id: Term<'a>, queue: Term<'a>, online: bool) -> NifResult<Atom> {
+    let _timed = timing::timed(Nif::Lookup);
+    let key = decode::key_ref(mountpoint, client_id)?;
+    let queue = decode::proc_id(queue)?;
+    Ok(if WARDEN.registry.restore(key, queue, online, None, now()) {
+        cluster_atoms::restored()
+    } else {
+        cluster_atoms::kept()
+    })
+}
