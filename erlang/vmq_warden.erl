@@ -97,7 +97,8 @@ stats() ->
             Stats#{decisions => Decisions#{failed => maps:get(failed, Local)},
                    nif_loaded => true,
                    log_suppressed => maps:get(log_suppressed, Local),
-                   reconcile_passes => maps:get(reconcile_passes, Local)};
+                   reconcile_passes => maps:get(reconcile_passes, Local),
+                   cluster => call(fun vmq_warden_nif:cluster_stats/0)};
         _ ->
             %% Says why, so that `vmq-admin warden stats' shows the cause.
             #{decisions => #{failed => maps:get(failed, Local)}, nif_loaded => false,

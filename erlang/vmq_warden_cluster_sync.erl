@@ -26,6 +26,8 @@
 
 %% Changed users sent per period at most; the rest wait for the next one.
 -define(MAX_CHANGES, 10000).
+%% Counts per NIF call (taken or applied): well under a millisecond each.
+-define(NIF_BATCH, 1000).
 %% Down nodes remembered at most (the oldest is forgotten first).
 -define(MAX_DOWN, 256).
 -define(DOWN_TABLE, vmq_warden_cluster_down).
@@ -81,7 +83,7 @@ configure() ->
         ok = vmq_warden_nif:cluster_configure(true, max_bytes()),
         ok = vmq_warden_nif:cluster_reset(),
         %% changes made before this start reach the peers in the full sends
-        _ = vmq_warden_nif:cluster_local_changes(1 bsl 30),
+        _ = local_changes([], false),
         vmq_warden_nif:cluster_key_check()
     catch
         error:nif_not_loaded -> false
@@ -124,7 +126,7 @@ handle_info({vmq_warden_counts, From, Check, Msg}, #{check := Check} = State) ->
             _ = catch vmq_warden_nif:cluster_drop_node(atom_to_binary(From)),
             {noreply, State};
         true when is_list(Msg) ->
-            _ = catch vmq_warden_nif:cluster_apply(atom_to_binary(From), Msg),
+            apply_counts(atom_to_binary(From), Msg),
             {noreply, State}
     end;
 handle_info({vmq_warden_counts, From, _OtherCheck, _}, #{check := Check, mismatched := N} = State)
@@ -138,8 +140,28 @@ handle_info(_Msg, State) ->
 
 %% ---- publishing ------------------------------------------------------------
 
+apply_counts(_Node, []) ->
+    ok;
+apply_counts(Node, Counts) ->
+    {Batch, Rest} = split(Counts, ?NIF_BATCH),
+    _ = catch vmq_warden_nif:cluster_apply(Node, Batch),
+    apply_counts(Node, Rest).
+
+split(List, N) when length(List) =< N -> {List, []};
+split(List, N) -> lists:split(N, List).
+
+%% Up to ?MAX_CHANGES changed users, ?NIF_BATCH per call; and whether the
+%% tracker lost some (then everything is sent again).
+local_changes(Acc, Lost) when length(Acc) >= ?MAX_CHANGES ->
+    {Acc, Lost};
+local_changes(Acc, Lost) ->
+    case vmq_warden_nif:cluster_local_changes(?NIF_BATCH) of
+        {[], L} -> {Acc, Lost orelse L};
+        {Changes, L} -> local_changes(Changes ++ Acc, Lost orelse L)
+    end.
+
 publish(#{check := Check, resend := Resend} = State) ->
-    {Changes, Lost} = try vmq_warden_nif:cluster_local_changes(?MAX_CHANGES)
+    {Changes, Lost} = try local_changes([], false)
                       catch error:nif_not_loaded -> {[], false}
                       end,
     Peers = nodes(),

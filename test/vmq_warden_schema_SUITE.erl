@@ -273,7 +273,7 @@ example_documents_every_key(Config) ->
     {ok, Example} = file:read_file(?config(example, Config)),
     {_, Mappings, _} = cuttlefish_schema:files([?config(schema, Config)]),
     Vars = [cuttlefish_variable:format(cuttlefish_mapping:variable(M)) || M <- Mappings],
-    ?assertEqual(22, length(Vars)),
+    ?assertEqual(25, length(Vars)),
     Undocumented = [V || V <- Vars,
                          re:run(Example, "^" ++ re_quote(V) ++ " = ", [multiline]) =:= nomatch],
     ?assertEqual([], Undocumented).

@@ -20,6 +20,10 @@ use parking_lot::RwLock;
 /// spare capacity.
 pub const ENTRY_BYTES: usize = 64;
 
+/// Updates applied per write lock: a few microseconds of the firewall's
+/// readers waiting, at most.
+pub const LOCK_BATCH: usize = 256;
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RemoteStats {
     pub nodes: u64,
@@ -61,8 +65,14 @@ impl RemoteCounts {
     }
 
     /// Apply `node`'s counts (0 removes the user). Returns how many were
-    /// dropped for the byte bound.
+    /// dropped for the byte bound. The write lock is taken per
+    /// [`LOCK_BATCH`] updates, so that the firewall's reads (auth hooks)
+    /// never wait for a long batch.
     pub fn apply(&self, node: &[u8], updates: &[(u64, u32)]) -> usize {
+        updates.chunks(LOCK_BATCH).map(|batch| self.apply_batch(node, batch)).sum()
+    }
+
+    fn apply_batch(&self, node: &[u8], updates: &[(u64, u32)]) -> usize {
         let max_entries = *self.max_bytes.read() / ENTRY_BYTES;
         let mut g = self.inner.write();
         let inner = &mut *g;
@@ -105,22 +115,28 @@ impl RemoteCounts {
     }
 
     /// Forget every count of `node` (it went down, or restarted and sends
-    /// all again). Returns how many entries went.
+    /// all again). Returns how many entries went. The node's table leaves
+    /// at once; its share of the totals is taken off [`LOCK_BATCH`] users
+    /// per write lock (meanwhile a total may still include it: for a few
+    /// milliseconds a count errs high, never low).
     pub fn drop_node(&self, node: &[u8]) -> usize {
-        let mut g = self.inner.write();
-        let inner = &mut *g;
-        let Some(counts) = inner.per_node.remove(node) else {
+        let Some(counts) = self.inner.write().per_node.remove(node) else {
             return 0;
         };
-        for (user, n) in &counts {
-            if let Some(total) = inner.totals.get_mut(user) {
-                *total = total.saturating_sub(*n);
-                if *total == 0 {
-                    inner.totals.remove(user);
+        let counts: Vec<(u64, u32)> = counts.into_iter().collect();
+        for batch in counts.chunks(LOCK_BATCH) {
+            let mut g = self.inner.write();
+            let inner = &mut *g;
+            for (user, n) in batch {
+                if let Some(total) = inner.totals.get_mut(user) {
+                    *total = total.saturating_sub(*n);
+                    if *total == 0 {
+                        inner.totals.remove(user);
+                    }
                 }
             }
+            inner.entries -= batch.len();
         }
-        inner.entries -= counts.len();
         counts.len()
     }
 
@@ -179,6 +195,19 @@ mod tests {
     }
 
     #[test]
+    fn cluster_large_updates_and_drops_go_in_batches() {
+        let r = RemoteCounts::new(1 << 30);
+        let many: Vec<(u64, u32)> = (0..3 * LOCK_BATCH as u64 + 7).map(|u| (u, 1)).collect();
+        r.apply(b"a@h", &many);
+        r.apply(b"b@h", &many[..10]);
+        assert_eq!(r.stats().entries, many.len() as u64 + 10);
+        assert_eq!((r.total(0), r.total(many.len() as u64 - 1)), (2, 1));
+        assert_eq!(r.drop_node(b"a@h"), many.len());
+        assert_eq!((r.total(0), r.total(many.len() as u64 - 1)), (1, 0));
+        assert_eq!(r.stats().entries, 10);
+    }
+
+    #[test]
     fn cluster_table_is_bounded_in_bytes() {
         let r = RemoteCounts::new(3 * ENTRY_BYTES);
         assert_eq!(r.apply(b"a@h", &[(1, 1), (2, 1), (3, 1), (4, 1), (5, 1)]), 2);
@@ -221,6 +250,7 @@ mod tests {
         // not while users are counted: the index holds hashes only
         connect(&a, "c1", "alice", 1);
         assert!(!a.set_user_hash_key([5, 6, 7, 8]));
+        assert!(a.set_user_hash_key([1, 2, 3, 4]), "the key in use: nothing to change");
         assert_eq!(a.live_sessions_of_user(b"alice"), 1);
     }
 

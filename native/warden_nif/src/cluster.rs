@@ -74,14 +74,17 @@ fn cluster_local_counts<'a>(env: Env<'a>, shard: usize) -> Term<'a> {
     }
 }
 
-/// A peer's counts; returns how many the byte bound dropped.
+/// A peer's counts (the sync process passes at most 1,000 per call);
+/// returns how many the byte bound dropped.
 #[rustler::nif]
 fn cluster_apply(node: Binary, updates: Vec<(u64, u32)>) -> usize {
     let _timed = timing::timed(Nif::Admin);
     REMOTE.apply(node.as_slice(), &updates)
 }
 
-#[rustler::nif]
+/// Dirty: a node's entries may be many (its share of the totals is taken
+/// off in batches, see RemoteCounts::drop_node).
+#[rustler::nif(schedule = "DirtyCpu")]
 fn cluster_drop_node(node: Binary) -> usize {
     let _timed = timing::timed(Nif::Admin);
     REMOTE.drop_node(node.as_slice())
@@ -98,7 +101,7 @@ fn cluster_remote_count(username: Binary) -> usize {
     remote_sessions_of_user(&WARDEN.registry, username.as_slice())
 }
 
-#[rustler::nif]
+#[rustler::nif(schedule = "DirtyCpu")]
 fn cluster_reset() -> Atom {
     REMOTE.clear();
     atoms::ok()

@@ -118,8 +118,13 @@ impl Registry {
 
     /// Key the username hash with `key` (the cluster's shared secret), so
     /// that every node hashes a username alike. Only while no user is
-    /// counted (the index keeps hashes, not names): false otherwise.
+    /// counted (the index keeps hashes, not names), or to the key in use:
+    /// false otherwise.
     pub fn set_user_hash_key(&self, key: [u64; 4]) -> bool {
+        let same = self.user_key.iter().zip(key).all(|(slot, k)| slot.load(Relaxed) == k);
+        if same {
+            return true;
+        }
         if !self.users.is_empty() {
             return false;
         }
