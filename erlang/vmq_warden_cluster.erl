@@ -28,12 +28,14 @@
 sessions(Filter) when is_map(Filter) ->
     Timeout = timeout(Filter),
     Local = maps:remove(timeout, Filter),
+    Limit = maps:get(limit, Local, 1000),
     %% a bad filter is refused here, not once per node
     case vmq_warden:sessions(Local#{limit => 0}) of
         {error, _} = Error ->
             Error;
+        _ when not is_integer(Limit); Limit < 0 ->
+            {error, {bad_limit, Limit}};
         _ ->
-            Limit = maps:get(limit, Local, 1000),
             Deadline = erlang:monotonic_time(millisecond) + Timeout,
             {Answers, Summary} = ask_all(local_sessions, [Local], Timeout),
             Rows = lists:append([Rows || {_Node, Rows} <- Answers]),

@@ -89,6 +89,7 @@ sessions_on_several_nodes(Config) ->
     #{sessions := Four} = call(C, vmq_warden, cluster_sessions, [#{limit => 4}]),
     ?assertEqual(4, length(Four)),
     ?assertEqual({error, {unknown_filter_keys, [colour]}}, call(A, vmq_warden, cluster_sessions, [#{colour => red}])),
+    ?assertEqual({error, {bad_limit, -1}}, call(A, vmq_warden, cluster_sessions, [#{limit => -1}])),
     #{counts := Counts, per_node := PerNode} = call(A, vmq_warden, cluster_counts, []),
     ?assertEqual(#{authenticated => 0, online => 15, offline => 0}, Counts),
     ?assertEqual(3, map_size(PerNode)),
