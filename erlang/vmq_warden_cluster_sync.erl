@@ -28,19 +28,23 @@
 -define(MAX_CHANGES, 10000).
 %% Counts per NIF call (taken or applied): well under a millisecond each.
 -define(NIF_BATCH, 1000).
-%% Down nodes remembered at most (the oldest is forgotten first).
+%% Down nodes remembered at most (the oldest is forgotten first), and for
+%% how long: a node that left the cluster for good stops being listed.
 -define(MAX_DOWN, 256).
+-define(DOWN_MEMORY_MS, 3600000).
 -define(DOWN_TABLE, vmq_warden_cluster_down).
 
 start_link() ->
     gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
 
-%% Nodes that went down and have not come back, newest first. Read from a
-%% table, so the cluster view never waits for this process.
+%% Nodes that went down in the last hour and have not come back, newest
+%% first. Read from a table, so the cluster view never waits for this
+%% process.
 -spec down_nodes() -> [node()].
 down_nodes() ->
+    Since = erlang:system_time(millisecond) - ?DOWN_MEMORY_MS,
     try ets:tab2list(?DOWN_TABLE) of
-        Down -> [N || {N, _} <- lists:reverse(lists:keysort(2, Down))]
+        Down -> [N || {N, At} <- lists:reverse(lists:keysort(2, Down)), At >= Since]
     catch
         error:badarg -> []
     end.
