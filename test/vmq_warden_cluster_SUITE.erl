@@ -208,7 +208,8 @@ max_sessions_across_nodes(Config) ->
     Gone = erlang:monotonic_time(millisecond) - T1,
     ct:pal("remote count fresh after ~b ms (new sessions) and ~b ms (a session gone); period ~b ms",
            [Fresh, Gone, ?SYNC_MS]),
-    ?assert(Fresh =< ?SYNC_MS + 300 andalso Gone =< ?SYNC_MS + 300),
+    %% one period plus one message; the slack is for a loaded 2-core machine
+    ?assert(Fresh =< ?SYNC_MS + 800 andalso Gone =< ?SYNC_MS + 800),
     ?assertEqual(ok, auth(C, "alice-c", <<"alice">>, true)),
     ?assertMatch(#{entries := 1, nodes := 1}, call(C, vmq_warden_nif, cluster_stats, [])).
 
