@@ -26,6 +26,7 @@ all() ->
      node_restart_leaves_no_old_sessions,
      max_sessions_across_nodes,
      partition_each_side_sees_itself,
+     remote_counts_bounded_in_bytes,
      filtered_query_time_over_nodes].
 
 init_per_suite(Config) ->
@@ -234,6 +235,19 @@ partition_each_side_sees_itself(Config) ->
     ok = wait_until(fun() -> call(A, vmq_warden_nif, cluster_remote_count, [<<"alice">>]) =:= 2
                                  andalso call(B, vmq_warden_nif, cluster_remote_count, [<<"alice">>]) =:= 2 end).
 
+%% cluster.counts_max_bytes = 128: two (node, user) entries of 64 bytes;
+%% the other users' counts are dropped and counted as such.
+remote_counts_bounded_in_bytes(Config) ->
+    [A, B] = start_peers([{extra_env, [{cluster_counts_max_bytes, 128}]} | Config], 2),
+    [connect(B, "b-" ++ integer_to_list(I), <<"u", (integer_to_binary(I))/binary>>, true) || I <- lists:seq(0, 4)],
+    ok = wait_until(fun() -> maps:get(dropped, call(A, vmq_warden_nif, cluster_stats, [])) =:= 3 end),
+    ?assertMatch(#{entries := 2, bytes := 128, max_bytes := 128, nodes := 1},
+                 call(A, vmq_warden_nif, cluster_stats, [])),
+    ?assertMatch(#{cluster := #{dropped := 3}}, call(A, vmq_warden, stats, [])),
+    Kept = [U || I <- lists:seq(0, 4), U <- [<<"u", (integer_to_binary(I))/binary>>],
+                 call(A, vmq_warden_nif, cluster_remote_count, [U]) =:= 1],
+    ?assertEqual(2, length(Kept)).
+
 %% The figure of the README ("In a cluster"): 4 nodes holding
 %% WARDEN_CLUSTER_SESSIONS sessions each (default 50,000), a filtered query
 %% for 1,000 of them from one node.
@@ -348,7 +362,8 @@ start_peer(Config, Node) ->
     ok = call(Node, application, load, [vmq_warden]),
     [ok = call(Node, application, set_env, [vmq_warden, K, V])
      || {K, V} <- [{default_decision, allow}, {policy_file, ?config(policy, Config)},
-                   {cluster_sync_interval, ?SYNC_MS}, {reconcile_interval, 0}]],
+                   {cluster_sync_interval, ?SYNC_MS}, {reconcile_interval, 0}
+                   | proplists:get_value(extra_env, Config, [])]],
     ok = call(Node, vmq_plugin_harness, enable, [vmq_warden]),
     {ok, Peer, Node}.
 
