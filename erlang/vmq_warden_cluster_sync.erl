@@ -115,8 +115,9 @@ handle_info({nodeup, Node}, #{check := Check} = State) ->
     Check =/= undefined andalso send(Node, {vmq_warden_counts, node(), Check, hello}),
     {noreply, State};
 handle_info({nodedown, Node}, State) ->
-    remember_down(Node),
+    %% counts first: a node listed as down has no counts left here
     _ = catch vmq_warden_nif:cluster_drop_node(atom_to_binary(Node)),
+    remember_down(Node),
     {noreply, State};
 handle_info({vmq_warden_counts, From, Check, Msg}, #{check := Check} = State) ->
     case lists:member(From, nodes()) of
