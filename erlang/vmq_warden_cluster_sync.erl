@@ -109,9 +109,9 @@ handle_info(tick, #{interval := Interval} = State) ->
     {noreply, State1};
 handle_info({nodeup, Node}, #{check := Check} = State) ->
     ets:delete(?DOWN_TABLE, Node),
-    %% its sync process, if it runs the plugin, says hello when it starts;
-    %% one that already runs (a healed partition) gets ours now and asks
-    %% for ours... and we for its
+    %% Back (restarted, or a partition healed): our hello asks it for all
+    %% its counts, its hello on its own nodeup asks us for ours. A node
+    %% whose plugin starts later says hello from its init.
     Check =/= undefined andalso send(Node, {vmq_warden_counts, node(), Check, hello}),
     {noreply, State};
 handle_info({nodedown, Node}, State) ->
