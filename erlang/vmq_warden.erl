@@ -5,6 +5,7 @@
 -module(vmq_warden).
 
 -export([lookup/1, sessions/0, sessions/1, counts/0, stats/0,
+         cluster_sessions/1, cluster_counts/0, cluster_stats/0,
          recent_endings/1, reload/0, bans/0, clear_bans/1,
          kick/1, kick/2, events/0]).
 
@@ -99,12 +100,30 @@ stats() ->
                    nif_loaded => true,
                    log_suppressed => maps:get(log_suppressed, Local),
                    reconcile_passes => maps:get(reconcile_passes, Local),
-                   event_stream => vmq_warden_events:stats()};
+                   event_stream => vmq_warden_events:stats(),
+                   cluster => call(fun vmq_warden_nif:cluster_stats/0)};
         _ ->
             %% Says why, so that `vmq-admin warden stats' shows the cause.
             #{decisions => #{failed => maps:get(failed, Local)}, nif_loaded => false,
               nif_error => vmq_warden_nif:load_error()}
     end.
+
+%% @doc Sessions over every connected node, merged per subscriber id by the
+%% most recent state change; the filter of sessions/1 plus `timeout' (ms).
+%% `#{sessions, nodes, unreachable, not_running}' (vmq_warden_cluster).
+-spec cluster_sessions(map()) -> map() | {error, term()}.
+cluster_sessions(Filter) ->
+    vmq_warden_cluster:sessions(Filter).
+
+%% @doc counts() summed over the nodes that answered, and per node.
+-spec cluster_counts() -> map().
+cluster_counts() ->
+    vmq_warden_cluster:counts().
+
+%% @doc stats() of every node that answered.
+-spec cluster_stats() -> map().
+cluster_stats() ->
+    vmq_warden_cluster:stats().
 
 %% @doc The most recent session endings, newest first.
 -spec recent_endings(non_neg_integer()) -> [map()] | {error, term()}.

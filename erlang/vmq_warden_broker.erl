@@ -4,7 +4,7 @@
 %% loaded, never from a hook, and no exception from them escapes.
 -module(vmq_warden_broker).
 
--export([inside_vernemq/0, session_state/1]).
+-export([inside_vernemq/0, session_state/1, queues/0, queue_state/1]).
 
 -define(STATUS_TIMEOUT, 1000).
 
@@ -21,24 +21,53 @@ inside_vernemq() ->
 session_state(SubscriberId) ->
     try vmq_queue_sup_sup:get_queue_pid(SubscriberId) of
         not_found -> absent;
-        Pid when is_pid(Pid) -> queue_state(Pid);
+        Pid when is_pid(Pid) ->
+            case queue_state_within(Pid) of
+                {plugin, State} -> State;
+                State -> State
+            end;
         _ -> unknown
     catch
         _:_ -> unknown
     end.
 
+%% Every queue of this node, `[{SubscriberId, QueuePid}]' (the broker's
+%% vmq_queue_sup_sup:fold_queues/2, a fold over its queue tables); `[]' when
+%% the broker could not say.
+-spec queues() -> [{{string(), binary()}, pid()}].
+queues() ->
+    try vmq_queue_sup_sup:fold_queues(fun(Sid, Pid, Acc) -> [{Sid, Pid} | Acc] end, []) of
+        Queues when is_list(Queues) -> Queues;
+        _ -> []
+    catch
+        _:_ -> []
+    end.
+
+%% One queue's state as session_state/1 gives it, and `plugin' for a
+%% queue a plugin holds (not a client's session).
+-spec queue_state(pid()) -> absent | offline | online | plugin | unknown.
+queue_state(Pid) when is_pid(Pid) ->
+    case queue_state_within(Pid) of
+        {plugin, _} -> plugin;
+        State -> State
+    end.
+
 %% vmq_queue:status/1 waits forever; a queue stuck in a long operation must
 %% not stop the reconciler, so it is asked from a helper with a deadline.
-queue_state(Pid) ->
+queue_state_within(Pid) ->
     Parent = self(),
     Tag = make_ref(),
     {Helper, Ref} = spawn_monitor(fun() -> Parent ! {Tag, catch vmq_queue:status(Pid)} end),
     receive
-        {Tag, {StateName, _Mode, _Stored, Sessions, _IsPlugin}} ->
+        {Tag, {StateName, _Mode, _Stored, Sessions, IsPlugin}} ->
             demonitor(Ref, [flush]),
-            case StateName =:= online orelse Sessions > 0 of
-                true -> online;
-                false -> offline
+            State = case StateName =:= online orelse Sessions > 0 of
+                        true -> online;
+                        false -> offline
+                    end,
+            case IsPlugin of
+                true -> {plugin, State};
+                _ -> State
             end;
         {Tag, {'EXIT', {noproc, _}}} ->
             demonitor(Ref, [flush]),

@@ -98,7 +98,8 @@ commands() ->
        {state, [{longname, "state"}, {typecast, fun ?MODULE:to_state/1}]},
        {peer, [{longname, "peer"}, {typecast, fun ?MODULE:to_cidr/1}]},
        {mountpoint, [{longname, "mountpoint"}]},
-       {limit, [{longname, "limit"}, {typecast, fun ?MODULE:to_limit/1}]}],
+       {limit, [{longname, "limit"}, {typecast, fun ?MODULE:to_limit/1}]},
+       {cluster, [{longname, "cluster"}]}],
       fun ?MODULE:session_show/3},
      {?BASE ++ ["stats"], [], fun ?MODULE:stats/3},
      {?BASE ++ ["reload"], [], fun ?MODULE:reload/3},
@@ -130,19 +131,48 @@ session_show(_Cmd, [], Flags) ->
                                  [S, states_text()]));
         _ ->
             guarded(fun() ->
-                            case vmq_warden:sessions(session_filter(Flags)) of
-                                Sessions when is_list(Sessions) ->
-                                    case [session_row(S) || S <- Sessions, is_map(S)] of
-                                        [] -> [clique_status:text("No sessions match.")];
-                                        Rows -> [clique_status:table(Rows)]
-                                    end;
-                                Error ->
-                                    api_failed("Listing sessions", Error)
+                            case proplists:is_defined(cluster, Flags) of
+                                true -> cluster_session_show(session_filter(Flags));
+                                false -> node_session_show(session_filter(Flags))
                             end
                     end)
     end;
 session_show(_Cmd, _, _) ->
     usage_alert(session_show_usage()).
+
+node_session_show(Filter) ->
+    case vmq_warden:sessions(Filter) of
+        Sessions when is_list(Sessions) ->
+            case [session_row(S) || S <- Sessions, is_map(S)] of
+                [] -> [clique_status:text("No sessions match.")];
+                Rows -> [clique_status:table(Rows)]
+            end;
+        Error ->
+            api_failed("Listing sessions", Error)
+    end.
+
+%% The merged rows, then which nodes answered and which did not.
+cluster_session_show(Filter) ->
+    case vmq_warden:cluster_sessions(Filter) of
+        #{sessions := Sessions, nodes := Nodes, unreachable := Unreachable} ->
+            Table = case [session_row(S) || S <- Sessions, is_map(S)] of
+                        [] -> clique_status:text("No sessions match.");
+                        Rows -> clique_status:table(Rows)
+                    end,
+            Answered = clique_status:text(flat(["Nodes that answered: ", node_list(Nodes)])),
+            case Unreachable of
+                [] -> [Table, Answered];
+                _ -> [Table, Answered,
+                      clique_status:alert([clique_status:text(
+                          flat(["Nodes that did not answer (their sessions are not shown): ",
+                                node_list(Unreachable)]))])]
+            end;
+        Error ->
+            api_failed("Listing the cluster's sessions", Error)
+    end.
+
+node_list(Nodes) ->
+    lists:join(", ", [atom_to_list(N) || N <- Nodes]).
 
 session_filter(Flags) ->
     Base = maps:from_list([{K, V} || {K, V} <- Flags,
@@ -472,8 +502,10 @@ warden_usage() ->
 
 session_show_usage() ->
     ["vmq-admin warden session show [--client-id=<ClientId>] [--username=<User>]\n",
-     "    [--state=<State>] [--peer=<CIDR>] [--mountpoint=<Mountpoint>] [--limit=<N>]\n\n",
+     "    [--state=<State>] [--peer=<CIDR>] [--mountpoint=<Mountpoint>] [--limit=<N>] [--cluster]\n\n",
      "  Lists sessions of the vmq_warden registry, filtered by the given flags.\n\n",
+     "  --cluster     every connected node's sessions, one row per client (the\n",
+     "                node whose record changed last), and the nodes that did not answer\n",
      "  --state       one of ", states_text(), "\n",
      "  --peer        an address or a network, e.g. 10.0.0.0/8 or ::1\n",
      "  --limit       at most this many rows (default ", integer_to_list(?DEFAULT_LIMIT), ")\n\n"].

@@ -43,7 +43,10 @@ defaults() ->
       events_webhook_batch => 100,
       events_webhook_timeout => 5000,
       credential_check_interval => 0,
-      enforce_on_reload => false}.
+      enforce_on_reload => false,
+      cluster_query_timeout => 2000,
+      cluster_sync_interval => 1000,
+      cluster_counts_max_bytes => 16777216}.
 
 %% @doc The effective settings, or the first invalid one.
 -spec settings() -> {ok, #{atom() => term()}} | {error, {invalid_setting, atom(), term()}}.
@@ -108,7 +111,10 @@ native_settings(Settings) ->
                   events_enabled, events_queue_bytes, events_drain_interval,
                   events_mqtt, events_mqtt_prefix, events_webhook, events_webhook_url,
                   events_webhook_queue, events_webhook_batch, events_webhook_timeout,
-                  credential_check_interval, enforce_on_reload], Settings).
+                  credential_check_interval, enforce_on_reload,
+                  %% the cluster processes (vmq_warden_cluster, _cluster_sync)
+                  cluster_query_timeout, cluster_sync_interval, cluster_counts_max_bytes],
+                 Settings).
 
 -spec slow_slots() -> pos_integer().
 slow_slots() ->

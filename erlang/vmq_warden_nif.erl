@@ -20,6 +20,9 @@
          configure/1, load_files/2,
          lookup/1, list_chunk/3, counts/0, stats/0, recent_endings/1, sweep/0, reset/0,
          bans/0, clear_bans/1,
+         cluster_set_key/1, cluster_key_check/0, cluster_configure/2, cluster_local_changes/1,
+         cluster_local_counts/1, cluster_apply/2, cluster_drop_node/1, cluster_remote_nodes/0,
+         cluster_remote_count/1, cluster_reset/0, cluster_stats/0, restore_session/3,
          drain_logs/1, debug_panic/0,
          events_configure/3, take_events/1, events_stats/0, kick_record/4,
          expire_credentials_record/3, max_session_age/1, recheck_session/6,
@@ -159,6 +162,21 @@ expire_credentials_record(_Mountpoint, _ClientId, _Generation) -> ?NOT_LOADED.
 max_session_age(_Username) -> ?NOT_LOADED.
 %% Enforce on reload: ok | {refuse, Code, Rule} for a live session.
 recheck_session(_Mountpoint, _ClientId, _Username, _Ip, _Port, _Protocol) -> ?NOT_LOADED.
+%% The cluster's per-user counts (vmq_warden_cluster_sync,
+%% native/warden_nif/src/cluster.rs).
+cluster_set_key(_Key32) -> ?NOT_LOADED.
+cluster_key_check() -> ?NOT_LOADED.
+cluster_configure(_TrackChanges, _MaxBytes) -> ?NOT_LOADED.
+cluster_local_changes(_Max) -> ?NOT_LOADED.
+cluster_local_counts(_Shard) -> ?NOT_LOADED.
+cluster_apply(_NodeBin, _Counts) -> ?NOT_LOADED.
+cluster_drop_node(_NodeBin) -> ?NOT_LOADED.
+cluster_remote_nodes() -> ?NOT_LOADED.
+cluster_remote_count(_Username) -> ?NOT_LOADED.
+cluster_reset() -> ?NOT_LOADED.
+cluster_stats() -> ?NOT_LOADED.
+%% The rebuild after a restart (vmq_warden_rebuild): restored | kept.
+restore_session(_SubscriberId, _QueuePid, _Online) -> ?NOT_LOADED.
 
 %% Logging bridge (vmq_warden_log).
 drain_logs(_Max) -> ?NOT_LOADED.

@@ -12,5 +12,8 @@ init([]) ->
                 %% the webhook first: the events process hands it batches
                 #{id => vmq_warden_webhook, start => {vmq_warden_webhook, start_link, []}},
                 #{id => vmq_warden_events, start => {vmq_warden_events, start_link, []}},
-                #{id => vmq_warden_enforcer, start => {vmq_warden_enforcer, start_link, []}}],
+                #{id => vmq_warden_enforcer, start => {vmq_warden_enforcer, start_link, []}},
+                #{id => vmq_warden_cluster_sync, start => {vmq_warden_cluster_sync, start_link, []}},
+                %% after the sync process has keyed the username hash
+                #{id => vmq_warden_rebuild, start => {vmq_warden_rebuild, start_link, []}}],
     {ok, {#{strategy => one_for_one, intensity => 5, period => 10}, Children}}.

@@ -17,6 +17,7 @@
          cli_register_with_mocked_clique/1,
          cli_unregister_removes_entries/1,
          cli_session_show/1,
+         cli_session_show_cluster/1,
          cli_flag_typecasts/1,
          cli_stats/1,
          cli_reload/1,
@@ -31,7 +32,7 @@ all() ->
     [metrics_from_stats, metrics_shape_unique_stable, metrics_never_raise,
      metrics_partial_stats, app_env_has_metrics_mfa,
      cli_without_clique, cli_register_with_mocked_clique, cli_unregister_removes_entries,
-     cli_session_show, cli_flag_typecasts, cli_stats, cli_reload, cli_bans,
+     cli_session_show, cli_session_show_cluster, cli_flag_typecasts, cli_stats, cli_reload, cli_bans,
      cli_api_failure_is_an_alert, cli_nif_not_loaded_fails, cli_reload_failure_readable,
      cli_state_flag, cli_errors_exit_nonzero].
 
@@ -180,7 +181,7 @@ cli_register_with_mocked_clique(_Config) ->
                              ["vmq-admin", "warden", "kick"]]),
                  lists:sort(Cmds)),
     {_, ShowFlags, ShowFun} = lists:keyfind(["vmq-admin", "warden", "session", "show"], 1, Registered),
-    ?assertEqual(lists:sort(["client-id", "username", "state", "peer", "mountpoint", "limit"]),
+    ?assertEqual(lists:sort(["client-id", "username", "state", "peer", "mountpoint", "limit", "cluster"]),
                  lists:sort([proplists:get_value(longname, Spec) || {_, Spec} <- ShowFlags])),
     [?assert(is_function(Fun, 3)) || {_, _, Fun} <- Registered],
     %% external funs: they survive a reload of vmq_warden_cli
@@ -264,6 +265,26 @@ cli_session_show(_Config) ->
     ?assertEqual([{text, "No sessions match."}], vmq_warden_cli:session_show(Cmd, [], [])),
     %% key=value args are not accepted: usage, and the command fails
     ?assertMatch({exit_status, 1, [{alert, _}]}, vmq_warden_cli:session_show(Cmd, [{x, "y"}], [])).
+
+%% --cluster: the merged rows, the nodes that answered, and an alert naming
+%% those that did not (the command still succeeds: it showed what it could).
+cli_session_show_cluster(_Config) ->
+    Cmd = ["vmq-admin", "warden", "session", "show"],
+    meck:expect(vmq_warden, cluster_sessions,
+                fun(_) -> #{sessions => sessions(), nodes => ['a@h', 'b@h'], unreachable => ['c@h'],
+                            not_running => []}
+                end),
+    [{table, [_, _]}, {text, "Nodes that answered: a@h, b@h"}, {alert, [{text, Alert}]}] =
+        vmq_warden_cli:session_show(Cmd, [], [{cluster, undefined}, {username, <<"alice">>}]),
+    ?assertEqual("Nodes that did not answer (their sessions are not shown): c@h", Alert),
+    ?assert(meck:called(vmq_warden, cluster_sessions, [#{username => <<"alice">>, limit => 100}])),
+    ?assertNot(meck:called(vmq_warden, sessions, '_')),
+    meck:expect(vmq_warden, cluster_sessions,
+                fun(_) -> #{sessions => [], nodes => ['a@h'], unreachable => [], not_running => []} end),
+    ?assertEqual([{text, "No sessions match."}, {text, "Nodes that answered: a@h"}],
+                 vmq_warden_cli:session_show(Cmd, [], [{cluster, undefined}])),
+    meck:expect(vmq_warden, cluster_sessions, fun(_) -> {error, nif_not_loaded} end),
+    ?assertMatch({exit_status, 1, _}, vmq_warden_cli:session_show(Cmd, [], [{cluster, undefined}])).
 
 cli_flag_typecasts(_Config) ->
     ?assertEqual("10.0.0.0/8", vmq_warden_cli:to_cidr("10.0.0.0/8")),

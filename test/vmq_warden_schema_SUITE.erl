@@ -81,7 +81,10 @@ defaults() ->
      {events_webhook_batch, 100},
      {events_webhook_timeout, 5000},
      {credential_check_interval, 0},
-     {enforce_on_reload, false}].
+     {enforce_on_reload, false},
+     {cluster_query_timeout, 2000},
+     {cluster_sync_interval, 1000},
+     {cluster_counts_max_bytes, 16777216}].
 
 init_per_suite(Config) ->
     {ok, _} = application:ensure_all_started(cuttlefish),
@@ -161,7 +164,10 @@ every_key_maps_non_default_values(Config) ->
              {"vmq_warden.events.webhook.batch_size", "7"},
              {"vmq_warden.events.webhook.timeout", "250ms"},
              {"vmq_warden.credential_lifetime.check_interval", "30s"},
-             {"vmq_warden.enforce_on_reload", "on"}],
+             {"vmq_warden.enforce_on_reload", "on"},
+             {"vmq_warden.cluster.query_timeout", "500ms"},
+             {"vmq_warden.cluster.sync_interval", "250ms"},
+             {"vmq_warden.cluster.counts_max_bytes", "4096"}],
     Expected = [{policy_file, ?config(policy, Config)},
                 {password_file, ?config(passwd, Config)},
                 {reload_interval, 120000},
@@ -195,7 +201,10 @@ every_key_maps_non_default_values(Config) ->
                 {events_webhook_batch, 7},
                 {events_webhook_timeout, 250},
                 {credential_check_interval, 30000},
-                {enforce_on_reload, true}],
+                {enforce_on_reload, true},
+                {cluster_query_timeout, 500},
+                {cluster_sync_interval, 250},
+                {cluster_counts_max_bytes, 4096}],
     ?assertEqual(lists:sort(Expected), lists:sort(map_ok(Config, Lines))),
     %% and each enum value is accepted
     [?assertEqual(V, proplists:get_value(K, map_ok(Config, [{"vmq_warden." ++ atom_to_list(K), atom_to_list(V)}])))
@@ -310,7 +319,7 @@ example_documents_every_key(Config) ->
     {ok, Example} = file:read_file(?config(example, Config)),
     {_, Mappings, _} = cuttlefish_schema:files([?config(schema, Config)]),
     Vars = [cuttlefish_variable:format(cuttlefish_mapping:variable(M)) || M <- Mappings],
-    ?assertEqual(34, length(Vars)),
+    ?assertEqual(37, length(Vars)),
     Undocumented = [V || V <- Vars,
                          re:run(Example, "^" ++ re_quote(V) ++ " = ", [multiline]) =:= nomatch],
     ?assertEqual([], Undocumented).

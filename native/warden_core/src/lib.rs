@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod calltime;
+pub mod cluster;
 pub mod credentials;
 pub mod events;
 pub mod files;

@@ -11,6 +11,7 @@
 
 mod admin;
 mod alloc;
+mod cluster;
 mod decode;
 mod diagnostics;
 mod encode;

@@ -20,6 +20,8 @@ mod events;
 mod history;
 mod pool;
 mod record;
+mod restore;
+mod user_key;
 mod shard;
 mod slab;
 mod types;
@@ -61,7 +63,10 @@ pub struct Registry {
     shards: Box<[Shard]>,
     shard_mask: usize,
     shard_hasher: RandomState,
-    user_hasher: RandomState,
+    /// Seeds of the username hash: random, or the cluster's shared key
+    /// ([`Registry::set_user_hash_key`]), so that per-user counts can be
+    /// exchanged between nodes by hash (cluster.rs).
+    user_key: [AtomicU64; 4],
     users: UserIndex,
     history: History,
     /// Settable at run time (`pending_ttl` in vernemq.conf).
@@ -91,7 +96,7 @@ impl Registry {
             shards,
             shard_mask: n - 1,
             shard_hasher: RandomState::new(),
-            user_hasher: RandomState::new(),
+            user_key: user_key::random_user_key().map(AtomicU64::new),
             users: UserIndex::new(n),
             history: History::new(cfg.history_size),
             pending_ttl: AtomicU64::new(cfg.pending_ttl_ms),
@@ -115,7 +120,8 @@ impl Registry {
     }
 
     fn hash_user(&self, u: &[u8]) -> u64 {
-        self.user_hasher.hash_one(u)
+        let k = |i: usize| self.user_key[i].load(Relaxed);
+        RandomState::with_seeds(k(0), k(1), k(2), k(3)).hash_one(u)
     }
 
     /// Apply the counter and per-user-index consequences of one record's

@@ -15,6 +15,7 @@ mod tests;
 use parking_lot::RwLock;
 use zeroize::Zeroizing;
 
+use crate::cluster::RemoteCounts;
 use crate::events::Event;
 use crate::firewall::{AuthRequest, Decision, Firewall, FirewallConfig, PasswordStep, Refusal, Step};
 use crate::obfuscation::Obfuscation;
@@ -102,12 +103,19 @@ pub enum AuthStep {
     SlotsTaken,
 }
 
+/// The remote counts' bound until `cluster_counts_max_bytes` is applied
+/// (its default there too).
+const REMOTE_COUNTS_BYTES: usize = 16 << 20;
+
 /// Calls per hook, striped: every scheduler counts every hook.
 type HookCounters = StripedCounters<{ Hook::ALL.len() }>;
 
 pub struct Warden {
     pub registry: Registry,
     pub firewall: Firewall,
+    /// The other nodes' per-user live sessions, which `max_sessions` adds
+    /// to the local count (kept fresh by vmq_warden_cluster_sync).
+    pub remote: RemoteCounts,
     hooks: HookCounters,
     auths: PendingAuths,
     slots: SlowSlots,
@@ -133,6 +141,7 @@ impl Warden {
         Warden {
             registry: Registry::new(registry),
             firewall: Firewall::new(firewall),
+            remote: RemoteCounts::new(REMOTE_COUNTS_BYTES),
             hooks: HookCounters::default(),
             auths: PendingAuths::default(),
             slots: SlowSlots::default(),
@@ -149,7 +158,7 @@ impl Warden {
     /// for the next step.
     pub fn auth_begin(&self, req: AuthRequest, conn: ProcId, password: Password<'_>, now: Millis) -> Result<AuthStep, WardenError> {
         self.hooks.bump(Hook::AuthOnRegister as usize);
-        match self.firewall.begin(req, &RegistrySessions(&self.registry), now) {
+        match self.firewall.begin(req, &RegistrySessions(self), now) {
             Step::Done(decision, req) => Ok(self.decided(&req, conn, decision, now)),
             Step::NeedPassword(pending) => self.password_step(AuthContext { pending, conn, password: None }, None, password, now),
         }
@@ -174,7 +183,7 @@ impl Warden {
                 None => return self.keep(token, ctx, now).map(AuthStep::NeedPlaintext),
             },
         };
-        let sessions = RegistrySessions(&self.registry);
+        let sessions = RegistrySessions(self);
         match self.firewall.with_password(&ctx.pending, password.as_deref().map(Vec::as_slice), &sessions, now) {
             PasswordStep::Done(decision) => Ok(self.decided(ctx.pending.request(), ctx.conn, decision, now)),
             PasswordStep::NeedSlowHash => {
@@ -191,7 +200,7 @@ impl Warden {
             return Ok(AuthStep::SlotsTaken);
         };
         let ctx = self.auths.take(token, caller).ok_or(WardenError::UnknownAuth)?;
-        let sessions = RegistrySessions(&self.registry);
+        let sessions = RegistrySessions(self);
         let decision = self.firewall.verify_slow(&ctx.pending, ctx.password.as_deref().map(Vec::as_slice), &sessions, clock());
         Ok(self.decided(ctx.pending.request(), ctx.conn, decision, clock()))
     }
@@ -249,7 +258,7 @@ impl Warden {
     /// Whether a connect of this live session would now be refused before
     /// its password is asked (enforce on reload; `Firewall::recheck`).
     pub fn recheck(&self, req: &AuthRequest, now: Millis) -> Option<Refusal> {
-        self.firewall.recheck(req, &RegistrySessions(&self.registry), now)
+        self.firewall.recheck(req, &RegistrySessions(self), now)
     }
 
     // ---- the lifecycle hooks ----------------------------------------------------

@@ -2,20 +2,26 @@
 //! `client_id.bind_to_user`): which states count as a live session.
 
 use crate::firewall::LiveSessions;
-use crate::registry::{Registry, SessionState};
+use crate::registry::SessionState;
 use crate::types::SubscriberKey;
 
-pub(super) struct RegistrySessions<'a>(pub &'a Registry);
+use super::Warden;
+
+pub(super) struct RegistrySessions<'a>(pub &'a Warden);
 
 impl LiveSessions for RegistrySessions<'_> {
+    /// This node's live sessions of the user, and the other nodes' as last
+    /// published (eventually consistent: README, "In a cluster").
     fn live_sessions_of_user(&self, username: &[u8]) -> usize {
-        self.0.live_sessions_of_user(username)
+        let registry = &self.0.registry;
+        registry.live_sessions_of_user(username) + self.0.remote.total(registry.user_hash(username)) as usize
     }
 
     /// A client id stays bound to its user while the broker keeps its
     /// session, online or offline.
     fn owner_of(&self, key: &SubscriberKey) -> Option<Option<Vec<u8>>> {
         self.0
+            .registry
             .inspect(key, |state, user| {
                 matches!(state, SessionState::Online | SessionState::Offline).then(|| user.map(<[u8]>::to_vec))
             })
@@ -26,6 +32,7 @@ impl LiveSessions for RegistrySessions<'_> {
     /// not yet registered) replaces that session instead of adding one.
     fn has_live_session(&self, username: &[u8], key: &SubscriberKey) -> bool {
         self.0
+            .registry
             .inspect(key, |state, user| {
                 matches!(state, SessionState::Online | SessionState::Authenticated) && user == Some(username)
             })

@@ -15,6 +15,7 @@ mod hook_events;
 mod packed;
 mod pending_list;
 mod reads;
+mod restore;
 
 use packed::*;
 
