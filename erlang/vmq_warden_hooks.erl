@@ -1,5 +1,7 @@
-%% @doc VerneMQ hook callbacks. Each callback normalises what the broker
-%% passes (docs/VERNEMQ.md, "Hooks and arguments") and forwards it into the Rust core.
+%% @doc VerneMQ hook callbacks. Each callback hands what the broker passes
+%% (docs/VERNEMQ.md, "Hooks and arguments") to the NIF as it is; the NIF
+%% bounds and decodes it (native/warden_nif/src/decode.rs) and the Rust core
+%% decides.
 %%
 %% Two rules hold for every function here, because VerneMQ catches nothing
 %% (docs/VERNEMQ.md, "What the answers do"): a hook never raises, and an auth hook never
