@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use warden_core::credentials::PasswordFile;
+use warden_core::credentials::{hash_password, HashScheme, PasswordFile};
 use warden_core::firewall::{AuthRequest, FirewallConfig, Listener, UnknownUser};
 use warden_core::obfuscation::{Cipher, KdfHash, Obfuscation};
 use warden_core::policy::Policy;
@@ -42,16 +42,6 @@ const CONNECTS: usize = 200_000;
 const SECRET: &[u8] = b"vmq-node-secret-0123456789abcdef";
 const ENCRYPTED: &[u8] = b"KIoUIOU7FtPqWa4UWfbz5ZD91B2UbRwwJA6D/E9PHgeodFdyWgha/Y2/s6lZS5K37r9gl81NFchvYjYcS53KgVsl4HgJjVEJAGDZaVRIv/o=";
 
-fn hash6(password: &[u8], salt: &[u8]) -> String {
-    use base64::Engine;
-    use sha2::{Digest, Sha512};
-    let mut h = Sha512::new();
-    h.update(password);
-    h.update(salt);
-    let e = base64::engine::general_purpose::STANDARD;
-    format!("$6${}${}", e.encode(salt), e.encode(h.finalize()))
-}
-
 fn user(i: usize) -> String {
     format!("user{i:04}")
 }
@@ -74,7 +64,9 @@ fn mean_ns(start: Instant, n: usize) -> f64 {
 }
 
 fn main() {
-    let passwd: String = (0..USERS).map(|i| format!("{}:{}\n", user(i), hash6(format!("pw-{i}").as_bytes(), b"saltsaltsalt"))).collect();
+    let passwd: String = (0..USERS)
+        .map(|i| format!("{}:{}\n", user(i), hash_password(HashScheme::Sha512, format!("pw-{i}").as_bytes()).unwrap()))
+        .collect();
     let w = Warden::new(RegistryConfig::default(), FirewallConfig { unknown_user: UnknownUser::Deny, ..FirewallConfig::default() });
     w.firewall.install(Policy::parse(POLICY, "policy.toml").unwrap(), PasswordFile::parse(&passwd, "passwd"));
     let obf = Obfuscation::new(Cipher::Aes128Cbc, KdfHash::Sha256, 1, SECRET).unwrap();

@@ -69,6 +69,18 @@ pub enum QueueEvent {
     Expired,
 }
 
+impl QueueEvent {
+    /// The hook that reports it.
+    pub fn hook(self) -> Hook {
+        match self {
+            QueueEvent::Wakeup => Hook::OnClientWakeup,
+            QueueEvent::Offline => Hook::OnClientOffline,
+            QueueEvent::Gone => Hook::OnClientGone,
+            QueueEvent::Expired => Hook::OnSessionExpired,
+        }
+    }
+}
+
 /// The password an auth step is given, as the broker handed it.
 #[derive(Clone, Copy, Debug)]
 pub enum Password<'a> {
@@ -271,24 +283,13 @@ impl Warden {
 
     /// The queue process's events.
     pub fn queue_event(&self, event: QueueEvent, key: KeyRef<'_>, queue: ProcId, now: Millis) -> Applied {
+        self.hooks.bump(event.hook() as usize);
         let r = &self.registry;
         match event {
-            QueueEvent::Wakeup => {
-                self.hooks.bump(Hook::OnClientWakeup as usize);
-                r.woke_up(key, queue, now)
-            }
-            QueueEvent::Offline => {
-                self.hooks.bump(Hook::OnClientOffline as usize);
-                r.went_offline(key, queue, now)
-            }
-            QueueEvent::Gone => {
-                self.hooks.bump(Hook::OnClientGone as usize);
-                r.gone(key, queue, now)
-            }
-            QueueEvent::Expired => {
-                self.hooks.bump(Hook::OnSessionExpired as usize);
-                r.expired(key, queue, now)
-            }
+            QueueEvent::Wakeup => r.woke_up(key, queue, now),
+            QueueEvent::Offline => r.went_offline(key, queue, now),
+            QueueEvent::Gone => r.gone(key, queue, now),
+            QueueEvent::Expired => r.expired(key, queue, now),
         }
     }
 
