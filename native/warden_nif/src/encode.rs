@@ -73,14 +73,15 @@ pub fn decision<'a>(env: Env<'a>, decision: &Decision, protocol: Protocol) -> Te
                 (atoms::error(), atoms::invalid_credentials()).encode(env)
             }
             (Protocol::Mqtt3, code) => (atoms::error(), atom(env, code.as_str())).encode(env),
-            (Protocol::Mqtt5, code) => {
-                let reason = Term::map_new(env)
-                    .map_put(atoms::reason_code(), atom(env, code.as_str()))
-                    .unwrap_or_else(|_| Term::map_new(env));
-                (atoms::error(), reason).encode(env)
-            }
+            (Protocol::Mqtt5, code) => mqtt5_refusal(env, atom(env, code.as_str())),
         },
     }
+}
+
+/// `{error, #{reason_code => Code}}`, an MQTT 5 refusal.
+fn mqtt5_refusal<'a>(env: Env<'a>, code: Term<'a>) -> Term<'a> {
+    let reason = Term::map_new(env).map_put(atoms::reason_code(), code).unwrap_or_else(|_| Term::map_new(env));
+    (atoms::error(), reason).encode(env)
 }
 
 /// An auth step's answer: the hook's decision, or what the hook wrapper
@@ -91,12 +92,7 @@ pub fn auth_step(env: Env<'_>, step: Result<AuthStep, WardenError>) -> NifResult
     Ok(match step.map_err(|e| Error::RaiseTerm(Box::new(Reason(e))))? {
         AuthStep::Decided(d, protocol) => decision(env, &d, protocol),
         AuthStep::ServerBusy(Protocol::Mqtt3) => (atoms::error(), atoms::not_authorized()).encode(env),
-        AuthStep::ServerBusy(Protocol::Mqtt5) => {
-            let reason = Term::map_new(env)
-                .map_put(atoms::reason_code(), atoms::server_busy())
-                .unwrap_or_else(|_| Term::map_new(env));
-            (atoms::error(), reason).encode(env)
-        }
+        AuthStep::ServerBusy(Protocol::Mqtt5) => mqtt5_refusal(env, atoms::server_busy().encode(env)),
         AuthStep::NeedSlowHash(token) => (atoms::warden_need_slow_hash(), token).encode(env),
         AuthStep::NeedPlaintext(token) => (atoms::warden_need_plaintext(), token).encode(env),
         AuthStep::SlotsTaken => atoms::warden_busy().encode(env),
