@@ -29,10 +29,6 @@ impl WindowLimiter {
         WindowLimiter { per_second, window: 0, passed: 0, suppressed: 0 }
     }
 
-    pub fn per_second(&self) -> u64 {
-        self.per_second
-    }
-
     /// One event at second `now`.
     pub fn admit(&mut self, now: u64) -> Admit {
         let summary = self.roll(now);

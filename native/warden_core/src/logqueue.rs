@@ -56,6 +56,8 @@ pub struct LogQueue {
     /// 0 error .. 4 trace; events above it are not even formatted.
     max_level: AtomicU8,
     audit: Mutex<WindowLimiter>,
+    /// The audit lines let through per second (for the summary line).
+    audit_per_second: u64,
     bound: usize,
 }
 
@@ -82,6 +84,7 @@ impl LogQueue {
             dropped: AtomicU64::new(0),
             max_level: AtomicU8::new(2),
             audit: Mutex::new(WindowLimiter::new(audit_per_second)),
+            audit_per_second,
             bound,
         }
     }
@@ -138,14 +141,13 @@ impl LogQueue {
     }
 
     fn audit_summary(&self, suppressed: u64) -> LogLine {
-        let per_second = self.audit.try_lock().map(|a| a.per_second()).unwrap_or(AUDIT_LINES_PER_SECOND);
         LogLine {
             level: Level::WARN,
             target: AUDIT_TARGET.to_string(),
             message: format!("{suppressed} refusals not logged in the last second"),
             fields: vec![
                 ("suppressed".to_string(), suppressed.to_string()),
-                ("limit_per_second".to_string(), per_second.to_string()),
+                ("limit_per_second".to_string(), self.audit_per_second.to_string()),
             ],
         }
     }
