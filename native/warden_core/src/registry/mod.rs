@@ -456,7 +456,12 @@ impl Registry {
 
     /// Pending and online sessions of `username` (see the index rule above).
     pub fn live_sessions_of_user(&self, username: &[u8]) -> usize {
-        self.users.get(self.hash_user(username)) as usize
+        self.live_sessions_of_user_hash(self.hash_user(username))
+    }
+
+    /// The same, for a username already hashed with [`Registry::user_hash`].
+    pub fn live_sessions_of_user_hash(&self, user_hash: u64) -> usize {
+        self.users.get(user_hash) as usize
     }
 
     /// Newest first.

@@ -13,8 +13,9 @@ impl LiveSessions for RegistrySessions<'_> {
     /// This node's live sessions of the user, and the other nodes' as last
     /// published (eventually consistent: README, "In a cluster").
     fn live_sessions_of_user(&self, username: &[u8]) -> usize {
-        let registry = &self.0.registry;
-        registry.live_sessions_of_user(username) + self.0.remote.total(registry.user_hash(username)) as usize
+        // hashed once, for both counts
+        let user_hash = self.0.registry.user_hash(username);
+        self.0.registry.live_sessions_of_user_hash(user_hash) + self.0.remote.total(user_hash) as usize
     }
 
     /// A client id stays bound to its user while the broker keeps its
