@@ -98,7 +98,7 @@ pub(super) fn check_client_id(policy: &Policy, id: &[u8], user: Option<&[u8]>) -
         }
         if let Some(p) = &c.username_pattern {
             if !p.matches(u, id) {
-                return Err(format!("does not match {:?} for this username", p.source));
+                return Err(format!("does not match {:?} for this username", p.source()));
             }
         }
     }

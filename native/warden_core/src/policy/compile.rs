@@ -381,7 +381,7 @@ pub(super) fn compile(ctx: &SourceText<'_>, raw: RawPolicy) -> Result<Policy, Po
             if p.get_ref().len() > MAX_PATTERN_LEN {
                 return Err(ctx.err(p.span(), "client_id.username_pattern", format!("pattern longer than {MAX_PATTERN_LEN} bytes")));
             }
-            client_id.username_pattern = Some(BoundPattern { source: p.get_ref().clone() });
+            client_id.username_pattern = Some(BoundPattern::new(p.get_ref().clone()));
         }
         for (i, r) in c.reserved.iter().enumerate() {
             let key = format!("client_id.reserved[{i}]");

@@ -104,27 +104,15 @@ pub(super) enum GlobTok {
 }
 
 impl UserGlob {
-    /// The pattern with `{username}` replaced, or `None` when it needs more
-    /// bytes than `limit` (it then cannot match a value of that length).
-    pub(super) fn expand(src: &str, username: &[u8], limit: usize) -> Option<Vec<GlobTok>> {
-        let parts: Vec<&str> = src.split("{username}").collect();
-        let fixed: usize = parts.iter().map(|p| p.bytes().filter(|b| *b != b'*').count()).sum::<usize>()
-            + username.len().saturating_mul(parts.len() - 1);
-        if fixed > limit {
-            return None;
-        }
-        let mut out = Vec::with_capacity(fixed + src.len());
-        for (i, part) in parts.iter().enumerate() {
-            if i > 0 {
-                out.extend(username.iter().map(|b| GlobTok::Byte(*b)));
-            }
-            out.extend(part.bytes().map(|b| match b {
-                b'*' => GlobTok::Star,
-                b'?' => GlobTok::One,
-                b => GlobTok::Byte(b),
-            }));
-        }
-        Some(out)
+    /// `src` cut at each `{username}`, every part as tokens; done once, when
+    /// the policy is loaded.
+    fn parse(src: &str) -> Vec<Vec<GlobTok>> {
+        let token = |b: u8| match b {
+            b'*' => GlobTok::Star,
+            b'?' => GlobTok::One,
+            b => GlobTok::Byte(b),
+        };
+        src.split("{username}").map(|part| part.bytes().map(token).collect()).collect()
     }
 
     fn seg_eq(seg: &[GlobTok], s: &[u8]) -> bool {
@@ -173,12 +161,13 @@ impl UserGlob {
         None
     }
 
+    /// Matches without collecting the segments: this runs on every connect.
     fn matches_toks(toks: &[GlobTok], s: &[u8]) -> bool {
-        let segs: Vec<&[GlobTok]> = toks.split(|t| *t == GlobTok::Star).collect();
-        let (first, last) = (segs[0], segs[segs.len() - 1]);
-        if segs.len() == 1 {
+        let mut segs = toks.split(|t| *t == GlobTok::Star);
+        let first = segs.next().unwrap_or_default();
+        let Some(last) = segs.next_back() else {
             return Self::seg_eq(first, s);
-        }
+        };
         if first.len() + last.len() > s.len()
             || !Self::seg_eq(first, &s[..first.len()])
             || !Self::seg_eq(last, &s[s.len() - last.len()..])
@@ -187,7 +176,7 @@ impl UserGlob {
         }
         let (mut pos, end) = (first.len(), s.len() - last.len());
         let mut table = Vec::new();
-        for seg in &segs[1..segs.len() - 1] {
+        for seg in segs {
             match Self::find(seg, &s[pos..end], &mut table) {
                 Some(i) => pos += i + seg.len(),
                 None => return false,
@@ -202,18 +191,50 @@ impl UserGlob {
 /// check must match, so such a client is refused).
 #[derive(Clone, Debug)]
 pub struct BoundPattern {
-    pub source: String,
+    source: String,
+    /// `source` parsed at load (UserGlob::parse), so that a connect only
+    /// splices the username in.
+    parts: Vec<Vec<GlobTok>>,
+    /// Bytes every match needs besides the usernames (stars need none).
+    fixed: usize,
 }
 
 impl BoundPattern {
+    pub fn new(source: String) -> Self {
+        let parts = UserGlob::parse(&source);
+        let fixed = parts.iter().flatten().filter(|t| **t != GlobTok::Star).count();
+        BoundPattern { source, parts, fixed }
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     pub fn matches(&self, username: &[u8], client_id: &[u8]) -> bool {
         if username.len() > MAX_MATCH_INPUT || client_id.len() > MAX_MATCH_INPUT {
             return false;
         }
-        match UserGlob::expand(&self.source, username, client_id.len()) {
+        match self.expand(username, client_id.len()) {
             Some(toks) => UserGlob::matches_toks(&toks, client_id),
             None => false,
         }
+    }
+
+    /// The pattern with `{username}` replaced, or `None` when it needs more
+    /// bytes than `limit` (it then cannot match a value of that length).
+    pub(super) fn expand(&self, username: &[u8], limit: usize) -> Option<Vec<GlobTok>> {
+        let needed = self.fixed + username.len().saturating_mul(self.parts.len() - 1);
+        if needed > limit {
+            return None;
+        }
+        let mut out = Vec::with_capacity(needed + self.parts.iter().map(Vec::len).sum::<usize>());
+        for (i, part) in self.parts.iter().enumerate() {
+            if i > 0 {
+                out.extend(username.iter().map(|b| GlobTok::Byte(*b)));
+            }
+            out.extend_from_slice(part);
+        }
+        Some(out)
     }
 }
 

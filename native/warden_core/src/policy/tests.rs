@@ -2,7 +2,7 @@
 //! modifiers, with the example policy of docs/.
 
 use super::*;
-use super::matching::{GlobTok, UserGlob};
+use super::matching::GlobTok;
 
 const EXAMPLE: &str = include_str!("../../../../docs/policy.example.toml");
 
@@ -187,7 +187,7 @@ fn allowed_chars_ranges() {
 
 #[test]
 fn username_glob() {
-    let g = BoundPattern { source: "{username}-*".into() };
+    let g = BoundPattern::new("{username}-*".into());
     assert!(g.matches(b"bob", b"bob-1"));
     assert!(g.matches(b"bob", b"bob-"));
     assert!(!g.matches(b"bob", b"bob"));
@@ -196,11 +196,11 @@ fn username_glob() {
     // A '*' in a username is literal, not a wildcard.
     assert!(!g.matches(b"*", b"x-1"));
     assert!(g.matches(b"*", b"*-1"));
-    let g = BoundPattern { source: "dev/?/{username}/*/end".into() };
+    let g = BoundPattern::new("dev/?/{username}/*/end".into());
     assert!(g.matches(b"u", b"dev/a/u/x/y/end"));
     assert!(!g.matches(b"u", b"dev/ab/u/x/end"));
     // Pathological input stays fast (no exponential backtracking).
-    let g = BoundPattern { source: "*a*a*a*a*a*a*a*b".into() };
+    let g = BoundPattern::new("*a*a*a*a*a*a*a*b".into());
     assert!(!g.matches(b"", &[b'a'; 5000]));
 }
 
@@ -339,13 +339,13 @@ fn username_glob_agrees_with_the_reference() {
         let src = if round % 3 == 0 { format!("{src}{{username}}{src}") } else { src };
         let user: Vec<u8> = (0..rnd(4)).map(|_| b"ab*"[rnd(3) as usize]).collect();
         let s: Vec<u8> = (0..rnd(14)).map(|_| b"ab*"[rnd(3) as usize]).collect();
-        let toks = UserGlob::expand(&src, &user, usize::MAX).unwrap();
+        let toks = BoundPattern::new(src.clone()).expand(&user, usize::MAX).unwrap();
         let want = glob_reference(&toks, &s);
-        let g = BoundPattern { source: src.clone() };
+        let g = BoundPattern::new(src.clone());
         assert_eq!(g.matches(&user, &s), want, "pattern {src:?} user {user:?} value {s:?}");
     }
     // Segments longer than one machine word.
-    let g = BoundPattern { source: "x*{username}?*{username}*".into() };
+    let g = BoundPattern::new("x*{username}?*{username}*".into());
     let user = [b'u'; 150];
     let mut s = b"x".to_vec();
     s.extend([b'u'; 149]);
@@ -366,16 +366,16 @@ fn username_glob_at_and_over_the_cap() {
     let mut bad = vec![b'a'; MAX_MATCH_INPUT - 1];
     bad.push(b'b');
     for p in ["*{username}*", "*{username}", "{username}*", "*?{username}*", "*a*a*a*a*a*a*c"] {
-        let g = BoundPattern { source: p.into() };
+        let g = BoundPattern::new(p.into());
         assert!(!g.matches(&user, &bad), "{p}");
     }
-    let g = BoundPattern { source: "*{username}*".into() };
+    let g = BoundPattern::new("*{username}*".into());
     assert!(g.matches(&user[..100], &user));
     let long = vec![b'a'; MAX_MATCH_INPUT + 1];
     assert!(!g.matches(b"a", &long), "an over-long client id is refused");
     assert!(!g.matches(&long, &long), "an over-long username is refused");
     // A pattern needing more bytes than the value has is refused before expansion.
-    let g = BoundPattern { source: "{username}{username}{username}".into() };
+    let g = BoundPattern::new("{username}{username}{username}".into());
     assert!(!g.matches(&user, b"aaa"));
 }
 
