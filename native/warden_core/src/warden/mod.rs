@@ -186,20 +186,25 @@ impl Warden {
     /// A cached verification or a fast hash decides here, on a normal
     /// scheduler.
     fn password_step(&self, mut ctx: AuthContext, token: Option<u64>, password: Password<'_>, now: Millis) -> Result<AuthStep, WardenError> {
-        let password = match password {
+        let decrypted: Zeroizing<Vec<u8>>;
+        // Borrowed: a copy is made only for a slow hash, which keeps it.
+        let password: Option<&[u8]> = match password {
             Password::Unreadable => return Err(WardenError::BadPassword),
             Password::Absent => None,
-            Password::Clear(p) => Some(Zeroizing::new(p.to_vec())),
+            Password::Clear(p) => Some(p),
             Password::Encrypted(e) => match self.obfuscation.read().as_ref().and_then(|o| o.decrypt(e)) {
-                Some(p) => Some(p),
+                Some(p) => {
+                    decrypted = p;
+                    Some(decrypted.as_slice())
+                }
                 None => return self.keep(token, ctx, now).map(AuthStep::NeedPlaintext),
             },
         };
         let sessions = RegistrySessions(self);
-        match self.firewall.with_password(&ctx.pending, password.as_deref().map(Vec::as_slice), &sessions, now) {
+        match self.firewall.with_password(&ctx.pending, password, &sessions, now) {
             PasswordStep::Done(decision) => Ok(self.decided(ctx.pending.request(), ctx.conn, decision, now)),
             PasswordStep::NeedSlowHash => {
-                ctx.password = password;
+                ctx.password = password.map(|p| Zeroizing::new(p.to_vec()));
                 self.keep(token, ctx, now).map(AuthStep::NeedSlowHash)
             }
         }
