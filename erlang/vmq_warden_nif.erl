@@ -26,7 +26,8 @@
          drain_logs/1, debug_panic/0,
          events_configure/3, take_events/1, events_stats/0, kick_record/4,
          expire_credentials_record/3, max_session_age/1, recheck_session/6,
-         call_times_start/0, call_times_stop/0, call_times/0, calibrate/1]).
+         call_times_start/0, call_times_stop/0, call_times/0, calibrate/1,
+         evict_caches/1]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
 -define(ATTACH_ERROR, {?MODULE, attach_error}).
@@ -111,13 +112,16 @@ memory() -> ?NOT_LOADED.
 %% thread CPU time of every NIF call while on (tells a NIF that kept its
 %% scheduler > 1 ms from an OS that preempted it), and a Rust panic inside a
 %% NIF (tests show Rustler turns it into an Erlang error and the VM and the
-%% hooks survive). In the shipped library they stay these stubs.
+%% hooks survive), and a cache evictor (the broker bench's stand-in for the
+%% broker's own work between two hooks). In the shipped library they stay
+%% these stubs.
 noop() -> ?NOT_LOADED.
 debug_panic() -> ?NOT_LOADED.
 call_times_start() -> ?NOT_LOADED.
 call_times_stop() -> ?NOT_LOADED.
 call_times() -> ?NOT_LOADED.
 calibrate(_Rounds) -> ?NOT_LOADED.
+evict_caches(_KiB) -> ?NOT_LOADED.
 
 %% Hooks, with the broker's own arguments (see vmq_warden_hooks).
 %% {Proto, Peer, SubscriberId, User, HasPassword, Clean, Meta}

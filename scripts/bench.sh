@@ -18,6 +18,9 @@ case " $* " in *" --broker "*) ENTRY=warden_broker_bench ;; esac
 case " $* " in *" --events "*) ENTRY=warden_events_bench ;; esac
 case "${EVENTS:-}" in ""|0|no|false) ;; *) ENTRY=warden_events_bench ;; esac
 case "${BROKER:-}" in ""|0|no|false) ;; *) ENTRY=warden_broker_bench ;; esac
+# --cold[=KiB] (or COLD=1 / COLD=KiB), with --broker: the core's caches
+# emptied before each hook, as the broker's own work between two hooks does.
+case "${COLD:-}" in ""|0|no|false) ;; 1|yes|true) set -- "$@" --cold ;; *) set -- "$@" "--cold=$COLD" ;; esac
 # also builds vmq-warden-passwd (native/build-nif.sh)
 ${REBAR:-rebar3} compile >/dev/null
 mkdir -p _build/bench/ebin

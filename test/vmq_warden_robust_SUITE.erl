@@ -383,6 +383,10 @@ call_times_count_calls(_Config) ->
     [_ = vmq_warden_nif:calibrate(1000) || _ <- lists:seq(1, 7)],
     %% the benchmark's yardstick never holds a scheduler long
     ?assertError(badarg, vmq_warden_nif:calibrate(100001)),
+    %% nor does the broker bench's cache evictor: one word per line of
+    %% 64 KiB of ones is 1024; past 8 MiB it refuses
+    ?assertEqual(1024, vmq_warden_nif:evict_caches(64)),
+    ?assertError(badarg, vmq_warden_nif:evict_caches(8 * 1024 + 1)),
     Calls = vmq_warden_nif:call_times(),
     ok = vmq_warden_nif:call_times_stop(),
     _ = Lifecycles(100),

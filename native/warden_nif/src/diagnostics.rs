@@ -1,7 +1,8 @@
 //! Diagnostics for the tests and the benchmark. The call timer's clock
 //! reads and the diagnostic NIFs (an empty one, the floor of any call; a
 //! fixed-cost one, the clocks' yardstick; one that panics, the panic
-//! boundary) are built only with the cargo feature `diagnostics`, which
+//! boundary; one that empties the core's caches, for the broker bench) are
+//! built only with the cargo feature `diagnostics`, which
 //! `make test` and `make bench` turn on: the library `make` builds has none
 //! of them, and there `timed` is an empty value the compiler removes.
 
@@ -153,6 +154,24 @@ fn calibrate(rounds: u32) -> NifResult<u64> {
 }
 
 const MAX_CALIBRATION_ROUNDS: u32 = 100_000;
+
+/// Reads `kib` KiB of memory of its own, one word per cache line, on the
+/// calling thread, and answers their sum. The broker bench's stand-in for
+/// the broker's own work between two hooks of one connection (parsing,
+/// routing, other clients' processes), which leaves the plugin's code and
+/// data out of the core's private caches (docs/BENCHMARKS.md, "Under the
+/// broker's calling conditions"). At most `MAX_EVICT_KIB` (under 1 ms).
+#[rustler::nif]
+fn evict_caches(kib: u32) -> NifResult<u64> {
+    if kib > MAX_EVICT_KIB {
+        return Err(rustler::Error::BadArg);
+    }
+    static JUNK: Lazy<Box<[u64]>> = Lazy::new(|| vec![1u64; MAX_EVICT_KIB as usize * 128].into_boxed_slice());
+    let words = &JUNK[..kib as usize * 128];
+    Ok(std::hint::black_box(words.iter().step_by(8).fold(0u64, |sum, w| sum.wrapping_add(*w))))
+}
+
+const MAX_EVICT_KIB: u32 = 8 * 1024;
 
 /// Zero the figures and record from now on (a diagnostic: each recorded
 /// call costs four system calls).
