@@ -124,6 +124,7 @@ fn main() {
     println!("registered + wakeup + gone         {:7.0} ns (request building {baseline:.0} ns included)", mean_ns(t, CONNECTS));
 
     cold(&w, &obf);
+    code_warm_data_cold(&w);
 }
 
 /// The same steps with the CPU caches emptied before each one (16 MiB
@@ -183,4 +184,41 @@ fn cold(w: &Warden, obf: &Obfuscation) {
     println!("cold caches (16 MiB written before each step, {ROUNDS} rounds):");
     println!("  decrypt {:7.0} ns, firewall.begin {:7.0} ns, with_password {:7.0} ns, auth_begin {:7.0} ns, registered {:7.0} ns",
         mean(0), mean(1), mean(2), mean(3), mean(4));
+}
+
+/// Which half of a cold step is the code and which is the connect's own
+/// data: after the caches are emptied, a step for one client (all cold),
+/// then the same step for another client of another user (its code and the
+/// shared state now warm, that client's records still cold).
+fn code_warm_data_cold(w: &Warden) {
+    const ROUNDS: usize = 2_000;
+    let mut junk = vec![0u8; 16 << 20];
+    let mut spent = [[0u128; 2]; 4];
+    for round in 0..ROUNDS {
+        let clients = [800_000 + round, 900_000 + round * 7 + 333].map(|i| (i, request(i), format!("pw-{}", i % USERS), user(i % USERS)));
+        for (step, spent) in spent.iter_mut().enumerate() {
+            for line in junk.chunks_mut(64) {
+                line[0] = line[0].wrapping_add(round as u8);
+            }
+            std::hint::black_box(&junk);
+            for ((i, r, pw, name), spent) in clients.iter().zip(spent.iter_mut()) {
+                let (key, queue) = ((&r.key).into(), ProcId(1 << 40 | *i as u64));
+                let t = Instant::now();
+                match step {
+                    0 => drop(std::hint::black_box(w.auth_begin(r.clone(), ProcId(*i as u64), Password::Clear(pw.as_bytes()), 4_000_000))),
+                    1 => {
+                        let info = ConnectInfo { peer: None, username: Some(name.as_bytes()), clean_session: true, protocol: Protocol::Mqtt3 };
+                        w.registered(key, ProcId(*i as u64), info, 4_000_000);
+                    }
+                    2 => drop(w.queue_event(QueueEvent::Wakeup, key, queue, 4_000_001)),
+                    _ => drop(w.queue_event(QueueEvent::Gone, key, queue, 4_000_002)),
+                }
+                *spent += t.elapsed().as_nanos();
+            }
+        }
+    }
+    let mean = |step: usize, which: usize| spent[step][which] as f64 / ROUNDS as f64;
+    println!("after 16 MiB written, a step for one client (all cold) / the same step for another client of another user right after (code and shared state warm, its own records cold), {ROUNDS} rounds:");
+    println!("  auth_begin {:6.0} / {:6.0} ns, registered {:6.0} / {:6.0} ns, wakeup {:6.0} / {:6.0} ns, gone {:6.0} / {:6.0} ns",
+        mean(0, 0), mean(0, 1), mean(1, 0), mean(1, 1), mean(2, 0), mean(2, 1), mean(3, 0), mean(3, 1));
 }
