@@ -21,7 +21,10 @@ case "${BROKER:-}" in ""|0|no|false) ;; *) ENTRY=warden_broker_bench ;; esac
 # --cold[=KiB] (or COLD=1 / COLD=KiB), with --broker: the core's caches
 # emptied before each hook, as the broker's own work between two hooks does.
 case "${COLD:-}" in ""|0|no|false) ;; 1|yes|true) set -- "$@" --cold ;; *) set -- "$@" "--cold=$COLD" ;; esac
-# also builds vmq-warden-passwd (native/build-nif.sh)
+# The benchmark calls the diagnostic NIFs (the empty call, the call timer,
+# the cache evictor): build them in, as `make bench` does, also when this
+# script is run by itself. Also builds vmq-warden-passwd (native/build-nif.sh).
+export WARDEN_NIF_FEATURES="${WARDEN_NIF_FEATURES:-diagnostics}"
 ${REBAR:-rebar3} compile >/dev/null
 mkdir -p _build/bench/ebin
 erlc -o _build/bench/ebin -pa _build/default/lib/vmq_warden/ebin bench/*.erl test/vmq_plugin_harness.erl test/credentials_obfuscation.erl test/vmq_warden_http_stub.erl
