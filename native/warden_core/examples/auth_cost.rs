@@ -127,19 +127,30 @@ fn main() {
     code_warm_data_cold(&w);
 }
 
+/// 16 MiB written, one byte per cache line, between two timed steps: the
+/// caches then hold this buffer, not the step's code and data.
+struct CacheEmptier(Vec<u8>);
+
+impl CacheEmptier {
+    fn new() -> Self {
+        CacheEmptier(vec![0u8; 16 << 20])
+    }
+
+    fn empty(&mut self, round: usize) {
+        for line in self.0.chunks_mut(64) {
+            line[0] = line[0].wrapping_add(round as u8);
+        }
+        std::hint::black_box(&self.0);
+    }
+}
+
 /// The same steps with the CPU caches emptied before each one (16 MiB
 /// written between two steps, not timed), as inside a broker that runs
 /// other code between two hooks of one connection.
 fn cold(w: &Warden, obf: &Obfuscation) {
     use warden_core::firewall::{NoSessions, PasswordStep, Step};
     const ROUNDS: usize = 2_000;
-    let mut junk = vec![0u8; 16 << 20];
-    let mut evict = |round: usize| {
-        for line in junk.chunks_mut(64) {
-            line[0] = line[0].wrapping_add(round as u8);
-        }
-        std::hint::black_box(&junk);
-    };
+    let mut junk = CacheEmptier::new();
     let mut spent = [0u128; 5];
     let mut timed = |slot: usize, f: &mut dyn FnMut()| {
         let t = Instant::now();
@@ -149,11 +160,11 @@ fn cold(w: &Warden, obf: &Obfuscation) {
     for round in 0..ROUNDS {
         let i = 500_000 + round;
         let pw = format!("pw-{}", i % USERS);
-        evict(round);
+        junk.empty(round);
         timed(0, &mut || {
             std::hint::black_box(obf.decrypt(ENCRYPTED));
         });
-        evict(round);
+        junk.empty(round);
         let mut pending = None;
         timed(1, &mut || {
             pending = match w.firewall.begin(request(i), &NoSessions, 3_000_000) {
@@ -161,18 +172,18 @@ fn cold(w: &Warden, obf: &Obfuscation) {
                 Step::Done(d, _) => panic!("{d:?}"),
             };
         });
-        evict(round);
+        junk.empty(round);
         let pending = pending.unwrap();
         timed(2, &mut || {
             assert!(matches!(w.firewall.with_password(&pending, Some(pw.as_bytes()), &NoSessions, 3_000_000), PasswordStep::Done(_)));
         });
-        evict(round);
+        junk.empty(round);
         let (r, p) = (request(i), pw.clone());
         timed(3, &mut || {
             let step = w.auth_begin(r.clone(), ProcId(i as u64), Password::Clear(p.as_bytes()), 3_000_000).unwrap();
             std::hint::black_box(step);
         });
-        evict(round);
+        junk.empty(round);
         let key = request(i).key;
         let name = user(i % USERS);
         timed(4, &mut || {
@@ -192,15 +203,12 @@ fn cold(w: &Warden, obf: &Obfuscation) {
 /// shared state now warm, that client's records still cold).
 fn code_warm_data_cold(w: &Warden) {
     const ROUNDS: usize = 2_000;
-    let mut junk = vec![0u8; 16 << 20];
+    let mut junk = CacheEmptier::new();
     let mut spent = [[0u128; 2]; 4];
     for round in 0..ROUNDS {
         let clients = [800_000 + round, 900_000 + round * 7 + 333].map(|i| (i, request(i), format!("pw-{}", i % USERS), user(i % USERS)));
         for (step, spent) in spent.iter_mut().enumerate() {
-            for line in junk.chunks_mut(64) {
-                line[0] = line[0].wrapping_add(round as u8);
-            }
-            std::hint::black_box(&junk);
+            junk.empty(round);
             for ((i, r, pw, name), spent) in clients.iter().zip(spent.iter_mut()) {
                 let (key, queue) = ((&r.key).into(), ProcId(1 << 40 | *i as u64));
                 let t = Instant::now();
