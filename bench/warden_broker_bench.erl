@@ -311,8 +311,7 @@ ending(_, _, _) -> ok.
 %% in a real broker: 0.125 us per call by call_time on the hook against
 %% 7.25 us by the clock).
 traced_mfas(Impl) ->
-    [?EMPTY | [{M, F, A} || M <- impl_mods(Impl), {F, A} <- M:module_info(functions),
-                            {M, F, A} =/= ?EVICT]].
+    [?EMPTY | [{M, F, A} || M <- impl_mods(Impl), {F, A} <- M:module_info(functions)]].
 
 impl_mods(null) -> [];
 impl_mods(passwd) -> [warden_passwd_ref];
@@ -330,6 +329,8 @@ trace_on(Mode, Impl, Drivers, Svc) ->
                profile -> [{M, '_', '_'} || M <- ?PROFILE_MODS] ++ [?EMPTY]
            end,
     [erlang:trace_pattern(MFA, true, [call_time]) || MFA <- MFAs],
+    %% the cache evictor stands for the broker's work, not the plugin's:
+    %% untraced in every mode, so no pass counts it
     _ = erlang:trace_pattern(?EVICT, false, [call_time]),
     [erlang:trace(D, true, [call, set_on_spawn]) || D <- Drivers],
     erlang:trace(Svc, true, [call]),
@@ -344,7 +345,7 @@ trace_off(Mode, Impl) ->
                traced -> traced_mfas(Impl) ++ ?SVC_MFAS;
                profile -> [MFA || M <- ?PROFILE_MODS,
                                   {F, A} <- M:module_info(functions),
-                                  MFA <- [{M, F, A}], MFA =/= ?EVICT] ++ [?EMPTY]
+                                  MFA <- [{M, F, A}]] ++ [?EMPTY]
            end,
     Res = maps:from_list(
             [{{MFA, Role}, {C, T}} || MFA <- MFAs,
