@@ -10,8 +10,8 @@
 # CARGO_PROFILE (default release) picks the cargo profile; `profiling` is the
 # release build with debug info, for perf (Cargo.toml).
 # WARDEN_NIF_FEATURES=diagnostics adds the diagnostic NIFs and the call
-# timer (native/warden_nif/src/diagnostics.rs); `make test` and `make bench`
-# set it, `make` (the library to ship) does not.
+# timer (native/warden_nif/src/diagnostics.rs); `make test` and
+# scripts/bench.sh (`make bench`) set it, `make` (the library to ship) does not.
 set -eu
 cd "$(dirname "$0")/.."
 PROFILE="${CARGO_PROFILE:-release}"
