@@ -220,22 +220,24 @@ summary(Results, Connects) ->
     WardenMed = lists:sum([Med(WTs, K) * Share(K) || {_, K} <- Hooks]),
     PasswdMed = Med(PTs, auth),
     Cold = persistent_term:get(?EVICT_KIB) > 0,
+    WholeWall = Ratio(WardenMed + SrvW, PasswdMed + SrvP),
+    WholeCpu = Ratio(CpuW, CpuP),
+    CallerMed = Ratio(WardenMed, PasswdMed),
+    CallerMean = Ratio(WardenWall, PasswdWall),
     io:format("~n  RATIO plugin per connect / vmq_passwd-like auth per call (target <= 0.5):~n"),
     io:format("    whole work, wall own medians + server decrypt: ~.2f / (~.2f + ~.2f) us = ~.2f  [~s]~n",
-              [WardenMed + SrvW, PasswdMed, SrvP, Ratio(WardenMed + SrvW, PasswdMed + SrvP),
-               met(Ratio(WardenMed + SrvW, PasswdMed + SrvP))]),
+              [WardenMed + SrvW, PasswdMed, SrvP, WholeWall, met(WholeWall)]),
     io:format("    whole work, CPU per connect over null:         ~.1f / ~.1f us = ~.2f  [~s]~n",
-              [CpuW, CpuP, Ratio(CpuW, CpuP),
+              [CpuW, CpuP, WholeCpu,
                case Cold of
                    true -> "not judged: with --cold the evictions' own CPU swamps it";
-                   false -> met(Ratio(CpuW, CpuP))
+                   false -> met(WholeCpu)
                end]),
     io:format("    caller side only, wall own medians:            ~.2f / ~.2f us = ~.2f  [~s]  "
               "(the reference's decrypt left out, the plugin's in)~n",
-              [WardenMed, PasswdMed, Ratio(WardenMed, PasswdMed), met(Ratio(WardenMed, PasswdMed))]),
+              [WardenMed, PasswdMed, CallerMed, met(CallerMed)]),
     io:format("    caller side only, wall own means:              ~.2f / ~.2f us = ~.2f  [~s]~n",
-              [WardenWall, PasswdWall, Ratio(WardenWall, PasswdWall),
-               met(Ratio(WardenWall, PasswdWall))]),
+              [WardenWall, PasswdWall, CallerMean, met(CallerMean)]),
     io:format("    call_time, every function, net of the floor:   ~.2f / ~.2f us = ~.2f  (the in-broker "
               "method, caller side; not judged: the floor, ~.2f us a call here, is subtracted ~.1f "
               "times a connect and moves between rounds; trimmed ~.2f / ~.2f)~n",
