@@ -15,14 +15,14 @@
 //! the key (a username may have 65535 bytes). Only a running ban keeps a copy
 //! of its key for the operator's list, cut at [`SHOWN_KEY_BYTES`].
 //!
-//! Bounds: a table is split in up to 16 shards (by hash), each with its own
-//! lock and `max / shards` entries. An entry lives in a dense slot array,
-//! found through an index of hashes. Before a new key goes into a full
-//! shard, a clock hand looks at the next [`EVICTION_SCAN`] slots: the idle
-//! ones among them (a bucket that has refilled completely; a failure counter
-//! whose window has passed and that holds no active ban) are dropped, or if
-//! none is idle the lowest ranked one (least recently seen; active bans
-//! last). That is O(1) per insert, never a pass over the table, and a table
+//! Bounds: a table is split in shards (by hash) of at most
+//! [`SHARD_ENTRIES`] entries, each with its own lock. An entry lives in a
+//! dense slot array, found through an index of hashes. Before a new key
+//! goes into a full shard, a clock hand looks at the next
+//! [`EVICTION_SCAN`] slots: the idle ones among them (a bucket that has
+//! refilled completely; a failure counter whose window has passed and that
+//! holds no active ban) are dropped, or if none is idle the lowest ranked
+//! one (least recently seen; active bans last). That is O(1) per insert, never a pass over the table, and a table
 //! never holds more than its `max` entries (`max(max, shards)` for tiny
 //! bounds). [`RateLimiter::sweep`] / [`BanTable::sweep`] drop every idle
 //! entry and give memory back.
@@ -51,10 +51,13 @@ pub fn peer_key(ip: IpAddr) -> IpNet {
 pub const EVICTION_SCAN: usize = 16;
 /// Longest copy of a banned key kept for [`BanTable::list`], in bytes.
 pub const SHOWN_KEY_BYTES: usize = 64;
-/// Most shards of a table.
-const MAX_SHARDS: usize = 16;
-/// Fewest entries per shard (below this, fewer shards).
-const MIN_SHARD_ENTRIES: usize = 1024;
+/// Entries per shard: an insert may rehash its shard's index (hashbrown
+/// grows it, or clears it of the tombstones removals leave) on a normal
+/// scheduler, so a shard stays small whatever the table's bound.
+const SHARD_ENTRIES: usize = 1024;
+/// Most shards of a table: up to `MAX_SHARDS * SHARD_ENTRIES` entries
+/// (a million) the shards hold at most `SHARD_ENTRIES` each.
+const MAX_SHARDS: usize = 1024;
 
 /// The per-process keys of the table fingerprints.
 static FP_KEYS: Lazy<(RandomState, RandomState)> = Lazy::new(|| (RandomState::new(), RandomState::new()));
@@ -210,7 +213,7 @@ struct Table<V> {
 
 impl<V> Table<V> {
     fn new(max: usize) -> Self {
-        let n = (max / MIN_SHARD_ENTRIES).clamp(1, MAX_SHARDS);
+        let n = max.div_ceil(SHARD_ENTRIES).clamp(1, MAX_SHARDS);
         let t = Table { shards: (0..n).map(|_| Mutex::new(Shard::default())).collect(), cap: AtomicU64::new(1) };
         t.set_max(max);
         t

@@ -271,3 +271,28 @@ fn eviction_prefers_old_entries() {
     assert!(newest_kept > oldest_kept, "{newest_kept} vs {oldest_kept}");
 }
 
+
+/// An insert may rehash its shard's index (hashbrown grows it, or clears
+/// it of the tombstones that removals leave), work in proportion to the
+/// shard, on a normal scheduler. At the firewall's bound no shard may hold
+/// more than `SHARD_ENTRIES`: with 16 shards of 6 250 entries that rehash
+/// took 0.3-0.7 ms of one connect's `auth_begin` (and over 1 ms on a
+/// loaded machine) while a million new peers went through.
+#[test]
+fn shards_stay_small_at_the_firewall_bound() {
+    let max = crate::firewall::FirewallConfig::default().max_tracked;
+    let table: Table<u64> = Table::new(max);
+    let mut largest_index = 0;
+    for i in 0..1_000_000u64 {
+        let fp = fingerprint(&i);
+        let mut shard = table.shard(fp).lock();
+        shard.make_room(table.cap(), |_| false, |v| *v);
+        shard.insert(fp, i, table.cap());
+        largest_index = largest_index.max(shard.index.capacity());
+    }
+    assert!(table.cap() <= SHARD_ENTRIES, "{} entries per shard", table.cap());
+    assert!(table.len() > max * 9 / 10, "the bound is used: {}", table.len());
+    // hashbrown keeps room for up to about 3.5 times the entries (twice
+    // the buckets when tombstones fill it, 7/8 of them usable)
+    assert!(largest_index <= 4 * SHARD_ENTRIES, "largest shard index: room for {largest_index}");
+}
