@@ -508,6 +508,12 @@ impl Firewall {
         }
     }
 
+    /// Forgets every connection-rate bucket.
+    pub fn clear_rate_limits(&self) {
+        self.peer_rate.clear();
+        self.user_rate.clear();
+    }
+
     /// Empties the credential cache (e.g. after an operator changed a password by hand).
     pub fn clear_cache(&self) {
         self.cache.load().clear();

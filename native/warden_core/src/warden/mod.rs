@@ -341,11 +341,12 @@ impl Warden {
         self.registry.sweep(now) + self.auths.sweep(now) + self.firewall.sweep_limits(now)
     }
 
-    /// Forget every runtime state: sessions, endings, bans, cached
-    /// verifications and auth contexts in flight.
+    /// Forget every runtime state: sessions, endings, bans, rate-limit
+    /// buckets, cached verifications and auth contexts in flight.
     pub fn reset(&self) {
         self.registry.clear();
         self.firewall.clear_bans(crate::firewall::BanSelector::All);
+        self.firewall.clear_rate_limits();
         self.firewall.clear_cache();
         self.auths.clear();
     }

@@ -246,6 +246,18 @@ fn reset_forgets_sessions_and_logins_in_flight() {
     assert_eq!(w.counters().auth_in_flight, 0);
 }
 
+/// A plugin enabled again starts from a clean state: reset also forgets
+/// the connection-rate buckets (a peer limited before is admitted again).
+#[test]
+fn reset_forgets_rate_limits() {
+    let w = warden();
+    w.firewall.reconfigure(FirewallConfig { rate_per_peer: 0.001, burst_per_peer: 1, ..FirewallConfig::default() });
+    assert!(accepted(&login(&w, "c1", "alice", b"alice-secret", CONN)));
+    assert_eq!(refusal(&login(&w, "c2", "alice", b"alice-secret", ProcId(3))), Some(RefusalCode::ConnectionRateExceeded));
+    w.reset();
+    assert!(accepted(&login(&w, "c3", "alice", b"alice-secret", ProcId(4))));
+}
+
 /// The defaults the core starts with are the ones docs/OPERATIONS.md's
 /// settings table documents (the table is the one place they are written;
 /// the schema suite checks the schema and the Erlang side against it).
