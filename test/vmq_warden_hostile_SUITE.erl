@@ -87,10 +87,28 @@ auth5(Peer, ClientId, User, Password, Meta) ->
 
 bytes(N, C) -> binary:copy(<<C>>, N).
 
-%% Runs Fun with the call timer on; fails if any call on a normal scheduler
-%% used more than 1 ms of its thread's CPU. Returns the worst CPU time (us)
-%% of each kind, for the log.
+%% Runs Fun with the call timer on; fails if calls on a normal scheduler
+%% used more than 1 ms of their thread's CPU in two runs in a row. That
+%% clock also counts what the kernel does for other work while the thread
+%% runs (interrupts, and on some hypervisors time the host gave to another
+%% guest): a CI run once had 13 of a million calls at up to 10 ms. A stall
+%% of the code comes back in a second run of the same work from the same
+%% (reset) state; the machine's seldom does. Returns the last run's result.
 timed(What, Fun) ->
+    case timed_once(What, Fun) of
+        {Result, []} ->
+            Result;
+        {_, Over} ->
+            ct:pal("~s: calls over 1 ms of CPU ~p; the same work again", [What, Over]),
+            ok = vmq_warden_nif:reset(),
+            {Result, Again} = timed_once(What, Fun),
+            ?assertEqual([], Again),
+            Result
+    end.
+
+%% One run: Fun's result and the kinds with calls over 1 ms of CPU on a
+%% normal scheduler. Logs the worst CPU time (us) of each kind.
+timed_once(What, Fun) ->
     ok = vmq_warden_nif:call_times_start(),
     Result = Fun(),
     Calls = vmq_warden_nif:call_times(),
@@ -98,9 +116,7 @@ timed(What, Fun) ->
     Worst = [{K, S, maps:get(max_cpu_ns, F, 0) div 1000, maps:get(calls, F)}
              || {K, S, F} <- Calls, maps:get(calls, F) > 0],
     ct:pal("~s: calls (kind, scheduler, worst CPU us, calls): ~p", [What, Worst]),
-    Over = [{K, F} || {K, <<"normal">>, #{over_cpu := N} = F} <- Calls, N > 0],
-    ?assertEqual([], Over),
-    Result.
+    {Result, [{K, F} || {K, <<"normal">>, #{over_cpu := N} = F} <- Calls, N > 0]}.
 
 valid(R) -> ?assert(?U:valid_answer(3, R) orelse ?U:valid_answer(5, R)).
 
@@ -309,7 +325,8 @@ slow_verifications_bounded_and_busy_refused(Config) ->
     _ = vmq_warden_nif:slow_slots_info(),
     {1, 0, 0, Busy0} = vmq_warden_nif:slow_slots_info(),
     Self = self(),
-    Answers = timed("150 argon2 logins at once, 1 slot",
+    %% one run: the counts below are of this run's refusals
+    {Answers, Over} = timed_once("150 argon2 logins at once, 1 slot",
                     fun() ->
                             Pids = [spawn_link(fun() ->
                                                        Peer = {{10, 0, I div 256, I rem 256}, 1},
@@ -326,6 +343,7 @@ slow_verifications_bounded_and_busy_refused(Config) ->
     Counts = lists:foldl(fun(A, M) -> maps:update_with(A, fun(N) -> N + 1 end, 1, M) end, #{}, Answers),
     ct:pal("slots ~p, running ~p, peak ~p, busy refusals ~p; answers ~p",
            [Limit, Running, Peak, Busy1 - Busy0, Counts]),
+    ?assertEqual([], Over),
     ?assertEqual({1, 0, 1}, {Limit, Running, Peak}),
     Busy = Busy1 - Busy0,
     ?assert(Busy > 0),
