@@ -25,10 +25,11 @@ pub(super) fn post_checks(
     rename: Option<Vec<u8>>,
     bind: bool,
 ) -> Decision {
-    let who = identity.map(|u| format!("user {:?}", lossy(u))).unwrap_or_else(|| "anonymous".to_string());
+    // Only a refusal's reason names the client: an accepted connect formats nothing.
+    let who = || identity.map(|u| format!("user {:?}", lossy(u))).unwrap_or_else(|| "anonymous".to_string());
     if let Some(nets) = &settings.networks {
         if !nets.is_empty() && !req.peer.is_some_and(|p| in_networks(nets, p.ip)) {
-            return refuse(RefusalCode::NotAuthorized, format!("networks: {who} may not connect from this address"));
+            return refuse(RefusalCode::NotAuthorized, format!("networks: {} may not connect from this address", who()));
         }
     }
     let mut mods = settings.modifiers.resolve(&req.key);
@@ -38,7 +39,7 @@ pub(super) fn post_checks(
             if identity != Some(owner.as_slice()) {
                 return refuse(
                     RefusalCode::NotAuthorized,
-                    format!("client_id: the session of this client id belongs to user {:?}, not to {who}", lossy(&owner)),
+                    format!("client_id: the session of this client id belongs to user {:?}, not to {}", lossy(&owner), who()),
                 );
             }
         }
@@ -49,7 +50,7 @@ pub(super) fn post_checks(
             live -= 1; // this client id takes its own session over
         }
         if live >= max as usize {
-            return refuse(RefusalCode::QuotaExceeded, format!("max_sessions: {who} already has {live} of {max} sessions"));
+            return refuse(RefusalCode::QuotaExceeded, format!("max_sessions: {} already has {live} of {max} sessions", who()));
         }
     }
     mods.username = rename;
