@@ -6,9 +6,10 @@
 %%   or group); an older one ends `expired_credentials' and is disconnected,
 %%   for brokers that do not honour the `max_connection_lifetime' modifier;
 %% - enforce on reload (`enforce_on_reload'): after a successful reload each
-%%   online session is re-checked against the new policy
-%%   (`vmq_warden_nif:recheck_session/6'); one that would now be refused
-%%   ends `kicked' by "reload: <the rule>" and is disconnected.
+%%   online session is re-checked against the new policy and the time its
+%%   user's password last changed (`vmq_warden_nif:recheck_session/7'); one
+%%   that would now be refused ends `kicked' by "reload: <the rule>" and is
+%%   disconnected.
 %% Each pass reads at most ?MAX_PER_PASS sessions through the chunked listing
 %% and makes one short NIF call per session.
 -module(vmq_warden_enforcer).
@@ -131,13 +132,13 @@ enforce_pass() ->
     fold_online(fun(S, Acc) -> {recheck(S), Acc} end, none).
 
 recheck(#{mountpoint := Mp, client_id := ClientId, generation := Gen, username := User,
-          peer := Peer, protocol := Proto}) ->
+          peer := Peer, protocol := Proto, last_connect := LoggedInAt}) ->
     MpBin = unicode:characters_to_binary(Mp),
     {Ip, Port} = case Peer of
                      {_, _} -> Peer;
                      _ -> {undefined, undefined}
                  end,
-    Verdict = try vmq_warden_nif:recheck_session(MpBin, ClientId, User, Ip, Port, Proto)
+    Verdict = try vmq_warden_nif:recheck_session(MpBin, ClientId, User, Ip, Port, Proto, LoggedInAt)
               catch error:_ -> ok
               end,
     case Verdict of

@@ -31,7 +31,8 @@ all() ->
      kick_dry_run_and_cleanup,
      kick_from_vmq_admin,
      credential_lifetime_ends_old_sessions,
-     enforce_on_reload_disconnects_what_the_new_policy_refuses].
+     enforce_on_reload_disconnects_what_the_new_policy_refuses,
+     enforce_on_reload_disconnects_sessions_whose_password_changed].
 
 init_per_suite(Config) ->
     ok = vmq_plugin_harness:enable(vmq_warden),
@@ -529,7 +530,10 @@ credential_lifetime_ends_old_sessions(Config) ->
 %% `kicked' by "reload: <rule>" and bob's stays.
 enforce_on_reload_disconnects_what_the_new_policy_refuses(Config) ->
     Policy = filename:join(?config(priv_dir, Config), "enforce.toml"),
-    User = fun(Name) -> ["[users.", Name, "]\npassword = \"", vmq_warden_robust_util:sha512_line(?PASSWORD), "\"\n"] end,
+    %% each line written once: a line hashed again counts as a changed password
+    Lines = maps:from_list([{Name, ["[users.", Name, "]\npassword = \"", vmq_warden_robust_util:sha512_line(?PASSWORD), "\"\n"]}
+                            || Name <- ["alice", "bob", "carol"]]),
+    User = fun(Name) -> maps:get(Name, Lines) end,
     ok = file:write_file(Policy, [User("alice"), User("bob"), User("carol")]),
     events_on(#{policy_file => Policy, unknown_user => deny, default_decision => next, reload_interval => 0}),
     mock_dev_api(),
@@ -553,3 +557,32 @@ enforce_on_reload_disconnects_what_the_new_policy_refuses(Config) ->
                   {<<"c-gone">>, <<"reload: credentials: unknown user">>}], Kicked),
     %% a second pass finds nothing more
     ?assertEqual({ok, []}, vmq_warden_enforcer:enforce_now()).
+
+%% A reload that changes alice's password and keeps bob's line: her session
+%% from before ends `kicked' by "reload: credentials: password changed since
+%% the session logged in", bob's stays, and her session with the new
+%% password, after the reload, stays through the next pass.
+enforce_on_reload_disconnects_sessions_whose_password_changed(Config) ->
+    Policy = filename:join(?config(priv_dir, Config), "rotate.toml"),
+    User = fun(Name, Line) -> ["[users.", Name, "]\npassword = \"", Line, "\"\n"] end,
+    Bob = vmq_warden_robust_util:sha512_line(?PASSWORD),
+    New = <<"n3w-Pa55-word">>,
+    ok = file:write_file(Policy, [User("alice", vmq_warden_robust_util:sha512_line(?PASSWORD)), User("bob", Bob)]),
+    events_on(#{policy_file => Policy, unknown_user => deny, default_decision => next, reload_interval => 0}),
+    application:set_env(vmq_warden, enforce_on_reload, true),
+    mock_dev_api(),
+    [S1, S2, S3, Q1, Q2, Q3] = procs(6),
+    connect(S1, Q1, sid(<<"a-old">>), true, <<"alice">>, ?PEER, ?PASSWORD),
+    connect(S2, Q2, sid(<<"b-ok">>), true, <<"bob">>, ?PEER, ?PASSWORD),
+    timer:sleep(2),
+    ok = file:write_file(Policy, [User("alice", vmq_warden_robust_util:sha512_line(New)), User("bob", Bob)]),
+    ok = vmq_warden:reload(),
+    _ = sys:get_state(vmq_warden_enforcer),
+    ?assertEqual([<<"b-ok">>], online()),
+    ?assertEqual([{<<"a-old">>, <<"reload: credentials: password changed since the session logged in">>}],
+                 [{C, By} || {_, #{<<"kind">> := <<"kicked">>, <<"client_id">> := C, <<"kicked_by">> := By}}
+                                 <- published()]),
+    timer:sleep(2),
+    connect(S3, Q3, sid(<<"a-new">>), true, <<"alice">>, ?PEER, New),
+    ?assertEqual({ok, []}, vmq_warden_enforcer:enforce_now()),
+    ?assertEqual([<<"a-new">>, <<"b-ok">>], online()).

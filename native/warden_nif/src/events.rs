@@ -114,10 +114,12 @@ fn max_session_age<'a>(env: Env<'a>, username: Binary<'a>) -> Term<'a> {
     }
 }
 
-/// `recheck_session(Mountpoint, ClientId, Username, Ip, Port, Protocol)`:
-/// `ok`, or `{refuse, Code, Rule}` (binaries) when a connect of this session
-/// would now be refused before its password is asked.
+/// `recheck_session(Mountpoint, ClientId, Username, Ip, Port, Protocol,
+/// LoggedInAt)`: `ok`, or `{refuse, Code, Rule}` (binaries) when a connect
+/// of this session would now be refused before its password is asked, or
+/// when a reload changed its user's password after `LoggedInAt` (ms).
 #[rustler::nif]
+#[allow(clippy::too_many_arguments)]
 fn recheck_session<'a>(
     env: Env<'a>,
     mountpoint: Field<'a>,
@@ -126,6 +128,7 @@ fn recheck_session<'a>(
     ip: Address,
     port: PortNumber,
     protocol: ProtocolArg,
+    logged_in_at: u64,
 ) -> Term<'a> {
     let _timed = timing::timed(Nif::Admin);
     let req = AuthRequest {
@@ -138,7 +141,7 @@ fn recheck_session<'a>(
         listener: None,
         client_cert: None,
     };
-    match WARDEN.recheck(&req, now()) {
+    match WARDEN.recheck(&req, logged_in_at, now()) {
         None => atoms::ok().encode(env),
         Some(r) => (atoms::refuse(), encode::bin(env, r.code.as_str().as_bytes()), encode::bin(env, r.reason.as_bytes())).encode(env),
     }

@@ -11,6 +11,7 @@
 //! The steps and their order are POLICY.md's decision table (written once
 //! there); `screen.rs` runs them in that order, one named step each.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +24,7 @@ use arc_swap::ArcSwap;
 use crate::credentials::{self, AuthCache, PasswordFile, PasswordHash};
 use crate::limits::{peer_key, BanTable, RateLimiter};
 use crate::striped::StripedCounters;
-use crate::policy::{in_networks, CertField, Policy, PolicyError, Settings};
+use crate::policy::{in_networks, CertField, Policy, PolicyError, Settings, User};
 use screen::Screen;
 pub use crate::policy::{ModValue, Modifiers};
 use crate::types::{Millis, Peer, Protocol, SubscriberKey};
@@ -118,6 +119,16 @@ struct LoadedPolicy {
     /// then logs a warning (once per snapshot).
     listener_conditions: bool,
     warned_no_listener: std::sync::atomic::AtomicBool,
+    /// When a reload last changed each user's stored credential: a session
+    /// that logged in before then used the old one (enforce on reload,
+    /// `recheck`). Users whose credential no reload has changed are not in it.
+    credentials_changed: HashMap<Vec<u8>, Millis>,
+}
+
+/// A user's stored credential: the policy's `password`, else the password
+/// file's line.
+fn credential<'a>(policy_user: Option<&'a User>, passwords: &'a PasswordFile, user: &[u8]) -> Option<&'a PasswordHash> {
+    policy_user.and_then(|u| u.password.as_ref()).or_else(|| passwords.get(user))
 }
 
 impl LoadedPolicy {
@@ -132,7 +143,34 @@ impl LoadedPolicy {
             decoys,
             listener_conditions,
             warned_no_listener: std::sync::atomic::AtomicBool::new(false),
+            credentials_changed: HashMap::new(),
         }
+    }
+
+    fn credential(&self, user: &[u8]) -> Option<&PasswordHash> {
+        credential(self.policy.user(user), &self.passwords, user)
+    }
+
+    /// `credentials_changed` of this snapshot, replacing `old` at `now`: a
+    /// user whose credential differs from `old`'s (or who had none there,
+    /// after an earlier reload removed it) changed now; the others keep
+    /// `old`'s time. A first credential source (no users before) changes no one.
+    fn note_changes_since(&mut self, old: &LoadedPolicy, now: Millis) {
+        let names = self.policy.users.keys().map(|k| &k[..]).chain(self.passwords.users());
+        let mut changed = HashMap::new();
+        for name in names {
+            let Some(new) = self.credential(name) else { continue };
+            let at = match old.credential(name) {
+                Some(h) if h.fingerprint() == new.fingerprint() => old.credentials_changed.get(name).copied(),
+                Some(_) => Some(now),
+                None if old.has_user_source() => Some(now),
+                None => None,
+            };
+            if let Some(at) = at {
+                changed.insert(name.to_vec(), at);
+            }
+        }
+        self.credentials_changed = changed;
     }
 
     fn knows_nothing(&self) -> bool {
@@ -273,7 +311,7 @@ impl Firewall {
     /// Parses both files and swaps them in as one snapshot. On any error the
     /// running snapshot stays. Password-file lines that cannot be used are
     /// warnings; an unreadable password file is an error.
-    pub fn load(&self, policy_path: Option<&Path>, password_path: Option<&Path>) -> Result<LoadReport, LoadError> {
+    pub fn load(&self, policy_path: Option<&Path>, password_path: Option<&Path>, now: Millis) -> Result<LoadReport, LoadError> {
         let result = (|| {
             let policy = match policy_path {
                 Some(p) => Policy::load(p).map_err(LoadError::Policy)?,
@@ -288,7 +326,7 @@ impl Firewall {
         match result {
             Ok((policy, passwords)) => {
                 let has_file = passwords.is_some();
-                Ok(self.swap(policy, passwords.unwrap_or_default(), has_file))
+                Ok(self.swap(policy, passwords.unwrap_or_default(), has_file, now))
             }
             Err(e) => {
                 // Logged once, by the caller (vmq_warden_config), which knows
@@ -300,13 +338,14 @@ impl Firewall {
     }
 
     /// Installs an in-memory policy and password file (tests, embedding).
-    /// The password file counts as configured when it has entries.
+    /// The password file counts as configured when it has entries. A changed
+    /// credential counts as changed at the last time a connect brought.
     pub fn install(&self, policy: Policy, passwords: PasswordFile) -> LoadReport {
         let has_file = !passwords.is_empty();
-        self.swap(policy, passwords, has_file)
+        self.swap(policy, passwords, has_file, self.last_now.load(Ordering::Relaxed))
     }
 
-    fn swap(&self, policy: Policy, passwords: PasswordFile, has_password_file: bool) -> LoadReport {
+    fn swap(&self, policy: Policy, passwords: PasswordFile, has_password_file: bool, now: Millis) -> LoadReport {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let report = LoadReport {
             warnings: passwords.warnings().iter().map(ToString::to_string).collect(),
@@ -316,8 +355,9 @@ impl Firewall {
             passwords: passwords.len(),
             generation,
         };
-        let snap = Arc::new(LoadedPolicy::new(policy, passwords, has_password_file, generation, self.decoy_hasher.clone()));
-        self.snap.store(snap);
+        let mut snap = LoadedPolicy::new(policy, passwords, has_password_file, generation, self.decoy_hasher.clone());
+        snap.note_changes_since(&self.snap.load(), now);
+        self.snap.store(Arc::new(snap));
         self.cache.load().clear();
         self.stats.bump(S_RELOADS_OK);
         for w in &report.warnings {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::checks::{check_client_id, check_lengths, check_username, default_decision, post_checks, refuse};
 use super::identity::cert_identity_name;
-use super::{AuthRequest, Decision, Firewall, FirewallConfig, LiveSessions, LoadedPolicy, PasswordCheck, RefusalCode, UnknownUser};
+use super::{credential, AuthRequest, Decision, Firewall, FirewallConfig, LiveSessions, LoadedPolicy, PasswordCheck, RefusalCode, UnknownUser};
 use crate::credentials::PasswordHash;
 use crate::limits::peer_key;
 use crate::policy::{in_networks, Action, CertIdentity, MatchInput, Policy};
@@ -224,7 +224,7 @@ fn credentials(cfg: &FirewallConfig, snap: &Arc<LoadedPolicy>, req: &AuthRequest
         return Screen::Done(post_checks(req, None, &policy.anonymous.settings, sessions, None, bind));
     };
     let policy_user = policy.user(user);
-    let hash = policy_user.and_then(|u| u.password.as_ref()).or_else(|| snap.passwords.get(user));
+    let hash = credential(policy_user, &snap.passwords, user);
     let settings = policy_user.map(|u| u.settings.clone()).unwrap_or_default();
     let check = |hash: PasswordHash, decoy: bool| {
         Screen::Password(PasswordCheck {

@@ -274,8 +274,8 @@ impl Warden {
 
     /// Whether a connect of this live session would now be refused before
     /// its password is asked (enforce on reload; `Firewall::recheck`).
-    pub fn recheck(&self, req: &AuthRequest, now: Millis) -> Option<Refusal> {
-        self.firewall.recheck(req, &RegistrySessions(self), now)
+    pub fn recheck(&self, req: &AuthRequest, logged_in_at: Millis, now: Millis) -> Option<Refusal> {
+        self.firewall.recheck(req, logged_in_at, &RegistrySessions(self), now)
     }
 
     // ---- the lifecycle hooks ----------------------------------------------------

@@ -498,7 +498,7 @@ fn load_from_files_and_failed_reload_keeps_old_snapshot() {
     // Owner-only, as a password file should be: otherwise its permissions are a warning too.
     std::fs::set_permissions(&pw, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let fw = Firewall::new(FirewallConfig::default());
-    let rep = fw.load(Some(&pol), Some(&pw)).unwrap();
+    let rep = fw.load(Some(&pol), Some(&pw), 1).unwrap();
     assert_eq!((rep.users, rep.groups, rep.rules, rep.passwords, rep.generation), (3, 3, 4, 1, 1));
     assert_eq!(rep.warnings.len(), 1);
     assert!(rep.warnings[0].contains("passwd:3:"), "{:?}", rep.warnings);
@@ -507,14 +507,14 @@ fn load_from_files_and_failed_reload_keeps_old_snapshot() {
     assert!(matches!(good(&fw), Decision::Accept(_)));
 
     std::fs::write(&pol, "[network]\nallow = [\"10.0.0.0/8\"]\n\n[users.x]\nnetworks = [\"300.1.1.1/8\"]\n").unwrap();
-    let e = fw.load(Some(&pol), Some(&pw)).unwrap_err();
+    let e = fw.load(Some(&pol), Some(&pw), 1).unwrap_err();
     let msg = e.to_string();
     assert!(msg.contains("policy.toml:5: users.x.networks: not an IP network"), "{msg}");
     assert_eq!(fw.generation(), 1);
     assert!(matches!(good(&fw), Decision::Accept(_)));
 
     std::fs::write(&pol, EXAMPLE).unwrap();
-    let e = fw.load(Some(&pol), Some(&dir.join("missing"))).unwrap_err();
+    let e = fw.load(Some(&pol), Some(&dir.join("missing")), 1).unwrap_err();
     assert!(matches!(e, LoadError::Passwords(_)), "{e}");
     assert!(e.to_string().contains("missing"));
     assert_eq!(fw.generation(), 1);
@@ -522,7 +522,7 @@ fn load_from_files_and_failed_reload_keeps_old_snapshot() {
     assert_eq!((s.reloads_ok, s.reloads_failed), (1, 2));
 
     // No files at all: back to "knows nothing".
-    fw.load(None, None).unwrap();
+    fw.load(None, None, 1).unwrap();
     assert_eq!(good(&fw), Decision::Next);
     std::fs::remove_dir_all(&dir).unwrap();
 }
