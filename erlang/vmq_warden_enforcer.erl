@@ -7,8 +7,9 @@
 %%   for brokers that do not honour the `max_connection_lifetime' modifier;
 %% - enforce on reload (`enforce_on_reload'): after a successful reload each
 %%   online session is re-checked against the new policy and the time its
-%%   user's password last changed (`vmq_warden_nif:recheck_session/7'); one
-%%   that would now be refused ends `kicked' by "reload: <the rule>" and is
+%%   user's password last changed (`vmq_warden_nif:recheck_session/7'), and
+%%   each user's sessions against a lowered `max_sessions'; one that would
+%%   now be refused ends `kicked' by "reload: <the rule>" and is
 %%   disconnected.
 %% Each pass reads at most ?MAX_PER_PASS sessions through the chunked listing
 %% and makes one short NIF call per session.
@@ -128,30 +129,66 @@ expire(#{mountpoint := Mp, client_id := ClientId, generation := Gen}) ->
 
 %% ------------------------------------------------------------------ enforce on reload
 
+%% Each online session re-checked alone; then, among those left, each
+%% user's sessions over a lowered `max_sessions': the ones that connected
+%% last go, as a connect over the limit is refused. Counted on this node's
+%% sessions only: every node of a cluster runs its own pass, and two nodes
+%% each cutting to the cluster's total would cut twice.
 enforce_pass() ->
-    fold_online(fun(S, Acc) -> {recheck(S), Acc} end, none).
+    case fold_online(fun(S, Acc) -> {recheck(S), Acc} end, none) of
+        {ok, Refused} -> {ok, Refused ++ over_max_sessions()};
+        Error -> Error
+    end.
 
-recheck(#{mountpoint := Mp, client_id := ClientId, generation := Gen, username := User,
-          peer := Peer, protocol := Proto, last_connect := LoggedInAt}) ->
-    MpBin = unicode:characters_to_binary(Mp),
+recheck(#{mountpoint := Mp, client_id := ClientId, username := User,
+          peer := Peer, protocol := Proto, last_connect := LoggedInAt} = S) ->
     {Ip, Port} = case Peer of
                      {_, _} -> Peer;
                      _ -> {undefined, undefined}
                  end,
-    Verdict = try vmq_warden_nif:recheck_session(MpBin, ClientId, User, Ip, Port, Proto, LoggedInAt)
+    Verdict = try vmq_warden_nif:recheck_session(unicode:characters_to_binary(Mp), ClientId, User,
+                                                 Ip, Port, Proto, LoggedInAt)
               catch error:_ -> ok
               end,
     case Verdict of
-        {refuse, _Code, Rule} ->
-            case catch vmq_warden_nif:kick_record(MpBin, ClientId, Gen, <<"reload: ", Rule/binary>>) of
-                true -> disconnect({Mp, ClientId}), [{{Mp, ClientId}, Rule}];
-                _ -> []
-            end;
-        _ ->
-            []
+        {refuse, _Code, Rule} -> kick(S, Rule);
+        _ -> []
     end;
 recheck(_) ->
     [].
+
+over_max_sessions() ->
+    case vmq_warden:sessions(#{state => online, limit => ?MAX_PER_PASS}) of
+        Sessions when is_list(Sessions) ->
+            ByUser = maps:groups_from_list(fun(#{username := U}) -> U end,
+                                           [S || #{username := U} = S <- Sessions, is_binary(U)]),
+            lists:append([newest_over(User, Ss) || {User, Ss} <- maps:to_list(ByUser)]);
+        _ ->
+            []
+    end.
+
+newest_over(User, Sessions) ->
+    Max = try vmq_warden_nif:max_sessions(User)
+          catch error:_ -> undefined
+          end,
+    case is_integer(Max) andalso length(Sessions) > Max of
+        true ->
+            ByAge = lists:sort(fun(#{last_connect := A}, #{last_connect := B}) -> A =< B end, Sessions),
+            Rule = iolist_to_binary(io_lib:format("max_sessions: ~b sessions of this user, at most ~b",
+                                                  [length(Sessions), Max])),
+            lists:append([kick(S, Rule) || S <- lists:nthtail(Max, ByAge)]);
+        false ->
+            []
+    end.
+
+%% The session ends `kicked' by "reload: Rule" (if it is still the one
+%% listed) and is disconnected.
+kick(#{mountpoint := Mp, client_id := ClientId, generation := Gen}, Rule) ->
+    case catch vmq_warden_nif:kick_record(unicode:characters_to_binary(Mp), ClientId, Gen,
+                                          <<"reload: ", Rule/binary>>) of
+        true -> disconnect({Mp, ClientId}), [{{Mp, ClientId}, Rule}];
+        _ -> []
+    end.
 
 disconnect(SubscriberId) ->
     _ = try vernemq_dev_api:disconnect_by_subscriber_id(SubscriberId, [])

@@ -25,7 +25,7 @@
          cluster_remote_count/1, cluster_reset/0, cluster_stats/0, restore_session/3,
          drain_logs/1, debug_panic/0,
          events_configure/3, take_events/1, events_stats/0, kick_record/4,
-         expire_credentials_record/3, max_session_age/1, recheck_session/7,
+         expire_credentials_record/3, max_session_age/1, max_sessions/1, recheck_session/7,
          call_times_start/0, call_times_stop/0, call_times/0, calibrate/1,
          evict_caches/1]).
 
@@ -164,6 +164,7 @@ kick_record(_Mountpoint, _ClientId, _GenerationOrUndefined, _By) -> ?NOT_LOADED.
 %% Credential lifetime (vmq_warden_enforcer): the ending, and the policy's limit.
 expire_credentials_record(_Mountpoint, _ClientId, _Generation) -> ?NOT_LOADED.
 max_session_age(_Username) -> ?NOT_LOADED.
+max_sessions(_Username) -> ?NOT_LOADED.
 %% Enforce on reload: ok | {refuse, Code, Rule} for a live session.
 recheck_session(_Mountpoint, _ClientId, _Username, _Ip, _Port, _Protocol, _LoggedInAt) -> ?NOT_LOADED.
 %% The cluster's per-user counts (vmq_warden_cluster_sync,

@@ -32,7 +32,8 @@ all() ->
      kick_from_vmq_admin,
      credential_lifetime_ends_old_sessions,
      enforce_on_reload_disconnects_what_the_new_policy_refuses,
-     enforce_on_reload_disconnects_sessions_whose_password_changed].
+     enforce_on_reload_disconnects_sessions_whose_password_changed,
+     enforce_on_reload_cuts_to_a_lowered_max_sessions].
 
 init_per_suite(Config) ->
     ok = vmq_plugin_harness:enable(vmq_warden),
@@ -586,3 +587,28 @@ enforce_on_reload_disconnects_sessions_whose_password_changed(Config) ->
     connect(S3, Q3, sid(<<"a-new">>), true, <<"alice">>, ?PEER, New),
     ?assertEqual({ok, []}, vmq_warden_enforcer:enforce_now()),
     ?assertEqual([<<"a-new">>, <<"b-ok">>], online()).
+
+%% alice's max_sessions lowered from 3 to 1: her two sessions that connected
+%% last end `kicked', the first stays, and bob (no limit) keeps both.
+enforce_on_reload_cuts_to_a_lowered_max_sessions(Config) ->
+    Policy = filename:join(?config(priv_dir, Config), "quota.toml"),
+    Line = vmq_warden_robust_util:sha512_line(?PASSWORD),
+    Write = fun(Max) -> ok = file:write_file(Policy, ["[users.alice]\nmax_sessions = ", integer_to_list(Max),
+                                                      "\npassword = \"", Line, "\"\n[users.bob]\npassword = \"",
+                                                      Line, "\"\n"]) end,
+    Write(3),
+    events_on(#{policy_file => Policy, default_decision => next, reload_interval => 0}),
+    application:set_env(vmq_warden, enforce_on_reload, true),
+    mock_dev_api(),
+    Procs = procs(10),
+    [begin timer:sleep(2), connect(S, Q, sid(C), true, U, ?PEER, ?PASSWORD) end
+     || {S, Q, {C, U}} <- lists:zip3(lists:sublist(Procs, 5), lists:nthtail(5, Procs),
+                                     [{<<"a1">>, <<"alice">>}, {<<"a2">>, <<"alice">>}, {<<"a3">>, <<"alice">>},
+                                      {<<"b1">>, <<"bob">>}, {<<"b2">>, <<"bob">>}])],
+    Write(1),
+    ok = vmq_warden:reload(),
+    _ = sys:get_state(vmq_warden_enforcer),
+    ?assertEqual([<<"a1">>, <<"b1">>, <<"b2">>], online()),
+    ?assertEqual([{C, <<"reload: max_sessions: 3 sessions of this user, at most 1">>} || C <- [<<"a2">>, <<"a3">>]],
+                 lists:sort([{C, By} || {_, #{<<"kind">> := <<"kicked">>, <<"client_id">> := C,
+                                             <<"kicked_by">> := By}} <- published()])).

@@ -114,6 +114,17 @@ fn max_session_age<'a>(env: Env<'a>, username: Binary<'a>) -> Term<'a> {
     }
 }
 
+/// `max_sessions(Username)`: the running policy's limit of the user's live
+/// sessions, or `undefined`.
+#[rustler::nif]
+fn max_sessions<'a>(env: Env<'a>, username: Binary<'a>) -> Term<'a> {
+    let _timed = timing::timed(Nif::Admin);
+    match WARDEN.firewall.max_sessions(username.as_slice()) {
+        Some(n) => n.encode(env),
+        None => atoms::undefined().encode(env),
+    }
+}
+
 /// `recheck_session(Mountpoint, ClientId, Username, Ip, Port, Protocol,
 /// LoggedInAt)`: `ok`, or `{refuse, Code, Rule}` (binaries) when a connect
 /// of this session would now be refused before its password is asked, or

@@ -372,6 +372,12 @@ impl Firewall {
         self.snap.load().policy.user(username).and_then(|u| u.settings.max_session_age)
     }
 
+    /// The running policy's `max_sessions` of `username` (the user's, else
+    /// its first group's that sets it).
+    pub fn max_sessions(&self, username: &[u8]) -> Option<u32> {
+        self.snap.load().policy.user(username).and_then(|u| u.settings.max_sessions)
+    }
+
     /// Generation of the running snapshot (1 after the first load).
     pub fn generation(&self) -> u64 {
         self.snap.load().generation
