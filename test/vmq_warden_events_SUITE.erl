@@ -2,19 +2,19 @@
 %% in the broker's hook orders (docs/VERNEMQ.md): every kind in order per
 %% subscriber and exactly once, the MQTT sink with the broker's publish
 %% function mocked, the webhook against a loopback HTTP server (working,
-%% failing, slow, dead), the queue's bound under a storm, kick selectors
-%% with vernemq_dev_api mocked, and no password in any event.
+%% failing, slow, dead), the queue's bound under a storm, and no password in
+%% any event. The plugin's own control over sessions (kicks, credential
+%% lifetime, enforce on reload): vmq_warden_control_SUITE.
 -module(vmq_warden_events_SUITE).
 -include_lib("common_test/include/ct.hrl").
 -include_lib("stdlib/include/assert.hrl").
+-include("vmq_warden_events.hrl").
 
 -compile([export_all, nowarn_export_all]).
-
--define(CHAIN, vmq_hook_chain).
--define(PEER, {{127, 0, 0, 1}, 34678}).
--define(PASSWORD, <<"s3cret-Pa55-word">>).
-%% drained only when a test calls flush/0
--define(NEVER, 3600000).
+-import(vmq_warden_events_util,
+        [events_on/1, published/0, by_client/1, sid/1, procs/1, auth/3, auth/6, reg/2, reg/4,
+         wakeup/2, offline/2, gone/2, expired/2, connect/4, connect/6, connect/7, mock_dev_api/0,
+         online/0]).
 
 all() ->
     [off_by_default_nothing_queued,
@@ -26,130 +26,21 @@ all() ->
      webhook_sends_batches_of_json_lines,
      webhook_failing_endpoint_retries_then_drops,
      webhook_dead_endpoint_opens_the_breaker,
-     webhook_slow_endpoint_never_slows_a_hook,
-     kick_selectors,
-     kick_dry_run_and_cleanup,
-     kick_from_vmq_admin,
-     credential_lifetime_ends_old_sessions,
-     enforce_on_reload_disconnects_what_the_new_policy_refuses,
-     enforce_on_reload_disconnects_sessions_whose_password_changed,
-     enforce_on_reload_cuts_to_a_lowered_max_sessions].
+     webhook_slow_endpoint_never_slows_a_hook].
 
 init_per_suite(Config) ->
-    ok = vmq_plugin_harness:enable(vmq_warden),
+    ok = vmq_warden_events_util:suite_start(),
     Config.
 
 end_per_suite(_Config) ->
-    vmq_warden_robust_util:reset_env(),
-    catch meck:unload(),
-    _ = vmq_plugin_harness:disable(vmq_warden),
-    ok.
+    vmq_warden_events_util:suite_end().
 
 init_per_testcase(_Case, Config) ->
-    _ = (catch ets:delete(kick_queues)),
-    ets:new(kick_queues, [public, named_table]),
-    events_on(#{events_enabled => false}),
+    ok = vmq_warden_events_util:case_start(),
     Config.
 
 end_per_testcase(_Case, _Config) ->
-    catch meck:unload(),
-    events_on(#{events_enabled => false}),
-    ok.
-
-%%--------------------------------------------------------------------
-%% Helpers
-%%--------------------------------------------------------------------
-
-%% Settings (default_decision allow, events on, mqtt sink on, drained by
-%% flush/0 only), then `Extra'; the registry and the event queue empty; the
-%% sink processes restarted so they read them.
-events_on(Extra) ->
-    Test = self(),
-    catch meck:unload(vmq_reg),
-    ok = meck:new(vmq_reg, [non_strict, no_link]),
-    Publish = fun(Topic, Payload, Opts) -> Test ! {published, Topic, Payload, Opts}, ok end,
-    ok = meck:expect(vmq_reg, direct_plugin_exports,
-                     fun(_Mod) -> {fun() -> ok end, Publish, {fun(_) -> ok end, fun(_) -> ok end}} end),
-    vmq_warden_robust_util:set_env(maps:merge(#{default_decision => allow, events_enabled => true,
-                                                events_mqtt => true,
-                                                events_drain_interval => ?NEVER}, Extra)),
-    ok = vmq_warden_nif:reset(),
-    [begin
-         ok = supervisor:terminate_child(vmq_warden_sup, Id),
-         {ok, _} = supervisor:restart_child(vmq_warden_sup, Id)
-     end || Id <- [vmq_warden_webhook, vmq_warden_events]],
-    flush_mailbox(),
-    ok.
-
-flush_mailbox() ->
-    receive {published, _, _, _} -> flush_mailbox(); {http_stub, _, _} -> flush_mailbox()
-    after 0 -> ok
-    end.
-
-%% Drains the queue into the sinks; returns what the MQTT sink published:
-%% [{Topic, DecodedJson}], in order.
-published() ->
-    _ = vmq_warden_events:flush(),
-    collect().
-
-collect() ->
-    receive
-        {published, Topic, Payload, #{qos := 0, retain := false}} ->
-            [{Topic, vmq_warden_json:decode(Payload)} | collect()]
-    after 0 -> []
-    end.
-
-%% Per client id: [{Kind, Session}] in order.
-by_client(Published) ->
-    lists:foldl(fun({_, #{<<"client_id">> := C, <<"kind">> := K, <<"session">> := S}}, Acc) ->
-                        maps:update_with(C, fun(L) -> L ++ [{K, S}] end, [{K, S}], Acc)
-                end, #{}, Published).
-
-sid(ClientId) -> {"", ClientId}.
-procs(N) -> [?CHAIN:spawn_proc() || _ <- lists:seq(1, N)].
-
-auth(Conn, Sid, Clean) -> auth(Conn, Sid, Clean, undefined, undefined, ?PEER).
-auth(Conn, Sid, Clean, User, Password, Peer) ->
-    ?CHAIN:in_proc(Conn, fun() ->
-        ?CHAIN:all_till_ok(auth_on_register, [Peer, Sid, User, Password, Clean], ?CHAIN:plugins())
-    end).
-reg(Conn, Sid) -> reg(Conn, Sid, undefined, ?PEER).
-reg(Conn, Sid, User, Peer) ->
-    ?CHAIN:in_proc(Conn, fun() -> ?CHAIN:all(on_register, [Peer, Sid, User], ?CHAIN:plugins()) end).
-queue(Queue, Hook, Sid) ->
-    ?CHAIN:in_proc(Queue, fun() -> ?CHAIN:all(Hook, [Sid], ?CHAIN:plugins()) end).
-wakeup(Q, Sid) -> queue(Q, on_client_wakeup, Sid).
-offline(Q, Sid) -> queue(Q, on_client_offline, Sid).
-gone(Q, Sid) -> queue(Q, on_client_gone, Sid).
-expired(Q, Sid) -> queue(Q, on_session_expired, Sid).
-
-%% auth, wakeup, on_register (docs/VERNEMQ.md); the queue is remembered
-%% for the mocked broker's disconnect. Returns the session number.
-connect(Conn, Queue, Sid, Clean) -> connect(Conn, Queue, Sid, Clean, undefined, ?PEER).
-connect(Conn, Queue, Sid, Clean, User, Peer) -> connect(Conn, Queue, Sid, Clean, User, Peer, undefined).
-connect(Conn, Queue, {_, ClientId} = Sid, Clean, User, Peer, Password) ->
-    ok = auth(Conn, Sid, Clean, User, Password, Peer),
-    ok = wakeup(Queue, Sid),
-    ok = reg(Conn, Sid, User, Peer),
-    true = ets:insert(kick_queues, {ClientId, Queue, Clean}),
-    {ok, #{generation := G}} = vmq_warden:lookup(Sid),
-    G.
-
-%% vernemq_dev_api as the broker has it: disconnecting calls the queue's
-%% gone hook (offline for a persistent session kept).
-mock_dev_api() ->
-    ok = meck:new(vernemq_dev_api, [non_strict, no_link]),
-    ok = meck:expect(vernemq_dev_api, disconnect_by_subscriber_id,
-                     fun({_, ClientId} = Sid, Opts) ->
-                             case ets:lookup(kick_queues, ClientId) of
-                                 [{_, Q, Clean}] ->
-                                     case Clean orelse lists:member(do_cleanup, Opts) of
-                                         true -> ok = gone(Q, Sid);
-                                         false -> ok = offline(Q, Sid)
-                                     end;
-                                 [] -> not_found
-                             end
-                     end).
+    vmq_warden_events_util:case_end().
 
 %%--------------------------------------------------------------------
 %% Cases
@@ -416,199 +307,3 @@ webhook_slow_endpoint_never_slows_a_hook(_Config) ->
     ?assertMatch(#{queued := 0}, vmq_warden:events()),
     vmq_warden_http_stub:stop(Port).
 
-%%--------------------------------------------------------------------
-%% Kick
-%%--------------------------------------------------------------------
-
-kick_setup() ->
-    events_on(#{}),
-    mock_dev_api(),
-    [S1, S2, S3, S4, S5, Q1, Q2, Q3, Q4, Q5] = procs(10),
-    connect(S1, Q1, sid(<<"dev-1">>), true, <<"alice">>, {{10, 0, 0, 1}, 1}),
-    connect(S2, Q2, sid(<<"dev-10">>), true, <<"bob">>, {{10, 1, 0, 1}, 1}),
-    connect(S3, Q3, sid(<<"lamp-1">>), true, <<"alice">>, {{192, 168, 0, 5}, 1}),
-    connect(S4, Q4, sid(<<"lamp-2">>), false, <<"carol">>, {{192, 168, 0, 6}, 1}),
-    connect(S5, Q5, sid(<<"off-1">>), false, <<"carol">>, {{192, 168, 0, 7}, 1}),
-    ok = offline(Q5, sid(<<"off-1">>)),
-    ok.
-
-kicked_ids({ok, Kicked}) -> lists:sort([C || #{client_id := C} <- Kicked]).
-
-online() ->
-    lists:sort([C || #{client_id := C} <- vmq_warden:sessions(#{state => online})]).
-
-kick_selectors(_Config) ->
-    kick_setup(),
-    %% a subscriber id is exact: dev-10 stays
-    ?assertEqual([<<"dev-1">>], kicked_ids(vmq_warden:kick({subscriber_id, sid(<<"dev-1">>)}))),
-    ?assertEqual([<<"dev-10">>, <<"lamp-1">>, <<"lamp-2">>], online()),
-    ?assertEqual([<<"lamp-1">>], kicked_ids(vmq_warden:kick({username, <<"alice">>}))),
-    ?assertEqual([<<"lamp-2">>], kicked_ids(vmq_warden:kick({peer, <<"192.168.0.0/24">>}))),
-    ?assertEqual([<<"dev-10">>], kicked_ids(vmq_warden:kick({client_id_prefix, <<"dev-">>}))),
-    ?assertEqual([], online()),
-    ?assertEqual(4, meck:num_calls(vernemq_dev_api, disconnect_by_subscriber_id, '_')),
-    %% each: kicked (who asked: the default), then the broker's gone/offline
-    Got = by_client(published()),
-    [?assertMatch([_, _, _, {<<"kicked">>, _}, {Ending, _}] when Ending =:= <<"gone">>; Ending =:= <<"offline">>,
-                  maps:get(C, Got)) || C <- [<<"dev-1">>, <<"dev-10">>, <<"lamp-1">>, <<"lamp-2">>]],
-    ?assertMatch({error, {bad_selector, _}}, vmq_warden:kick({client_id_prefix, <<>>})),
-    ?assertMatch({error, {bad_selector, _}}, vmq_warden:kick(everyone)).
-
-kick_dry_run_and_cleanup(_Config) ->
-    kick_setup(),
-    {ok, Would} = vmq_warden:kick({username, <<"carol">>}, #{dry_run => true}),
-    ?assertMatch([#{client_id := <<"lamp-2">>, result := dry_run, state := online}], Would),
-    ?assertEqual(0, meck:num_calls(vernemq_dev_api, disconnect_by_subscriber_id, '_')),
-    ?assertEqual(4, length(online())),
-    %% with cleanup: the offline session too, and the queue removed
-    ?assertEqual([<<"lamp-2">>, <<"off-1">>],
-                 kicked_ids(vmq_warden:kick({username, <<"carol">>}, #{cleanup => true, by => <<"ops">>}))),
-    ?assert(meck:called(vernemq_dev_api, disconnect_by_subscriber_id, [{"", <<"off-1">>}, [do_cleanup]])),
-    ?assertEqual(not_found, vmq_warden:lookup(sid(<<"off-1">>))),
-    %% outside VerneMQ (no vernemq_dev_api) a real kick is refused, a dry run is not
-    meck:unload(vernemq_dev_api),
-    ?assertEqual({error, not_inside_vernemq}, vmq_warden:kick({username, <<"alice">>})),
-    ?assertMatch({ok, [_, _]}, vmq_warden:kick({username, <<"alice">>}, #{dry_run => true})).
-
-%% `vmq-admin warden kick', called the way clique calls it (clique_status
-%% mocked: it exists only inside VerneMQ).
-kick_from_vmq_admin(_Config) ->
-    kick_setup(),
-    ok = meck:new(clique_status, [non_strict, no_link]),
-    ok = meck:expect(clique_status, table, fun(Rows) -> {table, Rows} end),
-    ok = meck:expect(clique_status, text, fun(T) -> {text, lists:flatten(io_lib:format("~ts", [T]))} end),
-    ok = meck:expect(clique_status, alert, fun(L) -> {alert, L} end),
-    Cmd = ["vmq-admin", "warden", "kick"],
-    %% a dry run: the table, nothing disconnected
-    [{table, Would}] = vmq_warden_cli:kick(Cmd, [], [{client_id_prefix, <<"lamp-">>}, {dry_run, undefined}]),
-    ?assertEqual([{"lamp-1", "dry_run"}, {"lamp-2", "dry_run"}],
-                 lists:sort([{proplists:get_value(client_id, R), proplists:get_value(result, R)} || R <- Would])),
-    ?assertEqual(0, meck:num_calls(vernemq_dev_api, disconnect_by_subscriber_id, '_')),
-    %% --client-id is exact
-    [{table, [Row]}] = vmq_warden_cli:kick(Cmd, [], [{client_id, <<"dev-1">>}]),
-    ?assertMatch(#{"client_id" := "dev-1", "result" := "ok", "username" := "alice"},
-                 maps:from_list([{atom_to_list(K), V} || {K, V} <- Row])),
-    ?assertMatch({ok, _}, vmq_warden:lookup(sid(<<"dev-10">>))),
-    Kicked = [E || {_, #{<<"kind">> := <<"kicked">>} = E} <- published()],
-    ?assertMatch([#{<<"client_id">> := <<"dev-1">>, <<"kicked_by">> := <<"vmq-admin">>}], Kicked),
-    %% no selector, or two: the usage, exit status 1
-    ?assertMatch({exit_status, 1, _}, vmq_warden_cli:kick(Cmd, [], [{dry_run, undefined}])),
-    ?assertMatch({exit_status, 1, _},
-                 vmq_warden_cli:kick(Cmd, [], [{username, <<"alice">>}, {peer, "10.0.0.0/8"}])),
-    ?assertEqual([{text, "No session matches."}], vmq_warden_cli:kick(Cmd, [], [{username, <<"nobody">>}])).
-
-%% alice's group allows 1 s; bob has no limit: a pass ends alice's session
-%% (`expired_credentials', then the broker's gone) and leaves bob's.
-credential_lifetime_ends_old_sessions(Config) ->
-    Policy = filename:join(?config(priv_dir, Config), "lifetime.toml"),
-    Hash = fun() -> vmq_warden_robust_util:sha512_line(?PASSWORD) end,
-    ok = file:write_file(Policy, ["[groups.short]\nmax_session_age = 1\n",
-                                  "[users.alice]\ngroups = [\"short\"]\npassword = \"", Hash(), "\"\n",
-                                  "[users.bob]\npassword = \"", Hash(), "\"\n"]),
-    events_on(#{policy_file => Policy, default_decision => allow}),
-    mock_dev_api(),
-    ?assertEqual(1, vmq_warden_nif:max_session_age(<<"alice">>)),
-    ?assertEqual(undefined, vmq_warden_nif:max_session_age(<<"bob">>)),
-    [S1, S2, S3, Q1, Q2, Q3] = procs(6),
-    GA = connect(S1, Q1, sid(<<"a-old">>), true, <<"alice">>, ?PEER, ?PASSWORD),
-    connect(S2, Q2, sid(<<"b-old">>), true, <<"bob">>, ?PEER, ?PASSWORD),
-    ?assertEqual({ok, []}, vmq_warden_enforcer:check_now()),
-    timer:sleep(1100),
-    GA2 = connect(S3, Q3, sid(<<"a-new">>), true, <<"alice">>, ?PEER, ?PASSWORD),
-    ?assertEqual({ok, [{"", <<"a-old">>}]}, vmq_warden_enforcer:check_now()),
-    ?assertEqual([<<"a-new">>, <<"b-old">>], online()),
-    Got = by_client(published()),
-    ?assertEqual([{<<"expired_credentials">>, GA}, {<<"gone">>, GA}], lists:nthtail(3, maps:get(<<"a-old">>, Got))),
-    ?assertEqual(3, length(maps:get(<<"a-new">>, Got))),
-    ?assert(is_integer(GA2)),
-    ?assertMatch([#{reason := gone}, #{reason := expired_credentials} | _], vmq_warden:recent_endings(2)),
-    %% outside VerneMQ nothing is disconnected
-    meck:unload(vernemq_dev_api),
-    ?assertEqual({error, not_inside_vernemq}, vmq_warden_enforcer:check_now()).
-
-%% A reload that denies 10.0.0.0/8 and removes carol: with enforce_on_reload
-%% off nothing happens; on, alice's session from 10/8 and carol's end
-%% `kicked' by "reload: <rule>" and bob's stays.
-enforce_on_reload_disconnects_what_the_new_policy_refuses(Config) ->
-    Policy = filename:join(?config(priv_dir, Config), "enforce.toml"),
-    %% each line written once: a line hashed again counts as a changed password
-    Lines = maps:from_list([{Name, ["[users.", Name, "]\npassword = \"", vmq_warden_robust_util:sha512_line(?PASSWORD), "\"\n"]}
-                            || Name <- ["alice", "bob", "carol"]]),
-    User = fun(Name) -> maps:get(Name, Lines) end,
-    ok = file:write_file(Policy, [User("alice"), User("bob"), User("carol")]),
-    events_on(#{policy_file => Policy, unknown_user => deny, default_decision => next, reload_interval => 0}),
-    mock_dev_api(),
-    [S1, S2, S3, Q1, Q2, Q3] = procs(6),
-    connect(S1, Q1, sid(<<"a-net">>), true, <<"alice">>, {{10, 0, 0, 1}, 1}, ?PASSWORD),
-    connect(S2, Q2, sid(<<"b-ok">>), true, <<"bob">>, {{192, 168, 0, 5}, 1}, ?PASSWORD),
-    connect(S3, Q3, sid(<<"c-gone">>), true, <<"carol">>, {{192, 168, 0, 6}, 1}, ?PASSWORD),
-    ok = file:write_file(Policy, [User("alice"), User("bob"), "[network]\ndeny = [\"10.0.0.0/8\"]\n"]),
-    %% off (the default): the new policy applies to new connects only
-    ok = vmq_warden:reload(),
-    _ = sys:get_state(vmq_warden_enforcer),
-    ?assertEqual([<<"a-net">>, <<"b-ok">>, <<"c-gone">>], online()),
-    application:set_env(vmq_warden, enforce_on_reload, true),
-    ok = vmq_warden:reload(),
-    %% the reload's request is in the enforcer's mailbox before this call
-    _ = sys:get_state(vmq_warden_enforcer),
-    ?assertEqual([<<"b-ok">>], online()),
-    Kicked = lists:sort([{C, By} || {_, #{<<"kind">> := <<"kicked">>, <<"client_id">> := C, <<"kicked_by">> := By}}
-                                        <- published()]),
-    ?assertEqual([{<<"a-net">>, <<"reload: network: peer address is in network.deny">>},
-                  {<<"c-gone">>, <<"reload: credentials: unknown user">>}], Kicked),
-    %% a second pass finds nothing more
-    ?assertEqual({ok, []}, vmq_warden_enforcer:enforce_now()).
-
-%% A reload that changes alice's password and keeps bob's line: her session
-%% from before ends `kicked' by "reload: credentials: password changed since
-%% the session logged in", bob's stays, and her session with the new
-%% password, after the reload, stays through the next pass.
-enforce_on_reload_disconnects_sessions_whose_password_changed(Config) ->
-    Policy = filename:join(?config(priv_dir, Config), "rotate.toml"),
-    User = fun(Name, Line) -> ["[users.", Name, "]\npassword = \"", Line, "\"\n"] end,
-    Bob = vmq_warden_robust_util:sha512_line(?PASSWORD),
-    New = <<"n3w-Pa55-word">>,
-    ok = file:write_file(Policy, [User("alice", vmq_warden_robust_util:sha512_line(?PASSWORD)), User("bob", Bob)]),
-    events_on(#{policy_file => Policy, unknown_user => deny, default_decision => next, reload_interval => 0}),
-    application:set_env(vmq_warden, enforce_on_reload, true),
-    mock_dev_api(),
-    [S1, S2, S3, Q1, Q2, Q3] = procs(6),
-    connect(S1, Q1, sid(<<"a-old">>), true, <<"alice">>, ?PEER, ?PASSWORD),
-    connect(S2, Q2, sid(<<"b-ok">>), true, <<"bob">>, ?PEER, ?PASSWORD),
-    timer:sleep(2),
-    ok = file:write_file(Policy, [User("alice", vmq_warden_robust_util:sha512_line(New)), User("bob", Bob)]),
-    ok = vmq_warden:reload(),
-    _ = sys:get_state(vmq_warden_enforcer),
-    ?assertEqual([<<"b-ok">>], online()),
-    ?assertEqual([{<<"a-old">>, <<"reload: credentials: password changed since the session logged in">>}],
-                 [{C, By} || {_, #{<<"kind">> := <<"kicked">>, <<"client_id">> := C, <<"kicked_by">> := By}}
-                                 <- published()]),
-    timer:sleep(2),
-    connect(S3, Q3, sid(<<"a-new">>), true, <<"alice">>, ?PEER, New),
-    ?assertEqual({ok, []}, vmq_warden_enforcer:enforce_now()),
-    ?assertEqual([<<"a-new">>, <<"b-ok">>], online()).
-
-%% alice's max_sessions lowered from 3 to 1: her two sessions that connected
-%% last end `kicked', the first stays, and bob (no limit) keeps both.
-enforce_on_reload_cuts_to_a_lowered_max_sessions(Config) ->
-    Policy = filename:join(?config(priv_dir, Config), "quota.toml"),
-    Line = vmq_warden_robust_util:sha512_line(?PASSWORD),
-    Write = fun(Max) -> ok = file:write_file(Policy, ["[users.alice]\nmax_sessions = ", integer_to_list(Max),
-                                                      "\npassword = \"", Line, "\"\n[users.bob]\npassword = \"",
-                                                      Line, "\"\n"]) end,
-    Write(3),
-    events_on(#{policy_file => Policy, default_decision => next, reload_interval => 0}),
-    application:set_env(vmq_warden, enforce_on_reload, true),
-    mock_dev_api(),
-    Procs = procs(10),
-    [begin timer:sleep(2), connect(S, Q, sid(C), true, U, ?PEER, ?PASSWORD) end
-     || {S, Q, {C, U}} <- lists:zip3(lists:sublist(Procs, 5), lists:nthtail(5, Procs),
-                                     [{<<"a1">>, <<"alice">>}, {<<"a2">>, <<"alice">>}, {<<"a3">>, <<"alice">>},
-                                      {<<"b1">>, <<"bob">>}, {<<"b2">>, <<"bob">>}])],
-    Write(1),
-    ok = vmq_warden:reload(),
-    _ = sys:get_state(vmq_warden_enforcer),
-    ?assertEqual([<<"a1">>, <<"b1">>, <<"b2">>], online()),
-    ?assertEqual([{C, <<"reload: max_sessions: 3 sessions of this user, at most 1">>} || C <- [<<"a2">>, <<"a3">>]],
-                 lists:sort([{C, By} || {_, #{<<"kind">> := <<"kicked">>, <<"client_id">> := C,
-                                             <<"kicked_by">> := By}} <- published()])).
