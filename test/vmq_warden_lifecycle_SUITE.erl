@@ -8,8 +8,10 @@
 -include_lib("stdlib/include/assert.hrl").
 
 -compile([export_all, nowarn_export_all]).
+-import(vmq_warden_events_util, [sid/1, procs/1, auth/3, auth/6, reg/2, reg/4,
+                                 wakeup/2, offline/2, gone/2, expired/2]).
 
--define(PEER, {{127, 0, 0, 1}, 34678}).
+-include("vmq_warden_events.hrl").
 -define(CHAIN, vmq_hook_chain).
 
 %% Settings back to defaults, then these on top, applied to the NIF.
@@ -59,27 +61,9 @@ end_per_testcase(_Case, _Config) ->
 %% Helpers: one call per hook, in the right process
 %%--------------------------------------------------------------------
 
-sid(ClientId) -> {"", ClientId}.
-
-auth(Conn, Sid, Clean) -> auth(Conn, Sid, Clean, undefined, undefined).
-auth(Conn, Sid, Clean, User, Password) ->
-    ?CHAIN:in_proc(Conn, fun() ->
-        ?CHAIN:all_till_ok(auth_on_register, [?PEER, Sid, User, Password, Clean], ?CHAIN:plugins())
-    end).
-
-reg(Conn, Sid) -> reg(Conn, Sid, undefined).
-reg(Conn, Sid, User) ->
-    ?CHAIN:in_proc(Conn, fun() -> ?CHAIN:all(on_register, [?PEER, Sid, User], ?CHAIN:plugins()) end).
-
-queue(Queue, Hook, Sid) ->
-    ?CHAIN:in_proc(Queue, fun() -> ?CHAIN:all(Hook, [Sid], ?CHAIN:plugins()) end).
-
-wakeup(Q, Sid) -> queue(Q, on_client_wakeup, Sid).
-offline(Q, Sid) -> queue(Q, on_client_offline, Sid).
-gone(Q, Sid) -> queue(Q, on_client_gone, Sid).
-expired(Q, Sid) -> queue(Q, on_session_expired, Sid).
-
-procs(N) -> [?CHAIN:spawn_proc() || _ <- lists:seq(1, N)].
+%% The hook steps of vmq_warden_events_util, from this suite's one peer.
+auth(Conn, Sid, Clean, User, Password) -> auth(Conn, Sid, Clean, User, Password, ?PEER).
+reg(Conn, Sid, User) -> reg(Conn, Sid, User, ?PEER).
 
 %% Normal connect (docs/VERNEMQ.md: wakeup comes before on_register).
 %% Returns the session number (generation) the registry gave the connect.
