@@ -22,6 +22,8 @@
 -include_lib("kernel/include/logger.hrl").
 
 -define(MAX_PER_PASS, 10000).
+-define(LOGGED_SESSIONS, 20).
+-define(SHOWN_BYTES, 256).
 
 start_link() ->
     gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
@@ -70,10 +72,20 @@ handle_info(_, Interval) ->
 schedule(0) -> ok;
 schedule(Interval) -> _ = erlang:send_after(Interval, self(), check), ok.
 
+%% The operator's record of what a pass ended: how many, and the first
+%% ?LOGGED_SESSIONS of them by client id (at most ?SHOWN_BYTES of it, as the
+%% audit lines show a client value) and rule.
 report(Msg, {ok, [_ | _] = Ended}) ->
-    ?LOG_INFO(#{msg => "vmq_warden: " ++ Msg, count => length(Ended)}, #{domain => [vmq_warden]});
+    ?LOG_NOTICE(#{msg => "vmq_warden: " ++ Msg, count => length(Ended),
+                  sessions => [shown(E) || E <- lists:sublist(Ended, ?LOGGED_SESSIONS)]},
+                #{domain => [vmq_warden]});
 report(_, _) ->
     ok.
+
+shown({{_Mp, _ClientId} = Sid, Rule}) -> iolist_to_binary([shown(Sid), " (", Rule, ")"]);
+shown({Mp, ClientId}) ->
+    Cut = binary:part(ClientId, 0, min(byte_size(ClientId), ?SHOWN_BYTES)),
+    iolist_to_binary([[[Mp, "/"] || Mp =/= ""], Cut]).
 
 %% Folds `Fun(Session, Acc) -> {Ended, Acc}' over the online sessions;
 %% returns every `Ended' list appended.

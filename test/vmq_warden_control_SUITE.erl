@@ -195,9 +195,15 @@ enforce_on_reload_disconnects_sessions_whose_password_changed(Config) ->
     connect(S2, Q2, sid(<<"b-ok">>), true, <<"bob">>, ?PEER, ?PASSWORD),
     timer:sleep(2),
     ok = file:write_file(Policy, [User("alice", vmq_warden_robust_util:sha512_line(New)), User("bob", Bob)]),
+    ok = vmq_warden_log_capture:install(enforce_capture),
     ok = vmq_warden:reload(),
     _ = sys:get_state(vmq_warden_enforcer),
+    ok = vmq_warden_log_capture:remove(enforce_capture),
     ?assertEqual([<<"b-ok">>], online()),
+    %% the operator's log names the session and the rule, events on or off
+    ?assertMatch([_], [E || #{level := notice} = E <- vmq_warden_log_capture:captured(),
+                            vmq_warden_log_capture:contains(E, "a-old"),
+                            vmq_warden_log_capture:contains(E, "password changed since the session logged in")]),
     ?assertEqual([{<<"a-old">>, <<"reload: credentials: password changed since the session logged in">>}],
                  [{C, By} || {_, #{<<"kind">> := <<"kicked">>, <<"client_id">> := C, <<"kicked_by">> := By}}
                                  <- published()]),
