@@ -62,7 +62,12 @@ kick_selectors(_Config) ->
     ?assertEqual([<<"dev-10">>, <<"lamp-1">>, <<"lamp-2">>], online()),
     ?assertEqual([<<"lamp-1">>], kicked_ids(vmq_warden:kick({username, <<"alice">>}))),
     ?assertEqual([<<"lamp-2">>], kicked_ids(vmq_warden:kick({peer, <<"192.168.0.0/24">>}))),
-    ?assertEqual([<<"dev-10">>], kicked_ids(vmq_warden:kick({client_id_prefix, <<"dev-">>}))),
+    %% who asked, kept in the history too, at most 1024 bytes of it
+    ?assertEqual([<<"dev-10">>], kicked_ids(vmq_warden:kick({client_id_prefix, <<"dev-">>},
+                                                           #{by => binary:copy(<<"x">>, 100000)}))),
+    ?assertEqual([binary:copy(<<"x">>, 1024), <<"api">>],          % newest first
+                 [By || #{client_id := C, reason := kicked, kicked_by := By} <- vmq_warden:recent_endings(20),
+                        C =:= <<"lamp-2">> orelse C =:= <<"dev-10">>]),
     ?assertEqual([], online()),
     ?assertEqual(4, meck:num_calls(vernemq_dev_api, disconnect_by_subscriber_id, '_')),
     %% each: kicked (who asked: the default), then the broker's gone/offline
@@ -200,7 +205,10 @@ enforce_on_reload_disconnects_sessions_whose_password_changed(Config) ->
     _ = sys:get_state(vmq_warden_enforcer),
     ok = vmq_warden_log_capture:remove(enforce_capture),
     ?assertEqual([<<"b-ok">>], online()),
-    %% the operator's log names the session and the rule, events on or off
+    %% the history keeps who kicked it; the log names the session and the
+    %% rule (events on or off, for both)
+    ?assertMatch([#{kicked_by := <<"reload: credentials: password changed since the session logged in">>}],
+                 [E || #{client_id := <<"a-old">>, reason := kicked} = E <- vmq_warden:recent_endings(10)]),
     ?assertMatch([_], [E || #{level := notice} = E <- vmq_warden_log_capture:captured(),
                             vmq_warden_log_capture:contains(E, "a-old"),
                             vmq_warden_log_capture:contains(E, "password changed since the session logged in")]),

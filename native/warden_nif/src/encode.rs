@@ -250,6 +250,7 @@ pub fn ending<'a>(env: Env<'a>, e: &Ending) -> Term<'a> {
             atoms::username(),
             atoms::started(),
             atoms::ended(),
+            atoms::kicked_by(),
         ],
         [
             charlist(env, &e.key.mountpoint),
@@ -260,6 +261,7 @@ pub fn ending<'a>(env: Env<'a>, e: &Ending) -> Term<'a> {
             opt_bin(env, e.username.as_deref()),
             e.started.encode(env),
             e.ended.encode(env),
+            opt_bin(env, e.kicked_by.as_deref().map(str::as_bytes)),
         ],
     )
 }

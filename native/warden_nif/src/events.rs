@@ -78,8 +78,9 @@ fn events_stats(env: Env<'_>) -> Term<'_> {
 
 /// `kick_record(Mountpoint, ClientId, Generation | undefined, By)`, the
 /// mountpoint and client id as binaries: the registry records the current
-/// session's ending `kicked`; `true`, or `false` when there is no such
-/// session.
+/// session's ending `kicked`, with at most `MAX_KICKED_BY` bytes of `By`
+/// (the history and the event keep it); `true`, or `false` when there is no
+/// such session.
 #[rustler::nif]
 fn kick_record<'a>(mountpoint: Field<'a>, client_id: Field<'a>, generation: Term<'a>, by: Binary<'a>) -> NifResult<bool> {
     let _timed = timing::timed(Nif::Admin);
@@ -89,9 +90,13 @@ fn kick_record<'a>(mountpoint: Field<'a>, client_id: Field<'a>, generation: Term
     } else {
         Some(generation.decode::<u64>()?)
     };
-    let by = String::from_utf8_lossy(by.as_slice());
+    let by = String::from_utf8_lossy(&by.as_slice()[..by.len().min(MAX_KICKED_BY)]);
     Ok(WARDEN.registry.kick(key, generation, &by, now()))
 }
+
+/// A reload's rule names at most 256 bytes of a client value; an operator's
+/// `by` is a name.
+const MAX_KICKED_BY: usize = 1024;
 
 /// `expire_credentials_record(Mountpoint, ClientId, Generation)`: the
 /// registry records the session's ending `expired_credentials`; `true`, or

@@ -70,6 +70,7 @@ pub mod atoms {
     reason,
     started,
     ended,
+    kicked_by,
     authenticated,
     online,
     taken_over,

@@ -184,7 +184,11 @@ fn discarded_abandoned_and_kicked() {
         ]
     );
     assert!(matches!(&events[6].detail, Detail::Ended { kicked_by: Some(b), .. } if &**b == "cli:admin"));
-    assert_eq!(r.recent_endings(10).iter().filter(|e| e.reason == crate::registry::EndReason::Kicked).count(), 1);
+    // the history says who kicked it too (events on or off)
+    let kicked: Vec<_> = r.recent_endings(10).into_iter().filter(|e| e.reason == crate::registry::EndReason::Kicked).collect();
+    assert_eq!(kicked.len(), 1);
+    assert_eq!(kicked[0].kicked_by.as_deref(), Some("cli:admin"));
+    assert!(r.recent_endings(10).iter().filter(|e| e.reason != crate::registry::EndReason::Kicked).all(|e| e.kicked_by.is_none()));
 }
 
 fn request(username: &str) -> AuthRequest {

@@ -13,16 +13,14 @@ use super::{EndReason, Ending, KeyRef, Registry};
 pub(super) type HookEvent<R> = (EventKind, ProcId, fn(&R) -> bool);
 
 /// What one registry call adds to the event stream besides its endings.
-pub(super) struct Emit<'a, R> {
+pub(super) struct Emit<R> {
     /// The hook's own event (registered, woke_up) and the process it came
     /// from, when its outcome passes the test.
     pub hook: Option<HookEvent<R>>,
-    /// Who asked, for a `kicked` ending.
-    pub kicked_by: Option<&'a str>,
 }
 
-impl<R> Emit<'_, R> {
-    pub const ENDINGS_ONLY: Emit<'static, R> = Emit { hook: None, kicked_by: None };
+impl<R> Emit<R> {
+    pub const ENDINGS_ONLY: Emit<R> = Emit { hook: None };
 }
 
 impl Registry {
@@ -34,9 +32,9 @@ impl Registry {
     /// Queue the events of one call: its endings, then the hook's own
     /// event. Under the shard lock, only when events are on.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn emit<R>(&self, key: KeyRef<'_>, rec: &Record, st: &Store, r: &R, emit: &Emit<'_, R>, endings: &[Ending], now: Millis) {
+    pub(super) fn emit<R>(&self, key: KeyRef<'_>, rec: &Record, st: &Store, r: &R, emit: &Emit<R>, endings: &[Ending], now: Millis) {
         for e in endings {
-            self.events.push(ending_event(e, rec.successor_of(st, e.generation), emit.kicked_by));
+            self.events.push(ending_event(e, rec.successor_of(st, e.generation)));
         }
         if let Some((kind, proc, when)) = emit.hook {
             if when(r) {
@@ -73,8 +71,17 @@ impl Registry {
         if self.shard_of_hash(h).inner.lock().find(h, key).is_none() {
             return false;
         }
-        let emit = Emit { hook: None, kicked_by: by };
-        self.with_record(key, now, emit, |rec, cx| rec.kick(cx, generation, reason)).0
+        self.with_record(key, now, Emit::ENDINGS_ONLY, |rec, cx| {
+            let ended = rec.kick(cx, generation, reason);
+            if ended {
+                // the kick's ending is the last one (expired pending connects come before it)
+                if let Some(e) = cx.endings.last_mut() {
+                    e.kicked_by = by.map(Box::from);
+                }
+            }
+            ended
+        })
+        .0
     }
 }
 
@@ -94,7 +101,7 @@ pub fn ending_kind(reason: EndReason) -> EventKind {
 }
 
 /// The event of a registry ending.
-pub(super) fn ending_event(e: &Ending, by_session: Option<u64>, kicked_by: Option<&str>) -> Event {
+pub(super) fn ending_event(e: &Ending, by_session: Option<u64>) -> Event {
     Event {
         kind: ending_kind(e.reason),
         key: e.key.clone(),
@@ -105,7 +112,7 @@ pub(super) fn ending_event(e: &Ending, by_session: Option<u64>, kicked_by: Optio
         detail: Detail::Ended {
             started: e.started,
             by_session: by_session.filter(|_| e.reason == EndReason::TakenOver),
-            kicked_by: kicked_by.filter(|_| e.reason == EndReason::Kicked).map(Box::from),
+            kicked_by: e.kicked_by.clone(),
         },
     }
 }

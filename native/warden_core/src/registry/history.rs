@@ -87,6 +87,7 @@ mod tests {
             username: None,
             started: 0,
             ended: generation,
+            kicked_by: None,
         }
     }
 

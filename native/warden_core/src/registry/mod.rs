@@ -180,7 +180,7 @@ impl Registry {
         &self,
         key: KeyRef<'_>,
         now: Millis,
-        emit: Emit<'_, R>,
+        emit: Emit<R>,
         f: impl FnOnce(&mut Record, &mut EventContext<'_>) -> R,
     ) -> (R, &Shard) {
         let events_on = self.events.is_on();
@@ -246,7 +246,6 @@ impl Registry {
     ) -> Applied {
         let emit = Emit {
             hook: hook.map(|(kind, proc)| (kind, proc, (|r: &Applied| *r == Applied::Applied) as fn(&Applied) -> bool)),
-            kicked_by: None,
         };
         let (r, shard) = self.with_record(key, now, emit, f);
         match r {
@@ -483,7 +482,7 @@ impl Registry {
                     dropped += self.expire_pending_in(shard, &mut g, now, &mut endings);
                     if self.events.is_on() {
                         for e in &endings {
-                            self.events.push(events::ending_event(e, None, None));
+                            self.events.push(events::ending_event(e, None));
                         }
                     }
                 }

@@ -172,6 +172,9 @@ pub struct Ending {
     pub username: Option<Box<[u8]>>,
     pub started: Millis,
     pub ended: Millis,
+    /// Who asked for a `Kicked` ending (the operator's `by`, or
+    /// `reload: <rule>`); `None` for every other reason.
+    pub kicked_by: Option<Box<str>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -77,6 +77,7 @@ impl Model {
             username: info.username.map(Box::from),
             started,
             ended: now,
+            kicked_by: None,
         });
         self.recs.get_mut(k).unwrap().last_end = Some((reason, now));
     }

@@ -269,6 +269,7 @@ impl Record {
             username: self.user(cx.st).map(Box::from),
             started: self.last_connect.get(),
             ended: cx.now,
+            kicked_by: None,
         });
         self.set_end(reason, cx.now);
     }
@@ -312,6 +313,7 @@ impl Record {
             username,
             started: p.created,
             ended: cx.now,
+            kicked_by: None,
         });
         self.set_end(reason, cx.now);
         self.set_times_change(cx.now);
