@@ -338,8 +338,9 @@ impl Firewall {
     }
 
     /// Installs an in-memory policy and password file (tests, embedding).
-    /// The password file counts as configured when it has entries. A changed
-    /// credential counts as changed at the last time a connect brought.
+    /// The password file counts as configured when it has entries. A
+    /// credential it changes counts as changed at the latest time a hook
+    /// passed in (the core reads no clock).
     pub fn install(&self, policy: Policy, passwords: PasswordFile) -> LoadReport {
         let has_file = !passwords.is_empty();
         self.swap(policy, passwords, has_file, self.last_now.load(Ordering::Relaxed))
