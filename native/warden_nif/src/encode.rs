@@ -17,11 +17,16 @@ pub fn bin<'a>(env: Env<'a>, bytes: &[u8]) -> Term<'a> {
     Term::from(b)
 }
 
-pub fn opt_bin<'a>(env: Env<'a>, bytes: Option<&[u8]>) -> Term<'a> {
-    match bytes {
-        Some(b) => bin(env, b),
+/// A value, or `undefined` for none (Erlang's absent value).
+pub fn or_undefined<'a>(env: Env<'a>, value: Option<impl Encoder>) -> Term<'a> {
+    match value {
+        Some(v) => v.encode(env),
         None => atoms::undefined().encode(env),
     }
+}
+
+pub fn opt_bin<'a>(env: Env<'a>, bytes: Option<&[u8]>) -> Term<'a> {
+    or_undefined(env, bytes.map(|b| bin(env, b)))
 }
 
 /// VerneMQ mountpoints are charlists.
@@ -45,10 +50,7 @@ pub fn ip<'a>(env: Env<'a>, ip: IpAddr) -> Term<'a> {
 }
 
 pub fn peer<'a>(env: Env<'a>, peer: Option<Peer>) -> Term<'a> {
-    match peer {
-        Some(p) => make_tuple(env, &[ip(env, p.ip), p.port.encode(env)]),
-        None => atoms::undefined().encode(env),
-    }
+    or_undefined(env, peer.map(|p| make_tuple(env, &[ip(env, p.ip), p.port.encode(env)])))
 }
 
 fn atom<'a>(env: Env<'a>, name: &str) -> Term<'a> {

@@ -113,10 +113,7 @@ fn expire_credentials_record<'a>(mountpoint: Field<'a>, client_id: Field<'a>, ge
 #[rustler::nif]
 fn max_session_age<'a>(env: Env<'a>, username: Binary<'a>) -> Term<'a> {
     let _timed = timing::timed(Nif::Admin);
-    match WARDEN.firewall.max_session_age(username.as_slice()) {
-        Some(secs) => secs.encode(env),
-        None => atoms::undefined().encode(env),
-    }
+    encode::or_undefined(env, WARDEN.firewall.max_session_age(username.as_slice()))
 }
 
 /// `max_sessions(Username)`: the running policy's limit of the user's live
@@ -124,10 +121,7 @@ fn max_session_age<'a>(env: Env<'a>, username: Binary<'a>) -> Term<'a> {
 #[rustler::nif]
 fn max_sessions<'a>(env: Env<'a>, username: Binary<'a>) -> Term<'a> {
     let _timed = timing::timed(Nif::Admin);
-    match WARDEN.firewall.max_sessions(username.as_slice()) {
-        Some(n) => n.encode(env),
-        None => atoms::undefined().encode(env),
-    }
+    encode::or_undefined(env, WARDEN.firewall.max_sessions(username.as_slice()))
 }
 
 /// `recheck_session(Mountpoint, ClientId, Username, Ip, Port, Protocol,
