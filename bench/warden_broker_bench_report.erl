@@ -119,6 +119,16 @@ print_round(R, Res) ->
 %% Summary over all rounds
 %%--------------------------------------------------------------------
 
+%% The floor (the empty function's call_time per call over every traced
+%% pass) of the processes of Role, and Net(Impl, MFA) -> {Calls, Us net of
+%% that floor}.
+floor_and_net(Results, Role) ->
+    {FC, FT} = lists:foldl(fun(I, {C0, T0}) -> {C, T} = ct_sum(Results, I, ?EMPTY, Role),
+                                               {C0 + C, T0 + T} end,
+                           {0, 0}, [null, passwd, warden]),
+    Floor = FT / max(1, FC),
+    {Floor, fun(Impl, MFA) -> {C, T} = ct_sum(Results, Impl, MFA, Role), {C, T - C * Floor} end}.
+
 %% {Calls, Us} of an MFA over all traced passes of Impl.
 ct_sum(Results, Impl, MFA, Role) ->
     lists:foldl(fun({C, T}, {C0, T0}) -> {C0 + C, T0 + T} end, {0, 0},
@@ -134,19 +144,8 @@ wall_sum(Results, Impl, Key) ->
 summary(Results, Connects) ->
     Rounds = length(Results),
     N = Connects * Rounds,
-    %% the floor: the empty function over every traced pass
-    {FC, FT} = lists:foldl(fun(I, {C0, T0}) -> {C, T} = ct_sum(Results, I, ?EMPTY, client),
-                                               {C0 + C, T0 + T} end,
-                           {0, 0}, [null, passwd, warden]),
-    Floor = FT / max(1, FC),
-    Net = fun(Impl, MFA) -> {C, T} = ct_sum(Results, Impl, MFA, client),
-                            {C, T - C * Floor} end,
-    {FCt, FTt} = lists:foldl(fun(I, {C0, T0}) -> {C, T} = ct_sum(Results, I, ?EMPTY, client_trim),
-                                                 {C0 + C, T0 + T} end,
-                             {0, 0}, [null, passwd, warden]),
-    FloorT = FTt / max(1, FCt),
-    NetT = fun(Impl, MFA) -> {C, T} = ct_sum(Results, Impl, MFA, client_trim),
-                             {C, T - C * FloorT} end,
+    {Floor, Net} = floor_and_net(Results, client),
+    {FloorT, NetT} = floor_and_net(Results, client_trim),
     PerCall = fun({C, T}) -> T / max(1, C) end,
     WTs = walls(Results, warden),
     PTs = walls(Results, passwd),
