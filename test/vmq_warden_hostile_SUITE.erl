@@ -88,23 +88,10 @@ auth5(Peer, ClientId, User, Password, Meta) ->
 bytes(N, C) -> binary:copy(<<C>>, N).
 
 %% Runs Fun with the call timer on; fails if calls on a normal scheduler
-%% used more than 1 ms of their thread's CPU in two runs in a row. That
-%% clock also counts what the kernel does for other work while the thread
-%% runs (interrupts, and on some hypervisors time the host gave to another
-%% guest): a CI run once had 13 of a million calls at up to 10 ms. A stall
-%% of the code comes back in a second run of the same work from the same
-%% (reset) state; the machine's seldom does. Returns the last run's result.
+%% used more than 1 ms of their thread's CPU, in the run again from a reset
+%% state if the first had some (?U:stalls_twice/3). Returns Fun's result.
 timed(What, Fun) ->
-    case timed_once(What, Fun) of
-        {Result, []} ->
-            Result;
-        {_, Over} ->
-            ct:pal("~s: calls over 1 ms of CPU ~p; the same work again", [What, Over]),
-            ok = vmq_warden_nif:reset(),
-            {Result, Again} = timed_once(What, Fun),
-            ?assertEqual([], Again),
-            Result
-    end.
+    ?U:stalls_twice(What, fun() -> timed_once(What, Fun) end, fun vmq_warden_nif:reset/0).
 
 %% One run: Fun's result and the kinds with calls over 1 ms of CPU on a
 %% normal scheduler. Logs the worst CPU time (us) of each kind.

@@ -2,9 +2,11 @@
 %% robustness): settings, password files, registry recount, answer checks.
 -module(vmq_warden_robust_util).
 
+-include_lib("stdlib/include/assert.hrl").
+
 -export([set_env/1, reset_env/0, sha512_line/1, pbkdf2_line/2,
          registry_consistent/0, recount/0, valid_answer/2, all_sessions/0,
-         numtests/2, passwords_file/2, project_root/0]).
+         numtests/2, passwords_file/2, project_root/0, stalls_twice/3]).
 
 %% Settings back to defaults, then these on top, applied to the NIF.
 set_env(Map) ->
@@ -85,4 +87,24 @@ find_root([Dir | Rest]) ->
                 Dir -> find_root(Rest);
                 Up -> find_root([Up | Rest])
             end
+    end.
+
+%% A check of calls over 1 ms judged on two runs. Run() -> {Result, Stalls}
+%% does the work; when its Stalls are not [], Again() sets the same work up
+%% and Run() goes once more, and only that run's stalls fail the check. The
+%% thread's CPU clock and the VM's long_schedule also count what the kernel
+%% does for other work while the thread runs (interrupts, and on some
+%% hypervisors time the host gave to another guest): a CI run once had 13
+%% of a million calls at up to 10 ms. A stall of the code comes back in the
+%% second run; the machine's seldom does. Returns the last run's Result.
+stalls_twice(What, Run, Again) ->
+    case Run() of
+        {Result, []} ->
+            Result;
+        {_, Stalls} ->
+            ct:pal("~s: calls over 1 ms ~p; the same work again", [What, Stalls]),
+            ok = Again(),
+            {Result, Again2} = Run(),
+            ?assertEqual([], Again2),
+            Result
     end.
