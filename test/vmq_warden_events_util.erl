@@ -2,13 +2,14 @@
 %% broker's hook orders and read what the plugin published
 %% (vmq_warden_events_SUITE, vmq_warden_control_SUITE): the settings, the
 %% MQTT sink with the broker's publish function mocked, vernemq_dev_api as
-%% the broker has it, and each hook called from its own process.
+%% the broker has it, and each hook called from its own process (those hook
+%% steps also serve vmq_warden_lifecycle_SUITE and vmq_warden_plugin_mgr_SUITE).
 -module(vmq_warden_events_util).
 
 -include("vmq_warden_events.hrl").
 
 -export([suite_start/0, suite_end/0, case_start/0, case_end/0,
-         events_on/1, published/0, collect/0, by_client/1, sid/1, procs/1,
+         events_on/1, published/0, by_client/1, sid/1, procs/1,
          auth/3, auth/6, reg/2, reg/4, wakeup/2, offline/2, gone/2, expired/2,
          connect/4, connect/6, connect/7, mock_dev_api/0, online/0]).
 

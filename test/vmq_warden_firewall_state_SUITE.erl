@@ -10,7 +10,7 @@
 
 -compile([export_all, nowarn_export_all]).
 -import(vmq_warden_firewall_util,
-        [passwd_lines/0, apply_env/2, sid/1, meta/2, tcp/0, m5_props/0, a3/5, a5/5, refused/6,
+        [passwd_lines/0, apply_env/2, sid/1, meta/2, tcp/0, a3/5, a5/5, refused/6,
          accepted/5, both_next/5, stat/1]).
 
 all() ->

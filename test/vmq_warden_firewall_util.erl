@@ -10,7 +10,7 @@
 -include("vmq_warden_firewall.hrl").
 
 -export([passwd_lines/0, suite_start/1, suite_end/0, case_start/1, apply_env/2,
-         sid/1, meta/2, tcp/0, m5_props/0, a3/5, a5/5, refused/6, accepted/5, both_next/5,
+         sid/1, meta/2, tcp/0, a3/5, a5/5, refused/6, accepted/5, both_next/5,
          stat/1]).
 
 %% Password-file lines made with the shipped tool:

@@ -8,8 +8,8 @@
 -include_lib("stdlib/include/assert.hrl").
 
 -compile([export_all, nowarn_export_all]).
+-import(vmq_warden_events_util, [auth/3, reg/2, wakeup/2, offline/2]).
 
--define(PEER, {{127, 0, 0, 1}, 40100}).
 -define(CHAIN, vmq_hook_chain).
 
 all() ->
@@ -41,17 +41,17 @@ clients_admitted_after_enable(_Config) ->
     Sid = {"", <<"mgr-1">>},
     [S1, S2, Q] = [?CHAIN:spawn_proc() || _ <- [1, 2, 3]],
     ok = auth(S1, Sid, false),
-    ok = queue(Q, on_client_wakeup, Sid),
+    ok = wakeup(Q, Sid),
     ok = reg(S1, Sid),
     #{generation := G1} = online(Sid),
     %% persistent -> persistent takeover: auth, offline, on_register, wakeup
     ok = auth(S2, Sid, false),
-    ok = queue(Q, on_client_offline, Sid),
+    ok = offline(Q, Sid),
     ok = reg(S2, Sid),
-    ok = queue(Q, on_client_wakeup, Sid),
+    ok = wakeup(Q, Sid),
     #{generation := G2, connect_count := 2} = online(Sid),
     ?assert(G2 > G1),
-    ok = queue(Q, on_client_offline, Sid),
+    ok = offline(Q, Sid),
     ?assertMatch({ok, #{state := offline, generation := G2}}, vmq_warden:lookup(Sid)),
     ?assertMatch([#{reason := offline, generation := G2}, #{reason := taken_over, generation := G1}],
                  vmq_warden:recent_endings(2)).
@@ -98,22 +98,11 @@ app_modules() ->
     {ok, Mods} = application:get_key(vmq_warden, modules),
     Mods.
 
-auth(Conn, Sid, Clean) ->
-    ?CHAIN:in_proc(Conn, fun() ->
-        ?CHAIN:all_till_ok(auth_on_register, [?PEER, Sid, undefined, undefined, Clean], ?CHAIN:plugins())
-    end).
-
-reg(Conn, Sid) ->
-    ?CHAIN:in_proc(Conn, fun() -> ?CHAIN:all(on_register, [?PEER, Sid, undefined], ?CHAIN:plugins()) end).
-
-queue(Q, Hook, Sid) ->
-    ?CHAIN:in_proc(Q, fun() -> ?CHAIN:all(Hook, [Sid], ?CHAIN:plugins()) end).
-
 connect(ClientId) ->
     Sid = {"", ClientId},
     [S, Q] = [?CHAIN:spawn_proc() || _ <- [1, 2]],
     ok = auth(S, Sid, true),
-    ok = queue(Q, on_client_wakeup, Sid),
+    ok = wakeup(Q, Sid),
     ok = reg(S, Sid),
     Sid.
 
