@@ -169,6 +169,9 @@ recheck(#{mountpoint := Mp, client_id := ClientId, username := User,
 recheck(_) ->
     [].
 
+%% Listed again, not taken from the first step's list: the sessions it
+%% kicked are gone from it, and so are those that ended meanwhile, which
+%% must not count toward a user's limit.
 over_max_sessions() ->
     case vmq_warden:sessions(#{state => online, limit => ?MAX_PER_PASS}) of
         Sessions when is_list(Sessions) ->

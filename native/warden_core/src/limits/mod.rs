@@ -22,9 +22,9 @@
 //! [`EVICTION_SCAN`] slots: the idle ones among them (a bucket that has
 //! refilled completely; a failure counter whose window has passed and that
 //! holds no active ban) are dropped, or if none is idle the lowest ranked
-//! one (least recently seen; active bans last). That is O(1) per insert, never a pass over the table, and a table
-//! never holds more than its `max` entries (`max(max, shards)` for tiny
-//! bounds). [`RateLimiter::sweep`] / [`BanTable::sweep`] drop every idle
+//! one (least recently seen; active bans last). That is O(1) per insert,
+//! never a pass over the table, and a table never holds more than its `max`
+//! entries (`max(max, shards)` for tiny bounds). [`RateLimiter::sweep`] / [`BanTable::sweep`] drop every idle
 //! entry and give memory back.
 
 use std::collections::hash_map::RandomState;

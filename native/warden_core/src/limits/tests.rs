@@ -271,7 +271,6 @@ fn eviction_prefers_old_entries() {
     assert!(newest_kept > oldest_kept, "{newest_kept} vs {oldest_kept}");
 }
 
-
 /// An insert may rehash its shard's index (hashbrown grows it, or clears
 /// it of the tombstones that removals leave), work in proportion to the
 /// shard, on a normal scheduler. At the firewall's bound no shard may hold
