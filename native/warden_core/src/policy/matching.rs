@@ -4,8 +4,14 @@
 
 use std::net::IpAddr;
 
+use std::sync::Arc;
+
 use ipnet::IpNet;
 use regex::bytes::Regex;
+use regex_automata::dfa::{dense, Automaton, StartKind};
+use regex_automata::nfa::thompson;
+use regex_automata::util::syntax;
+use regex_automata::{Anchored, Input};
 
 use super::*;
 
@@ -238,20 +244,65 @@ impl BoundPattern {
     }
 }
 
+/// Largest DFA built for one pattern; a pattern whose DFA would be larger
+/// (Unicode classes such as `\w{20}`) is matched by the regex alone.
+const PATTERN_DFA_LIMIT: usize = 32 * 1024;
+
 /// A compiled policy regex (anchored: it must match the whole value) that
 /// never runs on more than [`MAX_MATCH_INPUT`] bytes.
+///
+/// A small pattern is also built as a full DFA, which is what matches: a
+/// connect runs with the CPU caches emptied by the broker's own work, and
+/// the regex's lazy DFA then costs a cache miss for each of its pool, cache
+/// and state tables; the full DFA is one table of a few cache lines. Both
+/// come from the same engine with the same syntax settings (`regex::bytes`:
+/// Unicode on, values need not be UTF-8), so they answer alike.
 #[derive(Clone, Debug)]
 pub struct Pattern {
     pub(super) re: Regex,
+    dfa: Option<Arc<dense::DFA<Vec<u32>>>>,
 }
 
 impl Pattern {
+    /// `anchored` is the source `re` was built from.
+    pub(super) fn new(re: Regex, anchored: &str) -> Pattern {
+        let dfa = dense::Builder::new()
+            .syntax(syntax::Config::new().utf8(false).nest_limit(REGEX_NEST_LIMIT))
+            .thompson(thompson::Config::new().utf8(false).nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
+            .configure(
+                dense::DFA::config()
+                    .start_kind(StartKind::Anchored)
+                    .dfa_size_limit(Some(PATTERN_DFA_LIMIT))
+                    .determinize_size_limit(Some(4 * PATTERN_DFA_LIMIT)),
+            )
+            .build(anchored)
+            .ok()
+            .map(Arc::new);
+        Pattern { re, dfa }
+    }
+
     /// `Some(matched)`, or `None` for a value longer than [`MAX_MATCH_INPUT`],
     /// which is not looked at: the caller decides what that means, failing
     /// closed (a deny rule applies, an allow rule does not, a required
     /// pattern refuses).
     pub fn matches(&self, value: &[u8]) -> Option<bool> {
-        (value.len() <= MAX_MATCH_INPUT).then(|| self.re.is_match(value))
+        (value.len() <= MAX_MATCH_INPUT).then(|| self.is_match_unbounded(value))
+    }
+
+    fn is_match_unbounded(&self, value: &[u8]) -> bool {
+        let by_dfa = self.dfa.as_ref().and_then(|dfa| {
+            // Errs only on a byte the DFA gave up on: the regex then decides.
+            dfa.try_search_fwd(&Input::new(value).anchored(Anchored::Yes).earliest(true)).ok()
+        });
+        match by_dfa {
+            Some(found) => found.is_some(),
+            None => self.re.is_match(value),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn has_dfa(&self) -> bool {
+        self.dfa.is_some()
     }
 
     /// For checks the value must pass: a value longer than

@@ -437,3 +437,46 @@ fn max_session_age_comes_from_the_user_else_its_first_group_that_sets_it() {
     let e = err("[users.d]\nmax_session_age = -1\n").to_string();
     assert!(e.starts_with("policy.toml:2:"), "{e}");
 }
+
+fn pattern(src: &str) -> Pattern {
+    let p = parse(&format!("[client_id]\npattern = {src:?}\n")).unwrap_or_else(|e| panic!("{src}: {e}"));
+    p.client_id.pattern.unwrap()
+}
+
+/// The full DFA and the regex answer alike: patterns with Unicode classes,
+/// case folding, byte escapes and alternations, against values with
+/// multi-byte characters, invalid UTF-8, line ends and the empty value.
+#[test]
+fn pattern_dfa_agrees_with_the_regex() {
+    let sources = [
+        "[A-Za-z0-9].*", "[a-z][a-z0-9_.-]*", ".*", "", "a|ab|abc", "(?i)dev-[0-9]+", "[0-9]{2,4}x?",
+        "[^a]*", "é+.", "(?-u:\\xFF)a", "(?s).+", ".{3}", "(a|b)*c(d|e)?", "[\\p{Greek}a]+", "x*(?-u:.)",
+    ];
+    let alphabet: [&[u8]; 12] = [b"a", b"b", b"c", b"x", b"9", b"-", "é".as_bytes(), "λ".as_bytes(), b"\xFF", b"\xC3", b"\n", b"D"];
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut rnd = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for src in sources {
+        let p = pattern(src);
+        assert!(p.has_dfa(), "{src}: small patterns match by a full DFA");
+        for _ in 0..3_000 {
+            let value: Vec<u8> = (0..rnd(7)).flat_map(|_| alphabet[rnd(alphabet.len() as u64) as usize].iter().copied()).collect();
+            assert_eq!(p.matches(&value), Some(p.re.is_match(&value)), "pattern {src:?} value {value:?}");
+        }
+    }
+}
+
+/// A pattern whose DFA would be large is matched by the regex alone, with
+/// the same answers.
+#[test]
+fn large_patterns_fall_back_to_the_regex() {
+    let p = pattern("\\w{2}\\d{2,4}");
+    assert!(!p.has_dfa());
+    for (value, want) in [("ä٣11", true), ("ab12345", false), ("a1", false)] {
+        assert_eq!(p.matches(value.as_bytes()), Some(want), "{value}");
+    }
+}
