@@ -3,61 +3,20 @@
 //! mean of each step over many connects with the broker bench's policy
 //! (1,000 `$6$` users, network and client-id rules).
 
-use std::net::IpAddr;
 use std::time::Instant;
 
 use warden_core::credentials::{hash_password, HashScheme, PasswordFile};
-use warden_core::firewall::{AuthRequest, FirewallConfig, Listener, UnknownUser};
+use warden_core::firewall::{AuthRequest, FirewallConfig, UnknownUser};
 use warden_core::obfuscation::{Cipher, KdfHash, Obfuscation};
 use warden_core::policy::Policy;
 use warden_core::registry::{ConnectInfo, RegistryConfig};
-use warden_core::types::{Peer, ProcId, Protocol, SubscriberKey};
+use warden_core::types::{ProcId, Protocol};
 use warden_core::warden::{AuthStep, Password, QueueEvent, Warden};
 
-const POLICY: &str = r#"version = 1
-[network]
-allow = ["10.0.0.0/8", "192.168.0.0/16", "2001:db8::/32", "127.0.0.1"]
-deny = ["10.66.0.0/16"]
-[client_id]
-max_length = 64
-allowed_chars = "A-Za-z0-9_.:-"
-pattern = "[A-Za-z0-9].*"
-username_pattern = "{username}:*"
-bind_to_user = true
-[username]
-max_length = 32
-pattern = "[a-z][a-z0-9_.-]*"
-deny = ["root", "admin"]
-[[rule]]
-name = "block-scanners"
-action = "deny"
-reason = "known scanner network"
-code = "banned"
-when = { peer = ["192.168.66.0/24"] }
-"#;
+mod bench_setup;
+use bench_setup::{request, user, ENCRYPTED, POLICY, SECRET, USERS};
 
-const USERS: usize = 1000;
 const CONNECTS: usize = 200_000;
-// credentials_obfuscation 3.4.0's encryption of "s3cret!" (obfuscation.rs).
-const SECRET: &[u8] = b"vmq-node-secret-0123456789abcdef";
-const ENCRYPTED: &[u8] = b"KIoUIOU7FtPqWa4UWfbz5ZD91B2UbRwwJA6D/E9PHgeodFdyWgha/Y2/s6lZS5K37r9gl81NFchvYjYcS53KgVsl4HgJjVEJAGDZaVRIv/o=";
-
-fn user(i: usize) -> String {
-    format!("user{i:04}")
-}
-
-fn request(i: usize) -> AuthRequest {
-    AuthRequest {
-        key: SubscriberKey::new(&b""[..], format!("{}:dev-{i}", user(i % USERS)).into_bytes()),
-        peer: Some(Peer { ip: format!("10.1.{}.{}", (i / 256) % 256, i % 256).parse::<IpAddr>().unwrap(), port: 40000 }),
-        username: Some(user(i % USERS).into_bytes()),
-        has_password: true,
-        clean_session: true,
-        protocol: Protocol::Mqtt3,
-        listener: Some(Listener::default()),
-        client_cert: None,
-    }
-}
 
 fn mean_ns(start: Instant, n: usize) -> f64 {
     start.elapsed().as_nanos() as f64 / n as f64
