@@ -13,7 +13,6 @@
 //! `{credentials_obfuscation, Password}` with `Password` a binary.
 
 use aes::cipher::{block_padding::Pkcs7, BlockModeDecrypt, KeyIvInit};
-use base64::Engine;
 use hmac::{Hmac, Mac};
 use zeroize::Zeroizing;
 
@@ -96,14 +95,13 @@ fn pbkdf2_block<M: Mac + Clone>(keyed: &M, salt: &[u8], iterations: u32, out: &m
     mac.update(salt);
     mac.update(&1u32.to_be_bytes());
     let mut u = mac.finalize().into_bytes();
-    let mut t = Zeroizing::new(u.to_vec());
+    out.copy_from_slice(&u[..out.len()]);
     for _ in 1..iterations {
         let mut mac = keyed.clone();
         mac.update(&u);
         u = mac.finalize().into_bytes();
-        t.iter_mut().zip(u.iter()).for_each(|(a, b)| *a ^= b);
+        out.iter_mut().zip(u.iter()).for_each(|(a, b)| *a ^= b);
     }
-    out.copy_from_slice(&t[..out.len()]);
 }
 
 impl std::fmt::Debug for Obfuscation {
@@ -131,13 +129,19 @@ impl Obfuscation {
 
     /// The password inside `encrypted` (the base64 text of `{encrypted, B}`),
     /// or `None` when it does not decrypt to one with these settings.
+    ///
+    /// One buffer from base64 to password: decoded, decrypted and trimmed
+    /// in place. This runs in every connect's auth with the CPU caches
+    /// emptied by the broker's work, where each allocation and each routine
+    /// costs cache misses (docs/BENCHMARKS.md, "Cache lines per hook").
     pub fn decrypt(&self, encrypted: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         if encrypted.len() > MAX_ENCRYPTED {
             return None;
         }
-        let raw = base64::engine::general_purpose::STANDARD.decode(encrypted).ok()?;
-        let (salt, rest) = raw.split_at_checked(16)?;
-        let (iv, ciphertext) = rest.split_at_checked(16)?;
+        let mut buf = Zeroizing::new(decode_base64(encrypted)?);
+        let (salt, rest) = buf.split_at_mut_checked(16)?;
+        let (iv, ciphertext) = rest.split_at_mut_checked(16)?;
+        let ciphertext_at = ciphertext.as_ptr() as usize;
         let mut key = Zeroizing::new([0u8; 32]);
         let key = &mut key[..self.cipher.key_len()];
         match &self.keyed {
@@ -145,15 +149,60 @@ impl Obfuscation {
             KeyedHmac::Sha384(m) => pbkdf2_block(m, salt, self.iterations, key),
             KeyedHmac::Sha512(m) => pbkdf2_block(m, salt, self.iterations, key),
         }
-        let mut buf = Zeroizing::new(ciphertext.to_vec());
         let clear = match self.cipher {
-            Cipher::Aes128Cbc => cbc::Decryptor::<aes::Aes128>::new_from_slices(key, iv).ok()?.decrypt_padded::<Pkcs7>(&mut buf),
-            Cipher::Aes192Cbc => cbc::Decryptor::<aes::Aes192>::new_from_slices(key, iv).ok()?.decrypt_padded::<Pkcs7>(&mut buf),
-            Cipher::Aes256Cbc => cbc::Decryptor::<aes::Aes256>::new_from_slices(key, iv).ok()?.decrypt_padded::<Pkcs7>(&mut buf),
+            Cipher::Aes128Cbc => cbc::Decryptor::<aes::Aes128>::new_from_slices(key, iv).ok()?.decrypt_padded::<Pkcs7>(ciphertext),
+            Cipher::Aes192Cbc => cbc::Decryptor::<aes::Aes192>::new_from_slices(key, iv).ok()?.decrypt_padded::<Pkcs7>(ciphertext),
+            Cipher::Aes256Cbc => cbc::Decryptor::<aes::Aes256>::new_from_slices(key, iv).ok()?.decrypt_padded::<Pkcs7>(ciphertext),
         }
         .ok()?;
-        tagged_password(clear).map(|p| Zeroizing::new(p.to_vec()))
+        let password = tagged_password(clear)?;
+        // The password moves to the front of `buf` (the ciphertext follows
+        // the 32 bytes of salt and IV), and the rest is wiped.
+        let (at, len) = (32 + password.as_ptr() as usize - ciphertext_at, password.len());
+        buf.copy_within(at..at + len, 0);
+        buf[len..].iter_mut().for_each(|b| *b = 0);
+        buf.truncate(len);
+        Some(buf)
     }
+}
+
+/// Standard base64 with padding, as the library writes it; `None` for
+/// anything else. Small on purpose: the base64 crate's general engine is
+/// several times this code, all of it cold in a connect.
+fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
+    fn sextet(c: u8) -> Option<u32> {
+        Some(u32::from(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        }))
+    }
+    let quads = text.chunks_exact(4);
+    if !quads.remainder().is_empty() {
+        return None;
+    }
+    let (count, pad) = (quads.len(), text.iter().rev().take(2).take_while(|&&c| c == b'=').count());
+    let mut out = Vec::with_capacity(count * 3);
+    for (i, quad) in quads.enumerate() {
+        let last = i + 1 == count;
+        let kept = if last { 4 - pad } else { 4 };
+        let mut n = 0u32;
+        for &c in &quad[..kept] {
+            n = n << 6 | sextet(c)?;
+        }
+        n <<= 6 * (4 - kept) as u32;
+        let bytes = n.to_be_bytes();
+        let produced = kept.saturating_sub(1);
+        // Non-zero bits after the last byte: not what the library writes.
+        if bytes[1 + produced..].iter().any(|&b| b != 0) {
+            return None;
+        }
+        out.extend_from_slice(&bytes[1..1 + produced]);
+    }
+    Some(out)
 }
 
 const TAG: &[u8] = b"credentials_obfuscation";
@@ -227,6 +276,31 @@ mod tests {
         }
         assert!(Obfuscation::new(Cipher::Aes128Cbc, KdfHash::Sha256, MAX_ITERATIONS + 1, SECRET).is_none());
         assert!(Cipher::from_name("aes_128_gcm").is_none() && KdfHash::from_name("sha").is_none());
+    }
+
+    /// The small decoder answers as the base64 crate's strict standard
+    /// engine: on every encoding, and on text with bad characters, bad
+    /// lengths, misplaced padding or bits left after the last byte.
+    #[test]
+    fn base64_decoder_agrees_with_the_crate() {
+        use base64::Engine;
+        let engine = base64::engine::general_purpose::STANDARD;
+        let mut x = 0x853c_49e6_748f_ea9bu64;
+        let mut rnd = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for _ in 0..20_000 {
+            let bytes: Vec<u8> = (0..rnd(40)).map(|_| rnd(256) as u8).collect();
+            assert_eq!(decode_base64(engine.encode(&bytes).as_bytes()), Some(bytes));
+        }
+        let alphabet = b"AQgwBz09+/=-_ \n";
+        for _ in 0..200_000 {
+            let text: Vec<u8> = (0..rnd(13)).map(|_| alphabet[rnd(alphabet.len() as u64) as usize]).collect();
+            assert_eq!(decode_base64(&text), engine.decode(&text).ok(), "{:?}", String::from_utf8_lossy(&text));
+        }
     }
 
     #[test]
