@@ -166,20 +166,23 @@ impl Obfuscation {
     }
 }
 
+/// Each byte's base64 value, or `INVALID`.
+const INVALID: u8 = 0xFF;
+const SEXTETS: [u8; 256] = {
+    let mut t = [INVALID; 256];
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut i = 0;
+    while i < 64 {
+        t[alphabet[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
 /// Standard base64 with padding, as the library writes it; `None` for
 /// anything else. Small on purpose: the base64 crate's general engine is
 /// several times this code, all of it cold in a connect.
 fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
-    fn sextet(c: u8) -> Option<u32> {
-        Some(u32::from(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        }))
-    }
     let quads = text.chunks_exact(4);
     if !quads.remainder().is_empty() {
         return None;
@@ -187,11 +190,16 @@ fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
     let (count, pad) = (quads.len(), text.iter().rev().take(2).take_while(|&&c| c == b'=').count());
     let mut out = Vec::with_capacity(count * 3);
     for (i, quad) in quads.enumerate() {
-        let last = i + 1 == count;
-        let kept = if last { 4 - pad } else { 4 };
+        let kept = if i + 1 == count { 4 - pad } else { 4 };
         let mut n = 0u32;
+        let mut bad = 0u8;
         for &c in &quad[..kept] {
-            n = n << 6 | sextet(c)?;
+            let v = SEXTETS[usize::from(c)];
+            bad |= v;
+            n = n << 6 | u32::from(v & 63);
+        }
+        if bad == INVALID {
+            return None;
         }
         n <<= 6 * (4 - kept) as u32;
         let bytes = n.to_be_bytes();
