@@ -41,7 +41,6 @@ pub struct PendingAuth {
 /// with.
 struct PasswordCheck {
     snap: Arc<LoadedPolicy>,
-    identity: Vec<u8>,
     hash: PasswordHash,
     fingerprint: u64,
     slow: bool,
@@ -56,8 +55,11 @@ impl PendingAuth {
         &self.req
     }
 
+    /// The user whose password is checked: a password check is made only
+    /// for a request with a username (screen.rs, `credentials`), and the
+    /// name is read from the request rather than copied.
     pub fn username(&self) -> &[u8] {
-        &self.check.identity
+        self.req.username.as_deref().unwrap_or_default()
     }
 
     /// Generation of the policy snapshot this decision runs against.
@@ -70,7 +72,7 @@ impl fmt::Debug for PendingAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PendingAuth")
             .field("key", &self.req.key)
-            .field("username", &String::from_utf8_lossy(&self.check.identity))
+            .field("username", &String::from_utf8_lossy(self.username()))
             .field("generation", &self.check.snap.generation)
             .finish_non_exhaustive()
     }
@@ -407,7 +409,7 @@ impl Firewall {
         };
         let cache = self.cache.load();
         let (fp, slow) = (pending.check.fingerprint, pending.check.slow || self.forced_slow());
-        match cache.check(&pending.check.identity, pw, fp, now) {
+        match cache.check(pending.username(), pw, fp, now) {
             Some(ok) => {
                 self.stats.bump(S_CACHE_HITS);
                 PasswordStep::Done(self.after_verify(pending, ok, sessions, now))
@@ -432,7 +434,7 @@ impl Firewall {
         let cache = self.cache.load();
         let fp = pending.check.fingerprint;
         // A concurrent verification of the same credentials may have finished meanwhile.
-        if let Some(ok) = cache.check(&pending.check.identity, pw, fp, now) {
+        if let Some(ok) = cache.check(pending.username(), pw, fp, now) {
             self.stats.bump(S_CACHE_HITS);
             return self.after_verify(pending, ok, sessions, now);
         }
@@ -458,7 +460,7 @@ impl Firewall {
         let micros = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.stats.add(S_VERIFY_MICROS, micros);
         self.stats.bump(S_VERIFY_COUNT);
-        cache.remember(&pending.check.identity, pw, fp, ok, now);
+        cache.remember(pending.username(), pw, fp, ok, now);
         self.after_verify(pending, ok, sessions, now)
     }
 
@@ -470,10 +472,12 @@ impl Firewall {
                 self.peer_bans.record_success(&peer_key(p.ip), now);
             }
             if self.config().ban_users {
-                self.user_bans.record_success(&pending.check.identity, now);
+                if let Some(user) = &pending.req.username {
+                    self.user_bans.record_success(user, now);
+                }
             }
             let bind = pending.check.snap.policy.client_id.bind_to_user;
-            post_checks(&pending.req, Some(&pending.check.identity), &pending.check.settings, sessions, None, bind)
+            post_checks(&pending.req, Some(pending.username()), &pending.check.settings, sessions, None, bind)
         };
         self.finish(&pending.req, d)
     }
@@ -487,8 +491,8 @@ impl Firewall {
             }
         }
         if self.config().ban_users {
-            if let Some(until) = self.user_bans.record_failure(&pending.check.identity, now) {
-                self.ban_started(&format!("user {}", lossy(&pending.check.identity)), until);
+            if let Some(until) = pending.req.username.as_ref().and_then(|user| self.user_bans.record_failure(user, now)) {
+                self.ban_started(&format!("user {}", lossy(pending.username())), until);
             }
         }
         // For the operator's log only; the client sees the same answer.

@@ -26,7 +26,7 @@ impl Firewall {
             Screen::Done(Decision::Refuse(r)) if r.code != RefusalCode::QuotaExceeded => Some(r),
             Screen::Password(check) if check.decoy => refusal("credentials: unknown user"),
             // At the same millisecond the session may have used either: refused.
-            Screen::Password(check) if snap.credentials_changed.get(&check.identity).is_some_and(|at| logged_in_at <= *at) => {
+            Screen::Password(_) if req.username.as_deref().and_then(|u| snap.credentials_changed.get(u)).is_some_and(|at| logged_in_at <= *at) => {
                 refusal("credentials: password changed since the session logged in")
             }
             _ => None,

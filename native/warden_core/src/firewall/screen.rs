@@ -229,7 +229,6 @@ fn credentials(cfg: &FirewallConfig, snap: &Arc<LoadedPolicy>, req: &AuthRequest
     let check = |hash: PasswordHash, decoy: bool| {
         Screen::Password(PasswordCheck {
             snap: snap.clone(),
-            identity: user.clone(),
             fingerprint: hash.fingerprint(),
             slow: hash.is_slow(),
             hash,
