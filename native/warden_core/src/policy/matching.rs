@@ -203,13 +203,19 @@ pub struct BoundPattern {
     parts: Vec<Vec<GlobTok>>,
     /// Bytes every match needs besides the usernames (stars need none).
     fixed: usize,
+    /// Tokens in `parts`, stars included.
+    part_tokens: usize,
 }
+
+/// Expanded patterns up to this many tokens are matched from the stack.
+const INLINE_GLOB: usize = 64;
 
 impl BoundPattern {
     pub fn new(source: String) -> Self {
         let parts = UserGlob::parse(&source);
         let fixed = parts.iter().flatten().filter(|t| **t != GlobTok::Star).count();
-        BoundPattern { source, parts, fixed }
+        let part_tokens = parts.iter().map(Vec::len).sum();
+        BoundPattern { source, parts, fixed, part_tokens }
     }
 
     pub fn source(&self) -> &str {
@@ -220,26 +226,51 @@ impl BoundPattern {
         if username.len() > MAX_MATCH_INPUT || client_id.len() > MAX_MATCH_INPUT {
             return false;
         }
-        match self.expand(username, client_id.len()) {
-            Some(toks) => UserGlob::matches_toks(&toks, client_id),
-            None => false,
+        let Some(len) = self.expanded_len(username, client_id.len()) else {
+            return false;
+        };
+        // Short expansions (the usual `{username}:*`) on the stack: an
+        // allocation and its free are cache lines of their own in a connect.
+        let mut inline = [GlobTok::Star; INLINE_GLOB];
+        let expanded: Vec<GlobTok>;
+        let toks = if len <= INLINE_GLOB {
+            self.expand_into(username, &mut inline[..len]);
+            &inline[..len]
+        } else {
+            expanded = self.expand(username, client_id.len()).unwrap_or_default();
+            &expanded[..]
+        };
+        UserGlob::matches_toks(toks, client_id)
+    }
+
+    /// How many tokens the pattern has with `{username}` replaced, or `None`
+    /// when it needs more bytes than `limit` (it then cannot match a value
+    /// of that length).
+    fn expanded_len(&self, username: &[u8], limit: usize) -> Option<usize> {
+        let usernames = username.len().saturating_mul(self.parts.len() - 1);
+        (self.fixed.saturating_add(usernames) <= limit).then(|| self.part_tokens + usernames)
+    }
+
+    /// The expansion into `out`, which is exactly `expanded_len` long.
+    fn expand_into(&self, username: &[u8], out: &mut [GlobTok]) {
+        let mut at = 0;
+        for (i, part) in self.parts.iter().enumerate() {
+            if i > 0 {
+                for (o, b) in out[at..at + username.len()].iter_mut().zip(username) {
+                    *o = GlobTok::Byte(*b);
+                }
+                at += username.len();
+            }
+            out[at..at + part.len()].copy_from_slice(part);
+            at += part.len();
         }
     }
 
     /// The pattern with `{username}` replaced, or `None` when it needs more
-    /// bytes than `limit` (it then cannot match a value of that length).
+    /// bytes than `limit`.
     pub(super) fn expand(&self, username: &[u8], limit: usize) -> Option<Vec<GlobTok>> {
-        let needed = self.fixed + username.len().saturating_mul(self.parts.len() - 1);
-        if needed > limit {
-            return None;
-        }
-        let mut out = Vec::with_capacity(needed + self.parts.iter().map(Vec::len).sum::<usize>());
-        for (i, part) in self.parts.iter().enumerate() {
-            if i > 0 {
-                out.extend(username.iter().map(|b| GlobTok::Byte(*b)));
-            }
-            out.extend_from_slice(part);
-        }
+        let mut out = vec![GlobTok::Star; self.expanded_len(username, limit)?];
+        self.expand_into(username, &mut out);
         Some(out)
     }
 }
