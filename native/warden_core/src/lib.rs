@@ -24,3 +24,19 @@ pub mod types;
 pub mod warden;
 
 pub use ipnet::IpNet;
+
+/// What the unit tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A fixed-seed xorshift generator: each call gives a number below its
+    /// argument, the same sequence on every run.
+    pub fn below(seed: u64) -> impl FnMut(u64) -> u64 {
+        let mut x = seed;
+        move |n| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        }
+    }
+}

@@ -326,13 +326,7 @@ fn glob_reference(p: &[GlobTok], s: &[u8]) -> bool {
 
 #[test]
 fn username_glob_agrees_with_the_reference() {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut rnd = |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
+    let mut rnd = crate::testing::below(0x9e37_79b9_7f4a_7c15u64);
     for round in 0..30_000 {
         let plen = rnd(9) as usize;
         let src: String = (0..plen).map(|_| ['a', 'b', '*', '?', 'a'][rnd(5) as usize]).collect();
@@ -453,13 +447,7 @@ fn pattern_dfa_agrees_with_the_regex() {
         "[^a]*", "é+.", "(?-u:\\xFF)a", "(?s).+", ".{3}", "(a|b)*c(d|e)?", "[\\p{Greek}a]+", "x*(?-u:.)",
     ];
     let alphabet: [&[u8]; 12] = [b"a", b"b", b"c", b"x", b"9", b"-", "é".as_bytes(), "λ".as_bytes(), b"\xFF", b"\xC3", b"\n", b"D"];
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    let mut rnd = |n: u64| {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x % n
-    };
+    let mut rnd = crate::testing::below(0x2545_f491_4f6c_dd1du64);
     for src in sources {
         let p = pattern(src);
         assert!(p.has_dfa(), "{src}: small patterns match by a full DFA");
