@@ -15,7 +15,8 @@
 all() ->
     [decrypted_in_the_nif,
      a_changed_secret_falls_back_to_the_library,
-     slow_hashes_get_the_decrypted_password].
+     slow_hashes_get_the_decrypted_password,
+     the_longest_mqtt_password_is_decrypted_in_the_nif].
 
 init_per_testcase(_Case, Config) ->
     {ok, _} = credentials_obfuscation:start(),
@@ -24,7 +25,8 @@ init_per_testcase(_Case, Config) ->
     Passwd = vmq_warden_robust_util:passwords_file(
                filename:join(Dir, "passwd"),
                [{"alice", vmq_warden_robust_util:sha512_line(<<"alice-pw">>)},
-                {"bob", vmq_warden_robust_util:pbkdf2_line(<<"bob-pw">>, 5000)}]),
+                {"bob", vmq_warden_robust_util:pbkdf2_line(<<"bob-pw">>, 5000)},
+                {"carol", vmq_warden_robust_util:sha512_line(longest_password())}]),
     vmq_warden_robust_util:set_env(#{password_file => Passwd, auth_cache_size => 0,
                                      unknown_user => deny, ban_threshold => 0}),
     Config.
@@ -74,3 +76,20 @@ slow_hashes_get_the_decrypted_password(_Config) ->
     ?assertEqual(Calls0, credentials_obfuscation:decrypt_calls()),
     #{verify := #{slow := Slow}} = vmq_warden:stats(),
     ?assert(Slow >= 2).
+
+%% MQTT allows a 65,535-byte password; its {encrypted, B} is base64 of
+%% salt, IV and ciphertext, about 4/3 of that (87,488 bytes). Seen in a
+%% real VerneMQ 2.0.1: B over 65,535 bytes failed the hook (from a
+%% 49,070-byte password on), logged an error and refused the client.
+the_longest_mqtt_password_is_decrypted_in_the_nif(_Config) ->
+    Longest = longest_password(),
+    {encrypted, B} = Right = enc(Longest),
+    ?assert(byte_size(B) > 65535),
+    Calls0 = credentials_obfuscation:decrypt_calls(),
+    ?assertEqual(ok, auth(<<"carol">>, Right)),
+    Wrong = <<(binary:part(Longest, 0, 65534))/binary, "!">>,
+    ?assertEqual({error, invalid_credentials}, auth(<<"carol">>, enc(Wrong))),
+    ?assertEqual(Calls0, credentials_obfuscation:decrypt_calls()).
+
+longest_password() ->
+    binary:copy(<<"pw-">>, 21845).

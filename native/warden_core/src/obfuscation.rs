@@ -63,8 +63,9 @@ impl KdfHash {
 }
 
 /// Longest encrypted password accepted (base64 text): an MQTT password is
-/// at most 65,535 bytes.
-const MAX_ENCRYPTED: usize = 90_000;
+/// at most 65,535 bytes, whose `{encrypted, B}` is 87,488 bytes with the
+/// library's defaults (16 bytes of salt and of IV, padding, the term tag).
+pub const MAX_ENCRYPTED: usize = 90_000;
 /// Iterations above this are left to the library (they would make this
 /// call costly on a normal scheduler; its default is 1).
 pub const MAX_ITERATIONS: u32 = 16;

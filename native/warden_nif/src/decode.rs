@@ -10,6 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use rustler::types::tuple::get_tuple;
 use rustler::{Atom, Binary, Decoder, Error, LocalPid, NifResult, NifTuple, Term, TermType};
 use warden_core::firewall::{AuthRequest, Listener};
+use warden_core::obfuscation::MAX_ENCRYPTED;
 use warden_core::registry::KeyRef;
 use warden_core::types::{Peer, ProcId, Protocol, SubscriberKey};
 use warden_core::warden::Password;
@@ -274,16 +275,18 @@ pub struct PasswordArg<'a>(pub Password<'a>);
 
 impl<'a> Decoder<'a> for PasswordArg<'a> {
     fn decode(term: Term<'a>) -> NifResult<Self> {
-        let read = |t: Term<'a>, wrap: fn(&'a [u8]) -> Password<'a>| match Field::decode(t) {
-            Ok(f) => wrap(f.0),
-            Err(_) => Password::Unreadable,
+        let read = |t: Term<'a>, max: usize, wrap: fn(&'a [u8]) -> Password<'a>| match Binary::from_term(t) {
+            Ok(bin) if bin.len() <= max => wrap(bin.as_slice()),
+            _ => Password::Unreadable,
         };
         if term.get_type() == TermType::Binary {
-            return Ok(PasswordArg(read(term, Password::Clear)));
+            return Ok(PasswordArg(read(term, MAX_FIELD, Password::Clear)));
         }
         if let Ok((tag, inner)) = term.decode::<(Atom, Term<'a>)>() {
             if tag == atoms::encrypted() && inner.get_type() == TermType::Binary {
-                return Ok(PasswordArg(read(inner, Password::Encrypted)));
+                // The base64 of salt, IV and ciphertext: about 4/3 of the
+                // password, so longer than any MQTT string.
+                return Ok(PasswordArg(read(inner, MAX_ENCRYPTED, Password::Encrypted)));
             }
         }
         Ok(PasswordArg(Password::Absent))
