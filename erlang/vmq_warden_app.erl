@@ -38,7 +38,7 @@ start(Settings) ->
                                 "with the failure decision",
                          reason => Reason,
                          failure_decision => maps:get(failure_decision, Settings)},
-                       #{domain => [vmq_warden]}),
+                       vmq_warden_log:meta(error)),
             start_sup()
     end.
 
@@ -59,7 +59,7 @@ attach_nif() ->
 
 bad_config(Reason) ->
     ?LOG_ERROR(#{msg => "vmq_warden: bad configuration, plugin not started", reason => Reason},
-               #{domain => [vmq_warden]}),
+               vmq_warden_log:meta(error)),
     {error, {bad_config, Reason}}.
 
 start_sup() ->

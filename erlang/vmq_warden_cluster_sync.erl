@@ -82,7 +82,7 @@ configure() ->
             ok -> ok;
             busy -> ?LOG_WARNING(#{msg => "vmq_warden: users already counted with another hash key; "
                                           "cluster-wide counts may not match until a restart"},
-                                 #{domain => [vmq_warden]})
+                                 vmq_warden_log:meta(warning))
         end,
         ok = vmq_warden_nif:cluster_configure(true, max_bytes()),
         ok = vmq_warden_nif:cluster_reset(),
@@ -138,7 +138,7 @@ handle_info({vmq_warden_counts, From, _OtherCheck, _}, #{check := Check, mismatc
   when Check =/= undefined ->
     N =:= 0 andalso ?LOG_WARNING(#{msg => "vmq_warden: a node hashes usernames with another key "
                                           "(another cookie?); its session counts are ignored",
-                                   node => From}, #{domain => [vmq_warden]}),
+                                   node => From}, vmq_warden_log:meta(warning)),
     {noreply, State#{mismatched := N + 1}};
 handle_info(_Msg, State) ->
     {noreply, State}.

@@ -143,15 +143,15 @@ load_files(#{policy_file := Policy, password_file := Passwd}) ->
             ok;
         {error, Reason} ->
             ?LOG_ERROR(#{msg => "vmq_warden: policy not loaded, the running one stays",
-                         reason => Reason}, #{domain => [vmq_warden]}),
+                         reason => Reason}, vmq_warden_log:meta(error)),
             {error, Reason}
     end.
 
 log_report(#{warnings := Warnings} = Report) ->
     _ = [?LOG_WARNING(#{msg => "vmq_warden: skipped a line", warning => W},
-                  #{domain => [vmq_warden]}) || W <- Warnings],
+                  vmq_warden_log:meta(warning)) || W <- Warnings],
     ?LOG_INFO(#{msg => "vmq_warden: policy loaded", report => maps:remove(warnings, Report)},
-              #{domain => [vmq_warden]});
+              vmq_warden_log:meta(info));
 log_report(_) ->
     ok.
 

@@ -78,7 +78,7 @@ schedule(Interval) -> _ = erlang:send_after(Interval, self(), check), ok.
 report(Msg, {ok, [_ | _] = Ended}) ->
     ?LOG_NOTICE(#{msg => "vmq_warden: " ++ Msg, count => length(Ended),
                   sessions => [shown(E) || E <- lists:sublist(Ended, ?LOGGED_SESSIONS)]},
-                #{domain => [vmq_warden]});
+                vmq_warden_log:meta(notice));
 report(_, _) ->
     ok.
 

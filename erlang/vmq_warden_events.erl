@@ -180,5 +180,5 @@ publish_fun() ->
 
 no_publish(Why) ->
     ?LOG_WARNING(#{msg => "vmq_warden: events MQTT sink off, no publish function", reason => Why},
-                 #{domain => [vmq_warden]}),
+                 vmq_warden_log:meta(warning)),
     undefined.

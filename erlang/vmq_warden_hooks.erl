@@ -181,7 +181,7 @@ log_failure(Hook, Class, Reason) ->
         true ->
             ?LOG_ERROR(#{msg => "vmq_warden hook failed", hook => Hook,
                          class => Class, reason => redact(Reason)},
-                       #{domain => [vmq_warden]});
+                       vmq_warden_log:meta(error));
         false ->
             ok
     end.

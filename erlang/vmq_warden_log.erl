@@ -4,7 +4,7 @@
 -module(vmq_warden_log).
 -behaviour(gen_server).
 
--export([start_link/0, flush/0]).
+-export([start_link/0, flush/0, meta/1]).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2]).
 
 -define(INTERVAL, 200).
@@ -12,6 +12,18 @@
 
 start_link() ->
     gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
+
+%% @doc The logger metadata of the plugin's events at `Level'. Below
+%% `error' they carry the domain [vmq_warden], for routing them. Errors carry
+%% none: VerneMQ's error.log is logger's `default' handler, which OTP gives
+%% its default domain filters (no domain, [otp | _] or [sasl | _] pass), so
+%% an error with the plugin's domain would never reach that file.
+-spec meta(logger:level()) -> logger:metadata().
+meta(Level) ->
+    case logger:compare_levels(Level, error) of
+        lt -> #{domain => [vmq_warden]};
+        _ -> #{}
+    end.
 
 %% @doc Drain now (tests, and before a stop).
 flush() ->
@@ -45,7 +57,7 @@ drain() ->
             lists:foreach(fun emit/1, Lines),
             Dropped > 0 andalso
                 logger:warning(#{msg => "vmq_warden: log events dropped under load",
-                                 dropped => Dropped}, #{domain => [vmq_warden]}),
+                                 dropped => Dropped}, meta(warning)),
             length(Lines) =:= ?BATCH andalso drain(),
             ok
     catch
@@ -55,5 +67,4 @@ drain() ->
 emit({Level, Target, Message, Fields}) ->
     Report = maps:from_list([{binary_to_atom(K, utf8), V} || {K, V} <- Fields,
                                                              byte_size(K) < 64]),
-    logger:log(Level, Report#{msg => Message},
-               #{domain => [vmq_warden], target => Target}).
+    logger:log(Level, Report#{msg => Message}, (meta(Level))#{target => Target}).

@@ -53,7 +53,7 @@ attach() ->
         logger:error(#{msg => "vmq_warden: NIF library not loaded into the new code of "
                               "vmq_warden_nif; every auth hook answers with the failure decision",
                        reason => Error},
-                     #{domain => [vmq_warden]}),
+                     vmq_warden_log:meta(error)),
     ok.
 
 %% `ok' when this instance has its native functions, else why not.

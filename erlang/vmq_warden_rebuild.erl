@@ -49,7 +49,7 @@ handle_info(rebuild, State) ->
     case run() of
         #{restored := N} = Result when N > 0 ->
             ?LOG_INFO(#{msg => "vmq_warden: registry rebuilt from the broker's queues",
-                        result => Result}, #{domain => [vmq_warden]});
+                        result => Result}, vmq_warden_log:meta(info));
         _ ->
             ok
     end,

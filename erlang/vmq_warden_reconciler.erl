@@ -86,7 +86,7 @@ finish(#{corrected := Corrected} = Acc) ->
     Corrected > 0 andalso
         ?LOG_WARNING(#{msg => "vmq_warden: the registry held sessions the broker did not "
                               "have; corrected", corrected => Corrected},
-                     #{domain => [vmq_warden]}),
+                     vmq_warden_log:meta(warning)),
     Acc.
 
 %% Rows as list_chunk returns them (vmq_warden:session/1 names the fields).

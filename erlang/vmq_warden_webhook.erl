@@ -122,7 +122,7 @@ start_httpc(#st{url = Url} = St) ->
             St#st{enabled = true, httpc = Pid};
         {error, Reason} ->
             ?LOG_ERROR(#{msg => "vmq_warden: events webhook off, httpc did not start", reason => Reason},
-                       #{domain => [vmq_warden]}),
+                       vmq_warden_log:meta(error)),
             St
     end.
 

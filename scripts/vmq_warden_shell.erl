@@ -6,10 +6,10 @@
 %%
 %% - OTP's default logger handler only prints events without a domain or
 %%   with the domain [otp | ...], and the primary level is `notice': every
-%%   line of the plugin (domain [vmq_warden], mostly `info') is dropped.
-%%   start/0 changes that for this shell only. Inside VerneMQ nothing of this
-%%   applies: VerneMQ's console and file handlers have no domain filter and
-%%   the plugin does not touch logger's configuration.
+%%   line of the plugin below `error' (domain [vmq_warden], mostly `info')
+%%   is dropped. start/0 changes that for this shell only. Inside VerneMQ
+%%   console.log has no domain filter, and the plugin does not touch
+%%   logger's configuration (docs/OPERATIONS.md, "Logs").
 %% - `-eval' runs after the boot has finished, while the shell already
 %%   prints its prompt. The shell waits for the boot script instead, so
 %%   boot/1 writes OTP's start_clean boot script with a call of start/0

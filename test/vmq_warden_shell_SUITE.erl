@@ -39,9 +39,9 @@ make_shell_ready_before_prompt(_Config) ->
     ?assert(Ready < at(Out, "1> "), Out),
     ?assertEqual(nomatch, string:find(Out, "PROGRESS REPORT"), Out).
 
-%% Without its NIF library the plugin's error line (domain [vmq_warden],
-%% level error; OTP's default handler dropped it as well) is shown, and the
-%% ready line says how the plugin runs.
+%% Without its NIF library the plugin's error line (level error, no domain,
+%% as VerneMQ's error.log needs) is shown, and the ready line says how the
+%% plugin runs.
 make_shell_shows_nif_error(Config) ->
     Conf = filename:join(?config(priv_dir, Config), "no_nif.config"),
     Missing = filename:join(?config(priv_dir, Config), "no_such_library"),
