@@ -88,8 +88,9 @@ auth5(Peer, ClientId, User, Password, Meta) ->
 bytes(N, C) -> binary:copy(<<C>>, N).
 
 %% Runs Fun with the call timer on; fails if calls on a normal scheduler
-%% used more than 1 ms of their thread's CPU, in the run again from a reset
-%% state if the first had some (?U:stalls_twice/3). Returns Fun's result.
+%% used more than 1 ms of their thread's CPU in one run and the same kind
+%% again in the next, from a reset state (?U:stalls_twice/3). Returns Fun's
+%% result.
 timed(What, Fun) ->
     ?U:stalls_twice(What, fun() -> timed_once(What, Fun) end, fun vmq_warden_nif:reset/0).
 

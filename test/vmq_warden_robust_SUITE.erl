@@ -29,6 +29,7 @@ all() ->
      churn_returns_to_baseline,
      bounded_tables_stay_bounded,
      no_long_schedules,
+     a_stall_fails_when_its_kind_comes_back,
      call_times_count_calls,
      no_secret_in_logs_or_errors,
      world_readable_password_file_is_warned,
@@ -310,8 +311,8 @@ find_key(_, _) -> undefined.
 %% argon2id and PBKDF2-100k on a dirty one), right and wrong passwords,
 %% unknown users, lifecycle hooks, operator reads, a sweep over many
 %% records, a reload: no process may stay on a normal scheduler for 1 ms
-%% or more inside plugin code, judged on a second run of the same work when
-%% the first had such a call (?U:stalls_twice/3).
+%% or more inside plugin code, judged on consecutive runs of the same work:
+%% it fails when the same kind comes back (?U:stalls_twice/3).
 no_long_schedules(Config) ->
     ok = ?U:set_env(#{password_file => ?config(password_file, Config), default_decision => next,
                       unknown_user => deny, auth_cache_size => 0, ban_threshold => 0}),
@@ -323,6 +324,29 @@ no_long_schedules(Config) ->
     ?U:stalls_twice("long_schedule reports and calls over 1 ms of CPU",
                     fun() -> {Ours, Stalls} = long_schedules(), {ok, Ours ++ Stalls} end,
                     fun() -> ok end).
+
+%% The rule no_long_schedules and the hostile suite are judged by: runs are
+%% scripted here, each returning the stalls it "saw".
+a_stall_fails_when_its_kind_comes_back(_Config) ->
+    Judge = fun(Runs) ->
+                    put(runs, Runs),
+                    Run = fun() -> [This | Rest] = get(runs), put(runs, Rest), {ran, This} end,
+                    try ?U:stalls_twice("scripted", Run, fun() -> ok end) of
+                        ran -> {passed, length(Runs) - length(get(runs))}
+                    catch error:{assertEqual, _} -> {failed, length(Runs) - length(get(runs))}
+                    end
+            end,
+    A = {auth_begin, #{}},
+    B = {admin, #{}},
+    ?assertEqual({passed, 1}, Judge([[], [A]])),
+    ?assertEqual({failed, 2}, Judge([[A], [A]])),
+    ?assertEqual({passed, 2}, Judge([[A], []])),
+    %% a new kind in the second run gets a third
+    ?assertEqual({passed, 3}, Judge([[A], [B], []])),
+    ?assertEqual({failed, 3}, Judge([[A], [B], [B]])),
+    ?assertEqual({failed, 3}, Judge([[A], [B], [A]])),
+    %% long_schedule reports are one kind
+    ?assertEqual({failed, 2}, Judge([[report1], [report2], []])).
 
 %% One run: the long_schedule reports in plugin code and the calls over
 %% 1 ms of CPU on a normal scheduler. Where each kind of call ran is

@@ -89,22 +89,35 @@ find_root([Dir | Rest]) ->
             end
     end.
 
-%% A check of calls over 1 ms judged on two runs. Run() -> {Result, Stalls}
-%% does the work; when its Stalls are not [], Again() sets the same work up
-%% and Run() goes once more, and only that run's stalls fail the check. The
-%% thread's CPU clock and the VM's long_schedule also count what the kernel
-%% does for other work while the thread runs (interrupts, and on some
-%% hypervisors time the host gave to another guest): a CI run once had 13
-%% of a million calls at up to 10 ms. A stall of the code comes back in the
-%% second run; the machine's seldom does. Returns the last run's Result.
+%% A check of calls over 1 ms judged on consecutive runs. Run() ->
+%% {Result, Stalls} does the work; when its Stalls are not [], Again() sets
+%% the same work up and Run() goes once more. The check fails when one kind
+%% of stall (a NIF kind `{Kind, _}'; every other report counts as one kind)
+%% comes back in the next run; a kind seen for the first time gets one more
+%% run, at most three in all. The thread's CPU clock and the VM's
+%% long_schedule also count what the kernel does for other work while the
+%% thread runs (interrupts, and on some hypervisors time the host gave to
+%% another guest): a CI run once had 13 of a million calls at up to 10 ms,
+%% another an auth call of 1.9 ms of CPU in 0.4 ms of wall time. A stall of
+%% the code comes back in the same kind of call; the machine's lands
+%% anywhere. Returns the last run's Result.
 stalls_twice(What, Run, Again) ->
     case Run() of
-        {Result, []} ->
-            Result;
-        {_, Stalls} ->
-            ct:pal("~s: calls over 1 ms ~p; the same work again", [What, Stalls]),
-            ok = Again(),
-            {Result, Again2} = Run(),
-            ?assertEqual([], Again2),
-            Result
+        {Result, []} -> Result;
+        {_, Stalls} -> stalls_again(What, Run, Again, Stalls, 2)
     end.
+
+stalls_again(What, Run, Again, Before, RunsLeft) ->
+    ct:pal("~s: calls over 1 ms ~p; the same work again", [What, Before]),
+    ok = Again(),
+    {Result, Stalls} = Run(),
+    Seen = [stall_kind(S) || S <- Before],
+    ?assertEqual([], [S || S <- Stalls, lists:member(stall_kind(S), Seen)]),
+    case Stalls of
+        [] -> Result;
+        _ when RunsLeft > 1 -> stalls_again(What, Run, Again, Stalls, RunsLeft - 1);
+        _ -> ?assertEqual([], Stalls)
+    end.
+
+stall_kind({Kind, _}) -> Kind;
+stall_kind(_) -> report.
