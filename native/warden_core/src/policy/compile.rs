@@ -210,13 +210,12 @@ fn regex(ctx: &SourceText<'_>, s: &Spanned<String>, key: &str) -> Result<Pattern
     if src.len() > MAX_PATTERN_LEN {
         return Err(ctx.err(s.span(), key, format!("pattern longer than {MAX_PATTERN_LEN} bytes")));
     }
-    let anchored = format!("^(?:{src})$");
-    RegexBuilder::new(&anchored)
+    RegexBuilder::new(&format!("^(?:{src})$"))
         .size_limit(REGEX_SIZE_LIMIT)
         .dfa_size_limit(REGEX_DFA_SIZE_LIMIT)
         .nest_limit(REGEX_NEST_LIMIT)
         .build()
-        .map(|re| Pattern::new(re, &anchored))
+        .map(Pattern::new)
         .map_err(|e| {
             let msg = match e {
                 regex::Error::CompiledTooBig(_) => "pattern compiles to a program that is too large".to_string(),

@@ -3,7 +3,6 @@
 //! bytes of client input.
 
 use std::net::IpAddr;
-
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -232,14 +231,14 @@ impl BoundPattern {
         // Short expansions (the usual `{username}:*`) on the stack: an
         // allocation and its free are cache lines of their own in a connect.
         let mut inline = [GlobTok::Star; INLINE_GLOB];
-        let expanded: Vec<GlobTok>;
+        let mut on_heap: Vec<GlobTok>;
         let toks = if len <= INLINE_GLOB {
-            self.expand_into(username, &mut inline[..len]);
-            &inline[..len]
+            &mut inline[..len]
         } else {
-            expanded = self.expand(username, client_id.len()).unwrap_or_default();
-            &expanded[..]
+            on_heap = vec![GlobTok::Star; len];
+            &mut on_heap[..]
         };
+        self.expand_into(username, toks);
         UserGlob::matches_toks(toks, client_id)
     }
 
@@ -267,7 +266,8 @@ impl BoundPattern {
     }
 
     /// The pattern with `{username}` replaced, or `None` when it needs more
-    /// bytes than `limit`.
+    /// bytes than `limit` (the glob tests' reference matcher reads it).
+    #[cfg(test)]
     pub(super) fn expand(&self, username: &[u8], limit: usize) -> Option<Vec<GlobTok>> {
         let mut out = vec![GlobTok::Star; self.expanded_len(username, limit)?];
         self.expand_into(username, &mut out);
@@ -295,8 +295,8 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    /// `anchored` is the source `re` was built from.
-    pub(super) fn new(re: Regex, anchored: &str) -> Pattern {
+    /// `re` is the anchored pattern; its DFA is built from the same source.
+    pub(super) fn new(re: Regex) -> Pattern {
         let dfa = dense::Builder::new()
             .syntax(syntax::Config::new().utf8(false).nest_limit(REGEX_NEST_LIMIT))
             .thompson(thompson::Config::new().utf8(false).nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
@@ -306,7 +306,7 @@ impl Pattern {
                     .dfa_size_limit(Some(PATTERN_DFA_LIMIT))
                     .determinize_size_limit(Some(4 * PATTERN_DFA_LIMIT)),
             )
-            .build(anchored)
+            .build(re.as_str())
             .ok()
             .map(Arc::new);
         Pattern { re, dfa }
