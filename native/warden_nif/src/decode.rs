@@ -26,16 +26,21 @@ const MAX_CERT: usize = 1 << 20;
 /// before it is walked.
 const MAX_MOUNTPOINT_CHARS: usize = 1024;
 
+/// The bytes of a binary of at most `max` bytes, borrowed from the term.
+fn bounded(term: Term<'_>, max: usize) -> NifResult<&[u8]> {
+    let bin = Binary::from_term(term)?;
+    if bin.len() > max {
+        return Err(Error::BadArg);
+    }
+    Ok(bin.as_slice())
+}
+
 /// A binary of at most `MAX_FIELD` bytes, borrowed from the term.
 pub struct Field<'a>(pub &'a [u8]);
 
 impl<'a> Decoder<'a> for Field<'a> {
     fn decode(term: Term<'a>) -> NifResult<Self> {
-        let bin = Binary::from_term(term)?;
-        if bin.len() > MAX_FIELD {
-            return Err(Error::BadArg);
-        }
-        Ok(Field(bin.as_slice()))
+        bounded(term, MAX_FIELD).map(Field)
     }
 }
 
@@ -275,10 +280,7 @@ pub struct PasswordArg<'a>(pub Password<'a>);
 
 impl<'a> Decoder<'a> for PasswordArg<'a> {
     fn decode(term: Term<'a>) -> NifResult<Self> {
-        let read = |t: Term<'a>, max: usize, wrap: fn(&'a [u8]) -> Password<'a>| match Binary::from_term(t) {
-            Ok(bin) if bin.len() <= max => wrap(bin.as_slice()),
-            _ => Password::Unreadable,
-        };
+        let read = |t: Term<'a>, max: usize, wrap: fn(&'a [u8]) -> Password<'a>| bounded(t, max).map_or(Password::Unreadable, wrap);
         if term.get_type() == TermType::Binary {
             return Ok(PasswordArg(read(term, MAX_FIELD, Password::Clear)));
         }
