@@ -116,7 +116,7 @@ check() ->
 check(#{username := User, last_connect := Since} = S, Now, Limits) when is_binary(User) ->
     {Limit, Limits1} = case Limits of
                            #{User := L} -> {L, Limits};
-                           #{} -> L = limit(User), {L, Limits#{User => L}}
+                           #{} -> L = limit(max_session_age, User), {L, Limits#{User => L}}
                        end,
     case is_integer(Limit) andalso Now - Since > Limit * 1000 of
         true -> {expire(S), Limits1};
@@ -125,8 +125,10 @@ check(#{username := User, last_connect := Since} = S, Now, Limits) when is_binar
 check(_, _Now, Limits) ->
     {[], Limits}.
 
-limit(User) ->
-    try vmq_warden_nif:max_session_age(User)
+%% The running policy's limit of `User' (`max_session_age' or
+%% `max_sessions'), or `undefined'.
+limit(Setting, User) ->
+    try vmq_warden_nif:Setting(User)
     catch error:_ -> undefined
     end.
 
@@ -183,9 +185,7 @@ over_max_sessions() ->
     end.
 
 newest_over(User, Sessions) ->
-    Max = try vmq_warden_nif:max_sessions(User)
-          catch error:_ -> undefined
-          end,
+    Max = limit(max_sessions, User),
     case is_integer(Max) andalso length(Sessions) > Max of
         true ->
             ByAge = lists:sort(fun(#{last_connect := A}, #{last_connect := B}) -> A =< B end, Sessions),
