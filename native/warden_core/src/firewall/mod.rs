@@ -28,6 +28,7 @@ use crate::policy::{in_networks, CertField, Policy, PolicyError, Settings, User}
 use screen::Screen;
 pub use crate::policy::{ModValue, Modifiers};
 use crate::types::{Millis, Peer, Protocol, SubscriberKey};
+use once_cell::sync::Lazy;
 
 /// What is held between `begin` and the password calls: the request, moved
 /// in by `begin` (no copy of the client's key, username or certificate),
@@ -47,7 +48,17 @@ struct PasswordCheck {
     /// `unknown_user = deny`: `hash` is a decoy (see [`Decoys`]); the
     /// check runs like a known user's and then refuses.
     decoy: bool,
-    settings: Settings,
+}
+
+/// A user the policy does not name: no networks, limits or modifiers.
+static NO_SETTINGS: Lazy<Settings> = Lazy::new(Settings::default);
+
+impl PasswordCheck {
+    /// The policy's settings of `username` in this check's snapshot, looked
+    /// up again rather than copied into every login.
+    fn settings(&self, username: &[u8]) -> &Settings {
+        self.snap.policy.user(username).map_or(&NO_SETTINGS, |u| &u.settings)
+    }
 }
 
 impl PendingAuth {
@@ -477,7 +488,7 @@ impl Firewall {
                 }
             }
             let bind = pending.check.snap.policy.client_id.bind_to_user;
-            post_checks(&pending.req, Some(pending.username()), &pending.check.settings, sessions, None, bind)
+            post_checks(&pending.req, Some(pending.username()), pending.check.settings(pending.username()), sessions, None, bind)
         };
         self.finish(&pending.req, d)
     }

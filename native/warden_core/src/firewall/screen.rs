@@ -225,7 +225,6 @@ fn credentials(cfg: &FirewallConfig, snap: &Arc<LoadedPolicy>, req: &AuthRequest
     };
     let policy_user = policy.user(user);
     let hash = credential(policy_user, &snap.passwords, user);
-    let settings = policy_user.map(|u| u.settings.clone()).unwrap_or_default();
     let check = |hash: PasswordHash, decoy: bool| {
         Screen::Password(PasswordCheck {
             snap: snap.clone(),
@@ -233,7 +232,6 @@ fn credentials(cfg: &FirewallConfig, snap: &Arc<LoadedPolicy>, req: &AuthRequest
             slow: hash.is_slow(),
             hash,
             decoy,
-            settings,
         })
     };
     match hash {
