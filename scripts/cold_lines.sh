@@ -9,7 +9,8 @@
 # instructions, first-level misses, and the last-level misses (code, data)
 # that an emptied cache pays for. Valgrind hides SHA-NI from the program, so
 # the decrypt's SHA-256 runs in software here: its code lines
-# (sha2::sha256::compress256) are an artefact of the simulator.
+# (sha2::sha256::compress256) are an artefact of the simulator. Last, the
+# code one connect runs: its distinct lines and pages.
 set -eu
 cd "$(dirname "$0")/.."
 ROUNDS="${1:-200}"
@@ -37,3 +38,19 @@ done | awk -v r="$ROUNDS" '
             printf "%-18s %9.0f %9.0f %9.0f %9.0f %9.0f %9.0f\n", name[NR], d[1]/r, d[2]/r, d[3]/r, d[4]/r, d[5]/r, (d[4]+d[5])/r}
     {p[1]=$2; p[2]=$3; p[3]=$4; p[4]=$5; p[5]=$6}
     END {printf "%-18s %9.0f %9.0f %9.0f %9.0f %9.0f %9.0f\n", "connect", t[1]/r, t[2]/r, t[3]/r, t[4]/r, t[5]/r, (t[4]+t[5])/r}'
+
+# The code one connect runs, by its addresses (callgrind, collecting only
+# inside the measured connects): how many distinct 64-byte lines and 4 KiB
+# pages it spans, whatever the caches (docs/BENCHMARKS.md, "Cache lines per
+# hook").
+valgrind --tool=callgrind --dump-instr=yes --compress-strings=no --compress-pos=no \
+    --toggle-collect='*measured_connect*' --callgrind-out-file="$OUT/profile" "$BIN" all 20 >/dev/null 2>&1
+awk '
+    function hex(s,    i, n) {n = 0; s = tolower(substr(s, 3))
+        for (i = 1; i <= length(s); i++) n = n * 16 + index("0123456789abcdef", substr(s, i, 1)) - 1
+        return n}
+    /^ob=/ {ob = substr($0, 4); next}
+    /^calls=/ {skip = 1; next}
+    /^0x/ {if (!skip && $NF > 0) {a = hex($1); line[ob, int(a / 64)] = 1; page[ob, int(a / 4096)] = 1}; skip = 0}
+    END {for (k in line) l++; for (k in page) p++
+         printf "code of one connect: %d lines of 64 bytes in %d pages of 4 KiB\n", l, p}' "$OUT/profile"
