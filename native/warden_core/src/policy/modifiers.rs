@@ -128,13 +128,23 @@ impl Modifiers {
             };
             v.push((key, ModValue::Bool(c)));
         }
-        let ints = [
-            ("max_message_size", self.max_message_size),
-            ("max_message_rate", self.max_message_rate),
-            ("max_inflight_messages", self.max_inflight_messages),
-            ("retry_interval", self.retry_interval),
-        ];
+        let ints = [("max_message_size", self.max_message_size), ("max_message_rate", self.max_message_rate)];
         v.extend(ints.into_iter().filter_map(|(k, x)| x.map(|x| (k, ModValue::Int(x)))));
+        // VerneMQ's MQTT 5 session has neither key (docs/VERNEMQ.md): the
+        // in-flight limit is the client's receive maximum there, which the
+        // broker lowers to this value; 0 (no limit to MQTT 3) sets none, and
+        // MQTT 5 forbids the retries that retry_interval times.
+        match protocol {
+            Protocol::Mqtt3 => {
+                let ints = [("max_inflight_messages", self.max_inflight_messages), ("retry_interval", self.retry_interval)];
+                v.extend(ints.into_iter().filter_map(|(k, x)| x.map(|x| (k, ModValue::Int(x)))));
+            }
+            Protocol::Mqtt5 => {
+                if let Some(n) = self.max_inflight_messages.filter(|n| *n > 0) {
+                    v.push(("fc_receive_max_client", ModValue::Int(n)));
+                }
+            }
+        }
         if let Some(b) = self.upgrade_qos {
             v.push(("upgrade_qos", ModValue::Bool(b)));
         }

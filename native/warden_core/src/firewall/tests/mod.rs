@@ -359,7 +359,26 @@ fn modifiers_in_mqtt3_and_mqtt5_shape() {
     assert!(!m3.iter().any(|(k, _)| *k == "session_expiry_interval"));
     assert!(m5.contains(&("session_expiry_interval", ModValue::Int(3600))));
     assert!(m5.contains(&("topic_alias_max", ModValue::Int(16))));
-    assert_eq!(m3.len() + 3, m5.len());
+    // VerneMQ's MQTT 5 session has no max_inflight_messages and no
+    // retry_interval: the first becomes the client's receive maximum
+    // (fc_receive_max_client), the second is MQTT 3 only.
+    assert!(m3.contains(&("max_inflight_messages", ModValue::Int(10))));
+    assert!(m3.contains(&("retry_interval", ModValue::Int(20))));
+    assert!(m5.contains(&("fc_receive_max_client", ModValue::Int(10))));
+    assert!(!m5.iter().any(|(k, _)| *k == "max_inflight_messages" || *k == "retry_interval"));
+    assert!(!m3.iter().any(|(k, _)| *k == "fc_receive_max_client"));
+    assert_eq!(m3.len() + 3 - 1, m5.len());
+}
+
+#[test]
+fn no_inflight_limit_gives_mqtt5_no_receive_maximum() {
+    // 0 is "no limit" to VerneMQ's MQTT 3 session; a receive maximum of 0
+    // would stop every QoS 1/2 delivery, so MQTT 5 gets no key.
+    let m = Modifiers { max_inflight_messages: Some(0), ..Modifiers::default() };
+    assert_eq!(m.entries(Protocol::Mqtt3), [("max_inflight_messages", ModValue::Int(0))]);
+    assert!(m.entries(Protocol::Mqtt5).is_empty());
+    let m = Modifiers { max_inflight_messages: Some(65_535), ..Modifiers::default() };
+    assert_eq!(m.entries(Protocol::Mqtt5), [("fc_receive_max_client", ModValue::Int(65_535))]);
 }
 
 // -- limits through the engine ----------------------------------------------------
