@@ -217,8 +217,9 @@ modifiers_mqtt3_and_mqtt5(_Config) ->
               {reg_view, vmq_reg_trie},
               {shared_subscription_policy, local_only},
               {max_connection_lifetime, 86400}],
+    %% retry_interval: 20 s in the policy, milliseconds to VerneMQ's session
     ?assertEqual(lists:sort([{clean_session, false}, {max_inflight_messages, 10},
-                             {retry_interval, 20} | Common]), lists:sort(A3)),
+                             {retry_interval, 20000} | Common]), lists:sort(A3)),
     {ok, A5} = a5(?LAN, <<"alice:1">>, <<"alice">>, ?ALICE_PW, none),
     ?assertEqual(maps:from_list([{clean_start, false},
                                  {fc_receive_max_client, 10},

@@ -258,13 +258,14 @@ fn char_ranges(ctx: &SourceText<'_>, s: &Spanned<String>, key: &str) -> Result<V
 
 fn modifiers(ctx: &SourceText<'_>, raw: &Option<RawModifiers>, key: &str) -> Result<ModifierSet, PolicyError> {
     let Some(r) = raw else { return Ok(ModifierSet::default()) };
-    let int = |v: &Option<Spanned<u64>>, name: &str, min: u64, max: u64| -> Result<Option<u64>, PolicyError> {
+    let ranged = |v: &Option<Spanned<u64>>, name: &str, min: u64, max: u64, unit: &str| -> Result<Option<u64>, PolicyError> {
         match v {
             None => Ok(None),
             Some(s) if (min..=max).contains(s.get_ref()) => Ok(Some(*s.get_ref())),
-            Some(s) => Err(ctx.err(s.span(), format!("{key}.{name}"), format!("must be between {min} and {max}"))),
+            Some(s) => Err(ctx.err(s.span(), format!("{key}.{name}"), format!("must be between {min} and {max}{unit}"))),
         }
     };
+    let int = |v: &Option<Spanned<u64>>, name: &str, min: u64, max: u64| ranged(v, name, min, max, "");
     const BIG: u64 = i64::MAX as u64;
     Ok(ModifierSet {
         mountpoint: r.mountpoint.as_ref().map(|m| m.as_bytes().to_vec()),
@@ -275,7 +276,9 @@ fn modifiers(ctx: &SourceText<'_>, raw: &Option<RawModifiers>, key: &str) -> Res
             max_message_size: int(&r.max_message_size, "max_message_size", 0, BIG)?,
             max_message_rate: int(&r.max_message_rate, "max_message_rate", 0, BIG)?,
             max_inflight_messages: int(&r.max_inflight_messages, "max_inflight_messages", 0, 65_535)?,
-            retry_interval: int(&r.retry_interval, "retry_interval", 1, BIG)?,
+            // Seconds, as vernemq.conf's retry_interval; at most an hour, so
+            // that a value meant as milliseconds is refused, not obeyed.
+            retry_interval: ranged(&r.retry_interval, "retry_interval", 1, 3600, " seconds")?,
             upgrade_qos: r.upgrade_qos,
             reg_view: r.reg_view,
             shared_subscription_policy: r.shared_subscription_policy,

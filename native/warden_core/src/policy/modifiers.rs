@@ -65,6 +65,7 @@ pub struct Modifiers {
     pub max_message_size: Option<u64>,
     pub max_message_rate: Option<u64>,
     pub max_inflight_messages: Option<u64>,
+    /// Seconds; the MQTT 3 answer gives VerneMQ milliseconds.
     pub retry_interval: Option<u64>,
     pub upgrade_qos: Option<bool>,
     pub reg_view: Option<RegView>,
@@ -136,7 +137,12 @@ impl Modifiers {
         // MQTT 5 forbids the retries that retry_interval times.
         match protocol {
             Protocol::Mqtt3 => {
-                let ints = [("max_inflight_messages", self.max_inflight_messages), ("retry_interval", self.retry_interval)];
+                // The session takes retry_interval in milliseconds (its own
+                // setting from vernemq.conf is seconds, multiplied there).
+                let ints = [
+                    ("max_inflight_messages", self.max_inflight_messages),
+                    ("retry_interval", self.retry_interval.map(|s| s * 1000)),
+                ];
                 v.extend(ints.into_iter().filter_map(|(k, x)| x.map(|x| (k, ModValue::Int(x)))));
             }
             Protocol::Mqtt5 => {

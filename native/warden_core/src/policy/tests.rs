@@ -130,6 +130,10 @@ fn bad_and_hostile_regexes_are_rejected() {
 fn modifier_values_are_validated() {
     let e = err("[groups.g.modifiers]\nretry_interval = 0\n");
     assert_eq!((e.line, e.key.as_str()), (2, "groups.g.modifiers.retry_interval"), "{e}");
+    // seconds, at most an hour: 20000 is refused, not taken as 5.5 hours
+    let e = err("[users.u.modifiers]\nretry_interval = 20000\n");
+    assert_eq!((e.line, e.key.as_str()), (2, "users.u.modifiers.retry_interval"), "{e}");
+    assert!(e.message.contains("seconds"), "{e}");
     let e = err("[groups.g.modifiers]\n\ntopic_alias_max = 70000\n");
     assert_eq!((e.line, e.key.as_str()), (3, "groups.g.modifiers.topic_alias_max"));
     let e = err("[users.u.modifiers]\nmax_message_size = -1\n");
