@@ -129,27 +129,22 @@ impl Modifiers {
             };
             v.push((key, ModValue::Bool(c)));
         }
-        let ints = [("max_message_size", self.max_message_size), ("max_message_rate", self.max_message_rate)];
-        v.extend(ints.into_iter().filter_map(|(k, x)| x.map(|x| (k, ModValue::Int(x)))));
+        push_ints(&mut v, &[("max_message_size", self.max_message_size), ("max_message_rate", self.max_message_rate)]);
         // VerneMQ's MQTT 5 session has neither key (docs/VERNEMQ.md): the
         // in-flight limit is the client's receive maximum there, which the
         // broker lowers to this value; 0 (no limit to MQTT 3) sets none, and
         // MQTT 5 forbids the retries that retry_interval times.
         match protocol {
-            Protocol::Mqtt3 => {
-                // The session takes retry_interval in milliseconds (its own
-                // setting from vernemq.conf is seconds, multiplied there).
-                let ints = [
+            // The session takes retry_interval in milliseconds (its own
+            // setting from vernemq.conf is seconds, multiplied there).
+            Protocol::Mqtt3 => push_ints(
+                &mut v,
+                &[
                     ("max_inflight_messages", self.max_inflight_messages),
                     ("retry_interval", self.retry_interval.map(|s| s * 1000)),
-                ];
-                v.extend(ints.into_iter().filter_map(|(k, x)| x.map(|x| (k, ModValue::Int(x)))));
-            }
-            Protocol::Mqtt5 => {
-                if let Some(n) = self.max_inflight_messages.filter(|n| *n > 0) {
-                    v.push(("fc_receive_max_client", ModValue::Int(n)));
-                }
-            }
+                ],
+            ),
+            Protocol::Mqtt5 => push_ints(&mut v, &[("fc_receive_max_client", self.max_inflight_messages.filter(|n| *n > 0))]),
         }
         if let Some(b) = self.upgrade_qos {
             v.push(("upgrade_qos", ModValue::Bool(b)));
@@ -160,22 +155,31 @@ impl Modifiers {
         if let Some(p) = self.shared_subscription_policy {
             v.push(("shared_subscription_policy", ModValue::Atom(p.as_str())));
         }
-        let ints = [
-            ("max_online_messages", self.max_online_messages),
-            ("max_offline_messages", self.max_offline_messages),
-            ("max_connection_lifetime", self.max_connection_lifetime),
-        ];
-        v.extend(ints.into_iter().filter_map(|(k, x)| x.map(|x| (k, ModValue::Int(x)))));
+        push_ints(
+            &mut v,
+            &[
+                ("max_online_messages", self.max_online_messages),
+                ("max_offline_messages", self.max_offline_messages),
+                ("max_connection_lifetime", self.max_connection_lifetime),
+            ],
+        );
         if protocol == Protocol::Mqtt5 {
-            let ints = [
-                ("session_expiry_interval", self.session_expiry_interval),
-                ("topic_alias_max", self.topic_alias_max),
-                ("max_packet_size", self.max_packet_size),
-            ];
-            v.extend(ints.into_iter().filter_map(|(k, x)| x.map(|x| (k, ModValue::Int(x)))));
+            push_ints(
+                &mut v,
+                &[
+                    ("session_expiry_interval", self.session_expiry_interval),
+                    ("topic_alias_max", self.topic_alias_max),
+                    ("max_packet_size", self.max_packet_size),
+                ],
+            );
         }
         v
     }
+}
+
+/// The integer entries of `list` that are set, in order.
+fn push_ints(v: &mut Vec<(&'static str, ModValue)>, list: &[(&'static str, Option<u64>)]) {
+    v.extend(list.iter().filter_map(|&(k, x)| x.map(|x| (k, ModValue::Int(x)))));
 }
 
 /// Modifiers as written in the policy: the mountpoint is applied to the
