@@ -179,8 +179,8 @@ disable_enable_cycle(Config) ->
 %% Assertions
 %%--------------------------------------------------------------------
 
-%% One error line at start names the library path and says why and what the
-%% hooks do; it carries no password.
+%% What logger's default handler (VerneMQ's error.log) does with `Event'
+%% under OTP's default domain filters: `stop' when it drops it.
 passes_default_handler_filters(Event) ->
     Filters = [{log, super, [otp, sasl]}, {log, undefined, []}],
     case [R || F <- Filters, (R = logger_filters:domain(Event, F)) =/= ignore] of
@@ -188,6 +188,8 @@ passes_default_handler_filters(Event) ->
         [R | _] -> R
     end.
 
+%% One error line at start names the library path and says why and what the
+%% hooks do; it carries no password.
 assert_clear_log_line(Path) ->
     Events = vmq_warden_log_capture:captured(),
     Lines = [E || E <- Events, maps:get(level, E) =:= error,

@@ -1,7 +1,6 @@
 //! Bounded ring of recent session endings, with its own lock. Written only
 //! after the shard lock of the event is released.
 
-
 use parking_lot::Mutex;
 
 use super::Ending;
@@ -107,7 +106,7 @@ mod tests {
     }
 
     fn gens(h: &History) -> Vec<u64> {
-        h.recent(usize::MAX).iter().map(|e| e.generation).collect()
+        gens_limited(h, usize::MAX)
     }
 
     #[test]
