@@ -34,17 +34,17 @@
 %%--------------------------------------------------------------------
 
 auth_on_register(Peer, SubscriberId, User, Password, CleanSession) ->
-    authorize(3, Peer, SubscriberId, User, Password, CleanSession, #{}).
+    authorize(3, Peer, SubscriberId, User, Password, CleanSession, #{}, #{}).
 
 %% VerneMQ 2.1+ calls /6 instead of /5 on listeners with forward_connection_opts.
 auth_on_register(Peer, SubscriberId, User, Password, CleanSession, Meta) ->
-    authorize(3, Peer, SubscriberId, User, Password, CleanSession, Meta).
+    authorize(3, Peer, SubscriberId, User, Password, CleanSession, #{}, Meta).
 
-auth_on_register_m5(Peer, SubscriberId, User, Password, CleanStart, _Properties) ->
-    authorize(5, Peer, SubscriberId, User, Password, CleanStart, #{}).
+auth_on_register_m5(Peer, SubscriberId, User, Password, CleanStart, Properties) ->
+    authorize(5, Peer, SubscriberId, User, Password, CleanStart, Properties, #{}).
 
-auth_on_register_m5(Peer, SubscriberId, User, Password, CleanStart, _Properties, Meta) ->
-    authorize(5, Peer, SubscriberId, User, Password, CleanStart, Meta).
+auth_on_register_m5(Peer, SubscriberId, User, Password, CleanStart, Properties, Meta) ->
+    authorize(5, Peer, SubscriberId, User, Password, CleanStart, Properties, Meta).
 
 %% The NIF takes the hook's own arguments and bounds and decodes them
 %% itself (native/warden_nif/src/decode.rs): anything that does not fit is
@@ -54,10 +54,10 @@ auth_on_register_m5(Peer, SubscriberId, User, Password, CleanStart, _Properties,
 %% and only if the decision needs it, so the clear password never becomes an
 %% Erlang term and no call goes to the library's one server process. Most
 %% connects are decided in this one call.
-authorize(Proto, Peer, SubscriberId, User, Password, Clean, Meta) ->
+authorize(Proto, Peer, SubscriberId, User, Password, Clean, Properties, Meta) ->
     try
         next_step(vmq_warden_nif:auth_begin({Proto, Peer, SubscriberId, User, as_given(Password),
-                                             Clean, Meta}), Password)
+                                             Clean, Properties, Meta}), Password)
     catch
         Class:Reason ->
             failure_decision(Proto, {auth_on_register, Class, Reason})

@@ -124,7 +124,7 @@ calibrate(_Rounds) -> ?NOT_LOADED.
 evict_caches(_KiB) -> ?NOT_LOADED.
 
 %% Hooks, with the broker's own arguments (see vmq_warden_hooks).
-%% {Proto, Peer, SubscriberId, User, HasPassword, Clean, Meta}
+%% {Proto, Peer, SubscriberId, User, Password, Clean, Properties, Meta}
 auth_begin(_Request) -> ?NOT_LOADED.
 auth_password(_Ctx, _Password) -> ?NOT_LOADED.
 auth_password_slow(_Ctx) -> ?NOT_LOADED.

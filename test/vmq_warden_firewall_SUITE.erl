@@ -29,6 +29,7 @@ all() ->
      credentials_and_unknown_users,
      per_user_and_group_networks,
      modifiers_mqtt3_and_mqtt5,
+     max_packet_size_never_above_the_clients,
      max_sessions_from_the_registry,
      cert_identity].
 
@@ -253,6 +254,37 @@ modifiers_mqtt3_and_mqtt5(_Config) ->
     %% a user only in the password file gets no settings
     ?assertEqual(ok, a3(?LAN, <<"slowb:1">>, <<"slowb">>, <<"bcrypt-pw">>, none)),
     ?assertEqual(ok, a5(?LAN, <<"slowb:1">>, <<"slowb">>, <<"bcrypt-pw">>, none)).
+
+%% VerneMQ sets the answer's max_packet_size in place of the Maximum Packet
+%% Size the client sent in its CONNECT, even a larger one, and then sends
+%% packets the client said it cannot take. alice's policy says 1048576.
+max_packet_size_never_above_the_clients(_Config) ->
+    Size = fun(Props) ->
+                   {ok, M} = vmq_warden_hooks:auth_on_register_m5(
+                               ?LAN, sid(<<"alice:1">>), <<"alice">>, ?ALICE_PW, true, Props),
+                   maps:get(max_packet_size, M, none)
+           end,
+    ?assertEqual(4096, Size(#{p_max_packet_size => 4096})),
+    ?assertEqual(1048576, Size(#{p_max_packet_size => 8388608})),
+    ?assertEqual(1048576, Size(#{p_max_packet_size => 1048576})),
+    %% none sent: the broker acts on the value only with a node-wide limit
+    %% of its own, which it then replaces
+    ?assertEqual(1048576, Size(#{})),
+    ?assertEqual(1048576, Size(#{p_session_expiry_interval => 0})),
+    %% not a valid MQTT size: as if none was sent
+    ?assertEqual(1048576, Size(#{p_max_packet_size => 0})),
+    ?assertEqual(1048576, Size(#{p_max_packet_size => <<"4096">>})),
+    ?assertEqual(1048576, Size(not_a_map)),
+    %% the 7-arity hook reads the same property
+    ?assertMatch({ok, #{max_packet_size := 4096}},
+                 vmq_warden_hooks:auth_on_register_m5(
+                   ?LAN, sid(<<"alice:1">>), <<"alice">>, ?ALICE_PW, true,
+                   #{p_max_packet_size => 4096}, tcp())),
+    %% a user without the modifier gets none, whatever the client sent
+    ?assertEqual({ok, #{upgrade_qos => true, shared_subscription_policy => local_only}},
+                 vmq_warden_hooks:auth_on_register_m5(
+                   ?LAN, sid(<<"backend:1">>), <<"backend">>, <<"backend-pw">>, true,
+                   #{p_max_packet_size => 4096})).
 
 %% group devices: max_sessions = 2, counted from the registry. Sessions are
 %% connected the way VerneMQ does it: auth in the connection process, wakeup

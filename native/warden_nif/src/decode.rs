@@ -240,9 +240,26 @@ impl<'a> Decoder<'a> for Metadata<'a> {
     }
 }
 
+/// The one CONNECT property the firewall reads from auth_on_register_m5's
+/// `Properties` map: the client's Maximum Packet Size, a four-byte integer
+/// above 0 (anything else, or no map, counts as none sent).
+pub struct ConnectProperties(pub Option<u32>);
+
+impl<'a> Decoder<'a> for ConnectProperties {
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        let size = term
+            .map_get(atoms::p_max_packet_size().to_term(term.get_env()))
+            .ok()
+            .and_then(|t| t.decode::<u32>().ok())
+            .filter(|n| *n > 0);
+        Ok(ConnectProperties(size))
+    }
+}
+
 /// auth_on_register's arguments: `{Proto, Peer, SubscriberId, User,
-/// Password, Clean, Meta}`. The password is decoded here but decrypted by
-/// the core only when the decision needs it.
+/// Password, Clean, Properties, Meta}` (`Properties` is `#{}` for MQTT 3).
+/// The password is decoded here but decrypted by the core only when the
+/// decision needs it.
 #[derive(NifTuple)]
 #[rustler(decode)]
 pub struct AuthArgs<'a> {
@@ -252,6 +269,7 @@ pub struct AuthArgs<'a> {
     pub username: Username<'a>,
     pub password: PasswordArg<'a>,
     pub clean: Flag,
+    pub properties: ConnectProperties,
     pub meta: Metadata<'a>,
 }
 
@@ -268,6 +286,7 @@ impl<'a> AuthArgs<'a> {
             protocol: self.protocol.0,
             listener: Some(self.meta.listener),
             client_cert: self.meta.client_cert.map(<[u8]>::to_vec),
+            client_max_packet_size: self.properties.0,
         };
         (request, password)
     }

@@ -150,6 +150,7 @@ fn recheck_session<'a>(
         protocol: protocol.0,
         listener: None,
         client_cert: None,
+        client_max_packet_size: None,
     };
     match WARDEN.recheck(&req, logged_in_at, now()) {
         None => atoms::ok().encode(env),

@@ -39,6 +39,7 @@ pub mod atoms {
     listener_type,
     listener_addr,
     client_cert,
+    p_max_packet_size,
     not_authorized,
     server_busy,
     wakeup,

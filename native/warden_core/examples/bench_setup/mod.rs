@@ -29,5 +29,6 @@ pub fn request(i: usize) -> AuthRequest {
         protocol: Protocol::Mqtt3,
         listener: Some(Listener::default()),
         client_cert: None,
+        client_max_packet_size: None,
     }
 }

@@ -201,6 +201,7 @@ fn request(username: &str) -> AuthRequest {
         protocol: Protocol::Mqtt5,
         listener: Some(Listener { port: Some(8883), kind: Some("ssl".into()), addr: None }),
         client_cert: None,
+        client_max_packet_size: None,
     }
 }
 

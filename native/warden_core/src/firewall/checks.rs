@@ -33,6 +33,11 @@ pub(super) fn post_checks(
         }
     }
     let mut mods = settings.modifiers.resolve(&req.key);
+    // VerneMQ puts the answer's value in place of the client's own, even
+    // a larger one, and would then send packets the client cannot take.
+    if let (Some(ours), Some(theirs)) = (mods.max_packet_size, req.client_max_packet_size) {
+        mods.max_packet_size = Some(ours.min(u64::from(theirs)));
+    }
     let key = mods.registered_key(&req.key);
     if bind {
         if let Some(Some(owner)) = sessions.owner_of(key) {

@@ -55,6 +55,7 @@ mod tests {
             protocol: Protocol::Mqtt3,
             listener: None,
             client_cert: None,
+            client_max_packet_size: None,
         }
     }
 

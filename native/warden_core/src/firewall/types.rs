@@ -84,6 +84,8 @@ pub struct AuthRequest {
     pub listener: Option<Listener>,
     /// DER of the client certificate, when the listener forwards it.
     pub client_cert: Option<Vec<u8>>,
+    /// The Maximum Packet Size an MQTT 5 client sent in its CONNECT.
+    pub client_max_packet_size: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -33,6 +33,7 @@ fn request(client_id: &str, user: Option<&str>) -> AuthRequest {
         protocol: Protocol::Mqtt5,
         listener: Some(Listener { port: Some(1883), kind: Some("tcp".into()), addr: None }),
         client_cert: None,
+        client_max_packet_size: None,
     }
 }
 

@@ -41,6 +41,7 @@ fn req(peer: &str, client_id: &str, user: Option<&str>) -> AuthRequest {
         protocol: Protocol::Mqtt3,
         listener: Some(Listener { port: Some(1883), kind: Some("tcp".into()), addr: None }),
         client_cert: None,
+        client_max_packet_size: None,
     }
 }
 
@@ -345,6 +346,26 @@ fn max_sessions_counts_live_sessions() {
     assert!(matches!(decide(&fw, r.clone(), Some("alice-secret"), &takeover, 0), Decision::Accept(_)));
     let elsewhere = Sessions(HashMap::from([(b"alice".to_vec(), 3)]), Some(r.key.clone()));
     assert_eq!(code(&decide(&fw, r, Some("alice-secret"), &elsewhere, 0)), Some(RefusalCode::QuotaExceeded));
+}
+
+/// VerneMQ puts the answer's max_packet_size in place of the size the
+/// client sent in its CONNECT, even a larger one: the answer never goes
+/// above the client's own.
+#[test]
+fn max_packet_size_never_above_the_clients() {
+    let fw = example_fw(FirewallConfig::default());
+    let size = |client_id: &str, user: &str, pw: &str, sent: Option<u32>| {
+        let mut r = req("10.0.0.5", client_id, Some(user));
+        r.protocol = Protocol::Mqtt5;
+        r.client_max_packet_size = sent;
+        mods(decide(&fw, r, Some(pw), &NoSessions, 0)).max_packet_size
+    };
+    let alice = |sent| size("alice:1", "alice", "alice-secret", sent);
+    assert_eq!(alice(Some(4096)), Some(4096));
+    assert_eq!(alice(Some(8 << 20)), Some(1_048_576));
+    assert_eq!(alice(Some(1_048_576)), Some(1_048_576));
+    assert_eq!(alice(None), Some(1_048_576));
+    assert_eq!(size("backend:1", "backend", "backend-pw", Some(4096)), None);
 }
 
 #[test]
