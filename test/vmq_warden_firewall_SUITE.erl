@@ -30,6 +30,7 @@ all() ->
      per_user_and_group_networks,
      modifiers_mqtt3_and_mqtt5,
      max_packet_size_never_above_the_clients,
+     session_expiry_never_above_the_clients,
      max_sessions_from_the_registry,
      cert_identity].
 
@@ -285,6 +286,30 @@ max_packet_size_never_above_the_clients(_Config) ->
                  vmq_warden_hooks:auth_on_register_m5(
                    ?LAN, sid(<<"backend:1">>), <<"backend">>, <<"backend-pw">>, true,
                    #{p_max_packet_size => 4096})).
+
+%% VerneMQ puts the answer's session_expiry_interval in place of the one
+%% the client asked for, even a longer one: a client asking for none (0,
+%% or no property) would keep a session for an hour after a DISCONNECT.
+%% The policy's value is the longest a session may outlive its connection.
+%% alice's policy says 3600.
+session_expiry_never_above_the_clients(_Config) ->
+    Expiry = fun(Props) ->
+                     {ok, M} = vmq_warden_hooks:auth_on_register_m5(
+                                 ?LAN, sid(<<"alice:1">>), <<"alice">>, ?ALICE_PW, false, Props),
+                     maps:get(session_expiry_interval, M, none)
+             end,
+    ?assertEqual(0, Expiry(#{})),
+    ?assertEqual(0, Expiry(#{p_session_expiry_interval => 0})),
+    ?assertEqual(10, Expiry(#{p_session_expiry_interval => 10})),
+    ?assertEqual(3600, Expiry(#{p_session_expiry_interval => 3600})),
+    ?assertEqual(3600, Expiry(#{p_session_expiry_interval => 86400})),
+    ?assertEqual(3600, Expiry(#{p_session_expiry_interval => 16#FFFFFFFF})),
+    %% not a valid interval: as if none was asked for
+    ?assertEqual(0, Expiry(#{p_session_expiry_interval => -1})),
+    ?assertEqual(0, Expiry(not_a_map)),
+    %% MQTT 3 has no interval and gets no key
+    {ok, A3} = vmq_warden_hooks:auth_on_register(?LAN, sid(<<"alice:1">>), <<"alice">>, ?ALICE_PW, false),
+    ?assertEqual(false, lists:keymember(session_expiry_interval, 1, A3)).
 
 %% group devices: max_sessions = 2, counted from the registry. Sessions are
 %% connected the way VerneMQ does it: auth in the connection process, wakeup

@@ -69,7 +69,9 @@ meta(Port, Type) ->
 
 tcp() -> meta(1883, mqtt).
 
-m5_props() -> #{p_session_expiry_interval => 0}.
+%% A client asking for a day: the policies' session_expiry_interval
+%% (an upper bound) shows in the answers.
+m5_props() -> #{p_session_expiry_interval => 86400}.
 
 %% MQTT 3; Meta =:= none calls the 5-arity hook.
 a3(Peer, Cid, User, Pw, none) ->

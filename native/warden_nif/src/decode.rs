@@ -240,19 +240,22 @@ impl<'a> Decoder<'a> for Metadata<'a> {
     }
 }
 
-/// The one CONNECT property the firewall reads from auth_on_register_m5's
-/// `Properties` map: the client's Maximum Packet Size, a four-byte integer
-/// above 0 (anything else, or no map, counts as none sent).
-pub struct ConnectProperties(pub Option<u32>);
+/// What the firewall reads from auth_on_register_m5's `Properties` map: the
+/// client's Maximum Packet Size (a four-byte integer above 0, else none
+/// sent) and the Session Expiry Interval it asked for (0 when absent, as
+/// MQTT 5 reads it; also when `Properties` is not a map).
+pub struct ConnectProperties {
+    pub max_packet_size: Option<u32>,
+    pub session_expiry: u32,
+}
 
 impl<'a> Decoder<'a> for ConnectProperties {
     fn decode(term: Term<'a>) -> NifResult<Self> {
-        let size = term
-            .map_get(atoms::p_max_packet_size().to_term(term.get_env()))
-            .ok()
-            .and_then(|t| t.decode::<u32>().ok())
-            .filter(|n| *n > 0);
-        Ok(ConnectProperties(size))
+        let get = |key: Atom| term.map_get(key.to_term(term.get_env())).ok().and_then(|t| t.decode::<u32>().ok());
+        Ok(ConnectProperties {
+            max_packet_size: get(atoms::p_max_packet_size()).filter(|n| *n > 0),
+            session_expiry: get(atoms::p_session_expiry_interval()).unwrap_or(0),
+        })
     }
 }
 
@@ -286,7 +289,8 @@ impl<'a> AuthArgs<'a> {
             protocol: self.protocol.0,
             listener: Some(self.meta.listener),
             client_cert: self.meta.client_cert.map(<[u8]>::to_vec),
-            client_max_packet_size: self.properties.0,
+            client_max_packet_size: self.properties.max_packet_size,
+            client_session_expiry: Some(self.properties.session_expiry),
         };
         (request, password)
     }

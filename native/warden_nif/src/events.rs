@@ -151,6 +151,7 @@ fn recheck_session<'a>(
         listener: None,
         client_cert: None,
         client_max_packet_size: None,
+        client_session_expiry: None,
     };
     match WARDEN.recheck(&req, logged_in_at, now()) {
         None => atoms::ok().encode(env),

@@ -40,6 +40,7 @@ pub mod atoms {
     listener_addr,
     client_cert,
     p_max_packet_size,
+    p_session_expiry_interval,
     not_authorized,
     server_busy,
     wakeup,

@@ -30,5 +30,6 @@ pub fn request(i: usize) -> AuthRequest {
         listener: Some(Listener::default()),
         client_cert: None,
         client_max_packet_size: None,
+        client_session_expiry: None,
     }
 }

@@ -202,6 +202,7 @@ fn request(username: &str) -> AuthRequest {
         listener: Some(Listener { port: Some(8883), kind: Some("ssl".into()), addr: None }),
         client_cert: None,
         client_max_packet_size: None,
+        client_session_expiry: None,
     }
 }
 

@@ -33,11 +33,11 @@ pub(super) fn post_checks(
         }
     }
     let mut mods = settings.modifiers.resolve(&req.key);
-    // VerneMQ puts the answer's value in place of the client's own, even
-    // a larger one, and would then send packets the client cannot take.
-    if let (Some(ours), Some(theirs)) = (mods.max_packet_size, req.client_max_packet_size) {
-        mods.max_packet_size = Some(ours.min(u64::from(theirs)));
-    }
+    // VerneMQ puts these answers in place of the client's own values, even
+    // larger ones: it would send packets the client cannot take, and keep
+    // a session the client asked to end with its connection.
+    cap(&mut mods.max_packet_size, req.client_max_packet_size);
+    cap(&mut mods.session_expiry_interval, req.client_session_expiry);
     let key = mods.registered_key(&req.key);
     if bind {
         if let Some(Some(owner)) = sessions.owner_of(key) {
@@ -60,6 +60,13 @@ pub(super) fn post_checks(
     }
     mods.username = rename;
     Decision::Accept(mods)
+}
+
+/// The policy's value as an upper bound of the client's own, when both are known.
+fn cap(ours: &mut Option<u64>, theirs: Option<u32>) {
+    if let (Some(o), Some(t)) = (ours.as_mut(), theirs) {
+        *o = (*o).min(u64::from(t));
+    }
 }
 
 /// Step 0: the configured length bounds, checked before any matcher, table

@@ -56,6 +56,7 @@ mod tests {
             listener: None,
             client_cert: None,
             client_max_packet_size: None,
+            client_session_expiry: None,
         }
     }
 

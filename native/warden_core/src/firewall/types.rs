@@ -86,6 +86,9 @@ pub struct AuthRequest {
     pub client_cert: Option<Vec<u8>>,
     /// The Maximum Packet Size an MQTT 5 client sent in its CONNECT.
     pub client_max_packet_size: Option<u32>,
+    /// The Session Expiry Interval an MQTT 5 client asked for in its
+    /// CONNECT (0 when it sent none); `None` without CONNECT properties.
+    pub client_session_expiry: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

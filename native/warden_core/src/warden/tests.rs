@@ -34,6 +34,7 @@ fn request(client_id: &str, user: Option<&str>) -> AuthRequest {
         listener: Some(Listener { port: Some(1883), kind: Some("tcp".into()), addr: None }),
         client_cert: None,
         client_max_packet_size: None,
+        client_session_expiry: None,
     }
 }
 

@@ -42,6 +42,7 @@ fn req(peer: &str, client_id: &str, user: Option<&str>) -> AuthRequest {
         listener: Some(Listener { port: Some(1883), kind: Some("tcp".into()), addr: None }),
         client_cert: None,
         client_max_packet_size: None,
+        client_session_expiry: None,
     }
 }
 
@@ -366,6 +367,26 @@ fn max_packet_size_never_above_the_clients() {
     assert_eq!(alice(Some(1_048_576)), Some(1_048_576));
     assert_eq!(alice(None), Some(1_048_576));
     assert_eq!(size("backend:1", "backend", "backend-pw", Some(4096)), None);
+}
+
+/// The same for session_expiry_interval: a client asking for none (0)
+/// would otherwise keep a session for the policy's time after a
+/// DISCONNECT. Without the client's value (no CONNECT properties, as
+/// MQTT 3) the policy's is answered.
+#[test]
+fn session_expiry_never_above_the_clients() {
+    let fw = example_fw(FirewallConfig::default());
+    let expiry = |asked: Option<u32>| {
+        let mut r = req("10.0.0.5", "alice:1", Some("alice"));
+        r.protocol = Protocol::Mqtt5;
+        r.client_session_expiry = asked;
+        mods(decide(&fw, r, Some("alice-secret"), &NoSessions, 0)).session_expiry_interval
+    };
+    assert_eq!(expiry(Some(0)), Some(0));
+    assert_eq!(expiry(Some(10)), Some(10));
+    assert_eq!(expiry(Some(86_400)), Some(3600));
+    assert_eq!(expiry(Some(u32::MAX)), Some(3600));
+    assert_eq!(expiry(None), Some(3600));
 }
 
 #[test]
