@@ -260,11 +260,7 @@ modifiers_mqtt3_and_mqtt5(_Config) ->
 %% Size the client sent in its CONNECT, even a larger one, and then sends
 %% packets the client said it cannot take. alice's policy says 1048576.
 max_packet_size_never_above_the_clients(_Config) ->
-    Size = fun(Props) ->
-                   {ok, M} = vmq_warden_hooks:auth_on_register_m5(
-                               ?LAN, sid(<<"alice:1">>), <<"alice">>, ?ALICE_PW, true, Props),
-                   maps:get(max_packet_size, M, none)
-           end,
+    Size = fun(Props) -> alice_m5_answer(max_packet_size, Props) end,
     ?assertEqual(4096, Size(#{p_max_packet_size => 4096})),
     ?assertEqual(1048576, Size(#{p_max_packet_size => 8388608})),
     ?assertEqual(1048576, Size(#{p_max_packet_size => 1048576})),
@@ -293,11 +289,7 @@ max_packet_size_never_above_the_clients(_Config) ->
 %% The policy's value is the longest a session may outlive its connection.
 %% alice's policy says 3600.
 session_expiry_never_above_the_clients(_Config) ->
-    Expiry = fun(Props) ->
-                     {ok, M} = vmq_warden_hooks:auth_on_register_m5(
-                                 ?LAN, sid(<<"alice:1">>), <<"alice">>, ?ALICE_PW, false, Props),
-                     maps:get(session_expiry_interval, M, none)
-             end,
+    Expiry = fun(Props) -> alice_m5_answer(session_expiry_interval, Props) end,
     ?assertEqual(0, Expiry(#{})),
     ?assertEqual(0, Expiry(#{p_session_expiry_interval => 0})),
     ?assertEqual(10, Expiry(#{p_session_expiry_interval => 10})),
@@ -310,6 +302,13 @@ session_expiry_never_above_the_clients(_Config) ->
     %% MQTT 3 has no interval and gets no key
     {ok, A3} = vmq_warden_hooks:auth_on_register(?LAN, sid(<<"alice:1">>), <<"alice">>, ?ALICE_PW, false),
     ?assertEqual(false, lists:keymember(session_expiry_interval, 1, A3)).
+
+%% Key of alice's MQTT 5 answer when her client sends these CONNECT
+%% properties (none if the answer has no such key).
+alice_m5_answer(Key, Props) ->
+    {ok, M} = vmq_warden_hooks:auth_on_register_m5(?LAN, sid(<<"alice:1">>), <<"alice">>,
+                                                   ?ALICE_PW, false, Props),
+    maps:get(Key, M, none).
 
 %% group devices: max_sessions = 2, counted from the registry. Sessions are
 %% connected the way VerneMQ does it: auth in the connection process, wakeup
