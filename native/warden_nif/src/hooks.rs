@@ -34,7 +34,7 @@ fn set_obfuscation<'a>(cipher: Term<'a>, hash: Term<'a>, iterations: u32, secret
     }
 }
 
-/// `auth_begin({Proto, Peer, SubscriberId, User, Password, Clean, Meta})`
+/// `auth_begin({Proto, Peer, SubscriberId, User, Password, Clean, Properties, Meta})`
 /// with the hook's own arguments, from the connection process: the
 /// decision, or the step the hook takes next.
 #[rustler::nif]
