@@ -18,7 +18,10 @@
 %%   vmq_plugin_harness:enable(vmq_warden), as VerneMQ's plugin manager does;
 %% - the baseline in the same run: warden_passwd_ref (what vmq_passwd does:
 %%   ETS user table from the same file, decrypt, SHA-512, compare), called
-%%   the same way; and a null pass (same processes, no hook) for the CPU floor.
+%%   the same way; a null pass (same processes, no hook) for the CPU floor;
+%%   and a floor pass, warden_floor_hooks: the plugin's hooks without the
+%%   core (argument decoding and answer only), so that the plugin's own
+%%   work is the hooks' time minus the floor's.
 %%
 %% Figures (printed, never asserted):
 %% - call_time: erlang:trace_pattern(..., [call_time]) on each hook function
@@ -86,7 +89,7 @@ run(Opts) ->
     header(Opts, Connects, Rounds, Dir),
     check(Creds),
     %% warm-up: code loaded, caches and tables grown, not printed
-    _ = [pass(I, <<"warm">>, min(1000, Connects), Creds, wall) || I <- [null, passwd, warden]],
+    _ = [pass(I, <<"warm">>, min(1000, Connects), Creds, wall) || I <- ?IMPLS],
     Results = [round_(R, Connects, Creds) || R <- lists:seq(1, Rounds)],
     warden_broker_bench_report:summary(Results, Connects),
     profile(Connects, Creds),
@@ -182,7 +185,8 @@ accepted(Other) -> error({refused, Other}).
 empty_hook(_) -> ok.
 
 %% Impl: null (no hook), passwd (auth_on_register only, as vmq_passwd),
-%% warden (the plugin's five hooks). Mode: wall (timers, CPU) or traced
+%% warden (the plugin's five hooks), floor (the same hooks without the
+%% core). Mode: wall (timers, CPU) or traced
 %% (call_time on the hooks and the empty function) or profile.
 pass(Impl, Tag, Connects, Creds, Mode) ->
     Parent = self(),
@@ -228,6 +232,7 @@ driver(Impl, Tag, I, Connects, Creds, Acc) ->
     receive {Conn, R} -> driver(Impl, Tag, I + ?CONC, Connects, Creds, [R | Acc]) end.
 
 -define(NOW, erlang:monotonic_time(nanosecond)).
+-define(PLUGIN(Impl), (Impl =:= warden orelse Impl =:= floor)).
 -define(DECRYPT_NS, '$warden_bench_decrypt_ns').
 
 %% The connection process: the password encrypted as the broker's CONNECT
@@ -288,18 +293,21 @@ evict() ->
 auth(null, _Peer, _Sid, _User, _Pw, _Clean) -> ok;
 auth(passwd, Peer, Sid, User, Pw, Clean) ->
     warden_passwd_ref:auth_on_register(Peer, Sid, User, Pw, Clean);
-auth(warden, Peer, Sid, User, Pw, Clean) ->
-    vmq_warden_hooks:auth_on_register(Peer, Sid, User, Pw, Clean).
+auth(Impl, Peer, Sid, User, Pw, Clean) ->
+    (hooks(Impl)):auth_on_register(Peer, Sid, User, Pw, Clean).
 
-on_register(warden, Peer, Sid, User) -> vmq_warden_hooks:on_register(Peer, Sid, User);
+on_register(Impl, Peer, Sid, User) when ?PLUGIN(Impl) -> (hooks(Impl)):on_register(Peer, Sid, User);
 on_register(_, _, _, _) -> ok.
 
-wakeup(warden, Sid) -> vmq_warden_hooks:on_client_wakeup(Sid);
+wakeup(Impl, Sid) when ?PLUGIN(Impl) -> (hooks(Impl)):on_client_wakeup(Sid);
 wakeup(_, _) -> ok.
 
-ending(warden, true, Sid) -> vmq_warden_hooks:on_client_gone(Sid);
-ending(warden, false, Sid) -> vmq_warden_hooks:on_client_offline(Sid);
+ending(Impl, true, Sid) when ?PLUGIN(Impl) -> (hooks(Impl)):on_client_gone(Sid);
+ending(Impl, false, Sid) when ?PLUGIN(Impl) -> (hooks(Impl)):on_client_offline(Sid);
 ending(_, _, _) -> ok.
+
+hooks(warden) -> vmq_warden_hooks;
+hooks(floor) -> warden_floor_hooks.
 
 %%--------------------------------------------------------------------
 %% Tracing
@@ -315,7 +323,8 @@ traced_mfas(Impl) ->
 
 impl_mods(null) -> [];
 impl_mods(passwd) -> [warden_passwd_ref];
-impl_mods(warden) -> [vmq_warden_hooks, vmq_warden_nif].
+impl_mods(warden) -> [vmq_warden_hooks, vmq_warden_nif];
+impl_mods(floor) -> [warden_floor_hooks, vmq_warden_nif].
 
 %% the decrypt server's work, traced in the server process only
 -define(SVC_MFAS, [{credentials_obfuscation, decrypt_term, 2},
@@ -386,7 +395,7 @@ round_(R, Connects, Creds) ->
     Tag = fun(M) -> iolist_to_binary(io_lib:format("~s~p", [M, R])) end,
     Res = [{Impl, pass(Impl, Tag("w"), Connects, Creds, wall),
             pass(Impl, Tag("t"), Connects, Creds, traced)}
-           || Impl <- [null, passwd, warden]],
+           || Impl <- ?IMPLS],
     warden_broker_bench_report:print_round(R, Res),
     Res.
 
@@ -449,7 +458,7 @@ header(Opts, Connects, Rounds, Dir) ->
               "unknown_user = deny; plugin started with vmq_plugin_harness:enable(vmq_warden); "
               "credentials_obfuscation stand-in (one gen_server: base64, PBKDF2-SHA256 x1, "
               "AES-128-CBC)~n", [?USERS, Dir, Dir]),
-    io:format("passes: ~p rounds of null / vmq_passwd-like ref / vmq_warden, each a wall pass "
+    io:format("passes: ~p rounds of null / vmq_passwd-like ref / vmq_warden / its floor, each a wall pass "
               "and a call_time pass of ~p connects, ~p at a time; a connect: fresh connection "
               "process (encrypt the password, auth_on_register, on_register), fresh queue process "
               "per subscriber (on_client_wakeup, then on_client_gone for clean sessions (3 of 4) "

@@ -1,6 +1,8 @@
 %% Shared by warden_broker_bench (the runner) and
 %% warden_broker_bench_report (what it prints).
 -define(CONC, 50).
+%% the passes of a round, in order (warden_broker_bench)
+-define(IMPLS, [null, passwd, warden, floor]).
 -define(USERS, 1000).
 -define(REF_AUTH, {warden_passwd_ref, auth_on_register, 5}).
 -define(EMPTY, {warden_broker_bench, empty_hook, 1}).

@@ -27,7 +27,7 @@
          events_configure/3, take_events/1, events_stats/0, kick_record/4,
          expire_credentials_record/3, max_session_age/1, max_sessions/1, recheck_session/7,
          call_times_start/0, call_times_stop/0, call_times/0, calibrate/1,
-         evict_caches/1]).
+         evict_caches/1, floor_auth_begin/1, floor_registered/4, floor_queue_event/2]).
 
 -define(NOT_LOADED, erlang:nif_error(nif_not_loaded)).
 -define(ATTACH_ERROR, {?MODULE, attach_error}).
@@ -113,8 +113,9 @@ memory() -> ?NOT_LOADED.
 %% scheduler > 1 ms from an OS that preempted it), and a Rust panic inside a
 %% NIF (tests show Rustler turns it into an Erlang error and the VM and the
 %% hooks survive), and a cache evictor (the broker bench's stand-in for the
-%% broker's own work between two hooks). In the shipped library they stay
-%% these stubs.
+%% broker's own work between two hooks), and the hook NIFs' floor (their
+%% argument decoding and answer, without the core: the broker bench's floor
+%% pass). In the shipped library they stay these stubs.
 noop() -> ?NOT_LOADED.
 debug_panic() -> ?NOT_LOADED.
 call_times_start() -> ?NOT_LOADED.
@@ -122,6 +123,9 @@ call_times_stop() -> ?NOT_LOADED.
 call_times() -> ?NOT_LOADED.
 calibrate(_Rounds) -> ?NOT_LOADED.
 evict_caches(_KiB) -> ?NOT_LOADED.
+floor_auth_begin(_Request) -> ?NOT_LOADED.
+floor_registered(_Proto, _Peer, _SubscriberId, _User) -> ?NOT_LOADED.
+floor_queue_event(_Event, _SubscriberId) -> ?NOT_LOADED.
 
 %% Hooks, with the broker's own arguments (see vmq_warden_hooks).
 %% {Proto, Peer, SubscriberId, User, Password, Clean, Properties, Meta}

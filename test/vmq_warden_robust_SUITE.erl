@@ -31,6 +31,7 @@ all() ->
      no_long_schedules,
      a_stall_fails_when_its_kind_comes_back,
      call_times_count_calls,
+     hook_floor_decodes_and_changes_nothing,
      no_secret_in_logs_or_errors,
      world_readable_password_file_is_warned,
      unknown_and_known_users_both_hash].
@@ -396,6 +397,36 @@ long_schedules() ->
                         OverCpu > 0],
     {Ours, Stalls}.
 
+
+%% The broker bench's floor NIFs take what the hook NIFs take and refuse
+%% what they refuse, and leave the registry and the counters as they were:
+%% their time is the hooks' time without the core.
+hook_floor_decodes_and_changes_nothing(_Config) ->
+    Sid = sid(<<"floor-1">>),
+    Before = vmq_warden_nif:counts(),
+    ?assertEqual(ok, vmq_warden_nif:floor_auth_begin(
+                       {5, ?PEER, Sid, <<"alice">>, {encrypted, <<"x">>}, true,
+                        #{p_max_packet_size => 10}, #{}})),
+    ?assertEqual(applied, vmq_warden_nif:floor_registered(5, ?PEER, Sid, <<"alice">>)),
+    [?assertEqual(applied, vmq_warden_nif:floor_queue_event(E, Sid))
+     || E <- [wakeup, offline, gone, expired]],
+    %% the shape before CONNECT properties, a protocol 9, an unknown event:
+    %% the same error as the hook NIF's
+    Error = fun(F, Args) ->
+                    try apply(vmq_warden_nif, F, Args) of R -> {returned, R}
+                    catch error:E -> {error, E}
+                    end
+            end,
+    Refused = [{auth_begin, [{3, ?PEER, Sid, undefined, undefined, true, #{}}]},
+               {auth_begin, [{9, ?PEER, Sid, undefined, undefined, true, #{}, #{}}]},
+               {registered, [9, ?PEER, Sid, undefined]},
+               {queue_event, [sleep, Sid]}],
+    [begin
+         ?assertMatch({error, _}, Error(F, Args)),
+         ?assertEqual(Error(F, Args), Error(list_to_atom("floor_" ++ atom_to_list(F)), Args))
+     end || {F, Args} <- Refused],
+    ?assertEqual(Before, vmq_warden_nif:counts()),
+    ?assertEqual(not_found, vmq_warden_nif:lookup(Sid)).
 
 %% The call timing counts every call of each kind, only while it is on,
 %% and starts from zero.

@@ -1,7 +1,8 @@
 //! Diagnostics for the tests and the benchmark. The call timer's clock
 //! reads and the diagnostic NIFs (an empty one, the floor of any call; a
 //! fixed-cost one, the clocks' yardstick; one that panics, the panic
-//! boundary; one that empties the core's caches, for the broker bench) are
+//! boundary; one that empties the core's caches, for the broker bench; and
+//! in hooks.rs the hooks' floor, their decoding without the core) are
 //! built only with the cargo feature `diagnostics`, which
 //! `make test` and `make bench` turn on: the library `make` builds has none
 //! of them, and there `timed` is an empty value the compiler removes.

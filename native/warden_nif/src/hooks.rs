@@ -117,18 +117,22 @@ fn registered<'a>(env: Env<'a>, protocol: ProtocolArg, peer: PeerArg, id: Subscr
 #[rustler::nif]
 fn queue_event<'a>(env: Env<'a>, event: Atom, id: SubscriberId<'a>) -> NifResult<Atom> {
     let _timed = timing::timed(Nif::QueueEvent);
-    let event = if event == atoms::wakeup() {
-        QueueEvent::Wakeup
-    } else if event == atoms::offline() {
-        QueueEvent::Offline
-    } else if event == atoms::gone() {
-        QueueEvent::Gone
-    } else if event == atoms::expired() {
-        QueueEvent::Expired
-    } else {
-        return Err(Error::BadArg);
-    };
+    let event = queue_event_kind(event)?;
     Ok(applied_atom(WARDEN.queue_event(event, id.key_ref(), decode::caller(env), now())))
+}
+
+fn queue_event_kind(event: Atom) -> NifResult<QueueEvent> {
+    if event == atoms::wakeup() {
+        Ok(QueueEvent::Wakeup)
+    } else if event == atoms::offline() {
+        Ok(QueueEvent::Offline)
+    } else if event == atoms::gone() {
+        Ok(QueueEvent::Gone)
+    } else if event == atoms::expired() {
+        Ok(QueueEvent::Expired)
+    } else {
+        Err(Error::BadArg)
+    }
 }
 
 fn applied_atom(applied: Applied) -> Atom {
@@ -137,5 +141,38 @@ fn applied_atom(applied: Applied) -> Atom {
         Applied::Stale => atoms::stale(),
         Applied::Duplicate => atoms::duplicate(),
         Applied::Unknown => atoms::unknown(),
+    }
+}
+
+/// The floor of the three hook NIFs (a diagnostic, for the broker bench's
+/// floor pass): the same timer, argument decoding and caller, then the
+/// answer, without the call into the core. A hook's time minus its floor
+/// is the core's work (docs/BENCHMARKS.md).
+#[cfg(feature = "diagnostics")]
+mod floor {
+    use super::*;
+    use std::hint::black_box;
+
+    #[rustler::nif]
+    fn floor_auth_begin<'a>(env: Env<'a>, args: AuthArgs<'a>) -> Atom {
+        let _timed = timing::timed(Nif::AuthBegin);
+        let (request, password) = args.into_request();
+        black_box((&request, &password, decode::caller(env), now()));
+        atoms::ok()
+    }
+
+    #[rustler::nif]
+    fn floor_registered<'a>(env: Env<'a>, protocol: ProtocolArg, peer: PeerArg, id: SubscriberId<'a>, user: Username<'a>) -> Atom {
+        let _timed = timing::timed(Nif::Registered);
+        let info = ConnectInfo { peer: peer.0, username: user.0, clean_session: false, protocol: protocol.0 };
+        black_box((&info, id.key_ref(), decode::caller(env), now()));
+        atoms::applied()
+    }
+
+    #[rustler::nif]
+    fn floor_queue_event<'a>(env: Env<'a>, event: Atom, id: SubscriberId<'a>) -> NifResult<Atom> {
+        let _timed = timing::timed(Nif::QueueEvent);
+        black_box((queue_event_kind(event)?, id.key_ref(), decode::caller(env), now()));
+        Ok(atoms::applied())
     }
 }
