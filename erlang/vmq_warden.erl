@@ -230,6 +230,10 @@ kick_one(#{mountpoint := Mp, client_id := ClientId, generation := Gen} = S, fals
     Result = try vernemq_dev_api:disconnect_by_subscriber_id({Mp, ClientId}, DevOpts)
              catch Class:Reason -> {error, {Class, Reason}}
              end,
+    %% A queue cleaned up stops without calling a hook, online or offline
+    %% (docs/VERNEMQ.md): the session ends here.
+    _ = [call(fun() -> vmq_warden_nif:kick_cleaned(MpBin, ClientId, Gen) end)
+         || Cleanup, Result =:= ok, is_integer(Gen)],
     kicked(S, Mp, ClientId, Gen, Result).
 
 kicked(S, Mp, ClientId, Gen, Result) ->

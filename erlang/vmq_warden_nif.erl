@@ -24,7 +24,7 @@
          cluster_local_counts/1, cluster_apply/2, cluster_drop_node/1, cluster_remote_nodes/0,
          cluster_remote_count/1, cluster_reset/0, cluster_stats/0, restore_session/3,
          drain_logs/1, debug_panic/0,
-         events_configure/3, take_events/1, events_stats/0, kick_record/4,
+         events_configure/3, take_events/1, events_stats/0, kick_record/4, kick_cleaned/3,
          expire_credentials_record/3, max_session_age/1, max_sessions/1, recheck_session/7,
          call_times_start/0, call_times_stop/0, call_times/0, calibrate/1,
          evict_caches/1, floor_auth_begin/1, floor_registered/4, floor_queue_event/2]).
@@ -165,6 +165,7 @@ take_events(_Max) -> ?NOT_LOADED.
 events_stats() -> ?NOT_LOADED.
 %% Records the current session's ending `kicked' (vmq_warden:kick/2).
 kick_record(_Mountpoint, _ClientId, _GenerationOrUndefined, _By) -> ?NOT_LOADED.
+kick_cleaned(_Mountpoint, _ClientId, _Generation) -> ?NOT_LOADED.
 %% Credential lifetime (vmq_warden_enforcer): the ending, and the policy's limit.
 expire_credentials_record(_Mountpoint, _ClientId, _Generation) -> ?NOT_LOADED.
 max_session_age(_Username) -> ?NOT_LOADED.

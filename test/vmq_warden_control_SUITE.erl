@@ -83,11 +83,24 @@ kick_dry_run_and_cleanup(_Config) ->
     ?assertMatch([#{client_id := <<"lamp-2">>, result := dry_run, state := online}], Would),
     ?assertEqual(0, meck:num_calls(vernemq_dev_api, disconnect_by_subscriber_id, '_')),
     ?assertEqual(4, length(online())),
-    %% with cleanup: the offline session too, and the queue removed
+    %% with cleanup: the offline session too, and the queue removed. The
+    %% broker calls no hook for a queue it cleans up, online or offline:
+    %% the plugin ends both sessions itself, each with one `kicked' ending
+    _ = published(),
     ?assertEqual([<<"lamp-2">>, <<"off-1">>],
                  kicked_ids(vmq_warden:kick({username, <<"carol">>}, #{cleanup => true, by => <<"ops">>}))),
     ?assert(meck:called(vernemq_dev_api, disconnect_by_subscriber_id, [{"", <<"off-1">>}, [do_cleanup]])),
     ?assertEqual(not_found, vmq_warden:lookup(sid(<<"off-1">>))),
+    ?assertEqual(not_found, vmq_warden:lookup(sid(<<"lamp-2">>))),
+    ?assertEqual([<<"dev-1">>, <<"dev-10">>, <<"lamp-1">>], online()),
+    ?assertMatch(#{online := 3, offline := 0}, vmq_warden:counts()),
+    ?assertEqual([{<<"lamp-2">>, <<"ops">>}, {<<"off-1">>, <<"ops">>}],
+                 lists:sort([{C, By} || #{client_id := C, reason := kicked, kicked_by := By}
+                                            <- vmq_warden:recent_endings(20)])),
+    ?assertEqual(#{<<"lamp-2">> => [<<"kicked">>], <<"off-1">> => [<<"kicked">>]},
+                 maps:map(fun(_, L) -> [K || {K, _} <- L] end, by_client(published()))),
+    %% the same kick again finds nothing to do
+    ?assertEqual({ok, []}, vmq_warden:kick({username, <<"carol">>}, #{cleanup => true})),
     %% outside VerneMQ (no vernemq_dev_api) a real kick is refused, a dry run is not
     meck:unload(vernemq_dev_api),
     ?assertEqual({error, not_inside_vernemq}, vmq_warden:kick({username, <<"alice">>})),

@@ -111,19 +111,26 @@ connect(Conn, Queue, {_, ClientId} = Sid, Clean, User, Peer, Password) ->
     {ok, #{generation := G}} = vmq_warden:lookup(Sid),
     G.
 
-%% vernemq_dev_api as the broker has it: disconnecting calls the queue's
-%% gone hook (offline for a persistent session kept).
+%% vernemq_dev_api as the broker has it (VerneMQ 2.0.1 and 2.1.2,
+%% vmq_queue's force_disconnect): disconnecting an online session calls
+%% the queue's gone hook (offline for a persistent session kept); with
+%% `do_cleanup' the queue stops at once, online or offline, and no hook
+%% is called at all.
 mock_dev_api() ->
     ok = meck:new(vernemq_dev_api, [non_strict, no_link]),
     ok = meck:expect(vernemq_dev_api, disconnect_by_subscriber_id,
                      fun({_, ClientId} = Sid, Opts) ->
-                             case ets:lookup(kick_queues, ClientId) of
-                                 [{_, Q, Clean}] ->
-                                     case Clean orelse lists:member(do_cleanup, Opts) of
-                                         true -> ok = gone(Q, Sid);
-                                         false -> ok = offline(Q, Sid)
-                                     end;
-                                 [] -> not_found
+                             case {ets:lookup(kick_queues, ClientId), lists:member(do_cleanup, Opts)} of
+                                 {[], _} ->
+                                     not_found;
+                                 {[_], true} ->
+                                     true = ets:delete(kick_queues, ClientId),
+                                     ok;
+                                 {[{_, Q, true}], false} ->
+                                     true = ets:delete(kick_queues, ClientId),
+                                     ok = gone(Q, Sid);
+                                 {[{_, Q, false}], false} ->
+                                     ok = offline(Q, Sid)
                              end
                      end).
 

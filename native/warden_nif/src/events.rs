@@ -94,6 +94,17 @@ fn kick_record<'a>(mountpoint: Field<'a>, client_id: Field<'a>, generation: Term
     Ok(WARDEN.registry.kick(key, generation, &by, now()))
 }
 
+/// `kick_cleaned(Mountpoint, ClientId, Generation)`: the broker removed the
+/// queue of that kicked session (`do_cleanup`), which it does without a
+/// hook, online or offline: the registry removes the session; `true`, or
+/// `false` when it is not the current, kicked session.
+#[rustler::nif]
+fn kick_cleaned<'a>(mountpoint: Field<'a>, client_id: Field<'a>, generation: u64) -> bool {
+    let _timed = timing::timed(Nif::Admin);
+    let key = KeyRef { mountpoint: mountpoint.0, client_id: client_id.0 };
+    WARDEN.registry.kicked_and_cleaned(key, generation, now())
+}
+
 /// A reload's rule names at most 256 bytes of a client value; an operator's
 /// `by` is a name.
 const MAX_KICKED_BY: usize = 1024;

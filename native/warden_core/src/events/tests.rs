@@ -278,3 +278,45 @@ fn a_session_the_broker_does_not_have_vanishes() {
     assert_eq!(r.reconcile(&k, crate::registry::BrokerSession::Absent, seen, 20_000), crate::registry::Reconciled::Corrected);
     assert_eq!(kinds_and_sessions(&r).last(), Some(&(EventKind::Vanished, Some(g))));
 }
+
+/// A kick with `do_cleanup`: the broker stops the queue without a hook,
+/// online or offline, so the plugin removes the session itself; one
+/// `kicked` ending each, and a client that came back keeps its session.
+#[test]
+fn kicked_and_cleaned_sessions_leave_without_a_hook() {
+    let r = registry_with_events();
+    let (on, off, back) = (key("on"), key("off"), key("back"));
+    let g_on = r.auth_accepted(&on, S1, info(false), 1);
+    r.woke_up(&on, Q1, 2);
+    r.registered(&on, S1, info(false), 3);
+    let g_off = r.auth_accepted(&off, S2, info(false), 4);
+    r.woke_up(&off, Q2, 5);
+    r.registered(&off, S2, info(false), 6);
+    r.went_offline(&off, Q2, 7);
+    assert!(!r.kicked_and_cleaned(&on, g_on, 8), "not kicked yet");
+    for (k, g) in [(&on, g_on), (&off, g_off)] {
+        assert!(r.kick(k, Some(g), "ops", 10));
+        assert!(r.kicked_and_cleaned(k, g, 11));
+        assert!(r.lookup(k).is_none());
+        assert!(!r.kicked_and_cleaned(k, g, 12), "already gone");
+    }
+    let c = r.counts();
+    assert_eq!((c.online, c.offline), (0, 0));
+    // kicked, then the client reconnected before the cleanup's answer: its
+    // new session stays
+    let g1 = r.auth_accepted(&back, S1, info(false), 20);
+    r.woke_up(&back, Q1, 21);
+    r.registered(&back, S1, info(false), 22);
+    assert!(r.kick(&back, Some(g1), "ops", 23));
+    let g2 = r.auth_accepted(&back, S2, info(false), 24);
+    r.woke_up(&back, Q1, 25);
+    r.registered(&back, S2, info(false), 26);
+    assert!(!r.kicked_and_cleaned(&back, g1, 27));
+    assert!(r.lookup(&back).is_some_and(|s| s.generation == g2));
+    let kicked: Vec<_> = r.recent_endings(20).into_iter().filter(|e| e.reason == crate::registry::EndReason::Kicked).collect();
+    assert_eq!(kicked.len(), 3);
+    // no second ending after the kick's (going offline is one of its own)
+    use crate::registry::EndReason::{Kicked, Offline};
+    let ends = |k: &SubscriberKey| r.recent_endings(20).into_iter().filter(|e| e.key == *k).map(|e| e.reason).collect::<Vec<_>>();
+    assert_eq!((ends(&on), ends(&off)), (vec![Kicked], vec![Kicked, Offline]));
+}

@@ -60,6 +60,15 @@ impl Registry {
         self.end_by_plugin(key.into(), generation, EndReason::Kicked, Some(by), now)
     }
 
+    /// The broker cleaned up the queue of a session kicked with
+    /// `do_cleanup` (it calls no hook then): the session is removed, its
+    /// `kicked` ending already recorded. False when `generation` is not the
+    /// key's current, kicked session (a client that came back since keeps
+    /// its new session).
+    pub fn kicked_and_cleaned<'k>(&self, key: impl Into<KeyRef<'k>>, generation: u64, now: Millis) -> bool {
+        self.with_record(key.into(), now, Emit::ENDINGS_ONLY, |rec, _| rec.cleaned_up(generation)).0
+    }
+
     /// The session outlived its user's `max_session_age`: like
     /// [`Registry::kick`], with the ending `ExpiredCredentials`.
     pub fn expire_credentials<'k>(&self, key: impl Into<KeyRef<'k>>, generation: Option<u64>, now: Millis) -> bool {

@@ -46,4 +46,16 @@ impl Record {
         self.end_cur(cx, reason);
         true
     }
+
+    /// The broker removed the queue of kicked session `generation` at the
+    /// plugin's request (`do_cleanup`): it stops the queue without a hook,
+    /// online or offline, so the session goes here. The kick recorded its
+    /// ending. False unless that session is current and was kicked.
+    pub fn cleaned_up(&mut self, generation: u64) -> bool {
+        if !self.has_cur() || self.gen != generation || self.last_end_reason != Some(EndReason::Kicked) {
+            return false;
+        }
+        self.clear_cur();
+        true
+    }
 }
