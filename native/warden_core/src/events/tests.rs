@@ -286,12 +286,15 @@ fn a_session_the_broker_does_not_have_vanishes() {
 fn kicked_and_cleaned_sessions_leave_without_a_hook() {
     let r = registry_with_events();
     let (on, off, back) = (key("on"), key("off"), key("back"));
-    let g_on = r.auth_accepted(&on, S1, info(false), 1);
-    r.woke_up(&on, Q1, 2);
-    r.registered(&on, S1, info(false), 3);
-    let g_off = r.auth_accepted(&off, S2, info(false), 4);
-    r.woke_up(&off, Q2, 5);
-    r.registered(&off, S2, info(false), 6);
+    // a persistent connect as the broker orders it: auth, wakeup, on_register
+    let connect = |k: &SubscriberKey, conn, queue, t| {
+        let g = r.auth_accepted(k, conn, info(false), t);
+        r.woke_up(k, queue, t + 1);
+        r.registered(k, conn, info(false), t + 2);
+        g
+    };
+    let g_on = connect(&on, S1, Q1, 1);
+    let g_off = connect(&off, S2, Q2, 4);
     r.went_offline(&off, Q2, 7);
     assert!(!r.kicked_and_cleaned(&on, g_on, 8), "not kicked yet");
     for (k, g) in [(&on, g_on), (&off, g_off)] {
@@ -304,13 +307,9 @@ fn kicked_and_cleaned_sessions_leave_without_a_hook() {
     assert_eq!((c.online, c.offline), (0, 0));
     // kicked, then the client reconnected before the cleanup's answer: its
     // new session stays
-    let g1 = r.auth_accepted(&back, S1, info(false), 20);
-    r.woke_up(&back, Q1, 21);
-    r.registered(&back, S1, info(false), 22);
+    let g1 = connect(&back, S1, Q1, 20);
     assert!(r.kick(&back, Some(g1), "ops", 23));
-    let g2 = r.auth_accepted(&back, S2, info(false), 24);
-    r.woke_up(&back, Q1, 25);
-    r.registered(&back, S2, info(false), 26);
+    let g2 = connect(&back, S2, Q1, 24);
     assert!(!r.kicked_and_cleaned(&back, g1, 27));
     assert!(r.lookup(&back).is_some_and(|s| s.generation == g2));
     let kicked: Vec<_> = r.recent_endings(20).into_iter().filter(|e| e.reason == crate::registry::EndReason::Kicked).collect();
