@@ -189,7 +189,7 @@ fn names(policy: &Policy, req: &AuthRequest, identity: Option<&[u8]>) -> Step<()
 /// Step 8: anonymous (an allow rule may admit an anonymous client)
 fn anonymous(cfg: &FirewallConfig, policy: &Policy, req: &AuthRequest, who: &Identity<'_>, allowed_by_rule: bool) -> Step<()> {
     if !allowed_by_rule && who.name(req).is_none() && who.cert_name.is_none() && !policy.anonymous.allowed(req.listener.as_ref(), cfg.allow_anonymous) {
-        return Err(refuse(RefusalCode::NotAuthorized, "anonymous: clients without a username are not allowed on this listener"));
+        return Err(refuse(RefusalCode::NotAuthorized, policy.anonymous.refusal_reason(req.listener.as_ref())));
     }
     Ok(())
 }

@@ -147,9 +147,7 @@ pub struct AnonymousPolicy {
 
 impl AnonymousPolicy {
     pub fn allowed(&self, listener: Option<&Listener>, default: bool) -> bool {
-        // Without listener data a per-listener refusal cannot be evaluated:
-        // it holds (fail closed).
-        if listener.is_none() && self.listeners.iter().any(|(m, allow)| !allow && m.names_a_listener()) {
+        if self.refuses_without_listener_data(listener) {
             return false;
         }
         for (m, allow) in &self.listeners {
@@ -158,6 +156,25 @@ impl AnonymousPolicy {
             }
         }
         self.allow.unwrap_or(default)
+    }
+
+    /// Why [`AnonymousPolicy::allowed`] said no: "on this listener" only
+    /// when the policy has per-listener entries and the broker passed the
+    /// listener (a real 2.1 node passes none).
+    pub fn refusal_reason(&self, listener: Option<&Listener>) -> &'static str {
+        if self.refuses_without_listener_data(listener) {
+            "anonymous: a per-listener refusal holds when the broker passes no listener data"
+        } else if listener.is_some() && !self.listeners.is_empty() {
+            "anonymous: clients without a username are not allowed on this listener"
+        } else {
+            "anonymous: clients without a username are not allowed"
+        }
+    }
+
+    /// Without listener data a per-listener refusal cannot be evaluated:
+    /// it holds (fail closed).
+    fn refuses_without_listener_data(&self, listener: Option<&Listener>) -> bool {
+        listener.is_none() && self.listeners.iter().any(|(m, allow)| !allow && m.names_a_listener())
     }
 }
 

@@ -179,7 +179,10 @@ fn listener_conditions_fail_closed_without_listener_data() {
     assert_eq!(reason(&decide(&fw, r, None, &NoSessions, 0)), "cert_identity: a client certificate is required on this listener");
     let mut anon = bare(None);
     anon.protocol = Protocol::Mqtt5;
-    assert_eq!(reason(&decide(&fw, anon, None, &NoSessions, 0)), "anonymous: clients without a username are not allowed on this listener");
+    assert_eq!(
+        reason(&decide(&fw, anon, None, &NoSessions, 0)),
+        "anonymous: a per-listener refusal holds when the broker passes no listener data"
+    );
 }
 
 #[test]

@@ -240,6 +240,20 @@ fn username_constraints() {
     assert_eq!(reason(&d), "username: longer than 32 bytes");
 }
 
+/// A refusal names a listener only when listener entries decided it: a
+/// real 2.1 node (no listener data) and a policy without entries got "on
+/// this listener" from the global setting.
+#[test]
+fn anonymous_refusal_names_a_listener_only_when_one_decided() {
+    let fw = Firewall::new(FirewallConfig::default());
+    fw.install(policy("[anonymous]\nallow = false\n"), PasswordFile::default());
+    let global = "anonymous: clients without a username are not allowed";
+    assert_eq!(reason(&decide(&fw, req("10.0.0.5", "g", None), None, &NoSessions, 0)), global);
+    let mut bare = req("10.0.0.5", "g", None);
+    bare.listener = None;
+    assert_eq!(reason(&decide(&fw, bare, None, &NoSessions, 0)), global);
+}
+
 #[test]
 fn anonymous_only_on_websocket_listener() {
     let fw = example_fw(FirewallConfig::default());
