@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::checks::{check_client_id, check_lengths, check_username, default_decision, post_checks, refuse};
 use super::identity::cert_identity_name;
-use super::{credential, AuthRequest, Decision, Firewall, FirewallConfig, LiveSessions, LoadedPolicy, PasswordCheck, RefusalCode, UnknownUser};
+use super::{credential, lossy, AuthRequest, Decision, Firewall, FirewallConfig, LiveSessions, LoadedPolicy, PasswordCheck, RefusalCode, UnknownUser};
 use crate::credentials::PasswordHash;
 use crate::limits::peer_key;
 use crate::policy::{in_networks, Action, CertIdentity, MatchInput, Policy};
@@ -201,11 +201,16 @@ fn cert_identity(policy: &Policy, req: &AuthRequest, who: Identity<'_>, sessions
         Some(Err(why)) => Err(refuse(RefusalCode::NotAuthorized, format!("cert_identity: {why}"))),
         Some(Ok(name)) => {
             if c.username_must_match && req.username.as_ref().is_some_and(|u| *u != name) {
-                return Err(refuse(RefusalCode::NotAuthorized, "cert_identity: username does not match the client certificate"));
+                return Err(refuse(
+                    RefusalCode::NotAuthorized,
+                    format!("cert_identity: username does not match the client certificate's identity {:?}", lossy(&name)),
+                ));
             }
             let settings = match policy.user(&name) {
                 Some(u) => &u.settings,
-                None if c.require_known => return Err(refuse(RefusalCode::NotAuthorized, "cert_identity: certificate identity is not a known user")),
+                None if c.require_known => {
+                    return Err(refuse(RefusalCode::NotAuthorized, format!("cert_identity: certificate identity {:?} is not a known user", lossy(&name))))
+                }
                 None => &c.settings,
             };
             let rename = (req.username.as_deref() != Some(name.as_slice())).then(|| name.clone());

@@ -302,7 +302,9 @@ fn certificate_identity_per_listener() {
     assert_eq!(m.username, None);
     // Different username sent.
     let d = decide(&fw, tls(Some("alice"), Some(cert_der("sensor-7", &[]))), None, &NoSessions, 0);
-    assert_eq!(reason(&d), "cert_identity: username does not match the client certificate");
+    // The refusal names the certificate's identity: a client that sent no
+    // username is otherwise nameless in the audit line.
+    assert_eq!(reason(&d), "cert_identity: username does not match the client certificate's identity \"sensor-7\"");
     // Certificate required on this listener.
     let d = decide(&fw, tls(Some("sensor-7"), None), None, &NoSessions, 0);
     assert_eq!(reason(&d), "cert_identity: a client certificate is required on this listener");
@@ -335,7 +337,13 @@ fn certificate_identity_from_san_and_require_known() {
     let busy = Sessions(HashMap::from([(b"dev1.example.com".to_vec(), 1)]), None);
     assert_eq!(code(&decide(&fw, r.clone(), None, &busy, 0)), Some(RefusalCode::QuotaExceeded));
     r.client_cert = Some(cert_der("x", &["dev2.example.com"]));
-    assert_eq!(reason(&decide(&fw, r.clone(), None, &NoSessions, 0)), "cert_identity: certificate identity is not a known user");
+    assert_eq!(
+        reason(&decide(&fw, r.clone(), None, &NoSessions, 0)),
+        "cert_identity: certificate identity \"dev2.example.com\" is not a known user"
+    );
+    // a long one is cut as every name in a reason
+    r.client_cert = Some(cert_der("x", &[&format!("{}.example.com", "d".repeat(300))]));
+    assert!(reason(&decide(&fw, r.clone(), None, &NoSessions, 0)).ends_with("ddd...\" is not a known user"));
     r.client_cert = Some(cert_der("x", &[]));
     assert_eq!(reason(&decide(&fw, r.clone(), None, &NoSessions, 0)), "cert_identity: client certificate has no subjectAltName");
     assert_eq!(cert_identity_name(&cert_der("cn-here", &[]), CertField::Cn).unwrap(), b"cn-here");
