@@ -148,7 +148,8 @@ load_files(#{policy_file := Policy, password_file := Passwd}) ->
     end.
 
 log_report(#{warnings := Warnings} = Report) ->
-    _ = [?LOG_WARNING(#{msg => "vmq_warden: skipped a line", warning => W},
+    %% a skipped line, or a file others may read
+    _ = [?LOG_WARNING(#{msg => "vmq_warden: password file warning", warning => W},
                   vmq_warden_log:meta(warning)) || W <- Warnings],
     ?LOG_INFO(#{msg => "vmq_warden: policy loaded", report => maps:remove(warnings, Report)},
               vmq_warden_log:meta(info));

@@ -374,9 +374,6 @@ impl Firewall {
         self.snap.store(Arc::new(snap));
         self.cache.load().clear();
         self.stats.bump(S_RELOADS_OK);
-        for w in &report.warnings {
-            tracing::warn!(target: "vmq_warden", warning = %w, "password file line skipped");
-        }
         report
     }
 
