@@ -170,10 +170,11 @@ kick(Selector) ->
 %% @doc Disconnect the online sessions that `Selector' names: a subscriber
 %% id, a username, a peer address or network (CIDR), a client-id prefix, or
 %% any filter map of sessions/1. Each is recorded as ending `kicked' with
-%% `by' (who asked; default `<<"api">>'), then disconnected through
-%% `vernemq_dev_api:disconnect_by_subscriber_id/2'. Options: `dry_run'
-%% (true: only list what would be kicked), `cleanup' (true: also remove the
-%% queue, `[do_cleanup]', and kick offline sessions too), `limit' (1000).
+%% `by' (who asked; default `<<"api">>'), then disconnected as VerneMQ's
+%% `vmq-admin session disconnect' does (vmq_warden_broker:disconnect/2).
+%% Options: `dry_run' (true: only list what would be kicked), `cleanup'
+%% (true: also remove the queue and kick offline sessions too), `limit'
+%% (1000).
 %% Returns the sessions, each with its `result' (the broker's answer, or
 %% `dry_run').
 -spec kick(kick_selector(), map()) -> {ok, [map()]} | {error, term()}.
@@ -181,7 +182,7 @@ kick(Selector, Opts) when is_map(Opts) ->
     DryRun = maps:get(dry_run, Opts, false) =:= true,
     Cleanup = maps:get(cleanup, Opts, false) =:= true,
     By = unicode:characters_to_binary(maps:get(by, Opts, <<"api">>)),
-    case {kick_filter(Selector), DryRun orelse kick_available()} of
+    case {kick_filter(Selector), DryRun orelse vmq_warden_broker:can_disconnect()} of
         {{error, _} = E, _} ->
             E;
         {_, false} ->
@@ -215,10 +216,6 @@ kick_filter(Other) -> {error, {bad_selector, Other}}.
 
 all(_) -> true.
 
-kick_available() ->
-    code:ensure_loaded(vernemq_dev_api) =:= {module, vernemq_dev_api}
-        andalso erlang:function_exported(vernemq_dev_api, disconnect_by_subscriber_id, 2).
-
 kick_one(#{mountpoint := Mp, client_id := ClientId, generation := Gen} = S, true, _Cleanup, _By) ->
     kicked(S, Mp, ClientId, Gen, dry_run);
 kick_one(#{mountpoint := Mp, client_id := ClientId, generation := Gen} = S, false, Cleanup, By) ->
@@ -226,10 +223,7 @@ kick_one(#{mountpoint := Mp, client_id := ClientId, generation := Gen} = S, fals
     %% Recorded first: the broker's gone/offline hook follows the disconnect
     %% and ends the session.
     _ = call(fun() -> vmq_warden_nif:kick_record(MpBin, ClientId, Gen, By) end),
-    DevOpts = [do_cleanup || Cleanup],
-    Result = try vernemq_dev_api:disconnect_by_subscriber_id({Mp, ClientId}, DevOpts)
-             catch Class:Reason -> {error, {Class, Reason}}
-             end,
+    Result = vmq_warden_broker:disconnect({Mp, ClientId}, Cleanup),
     %% A queue cleaned up stops without calling a hook, online or offline
     %% (docs/VERNEMQ.md): the session ends here.
     _ = [call(fun() -> vmq_warden_nif:kick_cleaned(MpBin, ClientId, Gen) end)

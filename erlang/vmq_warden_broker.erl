@@ -1,10 +1,10 @@
 %% @doc What the plugin asks the broker itself, outside the hooks: the state
-%% of a subscriber's queue. These are VerneMQ's internal modules
+%% of a subscriber's queue, and a disconnect. These are VerneMQ's internal modules
 %% (docs/VERNEMQ.md, "What a plugin may call"): used only when they are
 %% loaded, never from a hook, and no exception from them escapes.
 -module(vmq_warden_broker).
 
--export([inside_vernemq/0, session_state/1, queues/0, queue_state/1]).
+-export([inside_vernemq/0, session_state/1, queues/0, queue_state/1, can_disconnect/0, disconnect/2]).
 
 -define(STATUS_TIMEOUT, 1000).
 
@@ -13,6 +13,31 @@
 inside_vernemq() ->
     erlang:function_exported(vmq_queue_sup_sup, get_queue_pid, 1)
         andalso is_pid(whereis(vmq_queue_sup_sup)).
+
+%% Whether disconnect/2 can work here: inside VerneMQ, with its queue module.
+-spec can_disconnect() -> boolean().
+can_disconnect() ->
+    inside_vernemq() andalso code:ensure_loaded(vmq_queue) =:= {module, vmq_queue}
+        andalso erlang:function_exported(vmq_queue, force_disconnect, 3).
+
+%% Disconnect a subscriber's session as VerneMQ's own `vmq-admin session
+%% disconnect' does: its queue's force_disconnect with the reason
+%% `administrative_action' (an MQTT 5 client gets DISCONNECT 0x98), and with
+%% `DoCleanup' the queue and its messages removed. Not through
+%% vernemq_dev_api:disconnect_by_subscriber_id/2: its reason, `normal', is
+%% one VerneMQ's MQTT 5 session cannot count, and the connection process
+%% crashed on every such kick in a real 2.1.2 node (docs/VERNEMQ.md).
+%% `ok', `not_found' (no queue, or it ended meanwhile) or `{error, Why}'.
+-spec disconnect({string(), binary()}, boolean()) -> ok | not_found | {error, term()}.
+disconnect(SubscriberId, DoCleanup) ->
+    try vmq_queue_sup_sup:get_queue_pid(SubscriberId) of
+        not_found -> not_found;
+        Pid when is_pid(Pid) -> vmq_queue:force_disconnect(Pid, administrative_action, DoCleanup);
+        Other -> {error, Other}
+    catch
+        exit:{Why, _} when Why =:= normal; Why =:= noproc -> not_found;
+        Class:Why -> {error, {Class, Why}}
+    end.
 
 %% The broker's view of one subscriber id on this node: `absent' (no
 %% queue), `offline' (a queue without a session), `online', or `unknown'

@@ -1,6 +1,6 @@
 %% @doc The plugin's own control over live sessions, off the hooks' path,
-%% inside VerneMQ only (it disconnects through
-%% `vernemq_dev_api:disconnect_by_subscriber_id/2'):
+%% inside VerneMQ only (it disconnects as `vmq-admin session disconnect'
+%% does, vmq_warden_broker:disconnect/2):
 %% - credential lifetime: every `credential_check_interval' the online
 %%   sessions are compared with their user's `max_session_age' (policy, user
 %%   or group); an older one ends `expired_credentials' and is disconnected,
@@ -206,11 +206,8 @@ kick(#{mountpoint := Mp, client_id := ClientId, generation := Gen}, Rule) ->
     end.
 
 disconnect(SubscriberId) ->
-    _ = try vernemq_dev_api:disconnect_by_subscriber_id(SubscriberId, [])
-        catch _:_ -> error
-        end,
+    _ = vmq_warden_broker:disconnect(SubscriberId, false),
     ok.
 
 available() ->
-    code:ensure_loaded(vernemq_dev_api) =:= {module, vernemq_dev_api}
-        andalso erlang:function_exported(vernemq_dev_api, disconnect_by_subscriber_id, 2).
+    vmq_warden_broker:can_disconnect().

@@ -1,5 +1,5 @@
 %% The plugin's own control over live sessions, through the real hooks and
-%% the real NIF with vernemq_dev_api mocked as the broker has it: kick
+%% the real NIF with the broker's queues mocked as VerneMQ has them: kick
 %% selectors (API and vmq-admin), the credential lifetime, and enforce on
 %% reload (a policy that now refuses, a changed password, a lowered
 %% max_sessions), each kick seen as its event.
@@ -11,7 +11,7 @@
 -compile([export_all, nowarn_export_all]).
 -import(vmq_warden_events_util,
         [events_on/1, published/0, by_client/1, sid/1, procs/1, auth/3, auth/6, reg/2, reg/4,
-         wakeup/2, offline/2, gone/2, expired/2, connect/4, connect/6, connect/7, mock_dev_api/0,
+         wakeup/2, offline/2, gone/2, expired/2, connect/4, connect/6, connect/7, mock_broker_queues/0, unmock_broker_queues/0, disconnects/0,
          online/0]).
 
 all() ->
@@ -43,7 +43,7 @@ end_per_testcase(_Case, _Config) ->
 
 kick_setup() ->
     events_on(#{}),
-    mock_dev_api(),
+    mock_broker_queues(),
     [S1, S2, S3, S4, S5, Q1, Q2, Q3, Q4, Q5] = procs(10),
     connect(S1, Q1, sid(<<"dev-1">>), true, <<"alice">>, {{10, 0, 0, 1}, 1}),
     connect(S2, Q2, sid(<<"dev-10">>), true, <<"bob">>, {{10, 1, 0, 1}, 1}),
@@ -69,7 +69,7 @@ kick_selectors(_Config) ->
                  [By || #{client_id := C, reason := kicked, kicked_by := By} <- vmq_warden:recent_endings(20),
                         C =:= <<"lamp-2">> orelse C =:= <<"dev-10">>]),
     ?assertEqual([], online()),
-    ?assertEqual(4, meck:num_calls(vernemq_dev_api, disconnect_by_subscriber_id, '_')),
+    ?assertEqual(4, disconnects()),
     %% each: kicked (who asked: the default), then the broker's gone/offline
     Got = by_client(published()),
     [?assertMatch([_, _, _, {<<"kicked">>, _}, {Ending, _}] when Ending =:= <<"gone">>; Ending =:= <<"offline">>,
@@ -81,7 +81,7 @@ kick_dry_run_and_cleanup(_Config) ->
     kick_setup(),
     {ok, Would} = vmq_warden:kick({username, <<"carol">>}, #{dry_run => true}),
     ?assertMatch([#{client_id := <<"lamp-2">>, result := dry_run, state := online}], Would),
-    ?assertEqual(0, meck:num_calls(vernemq_dev_api, disconnect_by_subscriber_id, '_')),
+    ?assertEqual(0, disconnects()),
     ?assertEqual(4, length(online())),
     %% with cleanup: the offline session too, and the queue removed. The
     %% broker calls no hook for a queue it cleans up, online or offline:
@@ -89,7 +89,7 @@ kick_dry_run_and_cleanup(_Config) ->
     _ = published(),
     ?assertEqual([<<"lamp-2">>, <<"off-1">>],
                  kicked_ids(vmq_warden:kick({username, <<"carol">>}, #{cleanup => true, by => <<"ops">>}))),
-    ?assert(meck:called(vernemq_dev_api, disconnect_by_subscriber_id, [{"", <<"off-1">>}, [do_cleanup]])),
+    ?assert(meck:called(vmq_queue, force_disconnect, ['_', administrative_action, true])),
     ?assertEqual(not_found, vmq_warden:lookup(sid(<<"off-1">>))),
     ?assertEqual(not_found, vmq_warden:lookup(sid(<<"lamp-2">>))),
     ?assertEqual([<<"dev-1">>, <<"dev-10">>, <<"lamp-1">>], online()),
@@ -101,8 +101,8 @@ kick_dry_run_and_cleanup(_Config) ->
                  maps:map(fun(_, L) -> [K || {K, _} <- L] end, by_client(published()))),
     %% the same kick again finds nothing to do
     ?assertEqual({ok, []}, vmq_warden:kick({username, <<"carol">>}, #{cleanup => true})),
-    %% outside VerneMQ (no vernemq_dev_api) a real kick is refused, a dry run is not
-    meck:unload(vernemq_dev_api),
+    %% outside VerneMQ (no queue supervisor) a real kick is refused, a dry run is not
+    unmock_broker_queues(),
     ?assertEqual({error, not_inside_vernemq}, vmq_warden:kick({username, <<"alice">>})),
     ?assertMatch({ok, [_, _]}, vmq_warden:kick({username, <<"alice">>}, #{dry_run => true})).
 
@@ -119,7 +119,7 @@ kick_from_vmq_admin(_Config) ->
     [{table, Would}] = vmq_warden_cli:kick(Cmd, [], [{client_id_prefix, <<"lamp-">>}, {dry_run, undefined}]),
     ?assertEqual([{"lamp-1", "dry_run"}, {"lamp-2", "dry_run"}],
                  lists:sort([{proplists:get_value(client_id, R), proplists:get_value(result, R)} || R <- Would])),
-    ?assertEqual(0, meck:num_calls(vernemq_dev_api, disconnect_by_subscriber_id, '_')),
+    ?assertEqual(0, disconnects()),
     %% --client-id is exact
     [{table, [Row]}] = vmq_warden_cli:kick(Cmd, [], [{client_id, <<"dev-1">>}]),
     ?assertMatch(#{"client_id" := "dev-1", "result" := "ok", "username" := "alice"},
@@ -142,7 +142,7 @@ credential_lifetime_ends_old_sessions(Config) ->
                                   "[users.alice]\ngroups = [\"short\"]\npassword = \"", Hash(), "\"\n",
                                   "[users.bob]\npassword = \"", Hash(), "\"\n"]),
     events_on(#{policy_file => Policy, default_decision => allow}),
-    mock_dev_api(),
+    mock_broker_queues(),
     ?assertEqual(1, vmq_warden_nif:max_session_age(<<"alice">>)),
     ?assertEqual(undefined, vmq_warden_nif:max_session_age(<<"bob">>)),
     [S1, S2, S3, Q1, Q2, Q3] = procs(6),
@@ -159,7 +159,7 @@ credential_lifetime_ends_old_sessions(Config) ->
     ?assert(is_integer(GA2)),
     ?assertMatch([#{reason := gone}, #{reason := expired_credentials} | _], vmq_warden:recent_endings(2)),
     %% outside VerneMQ nothing is disconnected
-    meck:unload(vernemq_dev_api),
+    unmock_broker_queues(),
     ?assertEqual({error, not_inside_vernemq}, vmq_warden_enforcer:check_now()).
 
 %% A reload that denies 10.0.0.0/8 and removes carol: with enforce_on_reload
@@ -173,7 +173,7 @@ enforce_on_reload_disconnects_what_the_new_policy_refuses(Config) ->
     User = fun(Name) -> maps:get(Name, Lines) end,
     ok = file:write_file(Policy, [User("alice"), User("bob"), User("carol")]),
     events_on(#{policy_file => Policy, unknown_user => deny, default_decision => next, reload_interval => 0}),
-    mock_dev_api(),
+    mock_broker_queues(),
     [S1, S2, S3, Q1, Q2, Q3] = procs(6),
     connect(S1, Q1, sid(<<"a-net">>), true, <<"alice">>, {{10, 0, 0, 1}, 1}, ?PASSWORD),
     connect(S2, Q2, sid(<<"b-ok">>), true, <<"bob">>, {{192, 168, 0, 5}, 1}, ?PASSWORD),
@@ -207,7 +207,7 @@ enforce_on_reload_disconnects_sessions_whose_password_changed(Config) ->
     ok = file:write_file(Policy, [User("alice", vmq_warden_robust_util:sha512_line(?PASSWORD)), User("bob", Bob)]),
     events_on(#{policy_file => Policy, unknown_user => deny, default_decision => next, reload_interval => 0}),
     application:set_env(vmq_warden, enforce_on_reload, true),
-    mock_dev_api(),
+    mock_broker_queues(),
     [S1, S2, S3, Q1, Q2, Q3] = procs(6),
     connect(S1, Q1, sid(<<"a-old">>), true, <<"alice">>, ?PEER, ?PASSWORD),
     connect(S2, Q2, sid(<<"b-ok">>), true, <<"bob">>, ?PEER, ?PASSWORD),
@@ -244,7 +244,7 @@ enforce_on_reload_cuts_to_a_lowered_max_sessions(Config) ->
     Write(3),
     events_on(#{policy_file => Policy, default_decision => next, reload_interval => 0}),
     application:set_env(vmq_warden, enforce_on_reload, true),
-    mock_dev_api(),
+    mock_broker_queues(),
     Procs = procs(10),
     [begin timer:sleep(2), connect(S, Q, sid(C), true, U, ?PEER, ?PASSWORD) end
      || {S, Q, {C, U}} <- lists:zip3(lists:sublist(Procs, 5), lists:nthtail(5, Procs),

@@ -13,7 +13,7 @@
 -compile([export_all, nowarn_export_all]).
 -import(vmq_warden_events_util,
         [events_on/1, published/0, by_client/1, sid/1, procs/1, auth/3, auth/6, reg/2, reg/4,
-         wakeup/2, offline/2, gone/2, expired/2, connect/4, connect/6, connect/7, mock_dev_api/0,
+         wakeup/2, offline/2, gone/2, expired/2, connect/4, connect/6, connect/7, mock_broker_queues/0, unmock_broker_queues/0, disconnects/0,
          online/0]).
 
 all() ->
@@ -60,7 +60,7 @@ every_kind_in_order_exactly_once(Config) ->
              [{"alice", vmq_warden_robust_util:sha512_line(?PASSWORD)}]),
     events_on(#{password_file => File, default_decision => allow, unknown_user => next,
                 allow_anonymous => true}),
-    mock_dev_api(),
+    mock_broker_queues(),
     [S1, S2, S3, S4, S5, S6, S7, S8, Q1, Q2, Q3, Q4, Q5, Q6] = procs(14),
     %% clean connect, disconnect
     G1 = connect(S1, Q1, sid(<<"clean">>), true),

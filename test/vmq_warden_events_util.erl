@@ -1,8 +1,8 @@
 %% Helpers of the suites that drive sessions through the real hooks in the
 %% broker's hook orders and read what the plugin published
 %% (vmq_warden_events_SUITE, vmq_warden_control_SUITE): the settings, the
-%% MQTT sink with the broker's publish function mocked, vernemq_dev_api as
-%% the broker has it, and each hook called from its own process (those hook
+%% MQTT sink with the broker's publish function mocked, the broker's queues
+%% as VerneMQ has them for a disconnect, and each hook called from its own process (those hook
 %% steps also serve vmq_warden_lifecycle_SUITE and vmq_warden_plugin_mgr_SUITE).
 -module(vmq_warden_events_util).
 
@@ -11,7 +11,7 @@
 -export([suite_start/0, suite_end/0, case_start/0, case_end/0,
          events_on/1, published/0, by_client/1, sid/1, procs/1,
          auth/3, auth/6, reg/2, reg/4, wakeup/2, offline/2, gone/2, expired/2,
-         connect/4, connect/6, connect/7, mock_dev_api/0, online/0]).
+         connect/4, connect/6, connect/7, mock_broker_queues/0, unmock_broker_queues/0, disconnects/0, online/0]).
 
 -define(CHAIN, vmq_hook_chain).
 %% drained only when a test calls flush/0
@@ -23,6 +23,7 @@ suite_start() ->
 suite_end() ->
     vmq_warden_robust_util:reset_env(),
     catch meck:unload(),
+    stop_queue_sup(),
     _ = vmq_plugin_harness:disable(vmq_warden),
     ok.
 
@@ -34,6 +35,7 @@ case_start() ->
 
 case_end() ->
     catch meck:unload(),
+    stop_queue_sup(),
     events_on(#{events_enabled => false}).
 
 %% Settings (default_decision allow, events on, mqtt sink on, drained by
@@ -111,28 +113,54 @@ connect(Conn, Queue, {_, ClientId} = Sid, Clean, User, Peer, Password) ->
     {ok, #{generation := G}} = vmq_warden:lookup(Sid),
     G.
 
-%% vernemq_dev_api as the broker has it (VerneMQ 2.0.1 and 2.1.2,
-%% vmq_queue's force_disconnect): disconnecting an online session calls
-%% the queue's gone hook (offline for a persistent session kept); with
-%% `do_cleanup' the queue stops at once, online or offline, and no hook
-%% is called at all.
-mock_dev_api() ->
-    ok = meck:new(vernemq_dev_api, [non_strict, no_link]),
-    ok = meck:expect(vernemq_dev_api, disconnect_by_subscriber_id,
-                     fun({_, ClientId} = Sid, Opts) ->
-                             case {ets:lookup(kick_queues, ClientId), lists:member(do_cleanup, Opts)} of
-                                 {[], _} ->
-                                     not_found;
-                                 {[_], true} ->
-                                     true = ets:delete(kick_queues, ClientId),
-                                     ok;
-                                 {[{_, Q, true}], false} ->
-                                     true = ets:delete(kick_queues, ClientId),
-                                     ok = gone(Q, Sid);
-                                 {[{_, Q, false}], false} ->
-                                     ok = offline(Q, Sid)
+%% The broker's queues as VerneMQ 2.0.1 and 2.1.2 have them, for the
+%% plugin's disconnects (vmq_queue_sup_sup:get_queue_pid/1 and
+%% vmq_queue:force_disconnect/3): disconnecting an online session calls the
+%% queue's gone hook (offline for a persistent session kept); with cleanup
+%% the queue stops at once, online or offline, and no hook is called at
+%% all. Every call is recorded, reason included.
+mock_broker_queues() ->
+    Sup = spawn(fun() -> receive stop -> ok end end),
+    true = register(vmq_queue_sup_sup, Sup),
+    ok = meck:new(vmq_queue_sup_sup, [non_strict, no_link]),
+    ok = meck:new(vmq_queue, [non_strict, no_link]),
+    ok = meck:expect(vmq_queue_sup_sup, get_queue_pid,
+                     fun({_, ClientId}) ->
+                             case ets:lookup(kick_queues, ClientId) of
+                                 [{_, Q, _}] -> Q;
+                                 [] -> not_found
+                             end
+                     end),
+    ok = meck:expect(vmq_queue, force_disconnect,
+                     fun(Q, _Reason, DoCleanup) ->
+                             [{ClientId, Q, Clean}] = ets:match_object(kick_queues, {'_', Q, '_'}),
+                             Sid = {"", ClientId},
+                             case {Clean, DoCleanup} of
+                                 {_, true} -> true = ets:delete(kick_queues, ClientId), ok;
+                                 {true, false} -> true = ets:delete(kick_queues, ClientId), ok = gone(Q, Sid);
+                                 {false, false} -> ok = offline(Q, Sid)
                              end
                      end).
+
+%% Outside VerneMQ: no queue supervisor, no queue module.
+unmock_broker_queues() ->
+    meck:unload([vmq_queue_sup_sup, vmq_queue]),
+    stop_queue_sup().
+
+stop_queue_sup() ->
+    case whereis(vmq_queue_sup_sup) of
+        undefined -> ok;
+        Pid -> unregister(vmq_queue_sup_sup), exit(Pid, kill), ok
+    end.
+
+%% Every disconnect the plugin asked for used VerneMQ's own reason for an
+%% operator's disconnect (`vmq-admin session disconnect'): the MQTT 5
+%% session counts its DISCONNECT by reason and crashes on one it does not
+%% know, such as the `normal' of vernemq_dev_api:disconnect_by_subscriber_id/2.
+disconnects() ->
+    All = meck:num_calls(vmq_queue, force_disconnect, '_'),
+    All = meck:num_calls(vmq_queue, force_disconnect, ['_', administrative_action, '_']),
+    All.
 
 online() ->
     lists:sort([C || #{client_id := C} <- vmq_warden:sessions(#{state => online})]).
