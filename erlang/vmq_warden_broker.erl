@@ -30,10 +30,13 @@ can_disconnect() ->
 %% `ok', `not_found' (no queue, or it ended meanwhile) or `{error, Why}'.
 -spec disconnect({string(), binary()}, boolean()) -> ok | not_found | {error, term()}.
 disconnect(SubscriberId, DoCleanup) ->
-    try vmq_queue_sup_sup:get_queue_pid(SubscriberId) of
-        not_found -> not_found;
-        Pid when is_pid(Pid) -> vmq_queue:force_disconnect(Pid, administrative_action, DoCleanup);
-        Other -> {error, Other}
+    %% one try around both calls: a `try ... of' would not catch the second
+    try
+        case vmq_queue_sup_sup:get_queue_pid(SubscriberId) of
+            not_found -> not_found;
+            Pid when is_pid(Pid) -> vmq_queue:force_disconnect(Pid, administrative_action, DoCleanup);
+            Other -> {error, Other}
+        end
     catch
         exit:{Why, _} when Why =:= normal; Why =:= noproc -> not_found;
         Class:Why -> {error, {Class, Why}}

@@ -17,6 +17,7 @@
 all() ->
     [kick_selectors,
      kick_dry_run_and_cleanup,
+     kick_of_a_queue_that_ends_meanwhile,
      kick_from_vmq_admin,
      credential_lifetime_ends_old_sessions,
      enforce_on_reload_disconnects_what_the_new_policy_refuses,
@@ -105,6 +106,22 @@ kick_dry_run_and_cleanup(_Config) ->
     unmock_broker_queues(),
     ?assertEqual({error, not_inside_vernemq}, vmq_warden:kick({username, <<"alice">>})),
     ?assertMatch({ok, [_, _]}, vmq_warden:kick({username, <<"alice">>}, #{dry_run => true})).
+
+%% A takeover can end the queue between the listing and the disconnect:
+%% the broker's call then exits, which a kick answers as `not_found'; any
+%% other failure is an error term, never an exception.
+kick_of_a_queue_that_ends_meanwhile(_Config) ->
+    kick_setup(),
+    Ended = fun(Why) -> fun(_, _, _) -> exit({Why, {gen_fsm, sync_send_all_state_event, []}}) end end,
+    ok = meck:expect(vmq_queue, force_disconnect, Ended(normal)),
+    ?assertMatch({ok, [#{client_id := <<"dev-1">>, result := not_found}]},
+                 vmq_warden:kick({subscriber_id, sid(<<"dev-1">>)})),
+    ok = meck:expect(vmq_queue, force_disconnect, Ended(noproc)),
+    ?assertMatch({ok, [#{client_id := <<"lamp-1">>, result := not_found}]},
+                 vmq_warden:kick({subscriber_id, sid(<<"lamp-1">>)})),
+    ok = meck:expect(vmq_queue, force_disconnect, fun(_, _, _) -> exit(timeout) end),
+    ?assertMatch({ok, [#{client_id := <<"dev-10">>, result := {error, {exit, timeout}}}]},
+                 vmq_warden:kick({subscriber_id, sid(<<"dev-10">>)})).
 
 %% `vmq-admin warden kick', called the way clique calls it (clique_status
 %% mocked: it exists only inside VerneMQ).
