@@ -100,7 +100,13 @@ fn slow_slots_info(env: Env<'_>) -> Term<'_> {
 #[rustler::nif]
 fn registered<'a>(env: Env<'a>, protocol: ProtocolArg, peer: PeerArg, id: SubscriberId<'a>, user: Username<'a>) -> Atom {
     let _timed = timing::timed(Nif::Registered);
-    let info = ConnectInfo {
+    let info = registered_info(protocol, peer, user);
+    applied_atom(WARDEN.registered(id.key_ref(), decode::caller(env), info, now()))
+}
+
+/// What on_register tells the registry about the connect.
+fn registered_info<'a>(protocol: ProtocolArg, peer: PeerArg, user: Username<'a>) -> ConnectInfo<'a> {
+    ConnectInfo {
         peer: peer.0,
         username: user.0,
         // on_register does not carry the flag: the registry keeps the one
@@ -108,8 +114,7 @@ fn registered<'a>(env: Env<'a>, protocol: ProtocolArg, peer: PeerArg, id: Subscr
         // authorised, which it treats as persistent (like a bare wakeup).
         clean_session: false,
         protocol: protocol.0,
-    };
-    applied_atom(WARDEN.registered(id.key_ref(), decode::caller(env), info, now()))
+    }
 }
 
 /// `queue_event(Event, SubscriberId)`: on_client_wakeup / offline / gone /
@@ -164,8 +169,7 @@ mod floor {
     #[rustler::nif]
     fn floor_registered<'a>(env: Env<'a>, protocol: ProtocolArg, peer: PeerArg, id: SubscriberId<'a>, user: Username<'a>) -> Atom {
         let _timed = timing::timed(Nif::Registered);
-        let info = ConnectInfo { peer: peer.0, username: user.0, clean_session: false, protocol: protocol.0 };
-        black_box((&info, id.key_ref(), decode::caller(env), now()));
+        black_box((registered_info(protocol, peer, user), id.key_ref(), decode::caller(env), now()));
         atoms::applied()
     }
 
