@@ -81,6 +81,50 @@ impl SourceText<'_> {
         self.text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
     }
 
+    /// The first array or inline table that is still open at the end of the
+    /// text, and its line. The TOML parser notices one only where the next
+    /// thing cannot belong to it, often lines later. Brackets inside strings
+    /// and comments do not count; a table header is closed on its own line.
+    fn unclosed_bracket(&self) -> Option<(&'static str, usize)> {
+        let bytes = self.text.as_bytes();
+        let mut open: Vec<(u8, usize)> = Vec::new();
+        let (mut i, mut line) = (0, 1);
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\n' => line += 1,
+                b'#' => {
+                    while i + 1 < bytes.len() && bytes[i + 1] != b'\n' {
+                        i += 1;
+                    }
+                }
+                quote @ (b'"' | b'\'') => {
+                    let triple = bytes[i..].starts_with(&[quote; 3]);
+                    let (escapes, len) = (quote == b'"', if triple { 3 } else { 1 });
+                    i += len;
+                    while i < bytes.len() && !(bytes[i..].starts_with(&[quote; 3][..len])) {
+                        if bytes[i] == b'\n' {
+                            if !triple {
+                                break; // an unterminated one-line string: the parser says so
+                            }
+                            line += 1;
+                        }
+                        i += if escapes && bytes[i] == b'\\' { 2 } else { 1 };
+                    }
+                    i += len - 1;
+                }
+                b @ (b'[' | b'{') => open.push((b, line)),
+                b']' | b'}' => {
+                    open.pop();
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        // A header's brackets close on their own line, so what is left open
+        // at the end was opened in a value.
+        open.first().map(|&(b, line)| (if b == b'[' { "array" } else { "inline table" }, line))
+    }
+
     fn err(&self, span: Range<usize>, key: impl Into<String>, message: impl Into<String>) -> PolicyError {
         PolicyError { source: self.source.to_string(), line: self.line(span.start), key: key.into(), message: message.into() }
     }
@@ -314,7 +358,11 @@ impl Policy {
         let ctx = SourceText { text, source };
         let raw: compile::RawPolicy = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| ctx.line(s.start)).unwrap_or(0);
-            PolicyError { source: source.to_string(), line, key: String::new(), message: e.message().trim().to_string() }
+            let mut message = e.message().trim().to_string();
+            if let Some((what, opened)) = ctx.unclosed_bracket().filter(|&(_, opened)| opened < line) {
+                message.push_str(&format!("; the {what} opened on line {opened} is not closed"));
+            }
+            PolicyError { source: source.to_string(), line, key: String::new(), message }
         })?;
         compile::compile(&ctx, raw)
     }

@@ -94,6 +94,27 @@ fn toml_syntax_error_has_line() {
     assert!(e.line >= 2, "{e}");
 }
 
+/// The parser notices an unclosed array or inline table only where the
+/// next thing cannot belong to it, often lines later: the message then
+/// names the line where it was opened.
+#[test]
+fn unclosed_bracket_names_the_line_it_was_opened_on() {
+    let e = err("[network]\nallow = [\"10.0.0.0/8\",\n  \"192.168.0.0/16\"\n\n[client_id]\nmax_length = 64\n");
+    assert!(e.line > 2, "{e}");
+    assert!(e.message.contains("the array opened on line 2 is not closed"), "{e}");
+
+    // Brackets inside strings and comments are not brackets.
+    let e = err("# a [ in a comment\n[username]\ndeny = [\"[\", '{',\n\"\"\"]\"\"\"\n\n[network]\n");
+    assert!(e.message.contains("the array opened on line 3 is not closed"), "{e}");
+
+    // An array that is closed later gets no such note, even when the error is inside it.
+    let e = err("[network]\nallow = [\n  \"10.0.0.0/8\",\n  nonsense,\n]\n");
+    assert!(!e.message.contains("opened on line"), "{e}");
+    // Nor does a bracket opened on the line the error is on.
+    let e = err("[network]\nallow = [\"10.0.0.0/8\" \"x\"]\n");
+    assert!(!e.message.contains("opened on line"), "{e}");
+}
+
 #[test]
 fn bad_cidr_names_line_and_key() {
     let e = err("[network]\nallow = [\"10.0.0.0/8\",\n  \"10.0.0.0/33\"]\n");
