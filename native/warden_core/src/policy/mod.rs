@@ -108,7 +108,11 @@ impl SourceText<'_> {
                             }
                             line += 1;
                         }
-                        i += if escapes && bytes[i] == b'\\' { 2 } else { 1 };
+                        if escapes && bytes[i] == b'\\' {
+                            i += 1; // the escaped byte, which may end a line
+                            line += usize::from(bytes.get(i) == Some(&b'\n'));
+                        }
+                        i += 1;
                     }
                     i += len - 1;
                 }
@@ -358,7 +362,8 @@ impl Policy {
         let ctx = SourceText { text, source };
         let raw: compile::RawPolicy = toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| ctx.line(s.start)).unwrap_or(0);
-            let mut message = e.message().trim().to_string();
+            // One line in the log: the parser's message may have several.
+            let mut message = e.message().trim().lines().map(str::trim).collect::<Vec<_>>().join(", ");
             if let Some((what, opened)) = ctx.unclosed_bracket().filter(|&(_, opened)| opened < line) {
                 message.push_str(&format!("; the {what} opened on line {opened} is not closed"));
             }

@@ -101,11 +101,17 @@ fn toml_syntax_error_has_line() {
 fn unclosed_bracket_names_the_line_it_was_opened_on() {
     let e = err("[network]\nallow = [\"10.0.0.0/8\",\n  \"192.168.0.0/16\"\n\n[client_id]\nmax_length = 64\n");
     assert!(e.line > 2, "{e}");
-    assert!(e.message.contains("the array opened on line 2 is not closed"), "{e}");
+    let shown = e.to_string();
+    assert!(shown.starts_with("policy.toml:5: ") && shown.ends_with("; the array opened on line 2 is not closed"), "{e}");
+    assert!(!shown.contains('\n'), "one line in the log: {shown:?}");
 
     // Brackets inside strings and comments are not brackets.
     let e = err("# a [ in a comment\n[username]\ndeny = [\"[\", '{',\n\"\"\"]\"\"\"\n\n[network]\n");
     assert!(e.message.contains("the array opened on line 3 is not closed"), "{e}");
+
+    // A line-ending backslash in a multi-line string still ends a line.
+    let e = err("[username]\ndeny = [\"\"\"a\\\nb\"\"\"]\nnames = [\"c\",\n\n[network]\n");
+    assert!(e.message.contains("the array opened on line 4 is not closed"), "{e}");
 
     // An array that is closed later gets no such note, even when the error is inside it.
     let e = err("[network]\nallow = [\n  \"10.0.0.0/8\",\n  nonsense,\n]\n");
