@@ -82,6 +82,7 @@ fn main() {
     }
     println!("registered + wakeup + gone         {:7.0} ns (request building {baseline:.0} ns included)", mean_ns(t, CONNECTS));
 
+    from_threads();
     cold(&w, &obf);
     // A second node, same policy and users, sharing no data with `w`: a
     // step run on it first warms the code (and the allocator), not `w`'s state.
@@ -92,6 +93,40 @@ fn main() {
         other.auth_begin(request(i), ProcId(i as u64), Password::Clear(format!("pw-{i}").as_bytes()), 1_000_000).unwrap();
     }
     code_shared_own(&w, &other);
+}
+
+/// Logins with `{encrypted, _}` passwords whose verification is cached, as
+/// every VerneMQ 2.x connect of a known client: from one thread, then from
+/// two at once, each over its own clients. What the second thread adds
+/// shows what the threads' shared writes (locks taken for reading,
+/// counters) cost each other; on a broker with many schedulers that cost
+/// grows.
+fn from_threads() {
+    const PER_THREAD: usize = 300_000;
+    // Every user's password is the one `ENCRYPTED` holds.
+    let line = hash_password(HashScheme::Sha512, b"s3cret!").unwrap();
+    let passwd: String = (0..USERS).map(|i| format!("{}:{line}\n", user(i))).collect();
+    let w = &Warden::new(RegistryConfig::default(), FirewallConfig { unknown_user: UnknownUser::Deny, ..FirewallConfig::default() });
+    w.firewall.install(Policy::parse(POLICY, "policy.toml").unwrap(), PasswordFile::parse(&passwd, "passwd"));
+    w.set_obfuscation(Obfuscation::new(Cipher::Aes128Cbc, KdfHash::Sha256, 1, SECRET));
+    let run = |threads: usize, base: usize| {
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for th in 0..threads {
+                s.spawn(move || {
+                    for n in 0..PER_THREAD {
+                        let i = base + th * PER_THREAD + n;
+                        let step = w.auth_begin(request(i), ProcId(i as u64), Password::Encrypted(ENCRYPTED), 1_000_000).unwrap();
+                        assert!(matches!(step, AuthStep::Decided(warden_core::firewall::Decision::Accept(_), _)), "{step:?}");
+                    }
+                });
+            }
+        });
+        (threads * PER_THREAD) as f64 / t.elapsed().as_secs_f64()
+    };
+    let one = run(1, 2_000_000);
+    let two = run(2, 3_000_000);
+    println!("cached {{encrypted, _}} logins: 1 thread {one:9.0}/s, 2 threads {two:9.0}/s ({:.2}x)", two / one);
 }
 
 /// 16 MiB written, one byte per cache line, between two timed steps: the
