@@ -10,17 +10,20 @@
 //!   a shard is full its oldest insertion is evicted (FIFO), O(1) per
 //!   operation.
 //! - Entries expire `ok_ttl_ms` (verified) or `fail_ttl_ms` (rejected) after
-//!   insertion; a TTL of 0 means such results are not cached. TTL changes
-//!   apply to existing entries at once.
-//! - Thread-safe through `&self`: sharded `parking_lot` mutexes.
+//!   insertion; a TTL of 0 means such results are not cached. A cache's
+//!   size and TTLs are fixed: the firewall replaces the whole cache when
+//!   they change.
+//! - Thread-safe through `&self`: sharded `parking_lot` mutexes, and nothing
+//!   else that every lookup writes (counters striped per thread), so that
+//!   schedulers checking logins at once do not pass a cache line around.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use hmac::{Hmac, Mac};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use sha2::Sha256;
 
+use crate::striped::StripedCounters;
 use crate::types::Millis;
 
 /// Shards for caches of at least this capacity; smaller caches use one.
@@ -107,17 +110,21 @@ pub struct AuthCache {
     /// clones it instead of keying a new one (two SHA-256 blocks less).
     mac: Hmac<Sha256>,
     /// Verified results.
-    pub(super) inner: RwLock<Inner>,
+    pub(super) inner: Inner,
     /// Rejected results, apart (see the module doc).
-    pub(super) failed: RwLock<Inner>,
-    ok_ttl: AtomicU64,
-    fail_ttl: AtomicU64,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    inserts: AtomicU64,
-    evictions: AtomicU64,
-    expired: AtomicU64,
+    pub(super) failed: Inner,
+    ok_ttl: Millis,
+    fail_ttl: Millis,
+    stats: StripedCounters<N_STATS>,
 }
+
+// Indexes of `stats`.
+const HITS: usize = 0;
+const MISSES: usize = 1;
+const INSERTS: usize = 2;
+const EVICTIONS: usize = 3;
+const EXPIRED: usize = 4;
+const N_STATS: usize = 5;
 
 impl std::fmt::Debug for AuthCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,15 +140,11 @@ impl AuthCache {
     pub fn new(capacity: usize, ok_ttl_ms: Millis, fail_ttl_ms: Millis) -> AuthCache {
         AuthCache {
             mac: <Hmac<Sha256> as Mac>::new_from_slice(&super::random_key()).expect("HMAC takes any key length"),
-            inner: RwLock::new(Inner::new(capacity)),
-            failed: RwLock::new(Inner::new(failure_room(capacity))),
-            ok_ttl: AtomicU64::new(ok_ttl_ms),
-            fail_ttl: AtomicU64::new(fail_ttl_ms),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            inserts: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
-            expired: AtomicU64::new(0),
+            inner: Inner::new(capacity),
+            failed: Inner::new(failure_room(capacity)),
+            ok_ttl: ok_ttl_ms,
+            fail_ttl: fail_ttl_ms,
+            stats: StripedCounters::default(),
         }
     }
 
@@ -167,13 +170,13 @@ impl AuthCache {
 
     fn ttl(&self, ok: bool) -> Millis {
         if ok {
-            self.ok_ttl.load(Ordering::Relaxed)
+            self.ok_ttl
         } else {
-            self.fail_ttl.load(Ordering::Relaxed)
+            self.fail_ttl
         }
     }
 
-    fn room(&self, ok: bool) -> &RwLock<Inner> {
+    fn room(&self, ok: bool) -> &Inner {
         if ok {
             &self.inner
         } else {
@@ -185,7 +188,7 @@ impl AuthCache {
     /// with `fingerprint`, if one is cached and fresh at `now`. A disabled
     /// cache answers `None` without counting a miss.
     pub fn check(&self, user: &[u8], password: &[u8], fingerprint: u64, now: Millis) -> Option<bool> {
-        if self.inner.read().shards.is_empty() {
+        if self.inner.shards.is_empty() {
             return None;
         }
         let key = self.key_of(user, password, fingerprint);
@@ -193,7 +196,7 @@ impl AuthCache {
         match found {
             Some(fresh) => fresh,
             None => {
-                self.misses.fetch_add(1, Ordering::Relaxed);
+                self.stats.bump(MISSES);
                 None
             }
         }
@@ -202,20 +205,20 @@ impl AuthCache {
     /// `None` if the room has no entry for `key`; `Some(None)` if it had an
     /// expired one (dropped and counted as a miss).
     fn check_room(&self, ok: bool, key: &Key, now: Millis) -> Option<Option<bool>> {
-        let inner = self.room(ok).read();
+        let inner = self.room(ok);
         if inner.shards.is_empty() {
             return None;
         }
         let mut shard = inner.shards[Self::shard_index(key, inner.shards.len())].lock();
         let inserted = shard.map.get(key)?.inserted;
         if now.saturating_sub(inserted) < self.ttl(ok) {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.stats.bump(HITS);
             return Some(Some(ok));
         }
         shard.map.remove(key);
         shard.compact();
-        self.expired.fetch_add(1, Ordering::Relaxed);
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.stats.bump(EXPIRED);
+        self.stats.bump(MISSES);
         Some(None)
     }
 
@@ -225,17 +228,17 @@ impl AuthCache {
         if self.ttl(ok) == 0 {
             return;
         }
-        if self.inner.read().shards.is_empty() {
+        if self.inner.shards.is_empty() {
             return;
         }
         let key = self.key_of(user, password, fingerprint);
         {
-            let other = self.room(!ok).read();
+            let other = self.room(!ok);
             if !other.shards.is_empty() {
                 other.shards[Self::shard_index(&key, other.shards.len())].lock().map.remove(&key);
             }
         }
-        let inner = self.room(ok).read();
+        let inner = self.room(ok);
         let mut shard = inner.shards[Self::shard_index(&key, inner.shards.len())].lock();
         if shard.capacity == 0 {
             return;
@@ -244,27 +247,27 @@ impl AuthCache {
             // Refresh in place; keeps its place in the eviction order.
             e.ok = ok;
             e.inserted = now;
-            self.inserts.fetch_add(1, Ordering::Relaxed);
+            self.stats.bump(INSERTS);
             return;
         }
         while shard.map.len() >= shard.capacity {
             if !shard.evict_oldest() {
                 break;
             }
-            self.evictions.fetch_add(1, Ordering::Relaxed);
+            self.stats.bump(EVICTIONS);
         }
         let seq = shard.next_seq;
         shard.next_seq += 1;
         shard.map.insert(key, Entry { ok, inserted: now, seq });
         shard.order.push_back((key, seq));
         shard.compact();
-        self.inserts.fetch_add(1, Ordering::Relaxed);
+        self.stats.bump(INSERTS);
     }
 
     /// Drops every entry (e.g. after the password file changed wholesale).
     pub fn clear(&self) {
         for room in [&self.inner, &self.failed] {
-            for s in &room.read().shards {
+            for s in &room.shards {
                 let mut s = s.lock();
                 s.map.clear();
                 s.order.clear();
@@ -274,12 +277,12 @@ impl AuthCache {
 
     /// Entries held, fresh or not yet found expired.
     pub fn len(&self) -> usize {
-        [&self.inner, &self.failed].iter().map(|room| room.read().shards.iter().map(|s| s.lock().map.len()).sum::<usize>()).sum()
+        [&self.inner, &self.failed].iter().map(|room| room.shards.iter().map(|s| s.lock().map.len()).sum::<usize>()).sum()
     }
 
     /// Rejected entries held.
     pub fn failed_len(&self) -> usize {
-        self.failed.read().shards.iter().map(|s| s.lock().map.len()).sum()
+        self.failed.shards.iter().map(|s| s.lock().map.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -287,28 +290,16 @@ impl AuthCache {
     }
 
     pub fn capacity(&self) -> usize {
-        self.inner.read().capacity
+        self.inner.capacity
     }
 
     pub fn stats(&self) -> CacheStats {
         CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            inserts: self.inserts.load(Ordering::Relaxed),
-            evictions: self.evictions.load(Ordering::Relaxed),
-            expired: self.expired.load(Ordering::Relaxed),
-        }
-    }
-
-    /// New limits. TTLs apply to existing entries at once; a capacity change
-    /// empties the cache.
-    pub fn reconfigure(&self, capacity: usize, ok_ttl_ms: Millis, fail_ttl_ms: Millis) {
-        self.ok_ttl.store(ok_ttl_ms, Ordering::Relaxed);
-        self.fail_ttl.store(fail_ttl_ms, Ordering::Relaxed);
-        let mut inner = self.inner.write();
-        if inner.capacity != capacity {
-            *inner = Inner::new(capacity);
-            *self.failed.write() = Inner::new(failure_room(capacity));
+            hits: self.stats.get(HITS),
+            misses: self.stats.get(MISSES),
+            inserts: self.stats.get(INSERTS),
+            evictions: self.stats.get(EVICTIONS),
+            expired: self.stats.get(EXPIRED),
         }
     }
 }

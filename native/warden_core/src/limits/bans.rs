@@ -59,7 +59,9 @@ struct BanParams {
 /// `record_success` skip the table's locks (shared by all schedulers) in the
 /// usual case: no ban running, no failure counted.
 pub struct BanTable<K: BanKey + ?Sized> {
-    params: Mutex<BanParams>,
+    /// Read by every failed login: an `ArcSwap` read writes no cache line
+    /// shared by the schedulers, a lock does.
+    params: ArcSwap<BanParams>,
     table: Table<BanEntry<K::Shown>>,
     /// The latest `banned_until` ever set: no ban runs at or after it.
     pub(super) horizon: AtomicU64,
@@ -70,7 +72,7 @@ pub struct BanTable<K: BanKey + ?Sized> {
 
 impl<K: BanKey + ?Sized> std::fmt::Debug for BanTable<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BanTable").field("params", &*self.params.lock()).field("len", &self.table.len()).finish()
+        f.debug_struct("BanTable").field("params", &**self.params.load()).field("len", &self.table.len()).finish()
     }
 }
 
@@ -86,7 +88,7 @@ pub struct BanInfo<S> {
 impl<K: BanKey + ?Sized> BanTable<K> {
     pub fn new(threshold: u32, window_ms: u64, duration_ms: u64, max: usize) -> Self {
         BanTable {
-            params: Mutex::new(BanParams { threshold, window_ms, duration_ms }),
+            params: ArcSwap::from_pointee(BanParams { threshold, window_ms, duration_ms }),
             table: Table::new(max.max(1)),
             horizon: AtomicU64::new(0),
             nonempty: AtomicBool::new(false),
@@ -95,7 +97,7 @@ impl<K: BanKey + ?Sized> BanTable<K> {
 
     /// New parameters; running bans and counters are kept (trimmed to the bound).
     pub fn set_params(&self, threshold: u32, window_ms: u64, duration_ms: u64, max: usize) {
-        *self.params.lock() = BanParams { threshold, window_ms, duration_ms };
+        self.params.store(Arc::new(BanParams { threshold, window_ms, duration_ms }));
         self.table.set_max(max.max(1));
         let cap = self.table.cap();
         for s in self.table.shards.iter() {
@@ -122,7 +124,7 @@ impl<K: BanKey + ?Sized> BanTable<K> {
 
     /// Counts one failed login. Returns `Some(until)` when this failure started a ban.
     pub fn record_failure(&self, key: &K, now: Millis) -> Option<Millis> {
-        let p = *self.params.lock();
+        let p = **self.params.load();
         if p.threshold == 0 {
             return None;
         }
@@ -220,7 +222,7 @@ impl<K: BanKey + ?Sized> BanTable<K> {
 
     /// Drops counters whose window has passed and ended bans; returns how many.
     pub fn sweep(&self, now: Millis) -> usize {
-        let window = self.params.lock().window_ms;
+        let window = self.params.load().window_ms;
         let n = self
             .table
             .shards

@@ -26,7 +26,9 @@ impl RateParams {
 /// Token buckets: `rate` tokens per second up to `burst`; one token per connect.
 /// A rate of 0 (or less) disables the limiter.
 pub struct RateLimiter<K: ?Sized> {
-    params: Mutex<RateParams>,
+    /// Read by every connect while the limiter is on: an `ArcSwap` read
+    /// writes no cache line shared by the schedulers, a lock does.
+    params: ArcSwap<RateParams>,
     table: Table<Bucket>,
     /// Mirrors `rate_per_ms > 0`, so that a disabled limiter (the default)
     /// costs every connect no lock shared by all schedulers.
@@ -36,14 +38,14 @@ pub struct RateLimiter<K: ?Sized> {
 
 impl<K: ?Sized> std::fmt::Debug for RateLimiter<K> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimiter").field("params", &*self.params.lock()).field("len", &self.table.len()).finish()
+        f.debug_struct("RateLimiter").field("params", &**self.params.load()).field("len", &self.table.len()).finish()
     }
 }
 
 impl<K: Hash + ?Sized> RateLimiter<K> {
     pub fn new(rate_per_sec: f64, burst: u32, max: usize) -> Self {
         let r = RateLimiter {
-            params: Mutex::new(RateParams { rate_per_ms: 0.0, burst: 1.0 }),
+            params: ArcSwap::from_pointee(RateParams { rate_per_ms: 0.0, burst: 1.0 }),
             table: Table::new(max),
             enabled: AtomicBool::new(false),
             _key: std::marker::PhantomData,
@@ -55,9 +57,9 @@ impl<K: Hash + ?Sized> RateLimiter<K> {
     /// New parameters; existing buckets are kept (clamped to the new burst,
     /// trimmed to the new bound).
     pub fn set_params(&self, rate_per_sec: f64, burst: u32, max: usize) {
-        let mut p = self.params.lock();
-        p.rate_per_ms = if rate_per_sec.is_finite() && rate_per_sec > 0.0 { rate_per_sec / 1000.0 } else { 0.0 };
-        p.burst = f64::from(burst.max(1));
+        let rate_per_ms = if rate_per_sec.is_finite() && rate_per_sec > 0.0 { rate_per_sec / 1000.0 } else { 0.0 };
+        let p = RateParams { rate_per_ms, burst: f64::from(burst.max(1)) };
+        self.params.store(Arc::new(p));
         self.table.set_max(max.max(1));
         self.enabled.store(p.rate_per_ms > 0.0, Relaxed);
         if p.rate_per_ms == 0.0 {
@@ -83,7 +85,7 @@ impl<K: Hash + ?Sized> RateLimiter<K> {
         if !self.enabled() {
             return true;
         }
-        let p = *self.params.lock();
+        let p = **self.params.load();
         if p.rate_per_ms == 0.0 {
             return true;
         }
@@ -106,7 +108,7 @@ impl<K: Hash + ?Sized> RateLimiter<K> {
     /// Drops the buckets that have refilled completely (they mean nothing);
     /// returns how many.
     pub fn sweep(&self, now: Millis) -> usize {
-        let p = *self.params.lock();
+        let p = **self.params.load();
         self.table
             .shards
             .iter()

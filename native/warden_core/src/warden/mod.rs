@@ -12,7 +12,9 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
-use parking_lot::RwLock;
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use zeroize::Zeroizing;
 
 use crate::cluster::RemoteCounts;
@@ -131,7 +133,9 @@ pub struct Warden {
     hooks: HookCounters,
     auths: PendingAuths,
     slots: SlowSlots,
-    obfuscation: RwLock<Option<Obfuscation>>,
+    /// Read by every `{encrypted, _}` connect: an `ArcSwapOption` read
+    /// writes no cache line shared by the schedulers, a `RwLock`'s does.
+    obfuscation: ArcSwapOption<Obfuscation>,
 }
 
 impl Default for Warden {
@@ -157,7 +161,7 @@ impl Warden {
             hooks: HookCounters::default(),
             auths: PendingAuths::default(),
             slots: SlowSlots::default(),
-            obfuscation: RwLock::new(None),
+            obfuscation: ArcSwapOption::empty(),
         }
     }
 
@@ -192,7 +196,7 @@ impl Warden {
             Password::Unreadable => return Err(WardenError::BadPassword),
             Password::Absent => None,
             Password::Clear(p) => Some(p),
-            Password::Encrypted(e) => match self.obfuscation.read().as_ref().and_then(|o| o.decrypt(e)) {
+            Password::Encrypted(e) => match self.obfuscation.load().as_ref().and_then(|o| o.decrypt(e)) {
                 Some(p) => {
                     decrypted = p;
                     Some(decrypted.as_slice())
@@ -315,7 +319,7 @@ impl Warden {
     /// The node's `credentials_obfuscation` settings (`None`: unsupported,
     /// `{encrypted, _}` passwords then go through the broker's library).
     pub fn set_obfuscation(&self, obfuscation: Option<Obfuscation>) {
-        *self.obfuscation.write() = obfuscation;
+        self.obfuscation.store(obfuscation.map(Arc::new));
     }
 
     /// Sets how many slow verifications may run at once; the previous limit.
