@@ -14,8 +14,9 @@
 //!   size and TTLs are fixed: the firewall replaces the whole cache when
 //!   they change.
 //! - Thread-safe through `&self`: sharded `parking_lot` mutexes, and nothing
-//!   else that every lookup writes (counters striped per thread), so that
-//!   schedulers checking logins at once do not pass a cache line around.
+//!   else that a lookup writes, so that schedulers checking logins at once
+//!   do not pass a cache line around. (Hits and misses are the firewall's
+//!   counters.)
 
 use std::collections::{HashMap, VecDeque};
 
@@ -23,23 +24,11 @@ use hmac::{Hmac, Mac};
 use parking_lot::Mutex;
 use sha2::Sha256;
 
-use crate::striped::StripedCounters;
 use crate::types::Millis;
 
 /// Shards for caches of at least this capacity; smaller caches use one.
 const SHARDS: usize = 16;
 const SHARDED_FROM: usize = 64;
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CacheStats {
-    pub hits: u64,
-    pub misses: u64,
-    pub inserts: u64,
-    /// Entries dropped to make room (not counting expiry).
-    pub evictions: u64,
-    /// Entries found expired and dropped.
-    pub expired: u64,
-}
 
 pub(super) type Key = [u8; 16];
 
@@ -115,23 +104,13 @@ pub struct AuthCache {
     pub(super) failed: Inner,
     ok_ttl: Millis,
     fail_ttl: Millis,
-    stats: StripedCounters<N_STATS>,
 }
-
-// Indexes of `stats`.
-const HITS: usize = 0;
-const MISSES: usize = 1;
-const INSERTS: usize = 2;
-const EVICTIONS: usize = 3;
-const EXPIRED: usize = 4;
-const N_STATS: usize = 5;
 
 impl std::fmt::Debug for AuthCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuthCache")
             .field("capacity", &self.capacity())
             .field("len", &self.len())
-            .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
 }
@@ -144,7 +123,6 @@ impl AuthCache {
             failed: Inner::new(failure_room(capacity)),
             ok_ttl: ok_ttl_ms,
             fail_ttl: fail_ttl_ms,
-            stats: StripedCounters::default(),
         }
     }
 
@@ -193,17 +171,11 @@ impl AuthCache {
         }
         let key = self.key_of(user, password, fingerprint);
         let found = [true, false].into_iter().find_map(|ok| self.check_room(ok, &key, now));
-        match found {
-            Some(fresh) => fresh,
-            None => {
-                self.stats.bump(MISSES);
-                None
-            }
-        }
+        found.flatten()
     }
 
     /// `None` if the room has no entry for `key`; `Some(None)` if it had an
-    /// expired one (dropped and counted as a miss).
+    /// expired one (dropped).
     fn check_room(&self, ok: bool, key: &Key, now: Millis) -> Option<Option<bool>> {
         let inner = self.room(ok);
         if inner.shards.is_empty() {
@@ -212,13 +184,10 @@ impl AuthCache {
         let mut shard = inner.shards[Self::shard_index(key, inner.shards.len())].lock();
         let inserted = shard.map.get(key)?.inserted;
         if now.saturating_sub(inserted) < self.ttl(ok) {
-            self.stats.bump(HITS);
             return Some(Some(ok));
         }
         shard.map.remove(key);
         shard.compact();
-        self.stats.bump(EXPIRED);
-        self.stats.bump(MISSES);
         Some(None)
     }
 
@@ -247,21 +216,18 @@ impl AuthCache {
             // Refresh in place; keeps its place in the eviction order.
             e.ok = ok;
             e.inserted = now;
-            self.stats.bump(INSERTS);
             return;
         }
         while shard.map.len() >= shard.capacity {
             if !shard.evict_oldest() {
                 break;
             }
-            self.stats.bump(EVICTIONS);
         }
         let seq = shard.next_seq;
         shard.next_seq += 1;
         shard.map.insert(key, Entry { ok, inserted: now, seq });
         shard.order.push_back((key, seq));
         shard.compact();
-        self.stats.bump(INSERTS);
     }
 
     /// Drops every entry (e.g. after the password file changed wholesale).
@@ -291,16 +257,6 @@ impl AuthCache {
 
     pub fn capacity(&self) -> usize {
         self.inner.capacity
-    }
-
-    pub fn stats(&self) -> CacheStats {
-        CacheStats {
-            hits: self.stats.get(HITS),
-            misses: self.stats.get(MISSES),
-            inserts: self.stats.get(INSERTS),
-            evictions: self.stats.get(EVICTIONS),
-            expired: self.stats.get(EXPIRED),
-        }
     }
 }
 

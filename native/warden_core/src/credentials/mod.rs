@@ -12,7 +12,7 @@ pub mod file;
 pub mod hash;
 pub mod scheme;
 
-pub use cache::{AuthCache, CacheStats};
+pub use cache::AuthCache;
 pub use file::{LoadError, LoadWarning, PasswordFile, READABLE_BY_OTHERS};
 pub use hash::{HashError, PasswordHash, SchemeKind};
 pub use scheme::{hash_password, HashScheme};

@@ -453,8 +453,6 @@ fn cache_hit_miss_and_keys() {
     assert_eq!(c.check(b"up", b"", 1, 10), None, "split moved");
     c.remember(b"u", b"bad", 1, false, 0);
     assert_eq!(c.check(b"u", b"bad", 1, 50), Some(false));
-    let s = c.stats();
-    assert_eq!((s.hits, s.misses, s.inserts), (2, 5, 2));
     assert_eq!(c.len(), 2);
 }
 
@@ -467,8 +465,7 @@ fn cache_expiry_per_outcome() {
     assert_eq!(c.check(b"u", b"no", 1, 100), None);
     assert_eq!(c.check(b"u", b"ok", 1, 999), Some(true));
     assert_eq!(c.check(b"u", b"ok", 1, 1000), None);
-    assert_eq!(c.stats().expired, 2);
-    assert!(c.is_empty());
+    assert!(c.is_empty(), "expired entries are dropped when found");
     // TTL 0: not cached.
     let c = AuthCache::new(10, 0, 0);
     c.remember(b"u", b"ok", 1, true, 0);
@@ -485,7 +482,7 @@ fn cache_is_bounded_fifo() {
             assert!(c.len() <= cap, "cap {cap}: {}", c.len());
         }
         assert_eq!(c.len(), cap, "cap {cap}");
-        assert_eq!(c.stats().evictions, (cap * 4) as u64);
+        assert_eq!(c.check(&0u32.to_le_bytes(), b"pw", 7, 1), None, "cap {cap}: the oldest went first");
         // The newest entry is still there.
         let last = (cap * 5 - 1) as u32;
         assert_eq!(c.check(&last.to_le_bytes(), b"pw", 7, 1), Some(true));
@@ -519,7 +516,6 @@ fn cache_disabled_and_clear() {
     c.remember(b"u", b"p", 1, true, 0);
     assert_eq!(c.check(b"u", b"p", 1, 0), None);
     assert_eq!(c.len(), 0);
-    assert_eq!(c.stats(), CacheStats::default());
 
     let c = AuthCache::new(8, 1000, 1000);
     c.remember(b"u", b"p", 1, true, 0);
@@ -561,7 +557,6 @@ fn cache_is_thread_safe() {
     }
     assert!(c.len() <= 256 + 64, "verified and rejected rooms");
     assert!(c.failed_len() <= 64);
-    assert_eq!(c.stats().inserts, 8000);
 }
 
 #[test]
