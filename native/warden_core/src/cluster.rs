@@ -11,6 +11,7 @@
 //! then under-counted until the entry fits).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ahash::RandomState;
 use parking_lot::RwLock;
@@ -46,11 +47,15 @@ struct Inner {
 pub struct RemoteCounts {
     inner: RwLock<Inner>,
     max_bytes: RwLock<usize>,
+    /// Whether `totals` holds any user, set under the write lock: on a node
+    /// without a cluster (no totals) a connect's [`RemoteCounts::total`]
+    /// takes no lock, whose reader count every scheduler would write.
+    any: AtomicBool,
 }
 
 impl RemoteCounts {
     pub fn new(max_bytes: usize) -> RemoteCounts {
-        RemoteCounts { inner: RwLock::new(Inner::default()), max_bytes: RwLock::new(max_bytes) }
+        RemoteCounts { inner: RwLock::new(Inner::default()), max_bytes: RwLock::new(max_bytes), any: AtomicBool::new(false) }
     }
 
     /// A smaller bound applies to new entries; the ones kept stay.
@@ -61,7 +66,15 @@ impl RemoteCounts {
     /// Live sessions of the user with hash `user` on every other node, as
     /// last published.
     pub fn total(&self, user: u64) -> u32 {
+        if !self.any.load(Ordering::Acquire) {
+            return 0;
+        }
         self.inner.read().totals.get(&user).copied().unwrap_or(0)
+    }
+
+    /// Called with the write lock held, after any change of `totals`.
+    fn note_totals(&self, inner: &Inner) {
+        self.any.store(!inner.totals.is_empty(), Ordering::Release);
     }
 
     /// Apply `node`'s counts (0 removes the user). Returns how many were
@@ -111,6 +124,7 @@ impl RemoteCounts {
             inner.per_node.remove(node);
         }
         inner.dropped += dropped as u64;
+        self.note_totals(inner);
         dropped
     }
 
@@ -136,6 +150,7 @@ impl RemoteCounts {
                 }
             }
             inner.entries -= batch.len();
+            self.note_totals(inner);
         }
         counts.len()
     }
@@ -147,7 +162,9 @@ impl RemoteCounts {
 
     pub fn clear(&self) {
         let dropped = self.inner.read().dropped;
-        *self.inner.write() = Inner { dropped, ..Inner::default() };
+        let mut g = self.inner.write();
+        *g = Inner { dropped, ..Inner::default() };
+        self.note_totals(&g);
     }
 
     pub fn stats(&self) -> RemoteStats {
@@ -179,6 +196,28 @@ mod tests {
         assert_eq!(r.total(2), 0);
         assert_eq!(r.stats().entries, 2);
         assert_eq!(r.total(99), 0);
+    }
+
+    /// `total` skips the lock while no node has published a count: the
+    /// counts must show again as soon as one does, after any way back to none.
+    #[test]
+    fn cluster_totals_show_after_every_way_back_to_none() {
+        let r = RemoteCounts::new(1 << 20);
+        assert_eq!(r.total(1), 0);
+        r.apply(b"a@h", &[(1, 2)]);
+        assert_eq!(r.total(1), 2);
+        r.apply(b"a@h", &[(1, 0)]);
+        assert_eq!(r.total(1), 0);
+        r.apply(b"b@h", &[(1, 1)]);
+        assert_eq!(r.total(1), 1);
+        r.drop_node(b"b@h");
+        assert_eq!(r.total(1), 0);
+        r.apply(b"c@h", &[(1, 3)]);
+        assert_eq!(r.total(1), 3);
+        r.clear();
+        assert_eq!(r.total(1), 0);
+        r.apply(b"d@h", &[(1, 4)]);
+        assert_eq!(r.total(1), 4);
     }
 
     #[test]
