@@ -5,7 +5,7 @@
 //! [`Firewall::with_password`] on the normal scheduler (cache hit or fast
 //! hash), then, only if that answered [`PasswordStep::NeedSlowHash`],
 //! [`Firewall::verify_slow`] on a dirty scheduler. The [`PendingAuth`] carried
-//! between the calls owns the policy snapshot the decision started with, so a
+//! between the calls holds the policy snapshot the decision started with, so a
 //! reload in between never mixes two policies.
 //!
 //! The steps and their order are POLICY.md's decision table (written once
@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ipnet::IpNet;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
 
 use crate::credentials::{self, AuthCache, PasswordFile, PasswordHash};
 use crate::limits::{peer_key, BanTable, RateLimiter};
@@ -32,16 +32,19 @@ use once_cell::sync::Lazy;
 
 /// What is held between `begin` and the password calls: the request, moved
 /// in by `begin` (no copy of the client's key, username or certificate),
-/// and the check `screen` decided on.
+/// the check `screen` decided on, and the policy snapshot it decided with.
 pub struct PendingAuth {
     req: AuthRequest,
     check: PasswordCheck,
+    /// The snapshot as `begin` loaded it: an `arc_swap` guard, so that a
+    /// login decided in its first call writes no reference count every
+    /// scheduler shares (a guard kept for a slow hash is paid for by the
+    /// next reload, which takes the reference for it).
+    snap: Guard<Arc<LoadedPolicy>>,
 }
 
-/// The password check of one login, bound to the policy snapshot it started
-/// with.
+/// The password check of one login.
 struct PasswordCheck {
-    snap: Arc<LoadedPolicy>,
     hash: PasswordHash,
     fingerprint: u64,
     slow: bool,
@@ -53,15 +56,13 @@ struct PasswordCheck {
 /// A user the policy does not name: no networks, limits or modifiers.
 static NO_SETTINGS: Lazy<Settings> = Lazy::new(Settings::default);
 
-impl PasswordCheck {
-    /// The policy's settings of `username` in this check's snapshot, looked
-    /// up again rather than copied into every login.
-    fn settings(&self, username: &[u8]) -> &Settings {
-        self.snap.policy.user(username).map_or(&NO_SETTINGS, |u| &u.settings)
-    }
-}
-
 impl PendingAuth {
+    /// The policy's settings of the login's user in its snapshot, looked up
+    /// again rather than copied into every login.
+    fn settings(&self) -> &Settings {
+        self.snap.policy.user(self.username()).map_or(&NO_SETTINGS, |u| &u.settings)
+    }
+
     pub fn request(&self) -> &AuthRequest {
         &self.req
     }
@@ -75,7 +76,7 @@ impl PendingAuth {
 
     /// Generation of the policy snapshot this decision runs against.
     pub fn generation(&self) -> u64 {
-        self.check.snap.generation
+        self.snap.generation
     }
 }
 
@@ -84,7 +85,7 @@ impl fmt::Debug for PendingAuth {
         f.debug_struct("PendingAuth")
             .field("key", &self.req.key)
             .field("username", &String::from_utf8_lossy(self.username()))
-            .field("generation", &self.check.snap.generation)
+            .field("generation", &self.snap.generation)
             .finish_non_exhaustive()
     }
 }
@@ -403,7 +404,7 @@ impl Firewall {
         let snap = self.snap.load();
         match self.screen(&cfg, &snap, &req, sessions, now, true) {
             Screen::Done(d) => Step::Done(self.finish(&req, d), req),
-            Screen::Password(check) => Step::NeedPassword(Box::new(PendingAuth { req, check })),
+            Screen::Password(check) => Step::NeedPassword(Box::new(PendingAuth { req, check, snap })),
         }
     }
 
@@ -484,8 +485,8 @@ impl Firewall {
                     self.user_bans.record_success(user, now);
                 }
             }
-            let bind = pending.check.snap.policy.client_id.bind_to_user;
-            post_checks(&pending.req, Some(pending.username()), pending.check.settings(pending.username()), sessions, None, bind)
+            let bind = pending.snap.policy.client_id.bind_to_user;
+            post_checks(&pending.req, Some(pending.username()), pending.settings(), sessions, None, bind)
         };
         self.finish(&pending.req, d)
     }

@@ -7,7 +7,6 @@
 #![allow(clippy::result_large_err)]
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use super::checks::{check_client_id, check_lengths, check_username, default_decision, post_checks, refuse};
 use super::identity::cert_identity_name;
@@ -45,14 +44,14 @@ impl Identity<'_> {
 impl Firewall {
     /// `take_tokens`: false for a re-check of a live session (recheck.rs),
     /// which must not use up the client's rate-limit tokens.
-    pub(super) fn screen(&self, cfg: &FirewallConfig, snap: &Arc<LoadedPolicy>, req: &AuthRequest, sessions: &dyn LiveSessions, now: Millis, take_tokens: bool) -> Screen {
+    pub(super) fn screen(&self, cfg: &FirewallConfig, snap: &LoadedPolicy, req: &AuthRequest, sessions: &dyn LiveSessions, now: Millis, take_tokens: bool) -> Screen {
         match self.screen_steps(cfg, snap, req, sessions, now, take_tokens) {
             Ok(screen) => screen,
             Err(decision) => Screen::Done(decision),
         }
     }
 
-    fn screen_steps(&self, cfg: &FirewallConfig, snap: &Arc<LoadedPolicy>, req: &AuthRequest, sessions: &dyn LiveSessions, now: Millis, take_tokens: bool) -> Step<Screen> {
+    fn screen_steps(&self, cfg: &FirewallConfig, snap: &LoadedPolicy, req: &AuthRequest, sessions: &dyn LiveSessions, now: Millis, take_tokens: bool) -> Step<Screen> {
         let policy = &snap.policy;
         // 0. lengths, before any matcher or table sees the bytes
         check_lengths(policy, &req.key.client_id, req.username.as_deref()).map_err(Decision::Refuse)?;
@@ -223,7 +222,7 @@ fn cert_identity(policy: &Policy, req: &AuthRequest, who: Identity<'_>, sessions
 
 /// Step 10: credentials: the password check to run, or the decision for a
 /// client without a username or an unknown one
-fn credentials(cfg: &FirewallConfig, snap: &Arc<LoadedPolicy>, req: &AuthRequest, sessions: &dyn LiveSessions, bind: bool) -> Screen {
+fn credentials(cfg: &FirewallConfig, snap: &LoadedPolicy, req: &AuthRequest, sessions: &dyn LiveSessions, bind: bool) -> Screen {
     let policy = &snap.policy;
     let Some(user) = &req.username else {
         return Screen::Done(post_checks(req, None, &policy.anonymous.settings, sessions, None, bind));
@@ -232,7 +231,6 @@ fn credentials(cfg: &FirewallConfig, snap: &Arc<LoadedPolicy>, req: &AuthRequest
     let hash = credential(policy_user, &snap.passwords, user);
     let check = |hash: PasswordHash, decoy: bool| {
         Screen::Password(PasswordCheck {
-            snap: snap.clone(),
             fingerprint: hash.fingerprint(),
             slow: hash.is_slow(),
             hash,
