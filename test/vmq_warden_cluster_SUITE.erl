@@ -4,7 +4,8 @@
 %% and the time of a filtered query over several nodes.
 %%
 %% The CT node starts distribution itself (net_kernel:start/1, long names on
-%% 127.0.0.1, epmd started if needed), so `make test' needs nothing more.
+%% 127.0.0.1, epmd started on 127.0.0.1 if none runs, and stopped again at
+%% the end), so `make test' needs nothing more.
 %% Peers start with `-connect_all false': a partition made with
 %% erlang:disconnect_node/1 stays until the test heals it. Every peer runs
 %% the plugin from the built code path, started through vmq_plugin_harness.
@@ -32,11 +33,14 @@ all() ->
 init_per_suite(Config) ->
     case node() of
         nonode@nohost ->
-            _ = os:cmd("epmd -daemon"),
+            StartedEpmd = case erl_epmd:names() of
+                              {ok, _} -> false;
+                              _ -> _ = os:cmd("epmd -daemon -address 127.0.0.1"), true
+                          end,
             ok = application:set_env(kernel, inet_dist_use_interface, {127, 0, 0, 1}),
             Name = list_to_atom("warden_ct_" ++ os:getpid() ++ "@127.0.0.1"),
             ok = start_distribution(Name, 50),
-            [{stop_dist, true} | Config];
+            [{stop_dist, true}, {stop_epmd, StartedEpmd} | Config];
         _ ->
             Config
     end.
@@ -51,6 +55,10 @@ start_distribution(Name, Tries) ->
 
 end_per_suite(Config) ->
     _ = proplists:get_value(stop_dist, Config, false) andalso net_kernel:stop(),
+    %% the epmd this suite started, unless a node still uses it
+    _ = proplists:get_value(stop_epmd, Config, false)
+        andalso erl_epmd:names() =:= {ok, []}
+        andalso os:cmd("epmd -kill"),
     ok.
 
 init_per_testcase(Case, Config) ->
