@@ -164,7 +164,7 @@ impl AuthCache {
 
     /// The cached result of verifying `password` for `user` against the hash
     /// with `fingerprint`, if one is cached and fresh at `now`. A disabled
-    /// cache answers `None` without counting a miss.
+    /// cache answers `None`.
     pub fn check(&self, user: &[u8], password: &[u8], fingerprint: u64, now: Millis) -> Option<bool> {
         if self.inner.shards.is_empty() {
             return None;
