@@ -29,6 +29,9 @@ pub struct RateLimiter<K: ?Sized> {
     /// Read by every connect while the limiter is on: an `ArcSwap` read
     /// writes no cache line shared by the schedulers, a lock does.
     params: ArcSwap<RateParams>,
+    /// Held by `set_params`, so that two at once cannot leave `enabled`
+    /// saying otherwise than `params`.
+    writer: Mutex<()>,
     table: Table<Bucket>,
     /// Mirrors `rate_per_ms > 0`, so that a disabled limiter (the default)
     /// costs every connect no lock shared by all schedulers.
@@ -46,6 +49,7 @@ impl<K: Hash + ?Sized> RateLimiter<K> {
     pub fn new(rate_per_sec: f64, burst: u32, max: usize) -> Self {
         let r = RateLimiter {
             params: ArcSwap::from_pointee(RateParams { rate_per_ms: 0.0, burst: 1.0 }),
+            writer: Mutex::new(()),
             table: Table::new(max),
             enabled: AtomicBool::new(false),
             _key: std::marker::PhantomData,
@@ -59,6 +63,7 @@ impl<K: Hash + ?Sized> RateLimiter<K> {
     pub fn set_params(&self, rate_per_sec: f64, burst: u32, max: usize) {
         let rate_per_ms = if rate_per_sec.is_finite() && rate_per_sec > 0.0 { rate_per_sec / 1000.0 } else { 0.0 };
         let p = RateParams { rate_per_ms, burst: f64::from(burst.max(1)) };
+        let _writer = self.writer.lock();
         self.params.store(Arc::new(p));
         self.table.set_max(max.max(1));
         self.enabled.store(p.rate_per_ms > 0.0, Relaxed);
