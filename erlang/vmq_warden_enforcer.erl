@@ -90,7 +90,7 @@ shown({Mp, ClientId}) ->
 %% Folds `Fun(Session, Acc) -> {Ended, Acc}' over the online sessions;
 %% returns every `Ended' list appended.
 fold_online(Fun, Acc0) ->
-    case available() of
+    case vmq_warden_broker:can_disconnect() of
         false ->
             {error, not_inside_vernemq};
         true ->
@@ -208,6 +208,3 @@ kick(#{mountpoint := Mp, client_id := ClientId, generation := Gen}, Rule) ->
 disconnect(SubscriberId) ->
     _ = vmq_warden_broker:disconnect(SubscriberId, false),
     ok.
-
-available() ->
-    vmq_warden_broker:can_disconnect().

@@ -13,7 +13,7 @@
 -compile([export_all, nowarn_export_all]).
 -import(vmq_warden_events_util,
         [events_on/1, published/0, by_client/1, sid/1, procs/1, auth/3, auth/6, reg/2, reg/4,
-         wakeup/2, offline/2, gone/2, expired/2, connect/4, connect/6, connect/7, mock_broker_queues/0, unmock_broker_queues/0, disconnects/0,
+         wakeup/2, offline/2, gone/2, expired/2, connect/4, connect/6, connect/7, mock_broker_queues/0,
          online/0]).
 
 all() ->

@@ -33,8 +33,9 @@ pub struct RateLimiter<K: ?Sized> {
     /// saying otherwise than `params`.
     writer: Mutex<()>,
     table: Table<Bucket>,
-    /// Mirrors `rate_per_ms > 0`, so that a disabled limiter (the default)
-    /// costs every connect no lock shared by all schedulers.
+    /// Mirrors `rate_per_ms > 0` (written under `writer`), so that a
+    /// disabled limiter (the default) costs a connect one load of a flag,
+    /// not a load of the parameters.
     enabled: AtomicBool,
     _key: std::marker::PhantomData<fn(&K)>,
 }
