@@ -37,6 +37,10 @@ pub struct RateLimiter<K: ?Sized> {
     /// disabled limiter (the default) costs a connect one load of a flag,
     /// not a load of the parameters.
     enabled: AtomicBool,
+    /// Tests only: runs inside `set_params` between the two stores, where
+    /// a second writer must not get in.
+    #[cfg(test)]
+    pub(super) between_stores: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
     _key: std::marker::PhantomData<fn(&K)>,
 }
 
@@ -53,6 +57,8 @@ impl<K: Hash + ?Sized> RateLimiter<K> {
             writer: Mutex::new(()),
             table: Table::new(max),
             enabled: AtomicBool::new(false),
+            #[cfg(test)]
+            between_stores: Mutex::new(None),
             _key: std::marker::PhantomData,
         };
         r.set_params(rate_per_sec, burst, max);
@@ -66,6 +72,13 @@ impl<K: Hash + ?Sized> RateLimiter<K> {
         let p = RateParams { rate_per_ms, burst: f64::from(burst.max(1)) };
         let _writer = self.writer.lock();
         self.params.store(Arc::new(p));
+        #[cfg(test)]
+        {
+            let pause = self.between_stores.lock().clone();
+            if let Some(pause) = pause {
+                pause();
+            }
+        }
         self.table.set_max(max.max(1));
         self.enabled.store(p.rate_per_ms > 0.0, Relaxed);
         if p.rate_per_ms == 0.0 {
