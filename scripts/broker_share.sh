@@ -16,18 +16,31 @@ SECS=${2:-30}
 FREQ=999
 command -v perf >/dev/null || { echo "needs perf (apt-get install linux-perf)" >&2; exit 2; }
 kill -0 "$PID" 2>/dev/null || { echo "no process $PID (or no right to signal it)" >&2; exit 2; }
+# Without these rights perf falls back to user-space samples only: the
+# kernel's share of the node would be missing and the plugin's read too high.
+PARANOID=$(cat /proc/sys/kernel/perf_event_paranoid 2>/dev/null || echo 3)
+if [ "$(id -u)" != 0 ] && [ "$PARANOID" -gt 1 ]; then
+    echo "needs root, or kernel.perf_event_paranoid <= 1 (it is $PARANOID)" >&2
+    exit 2
+fi
 OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 perf record -q -e cpu-clock -F "$FREQ" -p "$PID" -o "$OUT/perf.data" -- sleep "$SECS" >/dev/null 2>"$OUT/err" ||
     { cat "$OUT/err" >&2; exit 1; }
-[ -f "/tmp/perf-$PID.map" ] && MAP=yes || MAP=no
+# The JIT's map, if this node (not an earlier process with its pid) wrote it.
+MAP=no
+if [ -f "/tmp/perf-$PID.map" ] &&
+    [ -n "$(find "/tmp/perf-$PID.map" -newermt "$(ps -o lstart= -p "$PID")" 2>/dev/null)" ]; then
+    MAP=yes
+fi
 # One line per sample: address, symbol, then its library in parentheses.
 perf script -i "$OUT/perf.data" -F ip,sym,dso 2>/dev/null | awk -v freq="$FREQ" -v secs="$SECS" -v map="$MAP" '
     {all++}
     /vmq_warden_nif/ {nif++; next}
     /\$vmq_warden/ {erl++}
     END {
-        if (all == 0) {print "no samples: is the process running?"; exit 1}
+        if (all == 0) {print "no samples: the process used no CPU while sampled"; exit 1}
+        if (all < 1000) printf "only %d samples: too few to read a share of 2%%; sample longer or under traffic\n", all
         printf "node CPU while sampled: %.2f cores (%d samples in %d s)\n", all / freq / secs, all, secs
         printf "vmq_warden NIF (Rust):  %6.2f%% of the node'"'"'s CPU (%d samples)\n", 100 * nif / all, nif
         if (map == "yes")
