@@ -140,15 +140,14 @@ impl<'a> Decoder<'a> for Address {
 }
 
 fn ip(term: Term<'_>) -> Option<IpAddr> {
+    // rustler's tuple decoder borrows the elements, where `get_tuple` copies
+    // them into a `Vec`: a malloc in two hooks of every IPv4 connect. It
+    // stops at 7 elements, so IPv6 still takes the copy.
+    if let Ok((a, b, c, d)) = term.decode::<(u8, u8, u8, u8)>() {
+        return Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)));
+    }
     let parts = get_tuple(term).ok()?;
     match parts.len() {
-        4 => {
-            let mut o = [0u8; 4];
-            for (slot, t) in o.iter_mut().zip(parts) {
-                *slot = t.decode().ok()?;
-            }
-            Some(IpAddr::V4(Ipv4Addr::from(o)))
-        }
         8 => {
             let mut w = [0u16; 8];
             for (slot, t) in w.iter_mut().zip(parts) {
