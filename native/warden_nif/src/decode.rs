@@ -7,8 +7,7 @@
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use rustler::types::tuple::get_tuple;
-use rustler::{Atom, Binary, Decoder, Error, LocalPid, NifResult, NifTuple, Term, TermType};
+use rustler::{Atom, Binary, Decoder, Error, LocalPid, NifResult, Term, TermType};
 use warden_core::firewall::{AuthRequest, Listener};
 use warden_core::obfuscation::MAX_ENCRYPTED;
 use warden_core::registry::KeyRef;
@@ -140,23 +139,19 @@ impl<'a> Decoder<'a> for Address {
 }
 
 fn ip(term: Term<'_>) -> Option<IpAddr> {
-    // rustler's tuple decoder borrows the elements, where `get_tuple` copies
-    // them into a `Vec`: a malloc in two hooks of every IPv4 connect. It
-    // stops at 7 elements, so IPv6 still takes the copy.
-    if let Ok((a, b, c, d)) = term.decode::<(u8, u8, u8, u8)>() {
-        return Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d)));
-    }
-    let parts = get_tuple(term).ok()?;
-    match parts.len() {
-        8 => {
-            let mut w = [0u16; 8];
-            for (slot, t) in w.iter_mut().zip(parts) {
-                *slot = t.decode().ok()?;
-            }
-            Some(IpAddr::V6(Ipv6Addr::from(w)))
+    if let Ok(parts) = tuple::<4>(term) {
+        let mut o = [0u8; 4];
+        for (slot, t) in o.iter_mut().zip(parts) {
+            *slot = t.decode().ok()?;
         }
-        _ => None,
+        return Some(IpAddr::V4(Ipv4Addr::from(o)));
     }
+    let parts = tuple::<8>(term).ok()?;
+    let mut w = [0u16; 8];
+    for (slot, t) in w.iter_mut().zip(parts) {
+        *slot = t.decode().ok()?;
+    }
+    Some(IpAddr::V6(Ipv6Addr::from(w)))
 }
 
 /// A port number, or `None` for anything else.
@@ -262,8 +257,6 @@ impl<'a> Decoder<'a> for ConnectProperties {
 /// Password, Clean, Properties, Meta}` (`Properties` is `#{}` for MQTT 3).
 /// The password is decoded here but decrypted by the core only when the
 /// decision needs it.
-#[derive(NifTuple)]
-#[rustler(decode)]
 pub struct AuthArgs<'a> {
     pub protocol: ProtocolArg,
     pub peer: PeerArg,
@@ -273,6 +266,22 @@ pub struct AuthArgs<'a> {
     pub clean: Flag,
     pub properties: ConnectProperties,
     pub meta: Metadata<'a>,
+}
+
+impl<'a> Decoder<'a> for AuthArgs<'a> {
+    fn decode(term: Term<'a>) -> NifResult<Self> {
+        let [protocol, peer, subscriber_id, username, password, clean, properties, meta] = tuple::<8>(term)?;
+        Ok(AuthArgs {
+            protocol: protocol.decode()?,
+            peer: peer.decode()?,
+            subscriber_id: subscriber_id.decode()?,
+            username: username.decode()?,
+            password: password.decode()?,
+            clean: clean.decode()?,
+            properties: properties.decode()?,
+            meta: meta.decode()?,
+        })
+    }
 }
 
 impl<'a> AuthArgs<'a> {
@@ -350,7 +359,21 @@ impl Hasher for WordCapture {
     }
 }
 
+/// The elements of an `N`-tuple, borrowed from the term. Rustler's
+/// `get_tuple` and its `NifTuple` derive copy them into a `Vec` (a malloc
+/// on every auth_on_register); its decoder for Rust tuples borrows them but
+/// stops at 7 elements.
 pub fn tuple<'a, const N: usize>(term: Term<'a>) -> NifResult<[Term<'a>; N]> {
-    let parts = get_tuple(term)?;
-    parts.try_into().map_err(|_| Error::BadArg)
+    let env = term.get_env();
+    let mut arity: std::ffi::c_int = 0;
+    let mut elements: *const rustler::sys::ErlNifTerm = std::ptr::null();
+    // SAFETY: enif_get_tuple reads `term` and writes the two outputs; on
+    // success `elements` points at `arity` terms that live as long as `term`.
+    let ok = unsafe { rustler::sys::enif_get_tuple(env.as_c_arg(), term.as_c_arg(), &mut arity, &mut elements) };
+    if ok == 0 || usize::try_from(arity).ok() != Some(N) {
+        return Err(Error::BadArg);
+    }
+    // SAFETY: as above, with `arity` checked to be N.
+    let elements = unsafe { std::slice::from_raw_parts(elements, N) };
+    Ok(std::array::from_fn(|i| unsafe { Term::new(env, elements[i]) }))
 }

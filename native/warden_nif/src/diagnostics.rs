@@ -225,10 +225,11 @@ fn noop() -> Atom {
     atoms::ok()
 }
 
-/// Forces a panic inside a NIF. Rustler catches it at the boundary and
-/// raises an Erlang error instead; tests use this to prove the VM survives.
-#[rustler::nif]
-fn debug_panic() -> Atom {
+/// Forces a panic inside a NIF. The boundary the hook NIFs go through
+/// (`entry::call_with_stack_args`) catches it and raises an Erlang error
+/// instead; tests use this to prove the VM survives.
+fn debug_panic<'a>(_env: Env<'a>, []: [Term<'a>; 0]) -> NifResult<Term<'a>> {
     panic!("debug_panic called: testing the panic boundary")
 }
+crate::entry::stack_args_nif!("debug_panic", 0, debug_panic);
 }

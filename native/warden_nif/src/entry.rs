@@ -1,6 +1,7 @@
 //! The library's entry point for the BEAM (`nif_init`): what Rustler's
 //! `rustler::init!` generates, plus an `upgrade` callback, which Rustler
-//! 0.39 does not offer.
+//! 0.39 does not offer; and `stack_args_nif!`, what `#[rustler::nif]`
+//! generates without its per-call `Vec` (docs/DESIGN.md).
 //!
 //! Why the callback matters: VerneMQ's plugin manager starts a plugin and
 //! then calls `code:load_file/1` on every module of its application,
@@ -75,3 +76,59 @@ pub extern "C" fn nif_init() -> *const ErlNifEntry {
     });
     &entry.0
 }
+
+/// Runs the body of a NIF registered with [`stack_args_nif!`]: its arguments
+/// in an array on the stack, a panic caught and answered as
+/// `#[rustler::nif]` answers it. Rustler 0.39's wrapper collects the
+/// arguments into a `Vec` on every call: for the hooks, one malloc a call,
+/// four of the nine a connect made (docs/DESIGN.md, "The native library
+/// and the plugin manager").
+///
+/// # Safety
+/// `raw_env` and `argv` as the VM passes them to a NIF registered with
+/// arity `N`.
+pub(crate) unsafe fn call_with_stack_args<const N: usize>(
+    raw_env: *mut ErlNifEnv,
+    argc: c_int,
+    argv: *const ErlNifTerm,
+    body: for<'a> fn(Env<'a>, [Term<'a>; N]) -> rustler::NifResult<Term<'a>>,
+) -> ErlNifTerm {
+    let lifetime = ();
+    // SAFETY: the VM's environment for this call, used only during it.
+    let env = unsafe { Env::new(&lifetime, raw_env) };
+    let result = std::panic::catch_unwind(move || {
+        if usize::try_from(argc).ok() != Some(N) {
+            return Err(rustler::Error::BadArg);
+        }
+        // SAFETY: the VM passes `argc` (checked: N) terms of this environment.
+        let argv = unsafe { std::slice::from_raw_parts(argv, N) };
+        body(env, std::array::from_fn(|i| unsafe { Term::new(env, argv[i]) }))
+    });
+    // SAFETY: the answer is built in and for this call's environment.
+    unsafe { rustler::codegen_runtime::handle_nif_result(result, env).apply(env) }
+}
+
+/// Registers `$body` (`fn(Env<'a>, [Term<'a>; $arity]) -> NifResult<Term<'a>>`)
+/// as the NIF `$name/$arity` on a normal scheduler, as `#[rustler::nif]`
+/// would, through [`call_with_stack_args`].
+macro_rules! stack_args_nif {
+    ($name:literal, $arity:literal, $body:path) => {
+        const _: () = {
+            unsafe extern "C" fn raw(
+                env: *mut rustler::sys::ErlNifEnv,
+                argc: rustler::codegen_runtime::c_int,
+                argv: *const rustler::sys::ErlNifTerm,
+            ) -> rustler::sys::ErlNifTerm {
+                // SAFETY: called by the VM, with this NIF's arguments.
+                unsafe { $crate::entry::call_with_stack_args::<$arity>(env, argc, argv, $body) }
+            }
+            rustler::codegen_runtime::inventory::submit!(rustler::Nif {
+                name: concat!($name, "\0").as_ptr() as *const rustler::codegen_runtime::c_char,
+                arity: $arity,
+                flags: rustler::SchedulerFlags::Normal as rustler::codegen_runtime::c_uint,
+                raw_func: raw,
+            });
+        };
+    };
+}
+pub(crate) use stack_args_nif;

@@ -10,6 +10,7 @@ use warden_core::warden::QueueEvent;
 use crate::decode::{self, AuthArgs, PasswordArg, PeerArg, ProtocolArg, SubscriberId, Username};
 use crate::state::{now, WARDEN};
 use crate::diagnostics::{self as timing, Nif};
+use crate::entry::stack_args_nif;
 use crate::{atoms, encode};
 
 /// `set_obfuscation(Cipher, Hash, Iterations, Secret)`: the node's
@@ -37,10 +38,9 @@ fn set_obfuscation<'a>(cipher: Term<'a>, hash: Term<'a>, iterations: u32, secret
 /// `auth_begin({Proto, Peer, SubscriberId, User, Password, Clean, Properties, Meta})`
 /// with the hook's own arguments, from the connection process: the
 /// decision, or the step the hook takes next.
-#[rustler::nif]
-fn auth_begin<'a>(env: Env<'a>, args: AuthArgs<'a>) -> NifResult<Term<'a>> {
+fn auth_begin<'a>(env: Env<'a>, [args]: [Term<'a>; 1]) -> NifResult<Term<'a>> {
     let _timed = timing::timed(Nif::AuthBegin);
-    let (request, password) = args.into_request();
+    let (request, password) = args.decode::<AuthArgs>()?.into_request();
     let step = WARDEN.auth_begin(request, decode::caller(env), password, now());
     encode::auth_step(env, step)
 }
@@ -97,11 +97,11 @@ fn slow_slots_info(env: Env<'_>) -> Term<'_> {
 
 /// `registered(Proto, Peer, SubscriberId, User)`: on_register /
 /// on_register_m5, with the hook's own arguments, from the connection process.
-#[rustler::nif]
-fn registered<'a>(env: Env<'a>, protocol: ProtocolArg, peer: PeerArg, id: SubscriberId<'a>, user: Username<'a>) -> Atom {
+fn registered<'a>(env: Env<'a>, [protocol, peer, id, user]: [Term<'a>; 4]) -> NifResult<Term<'a>> {
     let _timed = timing::timed(Nif::Registered);
-    let info = registered_info(protocol, peer, user);
-    applied_atom(WARDEN.registered(id.key_ref(), decode::caller(env), info, now()))
+    let id: SubscriberId = id.decode()?;
+    let info = registered_info(protocol.decode()?, peer.decode()?, user.decode()?);
+    Ok(applied_atom(WARDEN.registered(id.key_ref(), decode::caller(env), info, now())).to_term(env))
 }
 
 /// What on_register tells the registry about the connect.
@@ -119,12 +119,18 @@ fn registered_info<'a>(protocol: ProtocolArg, peer: PeerArg, user: Username<'a>)
 
 /// `queue_event(Event, SubscriberId)`: on_client_wakeup / offline / gone /
 /// on_session_expired, from the queue process.
-#[rustler::nif]
-fn queue_event<'a>(env: Env<'a>, event: Atom, id: SubscriberId<'a>) -> NifResult<Atom> {
+fn queue_event<'a>(env: Env<'a>, [event, id]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let _timed = timing::timed(Nif::QueueEvent);
-    let event = queue_event_kind(event)?;
-    Ok(applied_atom(WARDEN.queue_event(event, id.key_ref(), decode::caller(env), now())))
+    let event = queue_event_kind(event.decode()?)?;
+    let id: SubscriberId = id.decode()?;
+    Ok(applied_atom(WARDEN.queue_event(event, id.key_ref(), decode::caller(env), now())).to_term(env))
 }
+
+// The three hook NIFs of every connect, with their arguments on the stack
+// (entry::call_with_stack_args says why).
+stack_args_nif!("auth_begin", 1, auth_begin);
+stack_args_nif!("registered", 4, registered);
+stack_args_nif!("queue_event", 2, queue_event);
 
 fn queue_event_kind(event: Atom) -> NifResult<QueueEvent> {
     if event == atoms::wakeup() {
@@ -158,25 +164,31 @@ mod floor {
     use super::*;
     use std::hint::black_box;
 
-    #[rustler::nif]
-    fn floor_auth_begin<'a>(env: Env<'a>, args: AuthArgs<'a>) -> Atom {
+    fn floor_auth_begin<'a>(env: Env<'a>, [args]: [Term<'a>; 1]) -> NifResult<Term<'a>> {
         let _timed = timing::timed(Nif::AuthBegin);
-        let (request, password) = args.into_request();
+        let (request, password) = args.decode::<AuthArgs>()?.into_request();
         black_box((&request, &password, decode::caller(env), now()));
-        atoms::ok()
+        Ok(atoms::ok().to_term(env))
     }
 
-    #[rustler::nif]
-    fn floor_registered<'a>(env: Env<'a>, protocol: ProtocolArg, peer: PeerArg, id: SubscriberId<'a>, user: Username<'a>) -> Atom {
+    fn floor_registered<'a>(env: Env<'a>, [protocol, peer, id, user]: [Term<'a>; 4]) -> NifResult<Term<'a>> {
         let _timed = timing::timed(Nif::Registered);
-        black_box((registered_info(protocol, peer, user), id.key_ref(), decode::caller(env), now()));
-        atoms::applied()
+        let id: SubscriberId = id.decode()?;
+        let info = registered_info(protocol.decode()?, peer.decode()?, user.decode()?);
+        black_box((info, id.key_ref(), decode::caller(env), now()));
+        Ok(atoms::applied().to_term(env))
     }
 
-    #[rustler::nif]
-    fn floor_queue_event<'a>(env: Env<'a>, event: Atom, id: SubscriberId<'a>) -> NifResult<Atom> {
+    fn floor_queue_event<'a>(env: Env<'a>, [event, id]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
         let _timed = timing::timed(Nif::QueueEvent);
-        black_box((queue_event_kind(event)?, id.key_ref(), decode::caller(env), now()));
-        Ok(atoms::applied())
+        let event = queue_event_kind(event.decode()?)?;
+        let id: SubscriberId = id.decode()?;
+        black_box((event, id.key_ref(), decode::caller(env), now()));
+        Ok(atoms::applied().to_term(env))
     }
+
+    // Registered as the hook NIFs are, so that their calls cost the same.
+    stack_args_nif!("floor_auth_begin", 1, floor_auth_begin);
+    stack_args_nif!("floor_registered", 4, floor_registered);
+    stack_args_nif!("floor_queue_event", 2, floor_queue_event);
 }
