@@ -74,8 +74,9 @@ init([]) ->
             {ok, State#{check := Check}}
     end.
 
-%% Keys the hash, turns on the change tracker, forgets earlier remote
-%% counts. The KeyCheck, or false without the library.
+%% Keys the hash, turns the change tracker on if a peer is there to send
+%% to, forgets earlier remote counts. The KeyCheck, or false without the
+%% library.
 configure() ->
     try
         case vmq_warden_nif:cluster_set_key(key()) of
@@ -84,7 +85,7 @@ configure() ->
                                           "cluster-wide counts may not match until a restart"},
                                  vmq_warden_log:meta(warning))
         end,
-        ok = vmq_warden_nif:cluster_configure(true, max_bytes()),
+        ok = vmq_warden_nif:cluster_configure(nodes() =/= [], max_bytes()),
         ok = vmq_warden_nif:cluster_reset(),
         %% changes made before this start reach the peers in the full sends
         _ = local_changes([], false),
@@ -112,12 +113,13 @@ handle_info({nodeup, Node}, #{check := Check} = State) ->
     %% Back (restarted, or a partition healed): our hello asks it for all
     %% its counts, its hello on its own nodeup asks us for ours. A node
     %% whose plugin starts later says hello from its init.
-    Check =/= undefined andalso send(Node, {vmq_warden_counts, node(), Check, hello}),
+    Check =/= undefined andalso track(true) andalso send(Node, {vmq_warden_counts, node(), Check, hello}),
     {noreply, State};
 handle_info({nodedown, Node}, State) ->
     %% counts first: a node listed as down has no counts left here
     _ = catch vmq_warden_nif:cluster_drop_node(atom_to_binary(Node)),
     remember_down(Node),
+    _ = nodes() =:= [] andalso track(false),
     {noreply, State};
 handle_info({vmq_warden_counts, From, Check, Msg}, #{check := Check} = State) ->
     case lists:member(From, nodes()) of
@@ -126,6 +128,8 @@ handle_info({vmq_warden_counts, From, Check, Msg}, #{check := Check} = State) ->
             {noreply, State};
         true when Msg =:= hello ->
             _ = catch vmq_warden_nif:cluster_drop_node(atom_to_binary(From)),
+            %% tracking before the full send: a change after it is sent next
+            _ = track(true),
             {noreply, send_all_to(From, State)};
         true when Msg =:= reset ->
             _ = catch vmq_warden_nif:cluster_drop_node(atom_to_binary(From)),
@@ -206,6 +210,13 @@ sent(Node, false, #{resend := Resend} = State) -> State#{resend := Resend#{Node 
 
 send(Node, Msg) ->
     ok =:= erlang:send({?MODULE, Node}, Msg, [noconnect, nosuspend]).
+
+%% The change tracker costs every connect and disconnect a set insert, so
+%% it runs only while a peer is there to send changes to. A peer that comes
+%% gets every count in full first (its hello), so nothing from before is
+%% missed. True if the library took it.
+track(On) ->
+    ok =:= (catch vmq_warden_nif:cluster_configure(On, max_bytes())).
 
 hello_all(Check) ->
     _ = [send(N, {vmq_warden_counts, node(), Check, hello}) || N <- nodes()],

@@ -15,6 +15,7 @@
          broken_policy_fails_start/1,
          missing_password_file_fails_start/1,
          valid_config_starts/1,
+         lone_node_records_no_count_changes/1,
          refusal_reaches_logger/1,
          refusal_storm_is_rate_limited/1,
          failed_reload_logs_one_error/1,
@@ -30,6 +31,7 @@ all() ->
      broken_policy_fails_start,
      missing_password_file_fails_start,
      valid_config_starts,
+     lone_node_records_no_count_changes,
      refusal_reaches_logger,
      refusal_storm_is_rate_limited,
      failed_reload_logs_one_error,
@@ -129,6 +131,20 @@ valid_config_starts(Config) ->
     ?assert(is_pid(whereis(vmq_warden_log))),
     ?assertEqual({ok, maps:merge(vmq_warden_config:defaults(), Env)}, vmq_warden_config:settings()),
     ?assertEqual(ok, vmq_plugin_harness:disable(vmq_warden)).
+
+%% A node without peers sends its per-user counts to nobody, so it keeps no
+%% record of whose count changed: that record costs every connect and
+%% disconnect a set insert (vmq_warden_cluster_sync). The sync still runs
+%% (a long period, so that no tick drains a change before the check).
+lone_node_records_no_count_changes(_Config) ->
+    ?assertEqual([], nodes()),
+    ok = application:set_env(vmq_warden, default_decision, allow),
+    ok = application:set_env(vmq_warden, cluster_sync_interval, 3600000),
+    ?assertEqual(ok, vmq_plugin_harness:enable(vmq_warden)),
+    ?assert(is_pid(whereis(vmq_warden_cluster_sync))),
+    ?assertEqual(ok, vmq_warden_hooks:auth_on_register(?PEER, {"", <<"lone">>}, <<"u">>, undefined, true)),
+    ?assertMatch({ok, #{state := authenticated}}, vmq_warden:lookup({"", <<"lone">>})),
+    ?assertEqual({[], false}, vmq_warden_nif:cluster_local_changes(100)).
 
 %%--------------------------------------------------------------------
 %% Logs
