@@ -97,16 +97,20 @@ fn slow_slots_info(env: Env<'_>) -> Term<'_> {
 
 /// `registered(Proto, Peer, SubscriberId, User)`: on_register /
 /// on_register_m5, with the hook's own arguments, from the connection process.
-fn registered<'a>(env: Env<'a>, [protocol, peer, id, user]: [Term<'a>; 4]) -> NifResult<Term<'a>> {
+fn registered<'a>(env: Env<'a>, args: [Term<'a>; 4]) -> NifResult<Term<'a>> {
     let _timed = timing::timed(Nif::Registered);
-    let id: SubscriberId = id.decode()?;
-    let info = registered_info(protocol.decode()?, peer.decode()?, user.decode()?);
+    let (id, info) = registered_args(args)?;
     Ok(applied_atom(WARDEN.registered(id.key_ref(), decode::caller(env), info, now())).to_term(env))
 }
 
-/// What on_register tells the registry about the connect.
-fn registered_info<'a>(protocol: ProtocolArg, peer: PeerArg, user: Username<'a>) -> ConnectInfo<'a> {
-    ConnectInfo {
+/// on_register's arguments: the subscriber, and what it tells the registry
+/// about the connect.
+fn registered_args<'a>([protocol, peer, id, user]: [Term<'a>; 4]) -> NifResult<(SubscriberId<'a>, ConnectInfo<'a>)> {
+    let protocol: ProtocolArg = protocol.decode()?;
+    let peer: PeerArg = peer.decode()?;
+    let id: SubscriberId = id.decode()?;
+    let user: Username = user.decode()?;
+    let info = ConnectInfo {
         peer: peer.0,
         username: user.0,
         // on_register does not carry the flag: the registry keeps the one
@@ -114,15 +118,15 @@ fn registered_info<'a>(protocol: ProtocolArg, peer: PeerArg, user: Username<'a>)
         // authorised, which it treats as persistent (like a bare wakeup).
         clean_session: false,
         protocol: protocol.0,
-    }
+    };
+    Ok((id, info))
 }
 
 /// `queue_event(Event, SubscriberId)`: on_client_wakeup / offline / gone /
 /// on_session_expired, from the queue process.
-fn queue_event<'a>(env: Env<'a>, [event, id]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
+fn queue_event<'a>(env: Env<'a>, args: [Term<'a>; 2]) -> NifResult<Term<'a>> {
     let _timed = timing::timed(Nif::QueueEvent);
-    let event = queue_event_kind(event.decode()?)?;
-    let id: SubscriberId = id.decode()?;
+    let (event, id) = queue_event_args(args)?;
     Ok(applied_atom(WARDEN.queue_event(event, id.key_ref(), decode::caller(env), now())).to_term(env))
 }
 
@@ -131,6 +135,11 @@ fn queue_event<'a>(env: Env<'a>, [event, id]: [Term<'a>; 2]) -> NifResult<Term<'
 stack_args_nif!("auth_begin", 1, auth_begin);
 stack_args_nif!("registered", 4, registered);
 stack_args_nif!("queue_event", 2, queue_event);
+
+/// queue_event's arguments: which event, for which subscriber.
+fn queue_event_args<'a>([event, id]: [Term<'a>; 2]) -> NifResult<(QueueEvent, SubscriberId<'a>)> {
+    Ok((queue_event_kind(event.decode()?)?, id.decode()?))
+}
 
 fn queue_event_kind(event: Atom) -> NifResult<QueueEvent> {
     if event == atoms::wakeup() {
@@ -171,18 +180,16 @@ mod floor {
         Ok(atoms::ok().to_term(env))
     }
 
-    fn floor_registered<'a>(env: Env<'a>, [protocol, peer, id, user]: [Term<'a>; 4]) -> NifResult<Term<'a>> {
+    fn floor_registered<'a>(env: Env<'a>, args: [Term<'a>; 4]) -> NifResult<Term<'a>> {
         let _timed = timing::timed(Nif::Registered);
-        let id: SubscriberId = id.decode()?;
-        let info = registered_info(protocol.decode()?, peer.decode()?, user.decode()?);
+        let (id, info) = registered_args(args)?;
         black_box((info, id.key_ref(), decode::caller(env), now()));
         Ok(atoms::applied().to_term(env))
     }
 
-    fn floor_queue_event<'a>(env: Env<'a>, [event, id]: [Term<'a>; 2]) -> NifResult<Term<'a>> {
+    fn floor_queue_event<'a>(env: Env<'a>, args: [Term<'a>; 2]) -> NifResult<Term<'a>> {
         let _timed = timing::timed(Nif::QueueEvent);
-        let event = queue_event_kind(event.decode()?)?;
-        let id: SubscriberId = id.decode()?;
+        let (event, id) = queue_event_args(args)?;
         black_box((event, id.key_ref(), decode::caller(env), now()));
         Ok(atoms::applied().to_term(env))
     }
