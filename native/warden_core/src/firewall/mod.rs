@@ -261,9 +261,16 @@ pub struct Firewall {
     /// Keys the decoy choice of unknown names (`Decoys`), for the
     /// firewall's lifetime.
     decoy_hasher: ahash::RandomState,
+    /// Held through a reconfiguration: settings and the tables that follow
+    /// them change as one, whoever calls (the reloader, a start's apply).
+    reconfiguring: parking_lot::Mutex<()>,
     /// Tests: treat every hash as slow (the slow formats live on the credentials branch).
     #[cfg(test)]
     pub(crate) force_slow: std::sync::atomic::AtomicBool,
+    /// Tests only: runs inside `reconfigure` after the settings are swapped
+    /// and before the tables follow them.
+    #[cfg(test)]
+    pub(crate) after_swap: parking_lot::Mutex<Option<std::sync::Arc<dyn Fn() + Send + Sync>>>,
 }
 
 /// Client values in log lines and reasons: lossy UTF-8 of at most the
@@ -292,15 +299,26 @@ impl Firewall {
             generation: AtomicU64::new(0),
             last_now: AtomicU64::new(0),
             decoy_hasher,
+            reconfiguring: parking_lot::Mutex::new(()),
             #[cfg(test)]
             force_slow: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            after_swap: parking_lot::Mutex::new(None),
         }
     }
 
     /// New settings. Limiter and ban tables keep their entries; the cache is
     /// rebuilt (emptied) only when its size or TTLs change.
     pub fn reconfigure(&self, cfg: FirewallConfig) {
+        let _one_at_a_time = self.reconfiguring.lock();
         let old = *self.cfg.swap(Arc::new(cfg));
+        #[cfg(test)]
+        {
+            let pause = self.after_swap.lock().clone();
+            if let Some(pause) = pause {
+                pause();
+            }
+        }
         self.peer_rate.set_params(cfg.rate_per_peer, cfg.burst_per_peer, cfg.max_tracked);
         self.user_rate.set_params(cfg.rate_per_user, cfg.burst_per_user, cfg.max_tracked);
         self.peer_bans.set_params(cfg.ban_threshold, cfg.ban_window_ms, cfg.ban_duration_ms, cfg.max_tracked);

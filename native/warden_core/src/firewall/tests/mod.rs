@@ -655,3 +655,46 @@ fn default_decision_when_nothing_knows_the_client() {
 // -- under attack (issue: no enumeration, no lockout, identity rules bind) -----
 
 mod hostile;
+
+/// Two reconfigurations at once (the reloader and a start's own apply):
+/// the second must not run between the first's new settings and its
+/// tables, or the settings say one thing and the limiters and cache do
+/// another until the next reconfiguration.
+#[test]
+fn concurrent_reconfigurations_leave_settings_and_tables_agreeing() {
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+    let base = FirewallConfig::default();
+    let fw = Arc::new(Firewall::new(base));
+    let limited = FirewallConfig { rate_per_peer: 5.0, burst_per_peer: 1, cache_size: base.cache_size + 7, ..base };
+    let open = FirewallConfig { rate_per_peer: 0.0, cache_size: base.cache_size + 11, ..base };
+    let (paused_tx, paused_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let done_rx = parking_lot::Mutex::new(done_rx);
+    let first = std::sync::atomic::AtomicBool::new(true);
+    *fw.after_swap.lock() = Some(Arc::new(move || {
+        if first.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            paused_tx.send(()).unwrap();
+            // The second call's end, or 300 ms if it is (rightly) held back.
+            let _ = done_rx.lock().recv_timeout(Duration::from_millis(300));
+        }
+    }));
+    let a = {
+        let fw = Arc::clone(&fw);
+        std::thread::spawn(move || fw.reconfigure(limited))
+    };
+    paused_rx.recv().unwrap();
+    let b = {
+        let fw = Arc::clone(&fw);
+        std::thread::spawn(move || {
+            fw.reconfigure(open);
+            let _ = done_tx.send(());
+        })
+    };
+    a.join().unwrap();
+    b.join().unwrap();
+    // The second call came last: its settings, and tables that follow them.
+    assert_eq!(fw.config(), open);
+    assert!(!fw.peer_rate.enabled(), "the settings say no peer rate, the limiter limits");
+    assert_eq!(fw.cache.load().capacity(), AuthCache::new(open.cache_size, open.cache_ok_ttl_ms, open.cache_fail_ttl_ms).capacity());
+}
