@@ -33,7 +33,7 @@ fn main() {
 
     let t = Instant::now();
     for _ in 0..CONNECTS {
-        std::hint::black_box(obf.decrypt(ENCRYPTED));
+        std::hint::black_box(obf.decrypt(ENCRYPTED, &mut warden_core::obfuscation::DecryptBuffer::new()).is_some());
     }
     println!("decrypt {{encrypted, _}}            {:7.0} ns", mean_ns(t, CONNECTS));
 
@@ -164,7 +164,7 @@ fn cold(w: &Warden, obf: &Obfuscation) {
         let pw = format!("pw-{}", i % USERS);
         junk.empty(round);
         timed(0, &mut || {
-            std::hint::black_box(obf.decrypt(ENCRYPTED));
+            std::hint::black_box(obf.decrypt(ENCRYPTED, &mut warden_core::obfuscation::DecryptBuffer::new()).is_some());
         });
         junk.empty(round);
         let mut pending = None;

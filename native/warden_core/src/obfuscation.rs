@@ -132,14 +132,16 @@ impl Obfuscation {
     /// or `None` when it does not decrypt to one with these settings.
     ///
     /// One buffer from base64 to password: decoded, decrypted and trimmed
-    /// in place. This runs in every connect's auth with the CPU caches
-    /// emptied by the broker's work, where each allocation and each routine
-    /// costs cache misses (docs/BENCHMARKS.md, "Cache lines per hook").
-    pub fn decrypt(&self, encrypted: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    /// in place, in `buf`. This runs in every connect's auth with the CPU
+    /// caches emptied by the broker's work, where each allocation and each
+    /// routine costs cache misses (docs/BENCHMARKS.md, "Cache lines per
+    /// hook").
+    pub fn decrypt<'b>(&self, encrypted: &[u8], buf: &'b mut DecryptBuffer) -> Option<&'b [u8]> {
         if encrypted.len() > MAX_ENCRYPTED {
             return None;
         }
-        let mut buf = Zeroizing::new(decode_base64(encrypted)?);
+        let buf = buf.take(decoded_len(encrypted)?);
+        decode_base64(encrypted, buf)?;
         let (salt, rest) = buf.split_at_mut_checked(16)?;
         let (iv, ciphertext) = rest.split_at_mut_checked(16)?;
         let ciphertext_at = ciphertext.as_ptr() as usize;
@@ -161,9 +163,47 @@ impl Obfuscation {
         // the 32 bytes of salt and IV), and the rest is wiped.
         let (at, len) = (32 + password.as_ptr() as usize - ciphertext_at, password.len());
         buf.copy_within(at..at + len, 0);
-        buf[len..].iter_mut().for_each(|b| *b = 0);
-        buf.truncate(len);
-        Some(buf)
+        buf[len..].fill(0);
+        Some(&buf[..len])
+    }
+}
+
+/// Decoded bytes a [`DecryptBuffer`] holds on the stack: the `{encrypted,
+/// _}` of a password up to about 170 bytes with the library's defaults.
+const ON_STACK: usize = 256;
+
+/// Where one decrypt works, and where its password stays while it is
+/// checked: on the stack for the passwords clients send, on the heap past
+/// that (an allocation fewer in every connect with an `{encrypted, _}`
+/// password, which is every VerneMQ 2.x connect with one). Wiped when
+/// dropped.
+pub struct DecryptBuffer {
+    stack: Zeroizing<[u8; ON_STACK]>,
+    heap: Zeroizing<Vec<u8>>,
+}
+
+impl DecryptBuffer {
+    pub fn new() -> DecryptBuffer {
+        DecryptBuffer { stack: Zeroizing::new([0; ON_STACK]), heap: Zeroizing::new(Vec::new()) }
+    }
+
+    /// `n` bytes to write to, zeroed.
+    fn take(&mut self, n: usize) -> &mut [u8] {
+        if n <= ON_STACK {
+            let b = &mut self.stack[..n];
+            b.fill(0);
+            b
+        } else {
+            self.heap.clear();
+            self.heap.resize(n, 0);
+            &mut self.heap[..]
+        }
+    }
+}
+
+impl Default for DecryptBuffer {
+    fn default() -> Self {
+        DecryptBuffer::new()
     }
 }
 
@@ -180,16 +220,26 @@ const SEXTETS: [u8; 256] = {
     t
 };
 
-/// Standard base64 with padding, as the library writes it; `None` for
-/// anything else. Small on purpose: the base64 crate's general engine is
-/// several times this code, all of it cold in a connect.
-fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
-    let quads = text.chunks_exact(4);
-    if !quads.remainder().is_empty() {
+/// Standard base64 with padding, as the library writes it: the length it
+/// decodes to, `None` if it is not a whole number of quads.
+fn decoded_len(text: &[u8]) -> Option<usize> {
+    if !text.len().is_multiple_of(4) {
         return None;
     }
-    let (count, pad) = (quads.len(), text.iter().rev().take(2).take_while(|&&c| c == b'=').count());
-    let mut out = Vec::with_capacity(count * 3);
+    Some(text.len() / 4 * 3 - padding(text))
+}
+
+fn padding(text: &[u8]) -> usize {
+    text.iter().rev().take(2).take_while(|&&c| c == b'=').count()
+}
+
+/// Decodes `text` into `out` (of [`decoded_len`]); `None` for anything but
+/// what the library writes. Small on purpose: the base64 crate's general
+/// engine is several times this code, all of it cold in a connect.
+fn decode_base64(text: &[u8], out: &mut [u8]) -> Option<()> {
+    let quads = text.chunks_exact(4);
+    let (count, pad) = (quads.len(), padding(text));
+    let mut at = 0;
     for (i, quad) in quads.enumerate() {
         let kept = if i + 1 == count { 4 - pad } else { 4 };
         let mut n = 0u32;
@@ -209,9 +259,10 @@ fn decode_base64(text: &[u8]) -> Option<Vec<u8>> {
         if bytes[1 + produced..].iter().any(|&b| b != 0) {
             return None;
         }
-        out.extend_from_slice(&bytes[1..1 + produced]);
+        out.get_mut(at..at + produced)?.copy_from_slice(&bytes[1..1 + produced]);
+        at += produced;
     }
-    Some(out)
+    Some(())
 }
 
 const TAG: &[u8] = b"credentials_obfuscation";
@@ -266,7 +317,48 @@ mod tests {
     fn decrypts_what_the_library_encrypted() {
         for (cipher, hash, iterations, password, b64) in VECTORS {
             let o = obf(cipher, hash, iterations, SECRET);
-            assert_eq!(o.decrypt(b64.as_bytes()).as_deref().map(Vec::as_slice), Some(password), "{cipher} {hash}");
+            assert_eq!(o.decrypt(b64.as_bytes(), &mut DecryptBuffer::new()), Some(password), "{cipher} {hash}");
+        }
+    }
+
+    /// `{encrypted, B}` as the library makes it, with the salt and IV given.
+    fn encrypt(o: &Obfuscation, salt: [u8; 16], iv: [u8; 16], password: &[u8]) -> String {
+        use aes::cipher::BlockModeEncrypt;
+        use base64::Engine;
+        let mut key = [0u8; 16];
+        match &o.keyed {
+            KeyedHmac::Sha256(m) => pbkdf2_block(m, &salt, o.iterations, &mut key),
+            _ => unreachable!("aes_128_cbc with sha256 only"),
+        }
+        let mut term = vec![131, 104, 2, 100, 0, TAG.len() as u8];
+        term.extend_from_slice(TAG);
+        term.push(109);
+        term.extend_from_slice(&(password.len() as u32).to_be_bytes());
+        term.extend_from_slice(password);
+        let len = term.len();
+        term.resize(len + 16, 0);
+        let ciphertext = cbc::Encryptor::<aes::Aes128>::new_from_slices(&key, &iv).unwrap().encrypt_padded::<Pkcs7>(&mut term, len).unwrap();
+        let whole = [&salt[..], &iv[..], ciphertext].concat();
+        base64::engine::general_purpose::STANDARD.encode(whole)
+    }
+
+    /// Passwords of every length up to past the buffer's stack part decrypt
+    /// alike, and one buffer serves several decrypts; the test's own
+    /// encryption is checked against the library's first.
+    #[test]
+    fn short_and_long_passwords_decrypt_alike() {
+        use base64::Engine;
+        let (cipher, hash, iterations, password, b64) = VECTORS[0];
+        let o = obf(cipher, hash, iterations, SECRET);
+        let raw = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        let (salt, iv) = (raw[..16].try_into().unwrap(), raw[16..32].try_into().unwrap());
+        assert_eq!(encrypt(&o, salt, iv, password), b64);
+        let mut buf = DecryptBuffer::new();
+        for n in (0..300).chain([1000, 65_535]) {
+            let password: Vec<u8> = (0..n).map(|i| (i * 7 + n) as u8).collect();
+            let text = encrypt(&o, salt, iv, &password);
+            assert_eq!(o.decrypt(text.as_bytes(), &mut buf), Some(&password[..]), "length {n}");
+            assert_eq!(o.decrypt(text.as_bytes(), &mut DecryptBuffer::new()), Some(&password[..]), "length {n}");
         }
     }
 
@@ -274,14 +366,15 @@ mod tests {
     fn anything_else_is_left_to_the_library() {
         let (cipher, hash, iterations, _, b64) = VECTORS[0];
         // another secret (the library's fallback secret, or a changed one)
-        assert!(obf(cipher, hash, iterations, b"another secret").decrypt(b64.as_bytes()).is_none());
+        let buf = &mut DecryptBuffer::new();
+        assert!(obf(cipher, hash, iterations, b"another secret").decrypt(b64.as_bytes(), buf).is_none());
         // other settings
-        assert!(obf(cipher, "sha512", iterations, SECRET).decrypt(b64.as_bytes()).is_none());
-        assert!(obf(cipher, hash, 2, SECRET).decrypt(b64.as_bytes()).is_none());
+        assert!(obf(cipher, "sha512", iterations, SECRET).decrypt(b64.as_bytes(), buf).is_none());
+        assert!(obf(cipher, hash, 2, SECRET).decrypt(b64.as_bytes(), buf).is_none());
         // garbage, truncation, too long
         let o = obf(cipher, hash, iterations, SECRET);
         for bad in [&b""[..], b"!!!", b"AAAA", &b64.as_bytes()[..40], &vec![b'A'; MAX_ENCRYPTED + 4][..]] {
-            assert!(o.decrypt(bad).is_none());
+            assert!(o.decrypt(bad, buf).is_none());
         }
         assert!(Obfuscation::new(Cipher::Aes128Cbc, KdfHash::Sha256, MAX_ITERATIONS + 1, SECRET).is_none());
         assert!(Cipher::from_name("aes_128_gcm").is_none() && KdfHash::from_name("sha").is_none());
@@ -293,6 +386,10 @@ mod tests {
     #[test]
     fn base64_decoder_agrees_with_the_crate() {
         use base64::Engine;
+        let decode_base64 = |text: &[u8]| {
+            let mut out = vec![0; decoded_len(text)?];
+            decode_base64(text, &mut out).map(|()| out)
+        };
         let engine = base64::engine::general_purpose::STANDARD;
         let mut rnd = crate::testing::below(0x853c_49e6_748f_ea9bu64);
         for _ in 0..20_000 {

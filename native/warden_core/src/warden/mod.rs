@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 use crate::cluster::RemoteCounts;
 use crate::events::Event;
 use crate::firewall::{AuthRequest, Decision, Firewall, FirewallConfig, PasswordStep, Refusal, Step};
-use crate::obfuscation::Obfuscation;
+use crate::obfuscation::{DecryptBuffer, Obfuscation};
 use crate::registry::{Applied, ConnectInfo, KeyRef, Registry, RegistryConfig};
 use crate::striped::StripedCounters;
 use crate::types::{Millis, ProcId, Protocol};
@@ -190,17 +190,14 @@ impl Warden {
     /// A cached verification or a fast hash decides here, on a normal
     /// scheduler.
     fn password_step(&self, mut ctx: AuthContext, token: Option<u64>, password: Password<'_>, now: Millis) -> Result<AuthStep, WardenError> {
-        let decrypted: Zeroizing<Vec<u8>>;
+        let mut decrypted = DecryptBuffer::new();
         // Borrowed: a copy is made only for a slow hash, which keeps it.
         let password: Option<&[u8]> = match password {
             Password::Unreadable => return Err(WardenError::BadPassword),
             Password::Absent => None,
             Password::Clear(p) => Some(p),
-            Password::Encrypted(e) => match self.obfuscation.load().as_ref().and_then(|o| o.decrypt(e)) {
-                Some(p) => {
-                    decrypted = p;
-                    Some(decrypted.as_slice())
-                }
+            Password::Encrypted(e) => match self.obfuscation.load().as_ref().and_then(|o| o.decrypt(e, &mut decrypted)) {
+                Some(p) => Some(p),
                 None => return self.keep(token, ctx, now).map(AuthStep::NeedPlaintext),
             },
         };
