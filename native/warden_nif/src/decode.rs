@@ -139,19 +139,27 @@ impl<'a> Decoder<'a> for Address {
 }
 
 fn ip(term: Term<'_>) -> Option<IpAddr> {
-    if let Ok(parts) = tuple::<4>(term) {
-        let mut o = [0u8; 4];
-        for (slot, t) in o.iter_mut().zip(parts) {
-            *slot = t.decode().ok()?;
+    let env = term.get_env();
+    let parts = tuple_elements(term)?;
+    // SAFETY: the elements of a tuple of `env`, valid as long as `term`.
+    let part = |t| unsafe { Term::new(env, t) };
+    match parts.len() {
+        4 => {
+            let mut o = [0u8; 4];
+            for (slot, &t) in o.iter_mut().zip(parts) {
+                *slot = part(t).decode().ok()?;
+            }
+            Some(IpAddr::V4(Ipv4Addr::from(o)))
         }
-        return Some(IpAddr::V4(Ipv4Addr::from(o)));
+        8 => {
+            let mut w = [0u16; 8];
+            for (slot, &t) in w.iter_mut().zip(parts) {
+                *slot = part(t).decode().ok()?;
+            }
+            Some(IpAddr::V6(Ipv6Addr::from(w)))
+        }
+        _ => None,
     }
-    let parts = tuple::<8>(term).ok()?;
-    let mut w = [0u16; 8];
-    for (slot, t) in w.iter_mut().zip(parts) {
-        *slot = t.decode().ok()?;
-    }
-    Some(IpAddr::V6(Ipv6Addr::from(w)))
 }
 
 /// A port number, or `None` for anything else.
@@ -364,16 +372,24 @@ impl Hasher for WordCapture {
 /// on every auth_on_register); its decoder for Rust tuples borrows them but
 /// stops at 7 elements.
 pub fn tuple<'a, const N: usize>(term: Term<'a>) -> NifResult<[Term<'a>; N]> {
+    let elements = tuple_elements(term).ok_or(Error::BadArg)?;
+    let elements: &[rustler::sys::ErlNifTerm; N] = elements.try_into().map_err(|_| Error::BadArg)?;
     let env = term.get_env();
+    // SAFETY: the elements of a tuple of `env`, valid as long as `term`.
+    Ok(elements.map(|t| unsafe { Term::new(env, t) }))
+}
+
+/// A tuple's elements as the VM holds them (one call, whatever the arity),
+/// or `None` if `term` is not a tuple.
+fn tuple_elements<'a>(term: Term<'a>) -> Option<&'a [rustler::sys::ErlNifTerm]> {
     let mut arity: std::ffi::c_int = 0;
     let mut elements: *const rustler::sys::ErlNifTerm = std::ptr::null();
     // SAFETY: enif_get_tuple reads `term` and writes the two outputs; on
     // success `elements` points at `arity` terms that live as long as `term`.
-    let ok = unsafe { rustler::sys::enif_get_tuple(env.as_c_arg(), term.as_c_arg(), &mut arity, &mut elements) };
-    if ok == 0 || usize::try_from(arity).ok() != Some(N) {
-        return Err(Error::BadArg);
+    let ok = unsafe { rustler::sys::enif_get_tuple(term.get_env().as_c_arg(), term.as_c_arg(), &mut arity, &mut elements) };
+    if ok == 0 {
+        return None;
     }
-    // SAFETY: as above, with `arity` checked to be N.
-    let elements = unsafe { std::slice::from_raw_parts(elements, N) };
-    Ok(std::array::from_fn(|i| unsafe { Term::new(env, elements[i]) }))
+    // SAFETY: as above.
+    Some(unsafe { std::slice::from_raw_parts(elements, usize::try_from(arity).ok()?) })
 }
