@@ -261,16 +261,18 @@ pub struct Firewall {
     /// Keys the decoy choice of unknown names (`Decoys`), for the
     /// firewall's lifetime.
     decoy_hasher: ahash::RandomState,
-    /// Held through a reconfiguration: settings and the tables that follow
-    /// them change as one, whoever calls (the reloader, a start's apply).
-    reconfiguring: parking_lot::Mutex<()>,
+    /// One change at a time, whoever calls (the reloader, a start's
+    /// apply): settings and the tables that follow them change as one, and
+    /// the policy last read from the files is the one left running.
+    changing: parking_lot::Mutex<()>,
     /// Tests: treat every hash as slow (the slow formats live on the credentials branch).
     #[cfg(test)]
     pub(crate) force_slow: std::sync::atomic::AtomicBool,
     /// Tests only: runs inside `reconfigure` after the settings are swapped
-    /// and before the tables follow them.
+    /// and before the tables follow them, and inside `load` after the files
+    /// are read and before their policy is swapped in.
     #[cfg(test)]
-    pub(crate) after_swap: parking_lot::Mutex<Option<std::sync::Arc<dyn Fn() + Send + Sync>>>,
+    pub(crate) midway: parking_lot::Mutex<Option<std::sync::Arc<dyn Fn() + Send + Sync>>>,
 }
 
 /// Client values in log lines and reasons: lossy UTF-8 of at most the
@@ -299,26 +301,20 @@ impl Firewall {
             generation: AtomicU64::new(0),
             last_now: AtomicU64::new(0),
             decoy_hasher,
-            reconfiguring: parking_lot::Mutex::new(()),
+            changing: parking_lot::Mutex::new(()),
             #[cfg(test)]
             force_slow: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
-            after_swap: parking_lot::Mutex::new(None),
+            midway: parking_lot::Mutex::new(None),
         }
     }
 
     /// New settings. Limiter and ban tables keep their entries; the cache is
     /// rebuilt (emptied) only when its size or TTLs change.
     pub fn reconfigure(&self, cfg: FirewallConfig) {
-        let _one_at_a_time = self.reconfiguring.lock();
+        let _one_at_a_time = self.changing.lock();
         let old = *self.cfg.swap(Arc::new(cfg));
-        #[cfg(test)]
-        {
-            let pause = self.after_swap.lock().clone();
-            if let Some(pause) = pause {
-                pause();
-            }
-        }
+        self.midway();
         self.peer_rate.set_params(cfg.rate_per_peer, cfg.burst_per_peer, cfg.max_tracked);
         self.user_rate.set_params(cfg.rate_per_user, cfg.burst_per_user, cfg.max_tracked);
         self.peer_bans.set_params(cfg.ban_threshold, cfg.ban_window_ms, cfg.ban_duration_ms, cfg.max_tracked);
@@ -327,6 +323,17 @@ impl Firewall {
             self.cache.store(Arc::new(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms)));
         }
     }
+
+    #[cfg(test)]
+    fn midway(&self) {
+        let pause = self.midway.lock().clone();
+        if let Some(pause) = pause {
+            pause();
+        }
+    }
+
+    #[cfg(not(test))]
+    fn midway(&self) {}
 
     pub fn config(&self) -> FirewallConfig {
         **self.cfg.load()
@@ -342,8 +349,11 @@ impl Firewall {
 
     /// Parses both files and swaps them in as one snapshot. On any error the
     /// running snapshot stays. Password-file lines that cannot be used are
-    /// warnings; an unreadable password file is an error.
+    /// warnings; an unreadable password file is an error. A second load (or
+    /// reconfiguration) waits for this one, reading included: the caller
+    /// is a dirty I/O scheduler, never a hook.
     pub fn load(&self, policy_path: Option<&Path>, password_path: Option<&Path>, now: Millis) -> Result<LoadReport, LoadError> {
+        let _one_at_a_time = self.changing.lock();
         let result = (|| {
             let policy = match policy_path {
                 Some(p) => Policy::load(p).map_err(LoadError::Policy)?,
@@ -355,6 +365,7 @@ impl Firewall {
             };
             Ok((policy, passwords))
         })();
+        self.midway();
         match result {
             Ok((policy, passwords)) => {
                 let has_file = passwords.is_some();
@@ -374,6 +385,7 @@ impl Firewall {
     /// credential it changes counts as changed at the latest time a hook
     /// passed in (the core reads no clock).
     pub fn install(&self, policy: Policy, passwords: PasswordFile) -> LoadReport {
+        let _one_at_a_time = self.changing.lock();
         let has_file = !passwords.is_empty();
         self.swap(policy, passwords, has_file, self.last_now.load(Ordering::Relaxed))
     }

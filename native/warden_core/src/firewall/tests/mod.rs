@@ -656,45 +656,78 @@ fn default_decision_when_nothing_knows_the_client() {
 
 mod hostile;
 
+/// Runs `first` on another thread until it reaches `midway`, then `second`
+/// on a third; `first` waits there for `second` to end, or 300 ms if it is
+/// (rightly) held back.
+fn one_inside_the_other(fw: &Arc<Firewall>, first: impl FnOnce(&Firewall) + Send + 'static, second: impl FnOnce(&Firewall) + Send + 'static) {
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let (paused_tx, paused_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let done_rx = parking_lot::Mutex::new(done_rx);
+    let once = std::sync::atomic::AtomicBool::new(true);
+    *fw.midway.lock() = Some(Arc::new(move || {
+        if once.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            paused_tx.send(()).unwrap();
+            let _ = done_rx.lock().recv_timeout(Duration::from_millis(300));
+        }
+    }));
+    let a = {
+        let fw = Arc::clone(fw);
+        std::thread::spawn(move || first(&fw))
+    };
+    paused_rx.recv().unwrap();
+    let b = {
+        let fw = Arc::clone(fw);
+        std::thread::spawn(move || {
+            second(&fw);
+            let _ = done_tx.send(());
+        })
+    };
+    a.join().unwrap();
+    b.join().unwrap();
+    *fw.midway.lock() = None;
+}
+
 /// Two reconfigurations at once (the reloader and a start's own apply):
 /// the second must not run between the first's new settings and its
 /// tables, or the settings say one thing and the limiters and cache do
 /// another until the next reconfiguration.
 #[test]
 fn concurrent_reconfigurations_leave_settings_and_tables_agreeing() {
-    use std::sync::{mpsc, Arc};
-    use std::time::Duration;
     let base = FirewallConfig::default();
     let fw = Arc::new(Firewall::new(base));
     let limited = FirewallConfig { rate_per_peer: 5.0, burst_per_peer: 1, cache_size: base.cache_size + 7, ..base };
     let open = FirewallConfig { rate_per_peer: 0.0, cache_size: base.cache_size + 11, ..base };
-    let (paused_tx, paused_rx) = mpsc::channel::<()>();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let done_rx = parking_lot::Mutex::new(done_rx);
-    let first = std::sync::atomic::AtomicBool::new(true);
-    *fw.after_swap.lock() = Some(Arc::new(move || {
-        if first.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            paused_tx.send(()).unwrap();
-            // The second call's end, or 300 ms if it is (rightly) held back.
-            let _ = done_rx.lock().recv_timeout(Duration::from_millis(300));
-        }
-    }));
-    let a = {
-        let fw = Arc::clone(&fw);
-        std::thread::spawn(move || fw.reconfigure(limited))
-    };
-    paused_rx.recv().unwrap();
-    let b = {
-        let fw = Arc::clone(&fw);
-        std::thread::spawn(move || {
-            fw.reconfigure(open);
-            let _ = done_tx.send(());
-        })
-    };
-    a.join().unwrap();
-    b.join().unwrap();
+    one_inside_the_other(&fw, move |fw| fw.reconfigure(limited), move |fw| fw.reconfigure(open));
     // The second call came last: its settings, and tables that follow them.
     assert_eq!(fw.config(), open);
     assert!(!fw.peer_rate.enabled(), "the settings say no peer rate, the limiter limits");
     assert_eq!(fw.cache.load().capacity(), AuthCache::new(open.cache_size, open.cache_ok_ttl_ms, open.cache_fail_ttl_ms).capacity());
+}
+
+/// Two loads at once, the file edited in between: the policy left running
+/// is the one the last load read, not an older one swapped in after it.
+#[test]
+fn concurrent_loads_leave_the_last_read_policy_running() {
+    let dir = std::env::temp_dir().join(format!("warden-loads-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("policy.toml");
+    std::fs::write(&path, "[users.alice]\n").unwrap();
+    let fw = Arc::new(Firewall::new(FirewallConfig::default()));
+    let (p1, p2, edit) = (path.clone(), path.clone(), path.clone());
+    one_inside_the_other(
+        &fw,
+        move |fw| {
+            fw.load(Some(&p1), None, 0).unwrap();
+        },
+        move |fw| {
+            std::fs::write(&edit, "[users.bob]\n").unwrap();
+            fw.load(Some(&p2), None, 0).unwrap();
+        },
+    );
+    let running = fw.snap.load();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(running.policy.user(b"bob").is_some() && running.policy.user(b"alice").is_none(), "an older read of the file is running");
+    assert_eq!(running.generation, 2);
 }
