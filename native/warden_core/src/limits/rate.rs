@@ -41,6 +41,9 @@ pub struct RateLimiter<K: ?Sized> {
     /// a second writer must not get in.
     #[cfg(test)]
     pub(super) between_stores: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    /// Tests only: buckets `set_params` went through.
+    #[cfg(test)]
+    pub(super) buckets_visited: AtomicU64,
     _key: std::marker::PhantomData<fn(&K)>,
 }
 
@@ -59,6 +62,8 @@ impl<K: Hash + ?Sized> RateLimiter<K> {
             enabled: AtomicBool::new(false),
             #[cfg(test)]
             between_stores: Mutex::new(None),
+            #[cfg(test)]
+            buckets_visited: AtomicU64::new(0),
             _key: std::marker::PhantomData,
         };
         r.set_params(rate_per_sec, burst, max);
@@ -88,6 +93,8 @@ impl<K: Hash + ?Sized> RateLimiter<K> {
         let (burst, cap) = (p.burst, self.table.cap());
         for s in self.table.shards.iter() {
             let mut s = s.lock();
+            #[cfg(test)]
+            self.buckets_visited.fetch_add(s.slots.len() as u64, Relaxed);
             for slot in s.slots.iter_mut() {
                 slot.v.tokens = slot.v.tokens.min(burst);
             }
