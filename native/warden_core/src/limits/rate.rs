@@ -71,11 +71,14 @@ impl<K: Hash + ?Sized> RateLimiter<K> {
     }
 
     /// New parameters; existing buckets are kept (clamped to the new burst,
-    /// trimmed to the new bound).
+    /// trimmed to the new bound). Only a lower burst or bound needs a pass
+    /// over the buckets: a reload sets mostly unchanged parameters, and at
+    /// the firewall's bound that pass costs most of a millisecond.
     pub fn set_params(&self, rate_per_sec: f64, burst: u32, max: usize) {
         let rate_per_ms = if rate_per_sec.is_finite() && rate_per_sec > 0.0 { rate_per_sec / 1000.0 } else { 0.0 };
         let p = RateParams { rate_per_ms, burst: f64::from(burst.max(1)) };
         let _writer = self.writer.lock();
+        let (old_burst, old_cap) = (self.params.load().burst, self.table.cap());
         self.params.store(Arc::new(p));
         #[cfg(test)]
         {
@@ -91,6 +94,11 @@ impl<K: Hash + ?Sized> RateLimiter<K> {
             return;
         }
         let (burst, cap) = (p.burst, self.table.cap());
+        // No bucket holds more than the old burst, no shard more than the
+        // old bound (writers are serialised by `writer`).
+        if burst >= old_burst && cap >= old_cap {
+            return;
+        }
         for s in self.table.shards.iter() {
             let mut s = s.lock();
             #[cfg(test)]
