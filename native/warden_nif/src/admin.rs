@@ -1,6 +1,6 @@
 //! Configuration, the operator API's reads (lookup, list, counts, stats,
 //! endings, bans) and test hooks. File loading and the passes over whole
-//! tables (sweep, reset, bans, clear_bans) run on dirty schedulers: they may
+//! tables (configure, sweep, reset, bans, clear_bans) run on dirty schedulers: they may
 //! take longer than a scheduler slice. The session list is read in bounded
 //! chunks on normal schedulers instead (see `list_chunk`).
 
@@ -21,9 +21,11 @@ use crate::{atoms, encode, logbridge};
 /// `Settings` is the map of the core's settings built by
 /// `vmq_warden_config:native_settings/1`. Parsed whole first: an unknown
 /// name or a bad value changes nothing and answers `{error, Reason}`.
-#[rustler::nif]
+/// Dirty: a lower rate-limit burst or bound passes over every bucket of the
+/// rate tables (`max_tracked` each), most of a millisecond at the default.
+#[rustler::nif(schedule = "DirtyCpu")]
 fn configure<'a>(env: Env<'a>, settings: Term<'a>) -> NifResult<Term<'a>> {
-    let _timed = timing::timed(Nif::Admin);
+    let _timed = timing::timed(Nif::Bulk);
     let mut pairs = Vec::new();
     for (k, v) in MapIterator::new(settings).ok_or(Error::BadArg)? {
         pairs.push((k.atom_to_string()?, setting_value(v)?));

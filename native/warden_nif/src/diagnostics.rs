@@ -17,9 +17,9 @@ pub enum Nif {
     QueueEvent,
     Lookup,
     List,
-    /// counts, stats, recent_endings, configure, drain_logs: bounded work
+    /// counts, stats, recent_endings, drain_logs: bounded work
     Admin,
-    /// sweep, reset, bans, clear_bans: a pass over a whole table
+    /// configure, sweep, reset, bans, clear_bans: a pass over a whole table
     Bulk,
     LoadFiles,
     /// `calibrate/1`: fixed arithmetic, the benchmark's yardstick for the
