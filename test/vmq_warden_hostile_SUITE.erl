@@ -25,6 +25,9 @@
 %% millions of distinct keys go through the limiter and ban tables (their
 %% bound: 100 000 entries each, at most 16 MiB each, see docs/ROBUSTNESS.md).
 -define(TABLE_BYTES, (96 * 1024 * 1024)).
+%% Steps of the calibration's arithmetic next to each driven hook call:
+%% about 2.5 us here, the order of an auth_on_register's NIF call.
+-define(CONTROL_ROUNDS, 1000).
 
 all() ->
     [glob_username_pattern_is_linear,
@@ -96,6 +99,14 @@ timed(What, Fun) ->
 
 %% One run: Fun's result and the kinds with calls over 1 ms of CPU on a
 %% normal scheduler. Logs the worst CPU time (us) of each kind.
+%%
+%% The machine's share: this VM's thread CPU clock now and then counts a
+%% millisecond or more that the call did not spend (interrupt time is
+%% charged to the running thread here). Over a million calls it happens a few
+%% times, to the calibration's arithmetic (which touches no memory) as
+%% often as to the hooks. So where Fun also ran calibration calls
+%% (drive/2), a kind counts only with more such calls than three times the
+%% calibration's, plus two; elsewhere every one counts.
 timed_once(What, Fun) ->
     ok = vmq_warden_nif:call_times_start(),
     Result = Fun(),
@@ -104,7 +115,15 @@ timed_once(What, Fun) ->
     Worst = [{K, S, maps:get(max_cpu_ns, F, 0) div 1000, maps:get(calls, F)}
              || {K, S, F} <- Calls, maps:get(calls, F) > 0],
     ct:pal("~s: calls (kind, scheduler, worst CPU us, calls): ~p", [What, Worst]),
-    {Result, [{K, F} || {K, <<"normal">>, #{over_cpu := N} = F} <- Calls, N > 0]}.
+    Allowed = case [F || {<<"calibration">>, _, #{calls := C} = F} <- Calls, C > 0] of
+                  [#{over_cpu := Machine}] ->
+                      ct:pal("~s: the calibration's calls over 1 ms: ~b", [What, Machine]),
+                      3 * Machine + 2;
+                  [] ->
+                      0
+              end,
+    {Result, [{K, F} || {K, <<"normal">>, #{over_cpu := N} = F} <- Calls,
+                        K =/= <<"calibration">>, N > Allowed]}.
 
 valid(R) -> ?assert(?U:valid_answer(3, R) orelse ?U:valid_answer(5, R)).
 
@@ -291,12 +310,16 @@ ban_table_bounded_in_bytes(Config) ->
     [_ = auth(P, <<"c">>, <<"alice">>, <<"wrong">>) || _ <- lists:seq(1, 3)],
     ?assertEqual({error, banned}, auth(P, <<"c">>, <<"alice">>, <<"alice-pw">>)).
 
-%% N calls from as many processes as schedulers.
+%% N calls from as many processes as schedulers, each followed by a
+%% calibration call of about the hook's length (timed_once/2 says why).
 drive(N, Fun) ->
     Workers = erlang:system_info(schedulers_online),
     Self = self(),
     Pids = [spawn_link(fun() ->
-                               [Fun(I) || I <- lists:seq(W, N, Workers)],
+                               [begin
+                                    Fun(I),
+                                    vmq_warden_nif:calibrate(?CONTROL_ROUNDS)
+                                end || I <- lists:seq(W, N, Workers)],
                                Self ! {done, self()}
                        end) || W <- lists:seq(1, Workers)],
     [receive {done, P} -> ok after 600000 -> error(timeout) end || P <- Pids],
