@@ -194,8 +194,9 @@ impl DecryptBuffer {
             b.fill(0);
             b
         } else {
-            self.heap.clear();
-            self.heap.resize(n, 0);
+            // A new block, the old one wiped as it drops: growing the old
+            // one could leave its bytes in memory given back to malloc.
+            self.heap = Zeroizing::new(vec![0; n]);
             &mut self.heap[..]
         }
     }
