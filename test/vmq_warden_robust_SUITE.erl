@@ -25,6 +25,7 @@
 all() ->
     [panic_is_contained,
      every_nif_rejects_garbage,
+     odd_argument_shapes_decide_as_before,
      list_chunk_rejects_foreign_cursors,
      churn_returns_to_baseline,
      bounded_tables_stay_bounded,
@@ -170,6 +171,37 @@ every_nif_rejects_garbage(_Config) ->
     ct:pal("~p NIF calls with garbage; error reasons: ~p", [length(Outcomes), Errors]),
     ?assertEqual(<<"pong">>, vmq_warden_nif:ping()),
     ?assertEqual(true, ?U:registry_consistent()).
+
+%% The argument shapes the broker never sends but a hostile caller might,
+%% each with the decision it has always had (the decoder reads the common
+%% shapes with as few calls into the VM as it can, and must not let an odd
+%% one through another way): a bitstring username or password is an error,
+%% so the failure decision; `{encrypted, 42}' is no password; a binary
+%% mountpoint is the same key as the charlist one.
+odd_argument_shapes_decide_as_before(Config) ->
+    ok = ?U:set_env(#{password_file => ?config(password_file, Config), default_decision => allow,
+                      unknown_user => deny, ban_threshold => 0, allow_anonymous => true}),
+    Peer = {{192, 0, 2, 9}, 5000},
+    Auth = fun(Sid, User, Pw) -> vmq_warden_hooks:auth_on_register(Peer, Sid, User, Pw, true) end,
+    %% an anonymous client is let in here, so a username read as none would be too
+    ?assertEqual(ok, Auth({"", <<"odd0">>}, undefined, undefined)),
+    ?assertMatch({error, _}, Auth({"", <<"odd1">>}, <<1:7>>, <<"alice-secret-pw">>)),
+    ?assertMatch({error, _}, Auth({"", <<"odd2">>}, <<"alice">>, <<1:7>>)),
+    ?assertMatch({error, _}, Auth({"", <<"odd3">>}, <<"alice">>, {encrypted, 42})),
+    ?assertMatch({error, _}, Auth({"", <<"odd4">>}, <<"alice">>, {other, <<"alice-secret-pw">>})),
+    ?assertMatch({error, _}, Auth({<<1:7>>, <<"odd5">>}, <<"alice">>, <<"alice-secret-pw">>)),
+    ?assertMatch({error, _}, Auth({42, <<"odd6">>}, <<"alice">>, <<"alice-secret-pw">>)),
+    ?assertEqual(ok, Auth({"", <<"odd7">>}, <<"alice">>, <<"alice-secret-pw">>)),
+    ?assertEqual(ok, Auth({<<>>, <<"odd8">>}, <<"alice">>, <<"alice-secret-pw">>)),
+    ?assertMatch({ok, #{state := authenticated}}, vmq_warden:lookup({"", <<"odd8">>})),
+    ?assertEqual(ok, Auth({<<"mp">>, <<"odd9">>}, <<"alice">>, <<"alice-secret-pw">>)),
+    ?assertMatch({ok, #{state := authenticated}}, vmq_warden:lookup({"mp", <<"odd9">>})),
+    %% MQTT 5 with CONNECT properties and listener metadata still read
+    ?assertEqual(ok, vmq_warden_hooks:auth_on_register_m5(Peer, {"", <<"odd10">>}, <<"alice">>,
+                                                         <<"alice-secret-pw">>, true,
+                                                         #{p_session_expiry_interval => 60},
+                                                         #{listener_type => tcp})),
+    ?assertMatch({ok, #{state := authenticated}}, vmq_warden:lookup({"", <<"odd10">>})).
 
 %% A valid filter with cursors list_chunk/3 never hands out (the garbage
 %% above has no valid filter): badarg. A cursor past the end of a shard is
