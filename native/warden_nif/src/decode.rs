@@ -61,10 +61,13 @@ pub struct Username<'a>(pub Option<&'a [u8]>);
 
 impl<'a> Decoder<'a> for Username<'a> {
     fn decode(term: Term<'a>) -> NifResult<Self> {
-        if term.get_type() != TermType::Binary {
-            return Ok(Username(None));
+        // One call for a binary; anything but a bitstring is no username.
+        match Binary::from_term(term) {
+            Ok(bin) if bin.len() > MAX_FIELD => Err(Error::BadArg),
+            Ok(bin) => Ok(Username(Some(bin.as_slice()))),
+            Err(_) if term.get_type() == TermType::Binary => Err(Error::BadArg),
+            Err(_) => Ok(Username(None)),
         }
-        Field::decode(term).map(|f| Username(Some(f.0)))
     }
 }
 
@@ -107,25 +110,24 @@ impl<'a> SubscriberId<'a> {
     }
 }
 
+/// Read as a list first, without asking the term's type: VerneMQ's
+/// mountpoint is a charlist, "" on most listeners, and every hook of a
+/// connect reads one (each call into the VM is cold code in a broker).
 fn mountpoint(term: Term<'_>) -> NifResult<MountpointBytes<'_>> {
-    match term.get_type() {
-        TermType::Binary => Field::decode(term).map(|f| MountpointBytes::Borrowed(f.0)),
-        TermType::List => {
-            let len = term.list_length()?;
-            if len == 0 {
-                return Ok(MountpointBytes::Borrowed(&[]));
-            }
-            if len > MAX_MOUNTPOINT_CHARS {
-                return Err(Error::BadArg);
-            }
-            let mut s = String::new();
-            for c in term.into_list_iterator()? {
-                s.push(char::from_u32(c.decode::<u32>()?).ok_or(Error::BadArg)?);
-            }
-            Ok(MountpointBytes::Owned(s.into_bytes()))
-        }
-        _ => Err(Error::BadArg),
+    let Ok(len) = term.list_length() else {
+        return Field::decode(term).map(|f| MountpointBytes::Borrowed(f.0));
+    };
+    if len == 0 {
+        return Ok(MountpointBytes::Borrowed(&[]));
     }
+    if len > MAX_MOUNTPOINT_CHARS {
+        return Err(Error::BadArg);
+    }
+    let mut s = String::new();
+    for c in term.into_list_iterator()? {
+        s.push(char::from_u32(c.decode::<u32>()?).ok_or(Error::BadArg)?);
+    }
+    Ok(MountpointBytes::Owned(s.into_bytes()))
 }
 
 /// An IP address tuple, or `None` for anything else (an address the broker
@@ -216,7 +218,8 @@ impl<'a> Decoder<'a> for Metadata<'a> {
     fn decode(term: Term<'a>) -> NifResult<Self> {
         let env = term.get_env();
         let get = |key: Atom| term.map_get(key.to_term(env)).ok();
-        if term.get_type() != TermType::Map {
+        // Not a map, or the empty one of a plain listener: one call.
+        if !matches!(term.map_size(), Ok(n) if n > 0) {
             return Ok(Metadata { listener: Listener::default(), client_cert: None });
         }
         let kind = get(atoms::listener_type()).and_then(|t| {
@@ -254,6 +257,10 @@ pub struct ConnectProperties {
 impl<'a> Decoder<'a> for ConnectProperties {
     fn decode(term: Term<'a>) -> NifResult<Self> {
         let get = |key: Atom| term.map_get(key.to_term(term.get_env())).ok().and_then(|t| t.decode::<u32>().ok());
+        // MQTT 3's `#{}` (or not a map): one call.
+        if !matches!(term.map_size(), Ok(n) if n > 0) {
+            return Ok(ConnectProperties { max_packet_size: None, session_expiry: 0 });
+        }
         Ok(ConnectProperties {
             max_packet_size: get(atoms::p_max_packet_size()).filter(|n| *n > 0),
             session_expiry: get(atoms::p_session_expiry_interval()).unwrap_or(0),
@@ -318,20 +325,34 @@ impl<'a> AuthArgs<'a> {
 pub struct PasswordArg<'a>(pub Password<'a>);
 
 impl<'a> Decoder<'a> for PasswordArg<'a> {
+    /// `{encrypted, B}` tried first (VerneMQ 2.x hands every password so),
+    /// two calls into the VM either way.
     fn decode(term: Term<'a>) -> NifResult<Self> {
-        let read = |t: Term<'a>, max: usize, wrap: fn(&'a [u8]) -> Password<'a>| bounded(t, max).map_or(Password::Unreadable, wrap);
-        if term.get_type() == TermType::Binary {
-            return Ok(PasswordArg(read(term, MAX_FIELD, Password::Clear)));
+        if let Ok([tag, inner]) = tuple::<2>(term) {
+            let encrypted = is_atom(tag, atoms::encrypted());
+            // The base64 of salt, IV and ciphertext: about 4/3 of the
+            // password, so longer than any MQTT string.
+            let password = encrypted.then(|| binary_password(inner, MAX_ENCRYPTED, Password::Encrypted)).flatten();
+            return Ok(PasswordArg(password.unwrap_or(Password::Absent)));
         }
-        if let Ok((tag, inner)) = term.decode::<(Atom, Term<'a>)>() {
-            if tag == atoms::encrypted() && inner.get_type() == TermType::Binary {
-                // The base64 of salt, IV and ciphertext: about 4/3 of the
-                // password, so longer than any MQTT string.
-                return Ok(PasswordArg(read(inner, MAX_ENCRYPTED, Password::Encrypted)));
-            }
-        }
-        Ok(PasswordArg(Password::Absent))
+        Ok(PasswordArg(binary_password(term, MAX_FIELD, Password::Clear).unwrap_or(Password::Absent)))
     }
+}
+
+/// `None` if `term` is no bitstring; `Unreadable` if it is longer than
+/// `max` or not whole bytes.
+fn binary_password<'a>(term: Term<'a>, max: usize, wrap: fn(&'a [u8]) -> Password<'a>) -> Option<Password<'a>> {
+    match Binary::from_term(term) {
+        Ok(bin) if bin.len() > max => Some(Password::Unreadable),
+        Ok(bin) => Some(wrap(bin.as_slice())),
+        Err(_) => (term.get_type() == TermType::Binary).then_some(Password::Unreadable),
+    }
+}
+
+/// Whether `term` is `atom`, without a call into the VM: an atom is an
+/// immediate word, equal only to itself.
+fn is_atom(term: Term<'_>, atom: Atom) -> bool {
+    term.as_c_arg() == atom.to_term(term.get_env()).as_c_arg()
 }
 
 /// A local pid's term is an immediate word that is unique while the process
@@ -343,10 +364,13 @@ pub fn proc_id(term: Term) -> NifResult<ProcId> {
     Ok(ProcId(word.0))
 }
 
-/// The calling process's [`ProcId`].
+/// The calling process's [`ProcId`]: `enif_self` gives a local pid, so it
+/// is not checked again as [`proc_id`] checks an argument.
 pub fn caller(env: rustler::Env) -> ProcId {
     use rustler::Encoder;
-    proc_id(env.pid().encode(env)).unwrap_or(ProcId(0))
+    let mut word = WordCapture(0);
+    env.pid().encode(env).as_c_arg().hash(&mut word);
+    ProcId(word.0)
 }
 
 /// Reads the term word out of `ErlNifTerm`, whose field is private but whose
