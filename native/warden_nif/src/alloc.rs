@@ -19,16 +19,17 @@ struct Stripe(AtomicIsize);
 const ZERO: Stripe = Stripe(AtomicIsize::new(0));
 static LIVE: [Stripe; STRIPES] = [ZERO; STRIPES];
 
-thread_local! {
-    // Const-initialised, no destructor: never allocates, safe inside the allocator.
-    static MARK: u8 = const { 0 };
-}
-
-/// A stripe per thread, from the address of its thread-local block
-/// (threads' TLS blocks are far apart; collisions only cost sharing).
+/// A stripe per thread, from where the caller's stack is: each thread has a
+/// stack of its own, far from the next (a scheduler's is about a megabyte),
+/// so the 64 KiB region of a frame names its thread well enough. No
+/// thread-local: in a library the VM loads, each read of one is a call
+/// into the dynamic linker, two per allocation and free. A thread whose
+/// frames cross a region boundary uses two stripes, and two threads may
+/// share one: either only costs sharing, the sum stays exact.
 fn stripe() -> &'static AtomicIsize {
-    let addr = MARK.try_with(|m| m as *const u8 as usize).unwrap_or(0);
-    &LIVE[(addr >> 12) % STRIPES].0
+    let here = 0u8;
+    let region = std::ptr::addr_of!(here) as u64 >> 16;
+    &LIVE[(region.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % STRIPES].0
 }
 
 // SAFETY: every method forwards to `System` with the caller's arguments
