@@ -1,13 +1,15 @@
 //! Counters bumped by every scheduler on every hook: one cache line per
-//! stripe and each thread on its own stripe, so that schedulers counting at
-//! the same time do not pass one cache line back and forth. On the 2-vCPU
+//! stripe and each thread on a stripe by where its stack is
+//! ([`thread_stripe`]), so that schedulers counting at the same time
+//! rarely pass one cache line back and forth. On the 2-vCPU
 //! benchmark machine this was not a measurable gain (docs/BENCHMARKS.md,
 //! "Measured design choices"); the shared line's cost grows with the number
 //! of schedulers. Reading sums the stripes.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-const STRIPES: usize = 16;
+/// Stripes of a striped counter.
+pub const STRIPES: usize = 16;
 
 #[repr(align(128))]
 struct Stripe<const N: usize>([AtomicU64; N]);
@@ -17,16 +19,18 @@ pub struct StripedCounters<const N: usize> {
     stripes: Box<[Stripe<N>]>,
 }
 
-static NEXT_STRIPE: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    // Threads take stripes in turn: schedulers are long-lived threads, so
-    // the first STRIPES of them never share one.
-    static MY_STRIPE: usize = NEXT_STRIPE.fetch_add(1, Relaxed) % STRIPES;
-}
-
-fn my_stripe() -> usize {
-    MY_STRIPE.try_with(|s| *s).unwrap_or(0)
+/// The calling thread's stripe, from where its stack is: each thread has a
+/// stack of its own, far from the next (a scheduler's is about a
+/// megabyte), so the 64 KiB region of a frame names its thread well
+/// enough. No thread-local: in a library the VM loads, each read of one is
+/// a call into the dynamic linker. A thread whose frames cross a region
+/// boundary uses two stripes, and two threads may share one: either only
+/// costs sharing, sums stay exact. Allocation-free (the NIF's counting
+/// allocator uses it).
+pub fn thread_stripe() -> usize {
+    let here = 0u8;
+    let region = std::ptr::addr_of!(here) as u64 >> 16;
+    (region.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % STRIPES
 }
 
 impl<const N: usize> Default for StripedCounters<N> {
@@ -40,7 +44,7 @@ impl<const N: usize> Default for StripedCounters<N> {
 impl<const N: usize> StripedCounters<N> {
     /// Adds `n` to counter `i` (out of range: ignored).
     pub fn add(&self, i: usize, n: u64) {
-        if let Some(c) = self.stripes[my_stripe()].0.get(i) {
+        if let Some(c) = self.stripes[thread_stripe()].0.get(i) {
             c.fetch_add(n, Relaxed);
         }
     }

@@ -8,9 +8,9 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 
-struct Counting;
+use warden_core::striped::{thread_stripe, STRIPES};
 
-const STRIPES: usize = 16;
+struct Counting;
 
 #[repr(align(128))]
 struct Stripe(AtomicIsize);
@@ -19,17 +19,9 @@ struct Stripe(AtomicIsize);
 const ZERO: Stripe = Stripe(AtomicIsize::new(0));
 static LIVE: [Stripe; STRIPES] = [ZERO; STRIPES];
 
-/// A stripe per thread, from where the caller's stack is: each thread has a
-/// stack of its own, far from the next (a scheduler's is about a megabyte),
-/// so the 64 KiB region of a frame names its thread well enough. No
-/// thread-local: in a library the VM loads, each read of one is a call
-/// into the dynamic linker, two per allocation and free. A thread whose
-/// frames cross a region boundary uses two stripes, and two threads may
-/// share one: either only costs sharing, the sum stays exact.
+/// The calling thread's stripe (no thread-local: see `thread_stripe`).
 fn stripe() -> &'static AtomicIsize {
-    let here = 0u8;
-    let region = std::ptr::addr_of!(here) as u64 >> 16;
-    &LIVE[(region.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 60) as usize % STRIPES].0
+    &LIVE[thread_stripe()].0
 }
 
 // SAFETY: every method forwards to `System` with the caller's arguments
