@@ -272,7 +272,7 @@ pub struct Firewall {
     /// and before the tables follow them, and inside `load` after the files
     /// are read and before their policy is swapped in.
     #[cfg(test)]
-    pub(crate) midway: parking_lot::Mutex<Option<std::sync::Arc<dyn Fn() + Send + Sync>>>,
+    pub(crate) midway: crate::testing::PausePoint,
 }
 
 /// Client values in log lines and reasons: lossy UTF-8 of at most the
@@ -305,7 +305,7 @@ impl Firewall {
             #[cfg(test)]
             force_slow: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
-            midway: parking_lot::Mutex::new(None),
+            midway: Default::default(),
         }
     }
 
@@ -314,7 +314,8 @@ impl Firewall {
     pub fn reconfigure(&self, cfg: FirewallConfig) {
         let _one_at_a_time = self.changing.lock();
         let old = *self.cfg.swap(Arc::new(cfg));
-        self.midway();
+        #[cfg(test)]
+        self.midway.reach();
         self.peer_rate.set_params(cfg.rate_per_peer, cfg.burst_per_peer, cfg.max_tracked);
         self.user_rate.set_params(cfg.rate_per_user, cfg.burst_per_user, cfg.max_tracked);
         self.peer_bans.set_params(cfg.ban_threshold, cfg.ban_window_ms, cfg.ban_duration_ms, cfg.max_tracked);
@@ -323,17 +324,6 @@ impl Firewall {
             self.cache.store(Arc::new(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms)));
         }
     }
-
-    #[cfg(test)]
-    fn midway(&self) {
-        let pause = self.midway.lock().clone();
-        if let Some(pause) = pause {
-            pause();
-        }
-    }
-
-    #[cfg(not(test))]
-    fn midway(&self) {}
 
     pub fn config(&self) -> FirewallConfig {
         **self.cfg.load()
@@ -365,7 +355,8 @@ impl Firewall {
             };
             Ok((policy, passwords))
         })();
-        self.midway();
+        #[cfg(test)]
+        self.midway.reach();
         match result {
             Ok((policy, passwords)) => {
                 let has_file = passwords.is_some();

@@ -40,7 +40,7 @@ pub struct RateLimiter<K: ?Sized> {
     /// Tests only: runs inside `set_params` between the two stores, where
     /// a second writer must not get in.
     #[cfg(test)]
-    pub(super) between_stores: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
+    pub(super) between_stores: crate::testing::PausePoint,
     /// Tests only: buckets `set_params` went through.
     #[cfg(test)]
     pub(super) buckets_visited: AtomicU64,
@@ -61,7 +61,7 @@ impl<K: Hash + ?Sized> RateLimiter<K> {
             table: Table::new(max),
             enabled: AtomicBool::new(false),
             #[cfg(test)]
-            between_stores: Mutex::new(None),
+            between_stores: Default::default(),
             #[cfg(test)]
             buckets_visited: AtomicU64::new(0),
             _key: std::marker::PhantomData,
@@ -81,12 +81,7 @@ impl<K: Hash + ?Sized> RateLimiter<K> {
         let (old_burst, old_cap) = (self.params.load().burst, self.table.cap());
         self.params.store(Arc::new(p));
         #[cfg(test)]
-        {
-            let pause = self.between_stores.lock().clone();
-            if let Some(pause) = pause {
-                pause();
-            }
-        }
+        self.between_stores.reach();
         self.table.set_max(max.max(1));
         self.enabled.store(p.rate_per_ms > 0.0, Relaxed);
         if p.rate_per_ms == 0.0 {

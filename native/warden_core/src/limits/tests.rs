@@ -183,34 +183,8 @@ fn disabled_rate_limiter_is_known_without_its_lock() {
 /// flag "on" over the second's rate 0; with it, the second waits.
 #[test]
 fn concurrent_set_params_leave_flag_and_rate_agreeing() {
-    use std::sync::mpsc;
-    use std::time::Duration;
     let r: Arc<RateLimiter<u32>> = Arc::new(RateLimiter::new(0.0, 1, 10));
-    let (paused_tx, paused_rx) = mpsc::channel::<()>();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let done_rx = Mutex::new(done_rx);
-    let first = std::sync::atomic::AtomicBool::new(true);
-    *r.between_stores.lock() = Some(Arc::new(move || {
-        if first.swap(false, Relaxed) {
-            paused_tx.send(()).unwrap();
-            // The second writer's end, or 300 ms if it is (rightly) locked out.
-            let _ = done_rx.lock().recv_timeout(Duration::from_millis(300));
-        }
-    }));
-    let on = {
-        let r = Arc::clone(&r);
-        std::thread::spawn(move || r.set_params(5.0, 1, 10))
-    };
-    paused_rx.recv().unwrap();
-    let off = {
-        let r = Arc::clone(&r);
-        std::thread::spawn(move || {
-            r.set_params(0.0, 1, 10);
-            let _ = done_tx.send(());
-        })
-    };
-    on.join().unwrap();
-    off.join().unwrap();
+    crate::testing::one_inside_the_other(&r, |r| &r.between_stores, |r| r.set_params(5.0, 1, 10), |r| r.set_params(0.0, 1, 10));
     // The second call (rate 0) came last: the limiter is off, flag and all.
     assert!(format!("{r:?}").contains("rate_per_ms: 0.0"), "{r:?}");
     assert!(!r.enabled(), "the flag says on over a rate of 0");

@@ -656,38 +656,7 @@ fn default_decision_when_nothing_knows_the_client() {
 
 mod hostile;
 
-/// Runs `first` on another thread until it reaches `midway`, then `second`
-/// on a third; `first` waits there for `second` to end, or 300 ms if it is
-/// (rightly) held back.
-fn one_inside_the_other(fw: &Arc<Firewall>, first: impl FnOnce(&Firewall) + Send + 'static, second: impl FnOnce(&Firewall) + Send + 'static) {
-    use std::sync::mpsc;
-    use std::time::Duration;
-    let (paused_tx, paused_rx) = mpsc::channel::<()>();
-    let (done_tx, done_rx) = mpsc::channel::<()>();
-    let done_rx = parking_lot::Mutex::new(done_rx);
-    let once = std::sync::atomic::AtomicBool::new(true);
-    *fw.midway.lock() = Some(Arc::new(move || {
-        if once.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            paused_tx.send(()).unwrap();
-            let _ = done_rx.lock().recv_timeout(Duration::from_millis(300));
-        }
-    }));
-    let a = {
-        let fw = Arc::clone(fw);
-        std::thread::spawn(move || first(&fw))
-    };
-    paused_rx.recv().unwrap();
-    let b = {
-        let fw = Arc::clone(fw);
-        std::thread::spawn(move || {
-            second(&fw);
-            let _ = done_tx.send(());
-        })
-    };
-    a.join().unwrap();
-    b.join().unwrap();
-    *fw.midway.lock() = None;
-}
+use crate::testing::one_inside_the_other;
 
 /// Two reconfigurations at once (the reloader and a start's own apply):
 /// the second must not run between the first's new settings and its
@@ -699,7 +668,7 @@ fn concurrent_reconfigurations_leave_settings_and_tables_agreeing() {
     let fw = Arc::new(Firewall::new(base));
     let limited = FirewallConfig { rate_per_peer: 5.0, burst_per_peer: 1, cache_size: base.cache_size + 7, ..base };
     let open = FirewallConfig { rate_per_peer: 0.0, cache_size: base.cache_size + 11, ..base };
-    one_inside_the_other(&fw, move |fw| fw.reconfigure(limited), move |fw| fw.reconfigure(open));
+    one_inside_the_other(&fw, |fw| &fw.midway, move |fw| fw.reconfigure(limited), move |fw| fw.reconfigure(open));
     // The second call came last: its settings, and tables that follow them.
     assert_eq!(fw.config(), open);
     assert!(!fw.peer_rate.enabled(), "the settings say no peer rate, the limiter limits");
@@ -718,6 +687,7 @@ fn concurrent_loads_leave_the_last_read_policy_running() {
     let (p1, p2, edit) = (path.clone(), path.clone(), path.clone());
     one_inside_the_other(
         &fw,
+        |fw| &fw.midway,
         move |fw| {
             fw.load(Some(&p1), None, 0).unwrap();
         },
