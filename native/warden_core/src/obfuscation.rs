@@ -187,12 +187,10 @@ impl DecryptBuffer {
         DecryptBuffer { stack: Zeroizing::new([0; ON_STACK]), heap: Zeroizing::new(Vec::new()) }
     }
 
-    /// `n` bytes to write to, zeroed.
+    /// `n` bytes to write to (the decoder writes every one of them).
     fn take(&mut self, n: usize) -> &mut [u8] {
         if n <= ON_STACK {
-            let b = &mut self.stack[..n];
-            b.fill(0);
-            b
+            &mut self.stack[..n]
         } else {
             // A new block, the old one wiped as it drops: growing the old
             // one could leave its bytes in memory given back to malloc.

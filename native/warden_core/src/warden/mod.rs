@@ -190,16 +190,19 @@ impl Warden {
     /// A cached verification or a fast hash decides here, on a normal
     /// scheduler.
     fn password_step(&self, mut ctx: AuthContext, token: Option<u64>, password: Password<'_>, now: Millis) -> Result<AuthStep, WardenError> {
-        let mut decrypted = DecryptBuffer::new();
+        let mut decrypted: DecryptBuffer;
         // Borrowed: a copy is made only for a slow hash, which keeps it.
         let password: Option<&[u8]> = match password {
             Password::Unreadable => return Err(WardenError::BadPassword),
             Password::Absent => None,
             Password::Clear(p) => Some(p),
-            Password::Encrypted(e) => match self.obfuscation.load().as_ref().and_then(|o| o.decrypt(e, &mut decrypted)) {
-                Some(p) => Some(p),
-                None => return self.keep(token, ctx, now).map(AuthStep::NeedPlaintext),
-            },
+            Password::Encrypted(e) => {
+                decrypted = DecryptBuffer::new();
+                let Some(p) = self.obfuscation.load().as_ref().and_then(|o| o.decrypt(e, &mut decrypted)) else {
+                    return self.keep(token, ctx, now).map(AuthStep::NeedPlaintext);
+                };
+                Some(p)
+            }
         };
         let sessions = RegistrySessions(self);
         match self.firewall.with_password(&ctx.pending, password, &sessions, now) {
