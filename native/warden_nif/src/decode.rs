@@ -218,8 +218,8 @@ impl<'a> Decoder<'a> for Metadata<'a> {
     fn decode(term: Term<'a>) -> NifResult<Self> {
         let env = term.get_env();
         let get = |key: Atom| term.map_get(key.to_term(env)).ok();
-        // Not a map, or the empty one of a plain listener: one call.
-        if !matches!(term.map_size(), Ok(n) if n > 0) {
+        // Not a map, or the empty one of a plain listener.
+        if !non_empty_map(term) {
             return Ok(Metadata { listener: Listener::default(), client_cert: None });
         }
         let kind = get(atoms::listener_type()).and_then(|t| {
@@ -245,6 +245,12 @@ impl<'a> Decoder<'a> for Metadata<'a> {
     }
 }
 
+/// One call into the VM: the maps the hooks pass are empty on plain
+/// listeners and for MQTT 3, and then nothing is looked up in them.
+fn non_empty_map(term: Term<'_>) -> bool {
+    matches!(term.map_size(), Ok(n) if n > 0)
+}
+
 /// What the firewall reads from auth_on_register_m5's `Properties` map: the
 /// client's Maximum Packet Size (a four-byte integer above 0, else none
 /// sent) and the Session Expiry Interval it asked for (0 when absent, as
@@ -257,8 +263,8 @@ pub struct ConnectProperties {
 impl<'a> Decoder<'a> for ConnectProperties {
     fn decode(term: Term<'a>) -> NifResult<Self> {
         let get = |key: Atom| term.map_get(key.to_term(term.get_env())).ok().and_then(|t| t.decode::<u32>().ok());
-        // MQTT 3's `#{}` (or not a map): one call.
-        if !matches!(term.map_size(), Ok(n) if n > 0) {
+        // MQTT 3's `#{}` (or not a map).
+        if !non_empty_map(term) {
             return Ok(ConnectProperties { max_packet_size: None, session_expiry: 0 });
         }
         Ok(ConnectProperties {
@@ -329,7 +335,7 @@ impl<'a> Decoder<'a> for PasswordArg<'a> {
     /// two calls into the VM either way.
     fn decode(term: Term<'a>) -> NifResult<Self> {
         if let Ok([tag, inner]) = tuple::<2>(term) {
-            let encrypted = is_atom(tag, atoms::encrypted());
+            let encrypted = is_the_atom(tag, atoms::encrypted());
             // The base64 of salt, IV and ciphertext: about 4/3 of the
             // password, so longer than any MQTT string.
             let password = encrypted.then(|| binary_password(inner, MAX_ENCRYPTED, Password::Encrypted)).flatten();
@@ -351,7 +357,7 @@ fn binary_password<'a>(term: Term<'a>, max: usize, wrap: fn(&'a [u8]) -> Passwor
 
 /// Whether `term` is `atom`, without a call into the VM: an atom is an
 /// immediate word, equal only to itself.
-fn is_atom(term: Term<'_>, atom: Atom) -> bool {
+fn is_the_atom(term: Term<'_>, atom: Atom) -> bool {
     term.as_c_arg() == atom.to_term(term.get_env()).as_c_arg()
 }
 
@@ -359,17 +365,19 @@ fn is_atom(term: Term<'_>, atom: Atom) -> bool {
 /// lives, which is all the registry needs to tell two processes apart.
 pub fn proc_id(term: Term) -> NifResult<ProcId> {
     let _: LocalPid = term.decode()?;
-    let mut word = WordCapture(0);
-    term.as_c_arg().hash(&mut word);
-    Ok(ProcId(word.0))
+    Ok(pid_word(term))
 }
 
 /// The calling process's [`ProcId`]: `enif_self` gives a local pid, so it
 /// is not checked again as [`proc_id`] checks an argument.
 pub fn caller(env: rustler::Env) -> ProcId {
     use rustler::Encoder;
+    pid_word(env.pid().encode(env))
+}
+
+fn pid_word(pid: Term) -> ProcId {
     let mut word = WordCapture(0);
-    env.pid().encode(env).as_c_arg().hash(&mut word);
+    pid.as_c_arg().hash(&mut word);
     ProcId(word.0)
 }
 
