@@ -196,7 +196,8 @@ odd_argument_shapes_decide_as_before(Config) ->
     ?assertMatch({ok, #{state := authenticated}}, vmq_warden:lookup({"", <<"odd8">>})),
     ?assertEqual(ok, Auth({<<"mp">>, <<"odd9">>}, <<"alice">>, <<"alice-secret-pw">>)),
     ?assertMatch({ok, #{state := authenticated}}, vmq_warden:lookup({"mp", <<"odd9">>})),
-    %% MQTT 5 with CONNECT properties and listener metadata still read
+    %% MQTT 5 with non-empty CONNECT properties and listener metadata still
+    %% admitted (what the firewall does with them: vmq_warden_firewall_SUITE)
     ?assertEqual(ok, vmq_warden_hooks:auth_on_register_m5(Peer, {"", <<"odd10">>}, <<"alice">>,
                                                          <<"alice-secret-pw">>, true,
                                                          #{p_session_expiry_interval => 60},
