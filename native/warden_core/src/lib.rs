@@ -52,6 +52,14 @@ pub(crate) mod testing {
     pub struct PausePoint(Mutex<Option<Arc<dyn Fn() + Send + Sync>>>);
 
     impl PausePoint {
+        pub fn set(&self, pause: impl Fn() + Send + Sync + 'static) {
+            *self.0.lock() = Some(Arc::new(pause));
+        }
+
+        pub fn clear(&self) {
+            *self.0.lock() = None;
+        }
+
         pub fn reach(&self) {
             let pause = self.0.lock().clone();
             if let Some(pause) = pause {
@@ -73,12 +81,12 @@ pub(crate) mod testing {
         let (done_tx, done_rx) = mpsc::channel::<()>();
         let done_rx = Mutex::new(done_rx);
         let once = std::sync::atomic::AtomicBool::new(true);
-        *at(target).0.lock() = Some(Arc::new(move || {
+        at(target).set(move || {
             if once.swap(false, std::sync::atomic::Ordering::Relaxed) {
                 paused_tx.send(()).unwrap();
                 let _ = done_rx.lock().recv_timeout(Duration::from_millis(300));
             }
-        }));
+        });
         let a = {
             let target = Arc::clone(target);
             std::thread::spawn(move || first(&target))
@@ -93,6 +101,6 @@ pub(crate) mod testing {
         };
         a.join().unwrap();
         b.join().unwrap();
-        *at(target).0.lock() = None;
+        at(target).clear();
     }
 }
