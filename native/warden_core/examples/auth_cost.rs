@@ -27,7 +27,7 @@ fn main() {
         .map(|i| format!("{}:{}\n", user(i), hash_password(HashScheme::Sha512, format!("pw-{i}").as_bytes()).unwrap()))
         .collect();
     let w = Warden::new(RegistryConfig::default(), FirewallConfig { unknown_user: UnknownUser::Deny, ..FirewallConfig::default() });
-    w.firewall.install(Policy::parse(POLICY, "policy.toml").unwrap(), PasswordFile::parse(&passwd, "passwd"));
+    w.install(Policy::parse(POLICY, "policy.toml").unwrap(), PasswordFile::parse(&passwd, "passwd"));
     let obf = Obfuscation::new(Cipher::Aes128Cbc, KdfHash::Sha256, 1, SECRET).unwrap();
     w.set_obfuscation(Obfuscation::new(Cipher::Aes128Cbc, KdfHash::Sha256, 1, SECRET));
 
@@ -87,7 +87,7 @@ fn main() {
     // A second node, same policy and users, sharing no data with `w`: a
     // step run on it first warms the code (and the allocator), not `w`'s state.
     let other = Warden::new(RegistryConfig::default(), FirewallConfig { unknown_user: UnknownUser::Deny, ..FirewallConfig::default() });
-    other.firewall.install(Policy::parse(POLICY, "policy.toml").unwrap(), PasswordFile::parse(&passwd, "passwd"));
+    other.install(Policy::parse(POLICY, "policy.toml").unwrap(), PasswordFile::parse(&passwd, "passwd"));
     other.set_obfuscation(Obfuscation::new(Cipher::Aes128Cbc, KdfHash::Sha256, 1, SECRET));
     for i in 0..USERS {
         other.auth_begin(request(i), ProcId(i as u64), Password::Clear(format!("pw-{i}").as_bytes()), 1_000_000).unwrap();
@@ -107,7 +107,7 @@ fn from_threads() {
     let line = hash_password(HashScheme::Sha512, b"s3cret!").unwrap();
     let passwd: String = (0..USERS).map(|i| format!("{}:{line}\n", user(i))).collect();
     let w = &Warden::new(RegistryConfig::default(), FirewallConfig { unknown_user: UnknownUser::Deny, ..FirewallConfig::default() });
-    w.firewall.install(Policy::parse(POLICY, "policy.toml").unwrap(), PasswordFile::parse(&passwd, "passwd"));
+    w.install(Policy::parse(POLICY, "policy.toml").unwrap(), PasswordFile::parse(&passwd, "passwd"));
     w.set_obfuscation(Obfuscation::new(Cipher::Aes128Cbc, KdfHash::Sha256, 1, SECRET));
     let run = |threads: usize, base: usize| {
         let t = Instant::now();

@@ -30,7 +30,7 @@ fn main() {
     let line = hash_password(HashScheme::Sha512, b"s3cret!").unwrap();
     let passwd: String = (0..USERS).map(|i| format!("{}:{line}\n", user(i))).collect();
     let w = Warden::new(RegistryConfig::default(), FirewallConfig { unknown_user: UnknownUser::Deny, ..FirewallConfig::default() });
-    w.firewall.install(Policy::parse(POLICY, "policy.toml").unwrap(), PasswordFile::parse(&passwd, "passwd"));
+    w.install(Policy::parse(POLICY, "policy.toml").unwrap(), PasswordFile::parse(&passwd, "passwd"));
     w.set_obfuscation(Obfuscation::new(Cipher::Aes128Cbc, KdfHash::Sha256, 1, SECRET));
     // Every user's verification cached and 20,000 sessions online, as on a
     // node that has run for a while.

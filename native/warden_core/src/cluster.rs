@@ -288,6 +288,7 @@ mod tests {
         assert_eq!(a.user_hash(b"alice"), b.user_hash(b"alice"));
         // not while users are counted: the index holds hashes only
         connect(&a, "c1", "alice", 1);
+        a.count_users();
         assert!(!a.set_user_hash_key([5, 6, 7, 8]));
         assert!(a.set_user_hash_key([1, 2, 3, 4]), "the key in use: nothing to change");
         assert_eq!(a.live_sessions_of_user(b"alice"), 1);

@@ -63,7 +63,7 @@ fn opt_path(path: OptField) -> Option<PathBuf> {
 fn load_files<'a>(env: Env<'a>, policy: OptField<'a>, passwords: OptField<'a>) -> Term<'a> {
     let _timed = timing::timed(Nif::LoadFiles);
     let (policy, passwords) = (opt_path(policy), opt_path(passwords));
-    match WARDEN.firewall.load(policy.as_deref(), passwords.as_deref(), now()) {
+    match WARDEN.load(policy.as_deref(), passwords.as_deref(), now()) {
         Ok(report) => {
             let warnings: Vec<Term> = report.warnings.iter().map(|w| w.to_string().encode(env)).collect();
             let map = encode::map_of(

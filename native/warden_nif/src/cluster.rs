@@ -35,9 +35,11 @@ fn cluster_key_check() -> u64 {
     WARDEN.registry.user_hash(b"vmq_warden cluster key check")
 }
 
-#[rustler::nif]
+/// On a dirty scheduler: turning the tracking on first counts every
+/// session's user (`Registry::count_users`).
+#[rustler::nif(schedule = "DirtyCpu")]
 fn cluster_configure(track_changes: bool, max_bytes: usize) -> Atom {
-    let _timed = timing::timed(Nif::Admin);
+    let _timed = timing::timed(Nif::Bulk);
     WARDEN.registry.track_user_changes(track_changes);
     WARDEN.remote.set_max_bytes(max_bytes);
     atoms::ok()

@@ -19,7 +19,8 @@ pub enum Nif {
     List,
     /// counts, stats, recent_endings, drain_logs: bounded work
     Admin,
-    /// configure, sweep, reset, bans, clear_bans: a pass over a whole table
+    /// configure, cluster_configure, sweep, reset, bans, clear_bans: a pass
+    /// over a whole table
     Bulk,
     LoadFiles,
     /// `calibrate/1`: fixed arithmetic, the benchmark's yardstick for the

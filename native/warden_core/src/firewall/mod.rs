@@ -343,6 +343,18 @@ impl Firewall {
     /// reconfiguration) waits for this one, reading included: the caller
     /// is a dirty I/O scheduler, never a hook.
     pub fn load(&self, policy_path: Option<&Path>, password_path: Option<&Path>, now: Millis) -> Result<LoadReport, LoadError> {
+        self.load_with(policy_path, password_path, now, &|_| {})
+    }
+
+    /// [`Firewall::load`], calling `prepare` with the new policy before it
+    /// runs (only if both files parsed).
+    pub fn load_with(
+        &self,
+        policy_path: Option<&Path>,
+        password_path: Option<&Path>,
+        now: Millis,
+        prepare: &dyn Fn(&Policy),
+    ) -> Result<LoadReport, LoadError> {
         let _one_at_a_time = self.changing.lock();
         let result = (|| {
             let policy = match policy_path {
@@ -360,6 +372,7 @@ impl Firewall {
         match result {
             Ok((policy, passwords)) => {
                 let has_file = passwords.is_some();
+                prepare(&policy);
                 Ok(self.swap(policy, passwords.unwrap_or_default(), has_file, now))
             }
             Err(e) => {
@@ -376,7 +389,13 @@ impl Firewall {
     /// credential it changes counts as changed at the latest time a hook
     /// passed in (the core reads no clock).
     pub fn install(&self, policy: Policy, passwords: PasswordFile) -> LoadReport {
+        self.install_with(policy, passwords, &|_| {})
+    }
+
+    /// [`Firewall::install`], calling `prepare` with the policy before it runs.
+    pub fn install_with(&self, policy: Policy, passwords: PasswordFile, prepare: &dyn Fn(&Policy)) -> LoadReport {
         let _one_at_a_time = self.changing.lock();
+        prepare(&policy);
         let has_file = !passwords.is_empty();
         self.swap(policy, passwords, has_file, self.last_now.load(Ordering::Relaxed))
     }

@@ -376,6 +376,11 @@ impl Policy {
         self.users.get(name)
     }
 
+    /// Whether any user has a `max_sessions` (their own or a group's).
+    pub fn limits_sessions(&self) -> bool {
+        self.users.values().any(|u| u.settings.max_sessions.is_some())
+    }
+
     /// Whether `user` (by name) is a member of `group`.
     pub fn in_group(&self, user: &[u8], group: &str) -> bool {
         self.users.get(user).is_some_and(|u| u.groups.iter().any(|g| g == group))

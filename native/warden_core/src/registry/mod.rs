@@ -68,6 +68,9 @@ pub struct Registry {
     /// exchanged between nodes by hash (cluster.rs).
     user_key: [AtomicU64; 4],
     users: UserIndex,
+    /// Held by [`Registry::count_users`] through its scan; true once every
+    /// record is counted.
+    users_counted: Mutex<bool>,
     history: History,
     /// Settable at run time (`pending_ttl` in vernemq.conf).
     pending_ttl: AtomicU64,
@@ -75,7 +78,14 @@ pub struct Registry {
     /// shard lock, so one subscriber's events queue in the order the
     /// registry applied them.
     events: EventQueue,
+    /// Tests only: runs in `count_users` after each hold of a shard's lock.
+    #[cfg(test)]
+    between_count_chunks: crate::testing::PausePoint,
 }
+
+/// Records `count_users` counts per hold of a shard's lock (some tens of
+/// microseconds).
+const COUNT_CHUNK: u32 = 256;
 
 
 impl Registry {
@@ -98,9 +108,12 @@ impl Registry {
             shard_hasher: RandomState::new(),
             user_key: user_key::random_user_key().map(AtomicU64::new),
             users: UserIndex::new(n),
+            users_counted: Mutex::new(false),
             history: History::new(cfg.history_size),
             pending_ttl: AtomicU64::new(cfg.pending_ttl_ms),
             events: EventQueue::default(),
+            #[cfg(test)]
+            between_count_chunks: Default::default(),
         }
     }
 
@@ -122,6 +135,65 @@ impl Registry {
     fn hash_user(&self, u: &[u8]) -> u64 {
         let k = |i: usize| self.user_key[i].load(Relaxed);
         RandomState::with_seeds(k(0), k(1), k(2), k(3)).hash_one(u)
+    }
+
+    /// What `rec` contributes to the counters, its users only if it is
+    /// counted in the per-user index.
+    fn contribution(&self, rec: &Record, st: &Store) -> CountedState {
+        rec.snapshot(st, rec.counted().then_some(|u: &[u8]| self.hash_user(u)))
+    }
+
+    /// The same after a change: once users are counted, a changed record
+    /// is counted from then on (a record the scan has not reached yet
+    /// included: its users go from none to its own).
+    fn contribution_after_change(&self, rec: &mut Record, st: &Store) -> CountedState {
+        if self.users.counting() {
+            rec.mark_counted();
+        }
+        self.contribution(rec, st)
+    }
+
+    /// Starts the per-user index (`max_sessions`, the cluster's counts),
+    /// which the hooks otherwise do not keep, and returns once every record
+    /// is counted; at once if it already runs. Runs off the hooks' path
+    /// (a dirty scheduler): it visits every record, `COUNT_CHUNK` records
+    /// per hold of a shard's lock. From the flag on, every record a hook
+    /// changes counts itself; the scan counts the others, each shard from
+    /// its last slot down, so that a record moved down by a removal between
+    /// two holds is visited (the list's argument, [`Registry::list_chunk`]).
+    pub fn count_users(&self) {
+        let mut counted = self.users_counted.lock();
+        if *counted {
+            return;
+        }
+        // Before the first lock below: a hook that takes a shard's lock after
+        // the scan's sees the flag.
+        self.users.start_counting();
+        for shard in self.shards.iter() {
+            let mut unvisited = u32::MAX;
+            loop {
+                let mut g = shard.inner.lock();
+                let inner = &mut *g;
+                unvisited = unvisited.min(inner.slab.len());
+                let end = unvisited.saturating_sub(COUNT_CHUNK);
+                while unvisited > end {
+                    unvisited -= 1;
+                    let rec = inner.slab.get_mut(unvisited);
+                    if !rec.counted() {
+                        let before = self.contribution(rec, &inner.st);
+                        let after = self.contribution_after_change(rec, &inner.st);
+                        self.account(shard, before, after);
+                    }
+                }
+                drop(g);
+                #[cfg(test)]
+                self.between_count_chunks.reach();
+                if unvisited == 0 {
+                    break;
+                }
+            }
+        }
+        *counted = true;
     }
 
     /// Apply the counter and per-user-index consequences of one record's
@@ -186,7 +258,6 @@ impl Registry {
         let events_on = self.events.is_on();
         let h = self.hash_key(key);
         let shard = self.shard_of_hash(h);
-        let hash_user = |u: &[u8]| self.hash_user(u);
         let (r, endings) = {
             let mut g = shard.inner.lock();
             let inner = &mut *g;
@@ -201,10 +272,11 @@ impl Registry {
             match found {
                 Some(i) => {
                     let rec = inner.slab.get_mut(i);
-                    let before = rec.snapshot(cx.st, hash_user);
+                    let before = self.contribution(rec, cx.st);
                     rec.expire_pending(&mut cx);
                     let r = f(rec, &mut cx);
-                    self.account(shard, before, rec.snapshot(cx.st, hash_user));
+                    let after = self.contribution_after_change(rec, cx.st);
+                    self.account(shard, before, after);
                     let empty = rec.is_empty();
                     let endings = std::mem::take(&mut cx.endings);
                     if events_on {
@@ -225,7 +297,8 @@ impl Registry {
                     if rec.is_empty() {
                         rec.release(cx.st);
                     } else {
-                        self.account(shard, CountedState::EMPTY, rec.snapshot(cx.st, hash_user));
+                        let after = self.contribution_after_change(&mut rec, cx.st);
+                        self.account(shard, CountedState::EMPTY, after);
                         inner.insert(rec);
                     }
                     (r, endings)
@@ -453,7 +526,8 @@ impl Registry {
         }
     }
 
-    /// Pending and online sessions of `username` (see the index rule above).
+    /// Pending and online sessions of `username` (see the index rule
+    /// above); 0 for everyone until [`Registry::count_users`].
     pub fn live_sessions_of_user(&self, username: &[u8]) -> usize {
         self.live_sessions_of_user_hash(self.hash_user(username))
     }
@@ -506,7 +580,6 @@ impl Registry {
     /// older than the TTL, adding their endings to `endings`. Returns how
     /// many were dropped.
     fn expire_pending_in(&self, shard: &Shard, inner: &mut ShardInner, now: Millis, endings: &mut Vec<Ending>) -> usize {
-        let hash_user = |u: &[u8]| self.hash_user(u);
         let pending_ttl = self.pending_ttl.load(Relaxed);
         let mut dropped = 0;
         let mut i = 0;
@@ -523,11 +596,12 @@ impl Registry {
                 endings: std::mem::take(endings),
                 st: &mut inner.st,
             };
-            let before = rec.snapshot(cx.st, hash_user);
+            let before = self.contribution(rec, cx.st);
             let n = rec.expire_pending(&mut cx);
             if n > 0 {
                 dropped += n;
-                self.account(shard, before, rec.snapshot(cx.st, hash_user));
+                let after = self.contribution_after_change(rec, cx.st);
+                self.account(shard, before, after);
             }
             *endings = cx.endings;
             if rec.is_empty() {
@@ -551,11 +625,10 @@ impl Registry {
     /// Forget every record and the history, and reset the event counters.
     /// Generation counters are kept, so generations stay increasing per key.
     pub fn clear(&self) {
-        let hash_user = |u: &[u8]| self.hash_user(u);
         for shard in self.shards.iter() {
             let mut g = shard.inner.lock();
             for rec in g.slab.iter() {
-                self.account(shard, rec.snapshot(&g.st, hash_user), CountedState::EMPTY);
+                self.account(shard, self.contribution(rec, &g.st), CountedState::EMPTY);
             }
             g.clear();
             for i in [C_STALE, C_DUP, C_UNKNOWN, C_TAKEN, C_ENDED, C_RECONCILED] {

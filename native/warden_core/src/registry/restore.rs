@@ -37,6 +37,7 @@ mod tests {
     #[test]
     fn restore_brings_back_online_and_offline_sessions() {
         let r = Registry::new(RegistryConfig::default());
+        r.count_users();
         assert!(r.restore(&key("on"), ProcId(1), true, None, 10));
         assert!(r.restore(&key("off"), ProcId(2), false, None, 10));
         assert_eq!(r.counts(), StateCounts { authenticated: 0, online: 1, offline: 1 });
@@ -58,6 +59,7 @@ mod tests {
     #[test]
     fn restore_leaves_a_key_the_hooks_already_touched() {
         let r = Registry::new(RegistryConfig::default());
+        r.count_users();
         let info = ConnectInfo { peer: None, username: Some(b"alice"), clean_session: true, protocol: Protocol::Mqtt3 };
         r.auth_accepted(&key("k"), ProcId(10), info, 5);
         assert!(!r.restore(&key("k"), ProcId(1), false, None, 6));

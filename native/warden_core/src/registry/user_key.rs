@@ -30,8 +30,13 @@ impl Registry {
     }
 
     /// Record which users' counts change, for [`Registry::take_user_changes`]
-    /// (on while the node publishes its counts to a cluster).
+    /// (on while the node publishes its counts to a cluster). Turning it on
+    /// starts the per-user index first ([`Registry::count_users`]: a peer
+    /// may limit sessions where this node does not), which may take a while.
     pub fn track_user_changes(&self, on: bool) {
+        if on {
+            self.count_users();
+        }
         self.users.track(on);
     }
 

@@ -2,6 +2,9 @@
 //! the username (collisions need ~2^32 distinct users for an even chance and
 //! cannot be aimed at without the key). Entries are removed at zero.
 //!
+//! Kept only once something reads them (`Registry::count_users`): until
+//! then the hooks neither hash usernames nor touch these shards.
+//!
 //! In a cluster the index also remembers which users' counts changed since
 //! they were last published (cluster.rs), a bounded set per shard: past
 //! the bound the tracker says it lost changes and the publisher resends all.
@@ -24,6 +27,9 @@ struct UserShard {
 pub(super) struct UserIndex {
     shards: Box<[Mutex<UserShard>]>,
     mask: usize,
+    /// Records changed from now on count their users (read under a
+    /// registry shard's lock; never turned off).
+    counting: AtomicBool,
     /// Off on a single node: no cost on the hooks' path.
     tracking: AtomicBool,
     /// A shard's changed set was full: some changes were not kept.
@@ -37,6 +43,7 @@ impl UserIndex {
         UserIndex {
             shards: (0..n).map(|_| Mutex::new(UserShard::default())).collect(),
             mask: n - 1,
+            counting: AtomicBool::new(false),
             tracking: AtomicBool::new(false),
             lost_changes: AtomicBool::new(false),
         }
@@ -54,6 +61,15 @@ impl UserIndex {
                 self.lost_changes.store(true, Relaxed);
             }
         }
+    }
+
+    pub fn counting(&self) -> bool {
+        self.counting.load(Relaxed)
+    }
+
+    /// Changes from now on count; the caller counts the records already there.
+    pub fn start_counting(&self) {
+        self.counting.store(true, Relaxed);
     }
 
     pub fn inc(&self, h: u64) {

@@ -12,15 +12,18 @@ mod stats;
 #[cfg(test)]
 mod tests;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use zeroize::Zeroizing;
 
 use crate::cluster::RemoteCounts;
+use crate::credentials::PasswordFile;
 use crate::events::Event;
-use crate::firewall::{AuthRequest, Decision, Firewall, FirewallConfig, PasswordStep, Refusal, Step};
+use crate::firewall::{AuthRequest, Decision, Firewall, FirewallConfig, LoadError, LoadReport, PasswordStep, Refusal, Step};
 use crate::obfuscation::{DecryptBuffer, Obfuscation};
+use crate::policy::Policy;
 use crate::registry::{Applied, ConnectInfo, KeyRef, Registry, RegistryConfig};
 use crate::striped::StripedCounters;
 use crate::types::{Millis, ProcId, Protocol};
@@ -302,7 +305,28 @@ impl Warden {
         }
     }
 
-    // ---- settings and upkeep ----------------------------------------------------
+    // ---- policy, settings and upkeep ----------------------------------------
+
+    /// Loads the policy and password files ([`Firewall::load`]). A policy
+    /// that limits sessions per user runs only once the registry counts
+    /// them, the sessions already there included ([`Registry::count_users`]:
+    /// until the first such policy, or a peer, the hooks keep no per-user
+    /// counts).
+    pub fn load(&self, policy: Option<&Path>, passwords: Option<&Path>, now: Millis) -> Result<LoadReport, LoadError> {
+        self.firewall.load_with(policy, passwords, now, &|p| self.prepare_for(p))
+    }
+
+    /// [`Warden::load`] of an in-memory policy and password file.
+    pub fn install(&self, policy: Policy, passwords: PasswordFile) -> LoadReport {
+        self.firewall.install_with(policy, passwords, &|p| self.prepare_for(p))
+    }
+
+    fn prepare_for(&self, policy: &Policy) {
+        if policy.limits_sessions() {
+            self.registry.count_users();
+        }
+    }
+
 
     /// Applies parsed settings at once (parse them with [`Settings::parse`]:
     /// nothing changes unless every one was valid).

@@ -19,7 +19,7 @@ const T0: Millis = 1_700_000_000_000;
 
 fn warden() -> Warden {
     let w = Warden::default();
-    w.firewall.install(Policy::parse(EXAMPLE, "policy.toml").unwrap(), PasswordFile::parse("", "passwd"));
+    w.install(Policy::parse(EXAMPLE, "policy.toml").unwrap(), PasswordFile::parse("", "passwd"));
     w
 }
 
@@ -192,6 +192,27 @@ fn max_sessions_counts_the_registry_s_live_sessions() {
     assert_eq!(refusal(&login(&w, "d", "alice", b"alice-secret", ProcId(110))), Some(RefusalCode::QuotaExceeded));
     // a reconnect of one of them takes its own session over
     assert!(accepted(&login(&w, "a", "alice", b"alice-secret", ProcId(111))));
+}
+
+/// Until a policy sets max_sessions the hooks keep no per-user counts; the
+/// first one that does counts the sessions already connected before it runs.
+#[test]
+fn a_policy_that_first_limits_sessions_counts_the_sessions_already_there() {
+    let w = Warden::default();
+    let unlimited = EXAMPLE.replace("max_sessions = ", "# max_sessions = ");
+    w.install(Policy::parse(&unlimited, "policy.toml").unwrap(), PasswordFile::parse("", "passwd"));
+    for (i, cid) in ["a", "b", "c"].into_iter().enumerate() {
+        let conn = ProcId(100 + i as u64);
+        assert!(accepted(&login(&w, cid, "alice", b"alice-secret", conn)), "{cid}");
+        register(&w, &devices_key(cid), conn, ProcId(200 + i as u64), "alice");
+    }
+    assert_eq!(w.registry.live_sessions_of_user(b"alice"), 0, "not counted while nothing reads the counts");
+    assert!(accepted(&login(&w, "d", "alice", b"alice-secret", ProcId(110))));
+    w.install(Policy::parse(EXAMPLE, "policy.toml").unwrap(), PasswordFile::parse("", "passwd"));
+    // alice's max_sessions = 3: her three online sessions and "d", accepted
+    // but not yet registered, are counted
+    assert_eq!(w.registry.live_sessions_of_user(b"alice"), 4);
+    assert_eq!(refusal(&login(&w, "e", "alice", b"alice-secret", ProcId(111))), Some(RefusalCode::QuotaExceeded));
 }
 
 #[test]

@@ -63,7 +63,23 @@ fn concurrent_keys_no_lost_ghost_or_duplicate_sessions() {
             })
         })
         .collect();
+    // The per-user index starts while the hooks run, on a registry that
+    // already has records in every state (a reload that first sets
+    // max_sessions, a first peer).
+    let counter = {
+        let r = Arc::clone(&r);
+        std::thread::spawn(move || {
+            for _ in 0..10_000 {
+                if r.len() >= KEYS * THREADS / 2 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
+            r.count_users();
+        })
+    };
     let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    counter.join().unwrap();
 
     let all = r.list(&Filter::default(), usize::MAX);
     let mut expected_present = 0;
@@ -128,6 +144,7 @@ fn concurrent_keys_no_lost_ghost_or_duplicate_sessions() {
 #[test]
 fn cross_process_race_on_one_key() {
     let r = Arc::new(Registry::new(RegistryConfig::default()));
+    r.count_users();
     for i in 0..300u64 {
         let k = key(&format!("race{i}"));
         let old_clean = i % 2 == 0;
@@ -200,8 +217,14 @@ fn clean_takeover_late_gone_races_new_queue_threads() {
         g2s.push(r.auth_accepted(&k, s2, cinfo(1, true), 1));
     }
     let stale_before = r.stats().stale_events;
-    let barrier = Arc::new(Barrier::new(2));
+    // The per-user index starts in the middle of the races.
+    let barrier = Arc::new(Barrier::new(3));
     std::thread::scope(|sc| {
+        let (r0, b0) = (&r, Arc::clone(&barrier));
+        sc.spawn(move || {
+            b0.wait();
+            r0.count_users();
+        });
         let (r1, b1) = (&r, Arc::clone(&barrier));
         sc.spawn(move || {
             b1.wait();

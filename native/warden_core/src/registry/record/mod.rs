@@ -231,19 +231,23 @@ impl Record {
         self.pending != NONE
     }
 
-    pub fn snapshot(&self, st: &Store, hash_user: impl Fn(&[u8]) -> u64) -> CountedState {
+    /// What the record contributes to the counters; its users' hashes only
+    /// with `hash_user`, which the per-user index needs and nothing else.
+    pub fn snapshot(&self, st: &Store, hash_user: Option<impl Fn(&[u8]) -> u64>) -> CountedState {
         let mut users = [None; MAX_PENDING + 1];
-        let mut n = 0;
-        let online_user = if self.online() { self.user(st) } else { None };
-        let (slots, count) = self.pending_slots(st);
-        let pending_users = slots[..count]
-            .iter()
-            .filter_map(|&i| st.pending.get(i)?.username.as_ref().map(|u| st.bytes.get(u)));
-        for u in online_user.into_iter().chain(pending_users) {
-            let h = Some(hash_user(u));
-            if !users[..n].contains(&h) {
-                users[n] = h;
-                n += 1;
+        if let Some(hash_user) = hash_user {
+            let mut n = 0;
+            let online_user = if self.online() { self.user(st) } else { None };
+            let (slots, count) = self.pending_slots(st);
+            let pending_users = slots[..count]
+                .iter()
+                .filter_map(|&i| st.pending.get(i)?.username.as_ref().map(|u| st.bytes.get(u)));
+            for u in online_user.into_iter().chain(pending_users) {
+                let h = Some(hash_user(u));
+                if !users[..n].contains(&h) {
+                    users[n] = h;
+                    n += 1;
+                }
             }
         }
         CountedState {
@@ -251,6 +255,15 @@ impl Record {
             pending: self.has_pending(),
             users,
         }
+    }
+
+    /// Whether the record's users are in the per-user index.
+    pub fn counted(&self) -> bool {
+        self.has(COUNTED)
+    }
+
+    pub fn mark_counted(&mut self) {
+        self.set(COUNTED, true);
     }
 
     fn set_end(&mut self, reason: EndReason, now: Millis) {

@@ -37,6 +37,9 @@ pub(super) const PEER_V6: u16 = 1 << 8;
 /// `kb` holds a username after the key (kept across sessions so that the
 /// same user's next session reuses the block).
 pub(super) const HAS_USER: u16 = 1 << 9;
+/// The record's users are in the per-user index (`Registry::count_users`):
+/// set by the first change or scan after counting started, never cleared.
+pub(super) const COUNTED: u16 = 1 << 10;
 pub(super) const SESSION_BITS: u16 = HAS_CUR | HAS_CONN | HAS_QUEUE | ONLINE | REGISTERED | CLEAN | MQTT5 | PEER_V4 | PEER_V6;
 
 /// The varint of `n` in `buf`; returns its length.

@@ -37,12 +37,16 @@ fn info_at(user: &str, clean: bool, ip: IpAddr) -> ConnectInfo<'_> {
     }
 }
 
+/// A registry that counts users, as on a node whose policy sets
+/// max_sessions (`users_are_counted_only_once_asked` covers one that does not).
 fn reg() -> Registry {
-    Registry::new(RegistryConfig {
+    let r = Registry::new(RegistryConfig {
         shards: 4,
         history_size: 100,
         pending_ttl_ms: 1000,
-    })
+    });
+    r.count_users();
+    r
 }
 
 /// Normal connect as seen on the broker: auth, wakeup, on_register.

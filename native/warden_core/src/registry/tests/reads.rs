@@ -447,3 +447,71 @@ fn index_survives_growth_and_moves() {
         assert!(r.lookup(&k(i)).is_some());
     }
 }
+
+/// Nobody reads per-user counts: the hooks keep none. Asked for them, the
+/// registry counts every record already there, one chunk of a shard per
+/// hold of its lock, while hooks change records between the chunks: a
+/// record a removal moved down, one a hook changed before the scan reached
+/// it, new ones and removed ones all end up counted exactly once. A
+/// reference registry that counted from the start gets the same hooks.
+#[test]
+fn users_are_counted_only_once_asked() {
+    use std::sync::{Arc, Weak};
+    const N: u64 = 1000; // four chunks of the one shard
+    let config = RegistryConfig { shards: 1, history_size: 10, pending_ttl_ms: 1000 };
+    let (lazy, reference) = (Arc::new(Registry::new(config.clone())), Registry::new(config));
+    reference.count_users();
+    let users = ["u0", "u1", "u2", "u3", "u4", "u5", "u6"];
+    let user = |i: u64| users[(i % 7) as usize];
+    fn k(i: u64) -> SubscriberKey {
+        key(&format!("c{i}"))
+    }
+    /// Client `i` online: connection `i`, queue `i + 1_000_000`.
+    fn online(r: &Registry, i: u64, u: &str) {
+        r.auth_accepted(&k(i), ProcId(i), info(u, true), 1);
+        assert_eq!(r.woke_up(&k(i), ProcId(i + 1_000_000), 1), Applied::Applied);
+        assert_eq!(r.registered(&k(i), ProcId(i), info(u, true), 1), Applied::Applied);
+    }
+    for i in 0..N {
+        online(&lazy, i, user(i));
+        online(&reference, i, user(i));
+    }
+    // one accepted connect not registered yet, of another user than the session it would take over
+    lazy.auth_accepted(&k(3), ProcId(5_000_003), info("u6", true), 1);
+    reference.auth_accepted(&k(3), ProcId(5_000_003), info("u6", true), 1);
+    assert_eq!(lazy.users.entries(), 0, "no per-user index while nobody reads it");
+    assert!(users.iter().all(|u| lazy.live_sessions_of_user(u.as_bytes()) == 0));
+
+    // Between the chunks: the lowest records (not yet visited) end, which
+    // moves the last (visited) records down; one not yet visited is taken
+    // over by another user; a new record comes.
+    let changes = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let (weak, log) = (Arc::downgrade(&lazy), Arc::clone(&changes));
+    lazy.between_count_chunks.set(move || {
+        let r: Arc<Registry> = Weak::upgrade(&weak).expect("registry alive");
+        let round = log.lock().len() as u64;
+        let (low, taken, new) = (10 + 2 * round, 11 + 2 * round, N + round);
+        assert_eq!(r.gone(&k(low), ProcId(low + 1_000_000), 2), Applied::Applied);
+        r.auth_accepted(&k(taken), ProcId(6_000_000 + taken), info("u5", true), 2);
+        online(&r, new, "u6");
+        log.lock().push((low, taken, new));
+    });
+    lazy.count_users();
+    lazy.between_count_chunks.clear();
+    let rounds = changes.lock().clone();
+    assert_eq!(rounds.len(), 4, "one pause after each of the four chunks");
+    for (low, taken, new) in rounds {
+        assert_eq!(reference.gone(&k(low), ProcId(low + 1_000_000), 2), Applied::Applied);
+        reference.auth_accepted(&k(taken), ProcId(6_000_000 + taken), info("u5", true), 2);
+        online(&reference, new, "u6");
+    }
+    for u in users {
+        let want = reference.live_sessions_of_user(u.as_bytes());
+        assert!(want > 0);
+        assert_eq!(lazy.live_sessions_of_user(u.as_bytes()), want, "{u}");
+    }
+    // and from now on the hooks keep the counts
+    lazy.gone(&k(N), ProcId(N + 1_000_000), 3);
+    reference.gone(&k(N), ProcId(N + 1_000_000), 3);
+    assert_eq!(lazy.live_sessions_of_user(b"u6"), reference.live_sessions_of_user(b"u6"));
+}
