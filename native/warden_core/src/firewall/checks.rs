@@ -40,13 +40,11 @@ pub(super) fn post_checks(
     cap(&mut mods.session_expiry_interval, req.client_session_expiry);
     let key = mods.registered_key(&req.key);
     if bind {
-        if let Some(Some(owner)) = sessions.owner_of(key) {
-            if identity != Some(owner.as_slice()) {
-                return refuse(
-                    RefusalCode::NotAuthorized,
-                    format!("client_id: the session of this client id belongs to user {:?}, not to {}", lossy(&owner), who()),
-                );
-            }
+        if let Some(owner) = sessions.other_owner(key, identity) {
+            return refuse(
+                RefusalCode::NotAuthorized,
+                format!("client_id: the session of this client id belongs to user {:?}, not to {}", lossy(&owner), who()),
+            );
         }
     }
     if let (Some(max), Some(u)) = (settings.max_sessions, identity) {

@@ -114,9 +114,11 @@ pub trait LiveSessions {
     fn has_live_session(&self, _username: &[u8], _key: &SubscriberKey) -> bool {
         false
     }
-    /// Whose session (online or offline) `key` is: `None` if it has none,
-    /// `Some(None)` for an anonymous one. Default: none.
-    fn owner_of(&self, _key: &SubscriberKey) -> Option<Option<Vec<u8>>> {
+    /// The user whose session (online or offline) `key` is, when that is a
+    /// named user other than `identity`; `None` for no session, an
+    /// anonymous one or `identity`'s own. Compared in place: only a
+    /// refusal copies the name. Default: none.
+    fn other_owner(&self, _key: &SubscriberKey, _identity: Option<&[u8]>) -> Option<Vec<u8>> {
         None
     }
 }

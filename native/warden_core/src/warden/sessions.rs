@@ -20,11 +20,12 @@ impl LiveSessions for RegistrySessions<'_> {
 
     /// A client id stays bound to its user while the broker keeps its
     /// session, online or offline.
-    fn owner_of(&self, key: &SubscriberKey) -> Option<Option<Vec<u8>>> {
+    fn other_owner(&self, key: &SubscriberKey, identity: Option<&[u8]>) -> Option<Vec<u8>> {
         self.0
             .registry
-            .inspect(key, |state, user| {
-                matches!(state, SessionState::Online | SessionState::Offline).then(|| user.map(<[u8]>::to_vec))
+            .inspect(key, |state, user| match (state, user) {
+                (SessionState::Online | SessionState::Offline, Some(owner)) if identity != Some(owner) => Some(owner.to_vec()),
+                _ => None,
             })
             .flatten()
     }

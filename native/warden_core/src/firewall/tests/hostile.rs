@@ -98,8 +98,8 @@ impl LiveSessions for Owners {
     fn live_sessions_of_user(&self, _u: &[u8]) -> usize {
         0
     }
-    fn owner_of(&self, key: &SubscriberKey) -> Option<Option<Vec<u8>>> {
-        self.0.get(key).cloned()
+    fn other_owner(&self, key: &SubscriberKey, identity: Option<&[u8]>) -> Option<Vec<u8>> {
+        self.0.get(key).cloned().flatten().filter(|owner| identity != Some(owner.as_slice()))
     }
 }
 
