@@ -43,7 +43,7 @@ use crate::types::{Millis, ProcId};
 
 use events::Emit;
 use history::History;
-use record::{EventContext, Record, CountedState, Store};
+use record::{CountedState, EventContext, Record, Store};
 use shard::*;
 use slab::Slab;
 pub use types::*;
@@ -220,14 +220,14 @@ impl Registry {
             }
         }
         if before.users != after.users {
-            for u in before.users.iter().flatten() {
-                if !after.users.contains(&Some(*u)) {
-                    self.users.dec(*u);
+            for u in before.users.iter() {
+                if !after.users.contains(u) {
+                    self.users.dec(u);
                 }
             }
-            for u in after.users.iter().flatten() {
-                if !before.users.contains(&Some(*u)) {
-                    self.users.inc(*u);
+            for u in after.users.iter() {
+                if !before.users.contains(u) {
+                    self.users.inc(u);
                 }
             }
         }

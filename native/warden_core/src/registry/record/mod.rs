@@ -151,16 +151,46 @@ pub(super) struct CountedState {
     pub state: Option<SessionState>,
     pub pending: bool,
     /// Hashes of the users with a live (pending or online) session here,
-    /// deduplicated (a same-user takeover counts once).
-    pub users: [Option<u64>; MAX_PENDING + 1],
+    /// deduplicated (a same-user takeover counts once); none for a record
+    /// whose users are not counted.
+    pub users: UserHashes,
 }
 
 impl CountedState {
     pub const EMPTY: CountedState = CountedState {
         state: None,
         pending: false,
-        users: [None; MAX_PENDING + 1],
+        users: UserHashes::NONE,
     };
+}
+
+/// A small set of user hashes, packed (a state is built and compared twice
+/// per hook: the packed set is copied in place, where an array of
+/// `Option<u64>` took a call to `memcpy`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) struct UserHashes {
+    n: u8,
+    /// `hashes[..n]`; the rest stays 0, so that equal sets compare equal.
+    hashes: [u64; MAX_PENDING + 1],
+}
+
+impl UserHashes {
+    pub const NONE: UserHashes = UserHashes { n: 0, hashes: [0; MAX_PENDING + 1] };
+
+    pub fn iter(&self) -> impl Iterator<Item = u64> + '_ {
+        self.hashes[..usize::from(self.n)].iter().copied()
+    }
+
+    pub fn contains(&self, h: u64) -> bool {
+        self.iter().any(|x| x == h)
+    }
+
+    fn insert(&mut self, h: u64) {
+        if !self.contains(h) {
+            self.hashes[usize::from(self.n)] = h;
+            self.n += 1;
+        }
+    }
 }
 
 impl Record {
@@ -234,20 +264,15 @@ impl Record {
     /// What the record contributes to the counters; its users' hashes only
     /// with `hash_user`, which the per-user index needs and nothing else.
     pub fn snapshot(&self, st: &Store, hash_user: Option<impl Fn(&[u8]) -> u64>) -> CountedState {
-        let mut users = [None; MAX_PENDING + 1];
+        let mut users = UserHashes::NONE;
         if let Some(hash_user) = hash_user {
-            let mut n = 0;
             let online_user = if self.online() { self.user(st) } else { None };
             let (slots, count) = self.pending_slots(st);
             let pending_users = slots[..count]
                 .iter()
                 .filter_map(|&i| st.pending.get(i)?.username.as_ref().map(|u| st.bytes.get(u)));
             for u in online_user.into_iter().chain(pending_users) {
-                let h = Some(hash_user(u));
-                if !users[..n].contains(&h) {
-                    users[n] = h;
-                    n += 1;
-                }
+                users.insert(hash_user(u));
             }
         }
         CountedState {
