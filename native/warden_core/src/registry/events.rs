@@ -80,11 +80,12 @@ impl Registry {
         if self.shard_of_hash(h).inner.lock().find(h, key).is_none() {
             return false;
         }
-        self.with_record(key, now, Emit::ENDINGS_ONLY, |rec, cx| {
+        // carried, not written at once: `kicked_by` is added to the ending here
+        self.with_record_in(key, now, Emit::ENDINGS_ONLY, false, |rec, cx| {
             let ended = rec.kick(cx, generation, reason);
             if ended {
                 // the kick's ending is the last one (expired pending connects come before it)
-                if let Some(e) = cx.endings.last_mut() {
+                if let Some(e) = cx.endings.carried.last_mut() {
                     e.kicked_by = by.map(Box::from);
                 }
             }

@@ -43,7 +43,7 @@ use crate::types::{Millis, ProcId};
 
 use events::Emit;
 use history::History;
-use record::{CountedState, EventContext, Record, Store};
+use record::{CountedState, Endings, EventContext, Record, Store, Written};
 use shard::*;
 use slab::Slab;
 pub use types::*;
@@ -233,7 +233,15 @@ impl Registry {
         }
     }
 
-    fn finish(&self, shard: &Shard, endings: Vec<Ending>) {
+    /// After the shard's lock: the event's endings counted, and those not
+    /// yet in the history pushed there.
+    fn finish(&self, shard: &Shard, endings: Vec<Ending>, written: Written) {
+        for _ in 0..written.ended {
+            shard.add(C_ENDED);
+        }
+        for _ in 0..written.taken_over {
+            shard.add(C_TAKEN);
+        }
         if endings.is_empty() {
             return;
         }
@@ -255,10 +263,26 @@ impl Registry {
         emit: Emit<R>,
         f: impl FnOnce(&mut Record, &mut EventContext<'_>) -> R,
     ) -> (R, &Shard) {
+        self.with_record_in(key, now, emit, true, f)
+    }
+
+    /// [`Registry::with_record`]; `endings_at_once`: the event's endings
+    /// may go into the history while the shard is locked (false: `f` edits
+    /// them in `cx.endings.carried`). With events on they are carried
+    /// anyway: the events are made from them.
+    fn with_record_in<R>(
+        &self,
+        key: KeyRef<'_>,
+        now: Millis,
+        emit: Emit<R>,
+        endings_at_once: bool,
+        f: impl FnOnce(&mut Record, &mut EventContext<'_>) -> R,
+    ) -> (R, &Shard) {
         let events_on = self.events.is_on();
         let h = self.hash_key(key);
         let shard = self.shard_of_hash(h);
-        let (r, endings) = {
+        let history = (endings_at_once && !events_on).then_some(&self.history);
+        let (r, (endings, written)) = {
             let mut g = shard.inner.lock();
             let inner = &mut *g;
             let found = inner.find(h, key);
@@ -266,7 +290,7 @@ impl Registry {
                 now,
                 pending_ttl: self.pending_ttl.load(Relaxed),
                 next_gen: &mut inner.next_gen,
-                endings: Vec::new(),
+                endings: Endings::new(history, Vec::new()),
                 st: &mut inner.st,
             };
             match found {
@@ -278,9 +302,9 @@ impl Registry {
                     let after = self.contribution_after_change(rec, cx.st);
                     self.account(shard, before, after);
                     let empty = rec.is_empty();
-                    let endings = std::mem::take(&mut cx.endings);
+                    let endings = cx.endings.take();
                     if events_on {
-                        self.emit(key, rec, cx.st, &r, &emit, &endings, now);
+                        self.emit(key, rec, cx.st, &r, &emit, &endings.0, now);
                     }
                     if empty {
                         inner.remove(i);
@@ -290,9 +314,9 @@ impl Registry {
                 None => {
                     let mut rec = Record::new(key, h as u32, now, &mut cx.st.bytes);
                     let r = f(&mut rec, &mut cx);
-                    let endings = std::mem::take(&mut cx.endings);
+                    let endings = cx.endings.take();
                     if events_on {
-                        self.emit(key, &rec, cx.st, &r, &emit, &endings, now);
+                        self.emit(key, &rec, cx.st, &r, &emit, &endings.0, now);
                     }
                     if rec.is_empty() {
                         rec.release(cx.st);
@@ -305,7 +329,7 @@ impl Registry {
                 }
             }
         };
-        self.finish(shard, endings);
+        self.finish(shard, endings, written);
         (r, shard)
     }
 
@@ -593,7 +617,8 @@ impl Registry {
                 now,
                 pending_ttl,
                 next_gen: &mut inner.next_gen,
-                endings: std::mem::take(endings),
+                // a sweep's endings go to the history as one batch, in key order
+                endings: Endings::new(None, std::mem::take(endings)),
                 st: &mut inner.st,
             };
             let before = self.contribution(rec, cx.st);
@@ -603,7 +628,7 @@ impl Registry {
                 let after = self.contribution_after_change(rec, cx.st);
                 self.account(shard, before, after);
             }
-            *endings = cx.endings;
+            *endings = cx.endings.take().0;
             if rec.is_empty() {
                 // The last record moves into slot i: look at it next.
                 inner.remove(i);

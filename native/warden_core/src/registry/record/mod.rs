@@ -7,6 +7,7 @@
 
 use crate::types::{Millis, Peer, ProcId, Protocol, SubscriberKey};
 
+use super::history::{EndingRef, History};
 use super::pool::{BytePool, Bytes, Slot, Table, NONE};
 use super::{Applied, BrokerSession, ConnectInfo, EndReason, Ending, KeyRef, Reconciled, SessionState, SessionView};
 
@@ -44,13 +45,48 @@ impl Store {
 pub(super) type Trimmed = (Vec<Box<[u8]>>, Vec<Vec<Slot<Pending>>>);
 
 /// Per-event context: the clock, the shard's generation counter and the
-/// endings the event produced (their key is copied from the record).
+/// endings the event produced.
 pub(super) struct EventContext<'a> {
     pub now: Millis,
     pub pending_ttl: u64,
     pub next_gen: &'a mut u64,
-    pub endings: Vec<Ending>,
+    pub endings: Endings<'a>,
     pub st: &'a mut Store,
+}
+
+/// The endings of one event: written into the history at once when it is
+/// given and its lock is free (history.rs), else copied out (`carried`)
+/// for the caller to push after the shard's lock.
+pub(super) struct Endings<'a> {
+    history: Option<&'a History>,
+    pub carried: Vec<Ending>,
+    written: Written,
+}
+
+/// Endings written into the history straight away, for the shard's counters.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Written {
+    pub ended: u64,
+    pub taken_over: u64,
+}
+
+impl<'a> Endings<'a> {
+    pub fn new(history: Option<&'a History>, carried: Vec<Ending>) -> Endings<'a> {
+        Endings { history, carried, written: Written::default() }
+    }
+
+    fn push(&mut self, e: EndingRef<'_>) {
+        if self.history.is_some_and(|h| h.try_record(e)) {
+            self.written.ended += 1;
+            self.written.taken_over += u64::from(e.reason == EndReason::TakenOver);
+        } else {
+            self.carried.push(e.to_owned());
+        }
+    }
+
+    pub fn take(&mut self) -> (Vec<Ending>, Written) {
+        (std::mem::take(&mut self.carried), std::mem::take(&mut self.written))
+    }
 }
 
 impl EventContext<'_> {
@@ -299,12 +335,13 @@ impl Record {
     /// Record an ending for the current session, keeping it in place.
     fn end_cur(&mut self, cx: &mut EventContext<'_>, reason: EndReason) {
         assert!(self.has_cur(), "end_cur without a session");
-        cx.endings.push(Ending {
-            key: self.key(cx.st),
+        let (mountpoint, client_id) = self.key_parts(cx.st);
+        cx.endings.push(EndingRef {
+            key: KeyRef { mountpoint, client_id },
             generation: self.gen,
             reason,
             peer: self.peer(),
-            username: self.user(cx.st).map(Box::from),
+            username: self.user(cx.st),
             started: self.last_connect.get(),
             ended: cx.now,
             kicked_by: None,
@@ -338,21 +375,20 @@ impl Record {
     /// confirmed; `TakenOver`: registered, then overtaken by a newer one).
     fn end_pending(&mut self, cx: &mut EventContext<'_>, slot: u32, reason: EndReason) {
         let p = self.take_pending(cx.st, slot);
-        let username = p.username.map(|u| {
-            let copy = Box::from(cx.st.bytes.get(&u));
-            cx.st.bytes.free(u);
-            copy
-        });
-        cx.endings.push(Ending {
-            key: self.key(cx.st),
+        let (mountpoint, client_id) = self.key_parts(cx.st);
+        cx.endings.push(EndingRef {
+            key: KeyRef { mountpoint, client_id },
             generation: p.gen,
             reason,
             peer: p.peer,
-            username,
+            username: p.username.as_ref().map(|u| cx.st.bytes.get(u)),
             started: p.created,
             ended: cx.now,
             kicked_by: None,
         });
+        if let Some(u) = p.username {
+            cx.st.bytes.free(u);
+        }
         self.set_end(reason, cx.now);
         self.set_times_change(cx.now);
     }

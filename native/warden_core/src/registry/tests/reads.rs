@@ -515,3 +515,31 @@ fn users_are_counted_only_once_asked() {
     reference.gone(&k(N), ProcId(N + 1_000_000), 3);
     assert_eq!(lazy.live_sessions_of_user(b"u6"), reference.live_sessions_of_user(b"u6"));
 }
+
+/// With the event stream off (the default) a hook's endings go straight
+/// into the history: a kick's ending still says who kicked, and the
+/// endings keep their order, key, user and counts.
+#[test]
+fn endings_in_the_history_with_events_off() {
+    let r = reg();
+    let k = key("kicked");
+    let g = connect(&r, &k, S1, Q1, true, 10);
+    assert!(r.kick(&k, Some(g), "cli:admin", 20));
+    r.gone(&k, Q1, 21);
+    let g2 = r.auth_accepted(&k, S2, info("bob", true), 30);
+    r.woke_up(&k, Q2, 31);
+    assert_eq!(r.registered(&k, S2, info("bob", true), 32), Applied::Applied);
+    let g3 = r.auth_accepted(&k, S3, info("carol", true), 40);
+    r.woke_up(&k, ProcId(203), 41);
+    assert_eq!(r.registered(&k, S3, info("carol", true), 42), Applied::Applied);
+    let endings = r.recent_endings(10);
+    let got: Vec<_> = endings.iter().map(|e| (e.generation, e.reason, e.username.as_deref(), e.kicked_by.as_deref())).collect();
+    let (alice, bob) = (Some(&b"alice"[..]), Some(&b"bob"[..]));
+    assert_eq!(
+        got,
+        [(g2, EndReason::TakenOver, bob, None), (g, EndReason::Gone, alice, None), (g, EndReason::Kicked, alice, Some("cli:admin"))]
+    );
+    assert!(endings.iter().all(|e| e.key == k && e.peer.is_some()));
+    assert_eq!((r.stats().ended, r.stats().taken_over), (3, 1));
+    assert!(r.lookup(&k).is_some_and(|v| v.generation == g3));
+}
