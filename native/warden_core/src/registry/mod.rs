@@ -6,7 +6,8 @@
 //! tables, chosen by a keyed (DoS-resistant) hash of the key. Per-shard
 //! counters are atomics next to each shard (cache-line aligned) so `counts()`
 //! and `stats()` never lock. The per-user index is sharded the same way. The
-//! history ring has its own lock and is written only after the shard lock is
+//! history ring has its own lock: under a shard's lock it is only ever
+//! tried (`History::try_record`), else written after the shard's lock is
 //! released. Lock order when both are held: record shard, then user shard.
 //! Events (`events.rs`, off by default) are queued while the shard lock is
 //! held, so one key's events keep the order they were applied in; the event
