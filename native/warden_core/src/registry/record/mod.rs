@@ -203,10 +203,10 @@ impl CountedState {
 /// A small set of user hashes, packed (a state is built and compared twice
 /// per hook: the packed set is copied in place, where an array of
 /// `Option<u64>` took a call to `memcpy`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, Debug)]
 pub(super) struct UserHashes {
     n: u8,
-    /// `hashes[..n]`; the rest stays 0, so that equal sets compare equal.
+    /// `hashes[..n]`.
     hashes: [u64; MAX_PENDING + 1],
 }
 
@@ -228,6 +228,18 @@ impl UserHashes {
         }
     }
 }
+
+/// The same hashes in the same order (both states are built by the same
+/// walk; the same set in another order compares unequal, and `account`
+/// then finds nothing to change): the counts first, so that two empty
+/// sets (users not counted) compare without a call to `memcmp`.
+impl PartialEq for UserHashes {
+    fn eq(&self, other: &UserHashes) -> bool {
+        self.n == other.n && self.iter().zip(other.iter()).all(|(a, b)| a == b)
+    }
+}
+
+impl Eq for UserHashes {}
 
 impl Record {
     /// A record for `key`, its bytes in `bytes`: give them back with
