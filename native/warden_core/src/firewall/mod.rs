@@ -337,18 +337,22 @@ impl Firewall {
         }
     }
 
-    /// Parses both files and swaps them in as one snapshot. On any error the
-    /// running snapshot stays. Password-file lines that cannot be used are
-    /// warnings; an unreadable password file is an error. A second load (or
-    /// reconfiguration) waits for this one, reading included: the caller
-    /// is a dirty I/O scheduler, never a hook.
-    pub fn load(&self, policy_path: Option<&Path>, password_path: Option<&Path>, now: Millis) -> Result<LoadReport, LoadError> {
+    /// The firewall's tests: [`Firewall::load_with`] with nothing to prepare.
+    #[cfg(test)]
+    pub(crate) fn load(&self, policy_path: Option<&Path>, password_path: Option<&Path>, now: Millis) -> Result<LoadReport, LoadError> {
         self.load_with(policy_path, password_path, now, &|_| {})
     }
 
-    /// [`Firewall::load`], calling `prepare` with the new policy before it
-    /// runs (only if both files parsed).
-    pub fn load_with(
+    /// Parses both files and swaps them in as one snapshot, calling
+    /// `prepare` with the new policy before it runs (only if both parsed).
+    /// On any error the running snapshot stays. Password-file lines that
+    /// cannot be used are warnings; an unreadable password file is an
+    /// error. A second load (or reconfiguration) waits for this one,
+    /// reading included: the caller is a dirty I/O scheduler, never a hook.
+    /// Outside the core a policy is loaded through
+    /// [`crate::warden::Warden::load`], which has the registry count
+    /// per-user sessions first when the policy limits them.
+    pub(crate) fn load_with(
         &self,
         policy_path: Option<&Path>,
         password_path: Option<&Path>,
@@ -393,7 +397,7 @@ impl Firewall {
     }
 
     /// [`Firewall::install`], calling `prepare` with the policy before it runs.
-    pub fn install_with(&self, policy: Policy, passwords: PasswordFile, prepare: &dyn Fn(&Policy)) -> LoadReport {
+    pub(crate) fn install_with(&self, policy: Policy, passwords: PasswordFile, prepare: &dyn Fn(&Policy)) -> LoadReport {
         let _one_at_a_time = self.changing.lock();
         prepare(&policy);
         let has_file = !passwords.is_empty();

@@ -307,7 +307,7 @@ impl Warden {
 
     // ---- policy, settings and upkeep ----------------------------------------
 
-    /// Loads the policy and password files ([`Firewall::load`]). A policy
+    /// Loads the policy and password files (`Firewall::load_with`). A policy
     /// that limits sessions per user runs only once the registry counts
     /// them, the sessions already there included ([`Registry::count_users`]:
     /// until the first such policy, or a peer, the hooks keep no per-user
