@@ -44,7 +44,7 @@ use crate::types::{Millis, ProcId};
 
 use events::Emit;
 use history::History;
-use record::{CountedState, Endings, EventContext, Record, Store, Written};
+use record::{CountedState, EndingCounts, Endings, EventContext, Record, Store};
 use shard::*;
 use slab::Slab;
 pub use types::*;
@@ -236,23 +236,10 @@ impl Registry {
 
     /// After the shard's lock: the event's endings counted, and those not
     /// yet in the history pushed there.
-    fn finish(&self, shard: &Shard, endings: Vec<Ending>, written: Written) {
-        for _ in 0..written.ended {
-            shard.add(C_ENDED);
-        }
-        for _ in 0..written.taken_over {
-            shard.add(C_TAKEN);
-        }
-        if endings.is_empty() {
-            return;
-        }
-        for e in &endings {
-            shard.add(C_ENDED);
-            if e.reason == EndReason::TakenOver {
-                shard.add(C_TAKEN);
-            }
-        }
-        self.history.push_all(endings);
+    fn finish(&self, shard: &Shard, carried: Vec<Ending>, counts: EndingCounts) {
+        shard.add_n(C_ENDED, counts.ended);
+        shard.add_n(C_TAKEN, counts.taken_over);
+        self.history.push_all(carried);
     }
 
     /// Run one event on the key's record (creating an empty one if absent;
@@ -283,7 +270,7 @@ impl Registry {
         let h = self.hash_key(key);
         let shard = self.shard_of_hash(h);
         let history = (endings_at_once && !events_on).then_some(&self.history);
-        let (r, (endings, written)) = {
+        let (r, (carried, counts)) = {
             let mut g = shard.inner.lock();
             let inner = &mut *g;
             let found = inner.find(h, key);
@@ -330,7 +317,7 @@ impl Registry {
                 }
             }
         };
-        self.finish(shard, endings, written);
+        self.finish(shard, carried, counts);
         (r, shard)
     }
 

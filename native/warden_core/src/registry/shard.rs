@@ -50,7 +50,12 @@ impl Shard {
         self.c[i].load(Relaxed)
     }
     pub(super) fn add(&self, i: usize) {
-        self.c[i].fetch_add(1, Relaxed);
+        self.add_n(i, 1);
+    }
+    pub(super) fn add_n(&self, i: usize, n: u64) {
+        if n > 0 {
+            self.c[i].fetch_add(n, Relaxed);
+        }
     }
     pub(super) fn sub(&self, i: usize) {
         self.c[i].fetch_sub(1, Relaxed);

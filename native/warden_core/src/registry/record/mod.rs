@@ -56,36 +56,35 @@ pub(super) struct EventContext<'a> {
 
 /// The endings of one event: written into the history at once when it is
 /// given and its lock is free (history.rs), else copied out (`carried`)
-/// for the caller to push after the shard's lock.
+/// for the caller to push after the shard's lock; counted either way.
 pub(super) struct Endings<'a> {
     history: Option<&'a History>,
     pub carried: Vec<Ending>,
-    written: Written,
+    counts: EndingCounts,
 }
 
-/// Endings written into the history straight away, for the shard's counters.
+/// An event's endings, for the shard's counters.
 #[derive(Clone, Copy, Default)]
-pub(super) struct Written {
+pub(super) struct EndingCounts {
     pub ended: u64,
     pub taken_over: u64,
 }
 
 impl<'a> Endings<'a> {
     pub fn new(history: Option<&'a History>, carried: Vec<Ending>) -> Endings<'a> {
-        Endings { history, carried, written: Written::default() }
+        Endings { history, carried, counts: EndingCounts::default() }
     }
 
     fn push(&mut self, e: EndingRef<'_>) {
-        if self.history.is_some_and(|h| h.try_record(e)) {
-            self.written.ended += 1;
-            self.written.taken_over += u64::from(e.reason == EndReason::TakenOver);
-        } else {
+        self.counts.ended += 1;
+        self.counts.taken_over += u64::from(e.reason == EndReason::TakenOver);
+        if !self.history.is_some_and(|h| h.try_record(e)) {
             self.carried.push(e.to_owned());
         }
     }
 
-    pub fn take(&mut self) -> (Vec<Ending>, Written) {
-        (std::mem::take(&mut self.carried), std::mem::take(&mut self.written))
+    pub fn take(&mut self) -> (Vec<Ending>, EndingCounts) {
+        (std::mem::take(&mut self.carried), std::mem::take(&mut self.counts))
     }
 }
 
@@ -347,9 +346,8 @@ impl Record {
     /// Record an ending for the current session, keeping it in place.
     fn end_cur(&mut self, cx: &mut EventContext<'_>, reason: EndReason) {
         assert!(self.has_cur(), "end_cur without a session");
-        let (mountpoint, client_id) = self.key_parts(cx.st);
         cx.endings.push(EndingRef {
-            key: KeyRef { mountpoint, client_id },
+            key: self.key_ref(cx.st),
             generation: self.gen,
             reason,
             peer: self.peer(),
@@ -387,9 +385,8 @@ impl Record {
     /// confirmed; `TakenOver`: registered, then overtaken by a newer one).
     fn end_pending(&mut self, cx: &mut EventContext<'_>, slot: u32, reason: EndReason) {
         let p = self.take_pending(cx.st, slot);
-        let (mountpoint, client_id) = self.key_parts(cx.st);
         cx.endings.push(EndingRef {
-            key: KeyRef { mountpoint, client_id },
+            key: self.key_ref(cx.st),
             generation: p.gen,
             reason,
             peer: p.peer,

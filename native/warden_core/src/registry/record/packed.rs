@@ -185,14 +185,19 @@ impl Record {
         (&key[n..n + mp_len], &key[n + mp_len..])
     }
 
+    pub fn key_ref<'s>(&self, st: &'s Store) -> KeyRef<'s> {
+        let (mountpoint, client_id) = self.key_parts(st);
+        KeyRef { mountpoint, client_id }
+    }
+
     pub fn key_eq(&self, st: &Store, mountpoint: &[u8], client_id: &[u8]) -> bool {
         let (mp, cid) = self.key_parts(st);
         mp == mountpoint && cid == client_id
     }
 
     pub fn key(&self, st: &Store) -> SubscriberKey {
-        let (mp, cid) = self.key_parts(st);
-        SubscriberKey::new(mp, cid)
+        let KeyRef { mountpoint, client_id } = self.key_ref(st);
+        SubscriberKey::new(mountpoint, client_id)
     }
 
     pub(super) fn set_cur(&mut self, bytes: &mut BytePool, s: NewSession<'_>) {
