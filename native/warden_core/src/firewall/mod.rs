@@ -391,7 +391,9 @@ impl Firewall {
     /// Installs an in-memory policy and password file (tests, embedding).
     /// The password file counts as configured when it has entries. A
     /// credential it changes counts as changed at the latest time a hook
-    /// passed in (the core reads no clock).
+    /// passed in (the core reads no clock). A `Warden`'s firewall is given
+    /// its policy through [`crate::warden::Warden::install`] (it counts
+    /// per-user sessions first when the policy limits them).
     pub fn install(&self, policy: Policy, passwords: PasswordFile) -> LoadReport {
         self.install_with(policy, passwords, &|_| {})
     }
