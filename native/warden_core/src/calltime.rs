@@ -25,6 +25,8 @@ struct Slot {
     blocked: AtomicU64,
     over_wall_blocked: AtomicU64,
     over_cpu_page_faults: AtomicU64,
+    total_wall_ns: AtomicU64,
+    total_cpu_ns: AtomicU64,
 }
 
 /// Figures of one kind of call since the last `start`.
@@ -44,6 +46,10 @@ pub struct CallFigures {
     /// Page faults taken by the calls over [`STALL_NS`] of CPU: first
     /// touches of fresh memory, whose cost the CPU time includes.
     pub over_cpu_page_faults: u64,
+    /// Sums over the calls: what the calls cost in all (wall, and their
+    /// threads' CPU as capped below), for a share of a node's CPU.
+    pub total_wall_ns: u64,
+    pub total_cpu_ns: u64,
 }
 
 /// What the caller measured of one call.
@@ -75,7 +81,7 @@ impl<const N: usize> CallTimes<N> {
     /// Zero every figure and start recording.
     pub fn start(&self) {
         for s in &self.slots {
-            for a in [&s.calls, &s.max_wall_ns, &s.max_cpu_ns, &s.over_wall, &s.over_cpu, &s.blocked, &s.over_wall_blocked, &s.over_cpu_page_faults] {
+            for a in [&s.calls, &s.max_wall_ns, &s.max_cpu_ns, &s.over_wall, &s.over_cpu, &s.blocked, &s.over_wall_blocked, &s.over_cpu_page_faults, &s.total_wall_ns, &s.total_cpu_ns] {
                 a.store(0, Relaxed);
             }
         }
@@ -96,6 +102,8 @@ impl<const N: usize> CallTimes<N> {
         s.calls.fetch_add(1, Relaxed);
         s.max_wall_ns.fetch_max(c.wall_ns, Relaxed);
         s.max_cpu_ns.fetch_max(c.cpu_ns, Relaxed);
+        s.total_wall_ns.fetch_add(c.wall_ns, Relaxed);
+        s.total_cpu_ns.fetch_add(c.cpu_ns, Relaxed);
         let long = c.wall_ns > STALL_NS;
         if c.cpu_ns > STALL_NS {
             s.over_cpu_page_faults.fetch_add(c.page_faults, Relaxed);
@@ -122,6 +130,8 @@ impl<const N: usize> CallTimes<N> {
             blocked: s.blocked.load(Relaxed),
             over_wall_blocked: s.over_wall_blocked.load(Relaxed),
             over_cpu_page_faults: s.over_cpu_page_faults.load(Relaxed),
+            total_wall_ns: s.total_wall_ns.load(Relaxed),
+            total_cpu_ns: s.total_cpu_ns.load(Relaxed),
         })
     }
 }
@@ -154,6 +164,8 @@ mod tests {
                 blocked: 2,
                 over_wall_blocked: 1,
                 over_cpu_page_faults: 3,
+                total_wall_ns: 500 + 2_500_000 + 1_200_000 + 3_000_000 + 900,
+                total_cpu_ns: 400 + 300_000 + 1_100_000 + 10_000 + 100,
             }
         );
         assert_eq!(t.figures(1), CallFigures::default());
@@ -169,7 +181,7 @@ mod tests {
         t.start();
         t.record(0, CallSample { wall_ns: 32_328, cpu_ns: 3_416_570, blocked: false, page_faults: 0 });
         let f = t.figures(0);
-        assert_eq!((f.max_cpu_ns, f.over_cpu), (32_328, 0));
+        assert_eq!((f.max_cpu_ns, f.over_cpu, f.total_cpu_ns), (32_328, 0, 32_328));
         // a call that really ran long still counts
         t.record(0, CallSample { wall_ns: 1_500_000, cpu_ns: 1_400_000, blocked: false, page_faults: 0 });
         assert_eq!(t.figures(0).over_cpu, 1);

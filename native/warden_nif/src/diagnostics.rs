@@ -190,7 +190,8 @@ fn call_times_stop() -> Atom {
 }
 
 /// `[{Name, Scheduler, #{calls, max_wall_ns, max_cpu_ns, over_wall, over_cpu,
-/// blocked, over_wall_blocked, over_cpu_page_faults}}]` for every kind of
+/// blocked, over_wall_blocked, over_cpu_page_faults, total_wall_ns,
+/// total_cpu_ns}}]` for every kind of
 /// call made since `call_times_start/0` (see
 /// `warden_core::calltime::CallFigures`; `over_*`: calls over 1 ms).
 #[rustler::nif]
@@ -212,6 +213,8 @@ fn call_times(env: Env) -> Term {
                     ("blocked", n(f.blocked)),
                     ("over_wall_blocked", n(f.over_wall_blocked)),
                     ("over_cpu_page_faults", n(f.over_cpu_page_faults)),
+                    ("total_wall_ns", n(f.total_wall_ns)),
+                    ("total_cpu_ns", n(f.total_cpu_ns)),
                 ],
             );
             (f.calls > 0).then(|| (*name, *sched, figures).encode(env))
