@@ -51,6 +51,10 @@ struct PasswordCheck {
     /// `unknown_user = deny`: `hash` is a decoy (see [`Decoys`]); the
     /// check runs like a known user's and then refuses.
     decoy: bool,
+    /// The configuration's `ban_users` as the screening read it: the
+    /// outcome counts toward the name's ban by the settings the decision
+    /// started with (and costs no second load of the configuration).
+    ban_users: bool,
 }
 
 /// A user the policy does not name: no networks, limits or modifiers.
@@ -526,7 +530,7 @@ impl Firewall {
             if let Some(p) = pending.req.peer {
                 self.peer_bans.record_success(&peer_key(p.ip), now);
             }
-            if self.config().ban_users {
+            if pending.check.ban_users {
                 if let Some(user) = &pending.req.username {
                     self.user_bans.record_success(user, now);
                 }
@@ -545,7 +549,7 @@ impl Firewall {
                 self.ban_started(&format!("peer {}", peer_key(p.ip)), until);
             }
         }
-        if self.config().ban_users {
+        if pending.check.ban_users {
             if let Some(until) = pending.req.username.as_ref().and_then(|user| self.user_bans.record_failure(user, now)) {
                 self.ban_started(&format!("user {}", lossy(pending.username())), until);
             }

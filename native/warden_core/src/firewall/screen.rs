@@ -235,6 +235,7 @@ fn credentials(cfg: &FirewallConfig, snap: &LoadedPolicy, req: &AuthRequest, ses
             slow: hash.is_slow(),
             hash,
             decoy,
+            ban_users: cfg.ban_users,
         })
     };
     match hash {
