@@ -77,14 +77,14 @@ pub fn timed(nif: Nif) -> Timed {
     if !TIMES.enabled() {
         return Timed(None);
     }
-    Timed(Some((nif, Instant::now(), ThreadUsage::now())))
+    Timed(Some((nif, Instant::now(), ThreadUsage::at_start())))
 }
 
 impl Drop for Timed {
     fn drop(&mut self) {
         if let Some((nif, wall, start)) = self.0 {
+            let end = ThreadUsage::at_end();
             let wall_ns = u64::try_from(wall.elapsed().as_nanos()).unwrap_or(u64::MAX);
-            let end = ThreadUsage::now();
             TIMES.record(nif as usize, CallSample {
                 wall_ns,
                 cpu_ns: end.cpu_ns.saturating_sub(start.cpu_ns),
@@ -107,29 +107,45 @@ struct ThreadUsage {
 }
 
 impl ThreadUsage {
-    fn now() -> ThreadUsage {
-        // CPU time from CLOCK_THREAD_CPUTIME_ID (exact); getrusage's CPU
-        // times are split by scheduler ticks, too coarse for 1 ms.
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: `ts` is a valid, writable timespec; the clock id is a
-        // constant the kernel knows.
-        let cpu_ns = if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
-            (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
-        } else {
-            0
-        };
-        // SAFETY: rusage is plain data, valid when zeroed; getrusage writes
-        // only into the struct it is given.
-        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-        if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
-            return ThreadUsage { cpu_ns, ..ThreadUsage::default() };
-        }
-        ThreadUsage {
-            cpu_ns,
-            voluntary_switches: ru.ru_nvcsw as i64,
-            page_faults: (ru.ru_minflt as u64).saturating_add(ru.ru_majflt as u64),
-        }
+    /// At a call's start the CPU clock is read last and at its end first,
+    /// so that the call's CPU time holds none of `getrusage`'s system call
+    /// (about half a microsecond), only the two clock reads' edges.
+    fn at_start() -> ThreadUsage {
+        let (voluntary_switches, page_faults) = thread_rusage();
+        ThreadUsage { cpu_ns: thread_cpu_ns(), voluntary_switches, page_faults }
     }
+
+    fn at_end() -> ThreadUsage {
+        let cpu_ns = thread_cpu_ns();
+        let (voluntary_switches, page_faults) = thread_rusage();
+        ThreadUsage { cpu_ns, voluntary_switches, page_faults }
+    }
+}
+
+/// The thread's CPU time from CLOCK_THREAD_CPUTIME_ID (exact; getrusage's
+/// CPU times are split by scheduler ticks, too coarse for 1 ms); 0 if the
+/// call fails.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a
+    // constant the kernel knows.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
+        (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+    } else {
+        0
+    }
+}
+
+/// The thread's voluntary context switches and page faults; zeros if the
+/// call fails.
+fn thread_rusage() -> (i64, u64) {
+    // SAFETY: rusage is plain data, valid when zeroed; getrusage writes
+    // only into the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return (0, 0);
+    }
+    (ru.ru_nvcsw as i64, (ru.ru_minflt as u64).saturating_add(ru.ru_majflt as u64))
 }
 
 /// `Rounds` steps of arithmetic that touch no memory and take no lock,
