@@ -502,6 +502,29 @@ fn failed_logins_ban_peer_and_user_then_expire() {
     assert_eq!(fw.clear_bans(BanSelector::All), 2);
 }
 
+/// A login's outcome counts toward its name's ban by the `ban_users` its
+/// screening read: a reconfiguration between the two steps of one login
+/// (a slow hash can take that long) applies from the next login on.
+#[test]
+fn a_login_counts_toward_bans_by_the_settings_its_screening_read() {
+    let base = FirewallConfig { ban_threshold: 1, ban_window_ms: 10_000, ban_duration_ms: 60_000, ..Default::default() };
+    let fw = example_fw(FirewallConfig { ban_users: false, ..base });
+    let attempt = |peer: &str, now| match fw.begin(req(peer, "alice:1", Some("alice")), &NoSessions, now) {
+        Step::NeedPassword(p) => p,
+        Step::Done(d, _) => panic!("decided before the password: {d:?}"),
+    };
+    let p = attempt("10.0.0.1", 0);
+    fw.reconfigure(FirewallConfig { ban_users: true, ..base });
+    assert!(matches!(fw.with_password(&p, Some(b"bad"), &NoSessions, 1), PasswordStep::Done(Decision::Refuse(_))));
+    let banned = |target: &BanTarget| fw.bans(2).iter().any(|b| &b.target == target);
+    assert!(banned(&BanTarget::Peer("10.0.0.1/32".parse().unwrap())), "the peer's ban counts as before");
+    assert!(!banned(&BanTarget::Username(b"alice".to_vec())), "ban_users was off when this login was screened");
+    // The next login is screened with ban_users on.
+    let p = attempt("10.0.0.2", 3);
+    assert!(matches!(fw.with_password(&p, Some(b"bad"), &NoSessions, 4), PasswordStep::Done(Decision::Refuse(_))));
+    assert!(fw.bans(5).iter().any(|b| b.target == BanTarget::Username(b"alice".to_vec())));
+}
+
 #[test]
 fn cached_failures_still_count_toward_bans() {
     let cfg = FirewallConfig { ban_threshold: 2, ..Default::default() };
