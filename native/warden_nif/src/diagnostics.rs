@@ -99,7 +99,7 @@ impl Drop for Timed {
 /// faults (first touches of memory count as CPU time too). None
 /// is in std, and both are system calls, which is why they are read only
 /// while recording. Zero where a call fails.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct ThreadUsage {
     cpu_ns: u64,
     voluntary_switches: i64,

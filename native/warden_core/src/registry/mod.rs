@@ -88,6 +88,11 @@ pub struct Registry {
 /// microseconds).
 const COUNT_CHUNK: u32 = 256;
 
+/// An event's (or a sweep's) endings on the shard's counters.
+fn count_endings(shard: &Shard, counts: EndingCounts) {
+    shard.add_n(C_ENDED, counts.ended);
+    shard.add_n(C_TAKEN, counts.taken_over);
+}
 
 impl Registry {
     pub fn new(cfg: RegistryConfig) -> Registry {
@@ -237,8 +242,7 @@ impl Registry {
     /// After the shard's lock: the event's endings counted, and those not
     /// yet in the history pushed there.
     fn finish(&self, shard: &Shard, carried: Vec<Ending>, counts: EndingCounts) {
-        shard.add_n(C_ENDED, counts.ended);
-        shard.add_n(C_TAKEN, counts.taken_over);
+        count_endings(shard, counts);
         self.history.push_all(carried);
     }
 
@@ -575,10 +579,6 @@ impl Registry {
                 g.st.trim()
             };
             drop(trimmed);
-            for e in &endings {
-                debug_assert_eq!(e.reason, EndReason::Abandoned);
-                shard.add(C_ENDED);
-            }
             all_endings.append(&mut endings);
         }
         // One history batch in key order, so a sweep's endings do not depend
@@ -616,7 +616,9 @@ impl Registry {
                 let after = self.contribution_after_change(rec, cx.st);
                 self.account(shard, before, after);
             }
-            *endings = cx.endings.take().0;
+            let (carried, counts) = cx.endings.take();
+            *endings = carried;
+            count_endings(shard, counts);
             if rec.is_empty() {
                 // The last record moves into slot i: look at it next.
                 inner.remove(i);

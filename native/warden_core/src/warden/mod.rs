@@ -327,7 +327,6 @@ impl Warden {
         }
     }
 
-
     /// Applies parsed settings at once (parse them with [`Settings::parse`]:
     /// nothing changes unless every one was valid).
     pub fn configure(&self, settings: &Settings) {

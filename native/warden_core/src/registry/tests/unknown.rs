@@ -129,6 +129,7 @@ fn sweep_drops_unconfirmed_connects() {
     assert_eq!(r.sweep(1001), 1);
     assert!(r.lookup(&k).is_none());
     assert_eq!(reasons(&r), vec![(g, EndReason::Abandoned)]);
+    assert_eq!((r.stats().ended, r.stats().taken_over), (1, 0), "a sweep's endings are counted");
     assert_eq!(
         (r.len(), r.live_sessions_of_user(b"alice"), r.counts()),
         (0, 0, StateCounts::default())
@@ -146,6 +147,7 @@ fn sweep_drops_unconfirmed_connects() {
         (SessionState::Online, g1, None)
     );
     assert_eq!(r.recent_endings(1)[0].generation, g2);
+    assert_eq!(r.stats().ended, 2);
     assert_eq!(
         (
             r.live_sessions_of_user(b"alice"),
