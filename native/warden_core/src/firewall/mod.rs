@@ -22,6 +22,7 @@ use ipnet::IpNet;
 use arc_swap::{ArcSwap, Guard};
 
 use crate::credentials::{self, AuthCache, PasswordFile, PasswordHash};
+use crate::obfuscation::Obfuscation;
 use crate::limits::{peer_key, BanTable, RateLimiter};
 use crate::striped::StripedCounters;
 use crate::policy::{in_networks, CertField, Policy, PolicyError, Settings, User};
@@ -36,11 +37,26 @@ use once_cell::sync::Lazy;
 pub struct PendingAuth {
     req: AuthRequest,
     check: PasswordCheck,
-    /// The snapshot as `begin` loaded it: an `arc_swap` guard, so that a
-    /// login decided in its first call writes no reference count every
-    /// scheduler shares (a guard kept for a slow hash is paid for by the
-    /// next reload, which takes the reference for it).
-    snap: Guard<Arc<LoadedPolicy>>,
+    /// What was running when `begin` loaded it: an `arc_swap` guard, so
+    /// that a login decided in its first call writes no reference count
+    /// every scheduler shares (a guard kept for a slow hash is paid for by
+    /// the next reload, which takes the reference for it).
+    running: Guard<Arc<Running>>,
+}
+
+/// What every login reads, replaced as one: the settings, the policy with
+/// its password file, the verification cache and how the broker's
+/// passwords decrypt. One `arc_swap` load a login: each load of another
+/// type is another copy of arc_swap's code, and in a connect that code is
+/// not in the CPU cache (docs/BENCHMARKS.md, "Cache lines per hook").
+#[derive(Clone)]
+struct Running {
+    cfg: FirewallConfig,
+    snap: Arc<LoadedPolicy>,
+    cache: Arc<AuthCache>,
+    /// The node's `credentials_obfuscation` settings, when known and
+    /// decrypted here (`None`: the library decrypts).
+    obfuscation: Option<Arc<Obfuscation>>,
 }
 
 /// The password check of one login.
@@ -64,7 +80,7 @@ impl PendingAuth {
     /// The policy's settings of the login's user in its snapshot, looked up
     /// again rather than copied into every login.
     fn settings(&self) -> &Settings {
-        self.snap.policy.user(self.username()).map_or(&NO_SETTINGS, |u| &u.settings)
+        self.running.snap.policy.user(self.username()).map_or(&NO_SETTINGS, |u| &u.settings)
     }
 
     pub fn request(&self) -> &AuthRequest {
@@ -80,7 +96,12 @@ impl PendingAuth {
 
     /// Generation of the policy snapshot this decision runs against.
     pub fn generation(&self) -> u64 {
-        self.snap.generation
+        self.running.snap.generation
+    }
+
+    /// The `credentials_obfuscation` settings running when the login began.
+    pub fn obfuscation(&self) -> Option<&Obfuscation> {
+        self.running.obfuscation.as_deref()
     }
 }
 
@@ -89,7 +110,7 @@ impl fmt::Debug for PendingAuth {
         f.debug_struct("PendingAuth")
             .field("key", &self.req.key)
             .field("username", &String::from_utf8_lossy(self.username()))
-            .field("generation", &self.snap.generation)
+            .field("generation", &self.running.snap.generation)
             .finish_non_exhaustive()
     }
 }
@@ -252,9 +273,7 @@ impl FirewallStats {
 pub struct Firewall {
     // Read on every connect, replaced on reload or reconfiguration: ArcSwap
     // reads write no cache line shared by the schedulers, a RwLock's do.
-    cfg: ArcSwap<FirewallConfig>,
-    snap: ArcSwap<LoadedPolicy>,
-    cache: ArcSwap<AuthCache>,
+    running: ArcSwap<Running>,
     peer_rate: RateLimiter<IpNet>,
     user_rate: RateLimiter<Vec<u8>>,
     peer_bans: BanTable<IpNet>,
@@ -294,9 +313,12 @@ impl Firewall {
     pub fn new(cfg: FirewallConfig) -> Firewall {
         let decoy_hasher = ahash::RandomState::new();
         Firewall {
-            cfg: ArcSwap::from_pointee(cfg),
-            snap: ArcSwap::from_pointee(LoadedPolicy::new(Policy::empty(), PasswordFile::default(), false, 0, decoy_hasher.clone())),
-            cache: ArcSwap::from_pointee(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms)),
+            running: ArcSwap::from_pointee(Running {
+                cfg,
+                snap: Arc::new(LoadedPolicy::new(Policy::empty(), PasswordFile::default(), false, 0, decoy_hasher.clone())),
+                cache: Arc::new(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms)),
+                obfuscation: None,
+            }),
             peer_rate: RateLimiter::new(cfg.rate_per_peer, cfg.burst_per_peer, cfg.max_tracked),
             user_rate: RateLimiter::new(cfg.rate_per_user, cfg.burst_per_user, cfg.max_tracked),
             peer_bans: BanTable::new(cfg.ban_threshold, cfg.ban_window_ms, cfg.ban_duration_ms, cfg.max_tracked),
@@ -317,20 +339,31 @@ impl Firewall {
     /// rebuilt (emptied) only when its size or TTLs change.
     pub fn reconfigure(&self, cfg: FirewallConfig) {
         let _one_at_a_time = self.changing.lock();
-        let old = *self.cfg.swap(Arc::new(cfg));
+        let old = self.running.load_full();
+        let cache = if (old.cfg.cache_size, old.cfg.cache_ok_ttl_ms, old.cfg.cache_fail_ttl_ms) != (cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms) {
+            Arc::new(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms))
+        } else {
+            old.cache.clone()
+        };
+        self.running.store(Arc::new(Running { cfg, cache, ..Running::clone(&old) }));
         #[cfg(test)]
         self.midway.reach();
         self.peer_rate.set_params(cfg.rate_per_peer, cfg.burst_per_peer, cfg.max_tracked);
         self.user_rate.set_params(cfg.rate_per_user, cfg.burst_per_user, cfg.max_tracked);
         self.peer_bans.set_params(cfg.ban_threshold, cfg.ban_window_ms, cfg.ban_duration_ms, cfg.max_tracked);
         self.user_bans.set_params(cfg.ban_threshold, cfg.ban_window_ms, cfg.ban_duration_ms, cfg.max_tracked);
-        if (old.cache_size, old.cache_ok_ttl_ms, old.cache_fail_ttl_ms) != (cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms) {
-            self.cache.store(Arc::new(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms)));
-        }
     }
 
     pub fn config(&self) -> FirewallConfig {
-        **self.cfg.load()
+        self.running.load().cfg
+    }
+
+    /// Logins that begin from now on decrypt with these settings
+    /// ([`crate::warden::Warden::set_obfuscation`]).
+    pub fn set_obfuscation(&self, obfuscation: Option<Obfuscation>) {
+        let _one_at_a_time = self.changing.lock();
+        let old = self.running.load_full();
+        self.running.store(Arc::new(Running { obfuscation: obfuscation.map(Arc::new), ..Running::clone(&old) }));
     }
 
     /// The decision clock, for `stats` (active bans "now"): written only when
@@ -421,9 +454,10 @@ impl Firewall {
             generation,
         };
         let mut snap = LoadedPolicy::new(policy, passwords, has_password_file, generation, self.decoy_hasher.clone());
-        snap.note_changes_since(&self.snap.load(), now);
-        self.snap.store(Arc::new(snap));
-        self.cache.load().clear();
+        let old = self.running.load_full();
+        snap.note_changes_since(&old.snap, now);
+        self.running.store(Arc::new(Running { snap: Arc::new(snap), ..Running::clone(&old) }));
+        old.cache.clear();
         self.stats.bump(S_RELOADS_OK);
         report
     }
@@ -431,18 +465,18 @@ impl Firewall {
     /// The running policy's `max_session_age` of `username` (seconds; the
     /// user's, else its first group's that sets it).
     pub fn max_session_age(&self, username: &[u8]) -> Option<u64> {
-        self.snap.load().policy.user(username).and_then(|u| u.settings.max_session_age)
+        self.running.load().snap.policy.user(username).and_then(|u| u.settings.max_session_age)
     }
 
     /// The running policy's `max_sessions` of `username` (the user's, else
     /// its first group's that sets it).
     pub fn max_sessions(&self, username: &[u8]) -> Option<u32> {
-        self.snap.load().policy.user(username).and_then(|u| u.settings.max_sessions)
+        self.running.load().snap.policy.user(username).and_then(|u| u.settings.max_sessions)
     }
 
     /// Generation of the running snapshot (1 after the first load).
     pub fn generation(&self) -> u64 {
-        self.snap.load().generation
+        self.running.load().snap.generation
     }
 
     // -- decision ----------------------------------------------------------
@@ -450,11 +484,10 @@ impl Firewall {
     /// First call of a decision: everything that needs no password.
     pub fn begin(&self, req: AuthRequest, sessions: &dyn LiveSessions, now: Millis) -> Step {
         self.note_now(now);
-        let cfg = self.config();
-        let snap = self.snap.load();
-        match self.screen(&cfg, &snap, &req, sessions, now, true) {
+        let running = self.running.load();
+        match self.screen(&running.cfg, &running.snap, &req, sessions, now, true) {
             Screen::Done(d) => Step::Done(self.finish(&req, d), req),
-            Screen::Password(check) => Step::NeedPassword(Box::new(PendingAuth { req, check, snap })),
+            Screen::Password(check) => Step::NeedPassword(Box::new(PendingAuth { req, check, running })),
         }
     }
 
@@ -466,7 +499,7 @@ impl Firewall {
             Some(pw) => pw,
             None => return PasswordStep::Done(self.finish(&pending.req, self.failed(pending, now, "no password given"))),
         };
-        let cache = self.cache.load();
+        let cache = &pending.running.cache;
         let (fp, slow) = (pending.check.fingerprint, pending.check.slow || self.forced_slow());
         match cache.check(pending.username(), pw, fp, now) {
             Some(ok) => {
@@ -478,7 +511,7 @@ impl Firewall {
                 if slow {
                     PasswordStep::NeedSlowHash
                 } else {
-                    PasswordStep::Done(self.verify_now(pending, pw, &cache, sessions, now))
+                    PasswordStep::Done(self.verify_now(pending, pw, cache, sessions, now))
                 }
             }
         }
@@ -490,7 +523,7 @@ impl Firewall {
         let Some(pw) = password else {
             return self.finish(&pending.req, self.failed(pending, now, "no password given"));
         };
-        let cache = self.cache.load();
+        let cache = &pending.running.cache;
         let fp = pending.check.fingerprint;
         // A concurrent verification of the same credentials may have finished meanwhile.
         if let Some(ok) = cache.check(pending.username(), pw, fp, now) {
@@ -498,7 +531,7 @@ impl Firewall {
             return self.after_verify(pending, ok, sessions, now);
         }
         self.stats.bump(S_SLOW_VERIFICATIONS);
-        self.verify_now(pending, pw, &cache, sessions, now)
+        self.verify_now(pending, pw, cache, sessions, now)
     }
 
     #[cfg(test)]
@@ -535,7 +568,7 @@ impl Firewall {
                     self.user_bans.record_success(user, now);
                 }
             }
-            let bind = pending.snap.policy.client_id.bind_to_user;
+            let bind = pending.running.snap.policy.client_id.bind_to_user;
             post_checks(&pending.req, Some(pending.username()), pending.settings(), sessions, None, bind)
         };
         self.finish(&pending.req, d)
@@ -626,7 +659,7 @@ impl Firewall {
 
     /// Empties the credential cache (e.g. after an operator changed a password by hand).
     pub fn clear_cache(&self) {
-        self.cache.load().clear();
+        self.running.load().cache.clear();
     }
 
     pub fn stats(&self) -> FirewallStats {

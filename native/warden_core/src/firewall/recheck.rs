@@ -16,13 +16,13 @@ impl Firewall {
     /// certificate, and without them those conditions would refuse sessions
     /// they admitted. Not re-checked: `max_sessions`.
     pub fn recheck(&self, req: &AuthRequest, logged_in_at: Millis, sessions: &dyn LiveSessions, now: Millis) -> Option<Refusal> {
-        let cfg = self.config();
-        let snap = self.snap.load();
+        let running = self.running.load();
+        let (cfg, snap) = (&running.cfg, &running.snap);
         if snap.listener_conditions || !snap.policy.cert_identity.is_empty() {
             return None;
         }
         let refusal = |reason: &str| Some(Refusal { code: RefusalCode::BadUsernameOrPassword, reason: reason.into() });
-        match self.screen(&cfg, &snap, req, sessions, now, false) {
+        match self.screen(cfg, snap, req, sessions, now, false) {
             Screen::Done(Decision::Refuse(r)) if r.code != RefusalCode::QuotaExceeded => Some(r),
             Screen::Password(check) if check.decoy => refusal("credentials: unknown user"),
             // At the same millisecond the session may have used either: refused.

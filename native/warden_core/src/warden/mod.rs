@@ -13,9 +13,7 @@ mod stats;
 mod tests;
 
 use std::path::Path;
-use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
 use zeroize::Zeroizing;
 
 use crate::cluster::RemoteCounts;
@@ -136,9 +134,6 @@ pub struct Warden {
     hooks: HookCounters,
     auths: PendingAuths,
     slots: SlowSlots,
-    /// Read by every `{encrypted, _}` connect: an `ArcSwapOption` read
-    /// writes no cache line shared by the schedulers, a `RwLock`'s does.
-    obfuscation: ArcSwapOption<Obfuscation>,
 }
 
 impl Default for Warden {
@@ -164,7 +159,6 @@ impl Warden {
             hooks: HookCounters::default(),
             auths: PendingAuths::default(),
             slots: SlowSlots::default(),
-            obfuscation: ArcSwapOption::empty(),
         }
     }
 
@@ -201,7 +195,7 @@ impl Warden {
             Password::Clear(p) => Some(p),
             Password::Encrypted(e) => {
                 decrypted = DecryptBuffer::new();
-                let Some(p) = self.obfuscation.load().as_ref().and_then(|o| o.decrypt(e, &mut decrypted)) else {
+                let Some(p) = ctx.pending.obfuscation().and_then(|o| o.decrypt(e, &mut decrypted)) else {
                     return self.keep(token, ctx, now).map(AuthStep::NeedPlaintext);
                 };
                 Some(p)
@@ -342,7 +336,7 @@ impl Warden {
     /// The node's `credentials_obfuscation` settings (`None`: unsupported,
     /// `{encrypted, _}` passwords then go through the broker's library).
     pub fn set_obfuscation(&self, obfuscation: Option<Obfuscation>) {
-        self.obfuscation.store(obfuscation.map(Arc::new));
+        self.firewall.set_obfuscation(obfuscation);
     }
 
     /// Sets how many slow verifications may run at once; the previous limit.

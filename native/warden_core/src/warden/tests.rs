@@ -139,6 +139,21 @@ fn an_encrypted_password_is_decrypted_here_or_handed_back_for_the_library() {
     assert_eq!(w.counters().auth_in_flight, 0);
 }
 
+/// The settings live with the policy, the configuration and the cache in
+/// what a login reads at once: replacing any of those keeps them.
+#[test]
+fn the_obfuscation_settings_outlast_reloads_and_reconfigurations() {
+    let w = warden();
+    w.set_obfuscation(Obfuscation::new(Cipher::Aes128Cbc, KdfHash::Sha256, 1, SECRET));
+    w.firewall.reconfigure(FirewallConfig { cache_size: 7, ..FirewallConfig::default() });
+    w.install(Policy::parse(EXAMPLE, "policy.toml").unwrap(), PasswordFile::parse("", "passwd"));
+    let step = w.auth_begin(request("alice:c1", Some("alice")), CONN, Password::Encrypted(ENCRYPTED), T0).unwrap();
+    assert_eq!(refusal(&step), Some(RefusalCode::BadUsernameOrPassword), "decrypted here");
+    // And they go as they came: the library decrypts again.
+    w.set_obfuscation(None);
+    waiting_for_plaintext(&w, "alice:c2", CONN);
+}
+
 #[test]
 fn a_password_is_not_decrypted_when_a_rule_decides() {
     let w = warden();

@@ -695,7 +695,7 @@ fn concurrent_reconfigurations_leave_settings_and_tables_agreeing() {
     // The second call came last: its settings, and tables that follow them.
     assert_eq!(fw.config(), open);
     assert!(!fw.peer_rate.enabled(), "the settings say no peer rate, the limiter limits");
-    assert_eq!(fw.cache.load().capacity(), AuthCache::new(open.cache_size, open.cache_ok_ttl_ms, open.cache_fail_ttl_ms).capacity());
+    assert_eq!(fw.running.load().cache.capacity(), AuthCache::new(open.cache_size, open.cache_ok_ttl_ms, open.cache_fail_ttl_ms).capacity());
 }
 
 /// Two loads at once, the file edited in between: the policy left running
@@ -719,7 +719,7 @@ fn concurrent_loads_leave_the_last_read_policy_running() {
             fw.load(Some(&p2), None, 0).unwrap();
         },
     );
-    let running = fw.snap.load();
+    let running = fw.running.load().snap.clone();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(running.policy.user(b"bob").is_some() && running.policy.user(b"alice").is_none(), "an older read of the file is running");
     assert_eq!(running.generation, 2);
