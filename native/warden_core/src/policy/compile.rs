@@ -1,7 +1,7 @@
 //! From the TOML text to a [`Policy`]: the serde model of the file and the
 //! compilation that checks every value and names file, line and key.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
@@ -294,7 +294,7 @@ fn modifiers(ctx: &SourceText<'_>, raw: &Option<RawModifiers>, key: &str) -> Res
 
 fn group_ref<'a>(
     ctx: &SourceText<'_>,
-    groups: &'a HashMap<String, Group>,
+    groups: &'a NameMap<String, Group>,
     name: &Spanned<String>,
     key: &str,
 ) -> Result<&'a Group, PolicyError> {
@@ -308,7 +308,7 @@ pub(super) fn compile(ctx: &SourceText<'_>, raw: RawPolicy) -> Result<Policy, Po
         }
     }
     // Groups first: everything else may refer to them.
-    let mut groups = HashMap::new();
+    let mut groups = NameMap::default();
     for (name, g) in &raw.groups {
         let key = format!("groups.{}", name.get_ref());
         let settings = Settings {
@@ -320,7 +320,7 @@ pub(super) fn compile(ctx: &SourceText<'_>, raw: RawPolicy) -> Result<Policy, Po
         groups.insert(name.get_ref().clone(), Group { name: name.get_ref().clone(), settings });
     }
 
-    let mut users = HashMap::new();
+    let mut users = NameMap::default();
     for (name, u) in &raw.users {
         let key = format!("users.{}", name.get_ref());
         if name.get_ref().is_empty() {
@@ -391,7 +391,7 @@ pub(super) fn compile(ctx: &SourceText<'_>, raw: RawPolicy) -> Result<Policy, Po
             if r.prefix.get_ref().is_empty() {
                 return Err(ctx.err(r.prefix.span(), format!("{key}.prefix"), "empty prefix"));
             }
-            let mut gs = HashSet::new();
+            let mut gs = NameSet::default();
             for g in &r.groups {
                 group_ref(ctx, &groups, g, &format!("{key}.groups"))?;
                 gs.insert(g.get_ref().clone());

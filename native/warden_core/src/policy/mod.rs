@@ -8,6 +8,13 @@
 //! a policy that parses can be evaluated without further failure.
 
 use std::collections::{HashMap, HashSet};
+
+/// The policy's sets and maps looked up by a connect's username (users,
+/// `username.deny`, reserved prefixes' users and groups): keyed `ahash`,
+/// as the password file and the registry. Std's SipHash was a second hash
+/// function's code in every connect, cold there, and slower on short names.
+pub type NameSet<T> = HashSet<T, ahash::RandomState>;
+pub type NameMap<K, V> = HashMap<K, V, ahash::RandomState>;
 use std::fmt;
 use std::ops::Range;
 use std::path::Path;
@@ -236,8 +243,8 @@ pub struct NetworkPolicy {
 pub struct ReservedPrefix {
     pub prefix: Vec<u8>,
     /// Users (by name) and groups whose members may use the prefix.
-    pub users: HashSet<Vec<u8>>,
-    pub groups: HashSet<String>,
+    pub users: NameSet<Vec<u8>>,
+    pub groups: NameSet<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -274,7 +281,7 @@ impl Default for ClientIdPolicy {
 pub struct UsernamePolicy {
     pub max_length: Option<usize>,
     pub pattern: Option<Pattern>,
-    pub deny: HashSet<Vec<u8>>,
+    pub deny: NameSet<Vec<u8>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -340,8 +347,8 @@ pub struct Policy {
     pub username: UsernamePolicy,
     pub rules: Vec<Rule>,
     pub cert_identity: Vec<CertIdentity>,
-    pub groups: HashMap<String, Group>,
-    pub users: HashMap<Vec<u8>, User>,
+    pub groups: NameMap<String, Group>,
+    pub users: NameMap<Vec<u8>, User>,
 }
 
 impl Policy {
