@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::*;
-use crate::firewall::Refusal;
+use crate::firewall::{Mods, Refusal};
 use crate::registry::{Applied, ConnectInfo, Registry, RegistryConfig};
 use crate::types::{Peer, ProcId};
 
@@ -209,7 +209,7 @@ fn request(username: &str) -> AuthRequest {
 #[test]
 fn accepted_and_refused_as_json() {
     let mods = Modifiers { max_message_size: Some(1000), username: Some(b"cn-user".to_vec()), ..Default::default() };
-    let e = Event::of_decision(&request("alice"), &Decision::Accept(mods), Some(7), 42).expect("an event");
+    let e = Event::of_decision(&request("alice"), &Decision::Accept(mods.into()), Some(7), 42).expect("an event");
     let json = String::from_utf8(encode_json(&e, "n1@host")).unwrap();
     assert_eq!(
         json,
@@ -232,9 +232,9 @@ fn a_certificate_identity_is_named_as_such() {
     let mut req = request("ignored");
     req.client_cert = Some(vec![1, 2, 3]);
     let mods = Modifiers { username: Some(b"CN=dev".to_vec()), ..Default::default() };
-    let e = Event::of_decision(&req, &Decision::Accept(mods), Some(1), 1).unwrap();
+    let e = Event::of_decision(&req, &Decision::Accept(mods.into()), Some(1), 1).unwrap();
     assert!(matches!(e.detail, Detail::Accepted { identity: IdentitySource::Certificate, .. }));
-    let e = Event::of_decision(&req, &Decision::Accept(Modifiers::default()), Some(1), 1).unwrap();
+    let e = Event::of_decision(&req, &Decision::Accept(Mods::default()), Some(1), 1).unwrap();
     assert!(matches!(e.detail, Detail::Accepted { identity: IdentitySource::Username, modifiers: 0, .. }));
 }
 

@@ -10,7 +10,7 @@ pub(super) fn refuse(code: RefusalCode, reason: impl Into<String>) -> Decision {
 
 pub(super) fn default_decision(cfg: &FirewallConfig) -> Decision {
     match cfg.default_decision {
-        DefaultDecision::Allow => Decision::Accept(Modifiers::default()),
+        DefaultDecision::Allow => Decision::Accept(Mods::default()),
         DefaultDecision::Deny => refuse(RefusalCode::NotAuthorized, "default_decision: no policy or password file knows this client"),
         DefaultDecision::Next => Decision::Next,
     }
@@ -57,7 +57,7 @@ pub(super) fn post_checks(
         }
     }
     mods.username = rename;
-    Decision::Accept(mods)
+    Decision::Accept(mods.into())
 }
 
 /// The policy's value as an upper bound of the client's own, when both are known.

@@ -27,7 +27,7 @@ use crate::limits::{peer_key, BanTable, RateLimiter};
 use crate::striped::StripedCounters;
 use crate::policy::{in_networks, CertField, Policy, PolicyError, Settings, User};
 use screen::Screen;
-pub use crate::policy::{ModValue, Modifiers};
+pub use crate::policy::{ModValue, Modifiers, Mods};
 use crate::types::{Millis, Peer, Protocol, SubscriberKey};
 use once_cell::sync::Lazy;
 

@@ -93,7 +93,7 @@ pub struct AuthRequest {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    Accept(Modifiers),
+    Accept(Mods),
     Refuse(Refusal),
     Next,
 }

@@ -508,3 +508,15 @@ fn large_patterns_fall_back_to_the_regex() {
         assert_eq!(p.matches(value.as_bytes()), Some(want), "{value}");
     }
 }
+
+/// An accept without modifiers carries none (the same value as the
+/// default), and one with modifiers keeps every field.
+#[test]
+fn accepted_modifiers_are_kept_only_when_there_are_some() {
+    assert_eq!(Mods::from(Modifiers::default()), Mods::default());
+    assert!(Mods::default().is_empty());
+    let m = Modifiers { max_packet_size: Some(1024), username: Some(b"alice".to_vec()), ..Modifiers::default() };
+    let kept = Mods::from(m.clone());
+    assert_ne!(kept, Mods::default());
+    assert_eq!(*kept, m);
+}

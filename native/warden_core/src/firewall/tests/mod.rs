@@ -78,7 +78,7 @@ fn reason(d: &Decision) -> String {
 
 fn mods(d: Decision) -> Modifiers {
     match d {
-        Decision::Accept(m) => m,
+        Decision::Accept(m) => (*m).clone(),
         other => panic!("not accepted: {other:?}"),
     }
 }
@@ -271,7 +271,7 @@ fn anonymous_only_on_websocket_listener() {
     // Global switch from the app env when the policy does not say.
     let fw = Firewall::new(FirewallConfig { allow_anonymous: true, ..Default::default() });
     fw.install(policy("[network]\nallow = [\"10.0.0.0/8\"]\n"), PasswordFile::default());
-    assert_eq!(decide(&fw, req("10.0.0.5", "g", None), None, &NoSessions, 0), Decision::Accept(Modifiers::default()));
+    assert_eq!(decide(&fw, req("10.0.0.5", "g", None), None, &NoSessions, 0), Decision::Accept(Mods::default()));
 }
 
 // -- certificates ----------------------------------------------------------------
@@ -658,7 +658,7 @@ fn pending_auth_finishes_with_the_snapshot_it_started_with() {
 fn default_decision_when_nothing_knows_the_client() {
     for (dd, expect) in [
         (DefaultDecision::Next, Decision::Next),
-        (DefaultDecision::Allow, Decision::Accept(Modifiers::default())),
+        (DefaultDecision::Allow, Decision::Accept(Mods::default())),
     ] {
         let fw = Firewall::new(FirewallConfig { default_decision: dd, ..Default::default() });
         assert_eq!(decide(&fw, req("1.2.3.4", "c", Some("u")), Some("p"), &NoSessions, 0), expect);
