@@ -81,7 +81,7 @@ impl Registry {
             return false;
         }
         // carried, not written at once: `kicked_by` is added to the ending here
-        self.with_record_in(key, now, Emit::ENDINGS_ONLY, false, |rec, cx| {
+        self.with_record_in(key, None, now, Emit::ENDINGS_ONLY, false, |rec, cx| {
             let ended = rec.kick(cx, generation, reason);
             if ended {
                 // the kick's ending is the last one (expired pending connects come before it)

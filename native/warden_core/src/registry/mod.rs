@@ -255,16 +255,18 @@ impl Registry {
         emit: Emit<R>,
         f: impl FnOnce(&mut Record, &mut EventContext<'_>) -> R,
     ) -> (R, &Shard) {
-        self.with_record_in(key, now, emit, true, f)
+        self.with_record_in(key, None, now, emit, true, f)
     }
 
-    /// [`Registry::with_record`]; `endings_at_once`: the event's endings
-    /// may go into the history while the shard is locked (false: `f` edits
-    /// them in `cx.endings.carried`). With events on they are carried
-    /// anyway: the events are made from them.
+    /// [`Registry::with_record`]; `new_user`: the username a record created
+    /// here keeps after its key ([`Record::new`]); `endings_at_once`: the
+    /// event's endings may go into the history while the shard is locked
+    /// (false: `f` edits them in `cx.endings.carried`). With events on they
+    /// are carried anyway: the events are made from them.
     fn with_record_in<R>(
         &self,
         key: KeyRef<'_>,
+        new_user: Option<&[u8]>,
         now: Millis,
         emit: Emit<R>,
         endings_at_once: bool,
@@ -304,7 +306,7 @@ impl Registry {
                     (r, endings)
                 }
                 None => {
-                    let mut rec = Record::new(key, h as u32, now, &mut cx.st.bytes);
+                    let mut rec = Record::new(key, new_user, h as u32, now, &mut cx.st.bytes);
                     let r = f(&mut rec, &mut cx);
                     let endings = cx.endings.take();
                     if events_on {
@@ -358,7 +360,7 @@ impl Registry {
         info: ConnectInfo<'_>,
         now: Millis,
     ) -> u64 {
-        self.with_record(key.into(), now, Emit::ENDINGS_ONLY, |r, cx| {
+        self.with_record_in(key.into(), info.username, now, Emit::ENDINGS_ONLY, true, |r, cx| {
             r.auth_accepted(cx, conn, info)
         })
         .0

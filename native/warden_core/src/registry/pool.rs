@@ -63,6 +63,9 @@ pub(super) struct BytePool {
     big_free: Vec<u32>,
     /// Allocations not yet freed: at 0, `trim` lets go of the memory.
     live: usize,
+    /// Allocations made, for tests.
+    #[cfg(test)]
+    pub allocs: usize,
 }
 
 impl BytePool {
@@ -74,6 +77,8 @@ impl BytePool {
             big: Vec::new(),
             big_free: Vec::new(),
             live: 0,
+            #[cfg(test)]
+            allocs: 0,
         }
     }
 
@@ -91,6 +96,10 @@ impl BytePool {
             self.alloc_big(len)
         };
         self.live += 1;
+        #[cfg(test)]
+        {
+            self.allocs += 1;
+        }
         let b = Bytes { at, len: len32 };
         let dst = self.slice_mut(&b);
         let mut o = 0;

@@ -49,6 +49,25 @@ fn reg() -> Registry {
     r
 }
 
+/// A new client's record is created with its accepted connect's username
+/// after the key, so that the session's start finds it there: its block
+/// and the pending connect's copy of the username are the connect's only
+/// pool allocations (a third, the key and username written again at the
+/// start, was an allocation, a copy and a free in every new client's connect).
+#[test]
+fn a_new_client_s_connect_writes_its_key_and_username_once() {
+    let r = reg();
+    let allocs = |r: &Registry| r.shards.iter().map(|s| s.inner.lock().st.bytes.allocs).sum::<usize>();
+    let k = key("c1");
+    connect(&r, &k, S1, Q1, true, 10);
+    assert_eq!(allocs(&r), 2);
+    assert_eq!(view(&r, &k).username.as_deref(), Some(&b"alice"[..]));
+    // Another user's session of the key writes it anew.
+    r.auth_accepted(&k, S2, info("bob", true), 20);
+    assert_eq!(r.woke_up(&k, Q2, 21), Applied::Applied);
+    assert_eq!(view(&r, &k).username.as_deref(), Some(&b"bob"[..]));
+}
+
 /// Normal connect as seen on the broker: auth, wakeup, on_register.
 fn connect(r: &Registry, k: &SubscriberKey, s: ProcId, q: ProcId, clean: bool, t: Millis) -> u64 {
     let g = r.auth_accepted(k, s, info("alice", clean), t);
