@@ -54,7 +54,7 @@ impl Record {
                     return Applied::Duplicate;
                 }
                 self.set_conn(Some(conn));
-                self.set_registered_info(&mut cx.st.bytes, info);
+                self.set_registered_info(cx.st, info);
                 self.set(REGISTERED, true);
                 self.set_times_change(cx.now);
                 return Applied::Applied;
@@ -107,7 +107,7 @@ impl Record {
             // Unknown key (plugin enabled on a running broker): we learn
             // of a persistent session only now.
             let gen = cx.new_gen();
-            self.set_cur(&mut cx.st.bytes, NewSession {
+            self.set_cur(cx.st, NewSession {
                 gen,
                 conn: None,
                 queue: Some(queue),

@@ -113,7 +113,7 @@ pub(super) struct Pending {
     conn: ProcId,
     created: Millis,
     peer: Option<Peer>,
-    username: Option<Bytes>,
+    username: PendingUser,
     clean: bool,
     protocol: Protocol,
     /// on_register seen: its place in the order of registrations (a number
@@ -140,13 +140,35 @@ struct NewSession<'u> {
     protocol: Protocol,
 }
 
-/// A username to store: none, from outside the pool, or a pending
-/// connect's (in the pool the record's bytes are written to).
+/// A username to store: none, from outside the pool, a pending connect's
+/// (in the pool the record's bytes are written to), or the one the record
+/// keeps already.
 #[derive(Clone, Copy)]
 enum UsernameSource<'u> {
     Absent,
     Borrowed(&'u [u8]),
     Pooled(&'u Bytes),
+    Kept,
+}
+
+/// A pending connect's username: none, the one its record keeps after the
+/// key (most connects: a client id's user rarely changes, and a new record
+/// is created with it), or a copy of its own. A record about to keep
+/// another name first gives its pending connects copies of the old one
+/// (`unshare_kept_user`).
+pub(super) enum PendingUser {
+    Absent,
+    Kept,
+    Own(Bytes),
+}
+
+impl PendingUser {
+    /// Gives a copy of its own back to the pool.
+    fn free(self, bytes: &mut BytePool) {
+        if let PendingUser::Own(b) = self {
+            bytes.free(b);
+        }
+    }
 }
 
 /// All that is known about one key, compact (one pool block for key and
@@ -278,10 +300,10 @@ impl Record {
     /// Without a username the one known stays too: the broker drops the
     /// `username` modifier for a client that sent none, and the identity
     /// our auth admitted (a certificate's) is the effective one.
-    fn set_registered_info(&mut self, bytes: &mut BytePool, info: ConnectInfo<'_>) {
+    fn set_registered_info(&mut self, st: &mut Store, info: ConnectInfo<'_>) {
         self.set_peer(info.peer);
         if let Some(u) = info.username {
-            self.set_user(bytes, UsernameSource::Borrowed(u));
+            self.set_user(st, UsernameSource::Borrowed(u));
         }
         self.set(MQTT5, info.protocol == Protocol::Mqtt5);
     }
@@ -320,9 +342,7 @@ impl Record {
         if let Some(hash_user) = hash_user {
             let online_user = if self.online() { self.user(st) } else { None };
             let (slots, count) = self.pending_slots(st);
-            let pending_users = slots[..count]
-                .iter()
-                .filter_map(|&i| st.pending.get(i)?.username.as_ref().map(|u| st.bytes.get(u)));
+            let pending_users = slots[..count].iter().filter_map(|&i| self.pending_user(st.pending.get(i)?, st));
             for u in online_user.into_iter().chain(pending_users) {
                 users.insert(hash_user(u));
             }
@@ -395,14 +415,12 @@ impl Record {
             generation: p.gen,
             reason,
             peer: p.peer,
-            username: p.username.as_ref().map(|u| cx.st.bytes.get(u)),
+            username: self.pending_user(&p, cx.st),
             started: p.created,
             ended: cx.now,
             kicked_by: None,
         });
-        if let Some(u) = p.username {
-            cx.st.bytes.free(u);
-        }
+        p.username.free(&mut cx.st.bytes);
         self.set_end(reason, cx.now);
         self.set_times_change(cx.now);
     }
@@ -435,16 +453,18 @@ impl Record {
                 conn: Some(p.conn),
                 queue: Some(queue),
                 peer: p.peer,
-                username: p.username.as_ref().map_or(UsernameSource::Absent, UsernameSource::Pooled),
+                username: match &p.username {
+                    PendingUser::Absent => UsernameSource::Absent,
+                    PendingUser::Kept => UsernameSource::Kept,
+                    PendingUser::Own(b) => UsernameSource::Pooled(b),
+                },
                 online: true,
                 registered: p.registered.is_some(),
                 clean: p.clean,
                 protocol: p.protocol,
             },
         );
-        if let Some(u) = p.username {
-            cx.st.bytes.free(u);
-        }
+        p.username.free(&mut cx.st.bytes);
     }
 
     /// A confirmed connect we never saw accepted (another plugin in the chain
@@ -480,7 +500,7 @@ impl Record {
     }
 
     fn start(&mut self, cx: &mut EventContext<'_>, s: NewSession<'_>) {
-        self.set_cur(&mut cx.st.bytes, s);
+        self.set_cur(cx.st, s);
         self.connect_count = self.connect_count.saturating_add(1);
         self.last_connect = Millis48::new(cx.now);
         self.set_times_change(cx.now);
@@ -495,22 +515,16 @@ impl Record {
         p.registered = Some(order);
         p.peer = info.peer;
         p.protocol = info.protocol;
-        let stored = p.username.take();
-        let same = match (&stored, info.username) {
-            (Some(b), Some(u)) => cx.st.bytes.get(b) == u,
+        let same = match (cx.st.pending.get(slot), info.username) {
             (_, None) => true,
+            (Some(p), Some(u)) => self.pending_user(p, cx.st) == Some(u),
             (None, Some(_)) => false,
         };
-        let username = if same {
-            stored
-        } else {
-            if let Some(b) = stored {
-                cx.st.bytes.free(b);
+        if !same {
+            let username = self.new_pending_user(&mut cx.st.bytes, info.username);
+            if let Some(p) = cx.st.pending.get_mut(slot) {
+                std::mem::replace(&mut p.username, username).free(&mut cx.st.bytes);
             }
-            info.username.map(|u| cx.st.bytes.alloc(&[u]))
-        };
-        if let Some(p) = cx.st.pending.get_mut(slot) {
-            p.username = username;
         }
         self.set_times_change(cx.now);
     }

@@ -140,20 +140,31 @@ impl Record {
     pub(super) fn user<'s>(&self, st: &'s Store) -> Option<&'s [u8]> {
         (self.has(HAS_CUR) && self.has(HAS_USER)).then(|| &st.bytes.get(&self.kb)[self.key_len as usize..])
     }
-    /// Store `u` after the key, in a new block only if it differs from the
-    /// one stored.
-    pub(super) fn set_user(&mut self, bytes: &mut BytePool, u: UsernameSource<'_>) {
-        let k = self.key_len as usize;
-        let key_and_user = bytes.get(&self.kb);
-        let stored = self.has(HAS_USER).then(|| &key_and_user[k..]);
-        let new = match u {
+    /// The username kept after the key, whether or not a session is current.
+    pub(super) fn kept_user<'s>(&self, bytes: &'s BytePool) -> Option<&'s [u8]> {
+        self.has(HAS_USER).then(|| &bytes.get(&self.kb)[self.key_len as usize..])
+    }
+    fn username_of<'s>(&self, bytes: &'s BytePool, u: UsernameSource<'s>) -> Option<&'s [u8]> {
+        match u {
             UsernameSource::Absent => None,
             UsernameSource::Borrowed(s) => Some(s),
             UsernameSource::Pooled(b) => Some(bytes.get(b)),
-        };
-        if stored == new {
+            UsernameSource::Kept => self.kept_user(bytes),
+        }
+    }
+    /// Store `u` after the key, in a new block only if it differs from the
+    /// one stored.
+    pub(super) fn set_user(&mut self, st: &mut Store, u: UsernameSource<'_>) {
+        if self.kept_user(&st.bytes) == self.username_of(&st.bytes, u) {
             return;
         }
+        // The pending connects that share the old name get their copies
+        // first (the pool may grow: `new` is read after).
+        self.unshare_kept_user(st);
+        let bytes = &mut st.bytes;
+        let new = self.username_of(bytes, u);
+        let k = self.key_len as usize;
+        let key_and_user = bytes.get(&self.kb);
         // Both may be the pool's bytes: join them outside it first.
         let total = k + new.map_or(0, <[u8]>::len);
         let mut stack = [0u8; 256];
@@ -200,14 +211,14 @@ impl Record {
         SubscriberKey::new(mountpoint, client_id)
     }
 
-    pub(super) fn set_cur(&mut self, bytes: &mut BytePool, s: NewSession<'_>) {
+    pub(super) fn set_cur(&mut self, st: &mut Store, s: NewSession<'_>) {
         self.bits &= !SESSION_BITS;
         self.bits |= HAS_CUR;
         self.gen = s.gen;
         self.set_conn(s.conn);
         self.set_queue(s.queue);
         self.set_peer(s.peer);
-        self.set_user(bytes, s.username);
+        self.set_user(st, s.username);
         self.set(ONLINE, s.online);
         self.set(REGISTERED, s.registered);
         self.set(CLEAN, s.clean);

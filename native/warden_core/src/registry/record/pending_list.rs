@@ -9,9 +9,7 @@ impl Record {
     pub fn release(&mut self, st: &mut Store) {
         while self.pending != NONE {
             let p = self.take_pending(st, self.pending);
-            if let Some(u) = p.username {
-                st.bytes.free(u);
-            }
+            p.username.free(&mut st.bytes);
         }
         st.bytes.free(std::mem::replace(&mut self.kb, Bytes::EMPTY));
     }
@@ -48,6 +46,41 @@ impl Record {
             .max()
             .map(|(_, i)| i)
     }
+    /// A pending connect's username.
+    pub(super) fn pending_user<'s>(&self, p: &Pending, st: &'s Store) -> Option<&'s [u8]> {
+        match &p.username {
+            PendingUser::Absent => None,
+            PendingUser::Kept => self.kept_user(&st.bytes),
+            PendingUser::Own(b) => Some(st.bytes.get(b)),
+        }
+    }
+    /// How a new pending connect keeps `username`: as the record's own
+    /// when it is the one kept after the key, else in a copy.
+    pub(super) fn new_pending_user(&self, bytes: &mut BytePool, username: Option<&[u8]>) -> PendingUser {
+        match username {
+            None => PendingUser::Absent,
+            Some(u) if self.kept_user(bytes) == Some(u) => PendingUser::Kept,
+            Some(u) => PendingUser::Own(bytes.alloc(&[u])),
+        }
+    }
+    /// Before the record keeps another name: the pending connects that
+    /// share the old one get copies of it.
+    pub(super) fn unshare_kept_user(&self, st: &mut Store) {
+        let (slots, n) = self.pending_slots(st);
+        let sharing = |st: &Store, i: u32| matches!(st.pending.get(i).map(|p| &p.username), Some(PendingUser::Kept));
+        if !slots[..n].iter().any(|&i| sharing(st, i)) {
+            return;
+        }
+        let name = self.kept_user(&st.bytes).map(<[u8]>::to_vec).unwrap_or_default();
+        for &i in &slots[..n] {
+            if sharing(st, i) {
+                let own = PendingUser::Own(st.bytes.alloc(&[&name]));
+                if let Some(p) = st.pending.get_mut(i) {
+                    p.username = own;
+                }
+            }
+        }
+    }
     pub(super) fn woken(&self, st: &Store) -> Option<ProcId> {
         self.pending(st).and_then(|p| p.woken)
     }
@@ -83,7 +116,7 @@ impl Record {
             self.abandon_pending(cx, slots[n - 1]);
         }
         let gen = cx.new_gen();
-        let username = info.username.map(|u| cx.st.bytes.alloc(&[u]));
+        let username = self.new_pending_user(&mut cx.st.bytes, info.username);
         let woken = self.woken(cx.st);
         self.set_woken(cx.st, None);
         self.pending = cx.st.pending.insert(Pending {

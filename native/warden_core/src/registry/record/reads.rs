@@ -41,7 +41,7 @@ impl Record {
             let p = self.pending(st)?;
             Some(SessionView {
                 conn: Some(p.conn),
-                ..common(p.gen, p.peer, p.username.as_ref().map(|u| st.bytes.get(u)), p.clean, p.protocol)
+                ..common(p.gen, p.peer, self.pending_user(p, st), p.clean, p.protocol)
             })
         }
     }
@@ -61,7 +61,7 @@ impl Record {
         if self.has_cur() {
             self.user(st)
         } else {
-            self.pending(st)?.username.as_ref().map(|u| st.bytes.get(u))
+            self.pending_user(self.pending(st)?, st)
         }
     }
 }

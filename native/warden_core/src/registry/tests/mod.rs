@@ -50,22 +50,32 @@ fn reg() -> Registry {
 }
 
 /// A new client's record is created with its accepted connect's username
-/// after the key, so that the session's start finds it there: its block
-/// and the pending connect's copy of the username are the connect's only
-/// pool allocations (a third, the key and username written again at the
-/// start, was an allocation, a copy and a free in every new client's connect).
+/// after the key, and a pending connect whose username is the one kept
+/// there shares it: a new client's whole connect writes one block of the
+/// pool (there were three: the record's key, the pending connect's
+/// username, then both again when the session started). When the record
+/// comes to keep another name, the connects still pending with the old
+/// one keep it.
 #[test]
 fn a_new_client_s_connect_writes_its_key_and_username_once() {
     let r = reg();
     let allocs = |r: &Registry| r.shards.iter().map(|s| s.inner.lock().st.bytes.allocs).sum::<usize>();
     let k = key("c1");
     connect(&r, &k, S1, Q1, true, 10);
-    assert_eq!(allocs(&r), 2);
+    assert_eq!(allocs(&r), 1);
     assert_eq!(view(&r, &k).username.as_deref(), Some(&b"alice"[..]));
-    // Another user's session of the key writes it anew.
-    r.auth_accepted(&k, S2, info("bob", true), 20);
-    assert_eq!(r.woke_up(&k, Q2, 21), Applied::Applied);
+    // alice connects again (sharing the kept name), and bob's connect of
+    // the client id, accepted after hers, registers and wakes first.
+    r.auth_accepted(&k, S2, info("alice", true), 20);
+    r.auth_accepted(&k, S3, info("bob", true), 21);
+    assert_eq!(r.registered(&k, S3, info("bob", true), 22), Applied::Applied);
+    assert_eq!(r.woke_up(&k, Q2, 23), Applied::Applied);
     assert_eq!(view(&r, &k).username.as_deref(), Some(&b"bob"[..]));
+    // alice's connect, overtaken, ends with her name.
+    assert_eq!(r.registered(&k, S2, info("alice", true), 24), Applied::Stale);
+    let last = &r.recent_endings(1)[0];
+    assert_eq!((last.reason, last.username.as_deref()), (EndReason::TakenOver, Some(&b"alice"[..])));
+    assert_eq!((r.live_sessions_of_user(b"alice"), r.live_sessions_of_user(b"bob")), (0, 1));
 }
 
 /// Normal connect as seen on the broker: auth, wakeup, on_register.
