@@ -138,7 +138,11 @@ impl Record {
     }
     /// The current session's username.
     pub(super) fn user<'s>(&self, st: &'s Store) -> Option<&'s [u8]> {
-        (self.has(HAS_CUR) && self.has(HAS_USER)).then(|| &st.bytes.get(&self.kb)[self.key_len as usize..])
+        if self.has(HAS_CUR) {
+            self.kept_user(&st.bytes)
+        } else {
+            None
+        }
     }
     /// The username kept after the key, whether or not a session is current.
     pub(super) fn kept_user<'s>(&self, bytes: &'s BytePool) -> Option<&'s [u8]> {
