@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use ipnet::IpNet;
 use arc_swap::{ArcSwap, Guard};
+use parking_lot::MutexGuard;
 
 use crate::credentials::{self, AuthCache, PasswordFile, PasswordHash};
 use crate::obfuscation::Obfuscation;
@@ -338,14 +339,13 @@ impl Firewall {
     /// New settings. Limiter and ban tables keep their entries; the cache is
     /// rebuilt (emptied) only when its size or TTLs change.
     pub fn reconfigure(&self, cfg: FirewallConfig) {
-        let _one_at_a_time = self.changing.lock();
-        let old = self.running.load_full();
-        let cache = if (old.cfg.cache_size, old.cfg.cache_ok_ttl_ms, old.cfg.cache_fail_ttl_ms) != (cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms) {
-            Arc::new(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms))
-        } else {
-            old.cache.clone()
-        };
-        self.running.store(Arc::new(Running { cfg, cache, ..Running::clone(&old) }));
+        let one_at_a_time = self.changing.lock();
+        self.replace_running(&one_at_a_time, |r| {
+            if (r.cfg.cache_size, r.cfg.cache_ok_ttl_ms, r.cfg.cache_fail_ttl_ms) != (cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms) {
+                r.cache = Arc::new(AuthCache::new(cfg.cache_size, cfg.cache_ok_ttl_ms, cfg.cache_fail_ttl_ms));
+            }
+            r.cfg = cfg;
+        });
         #[cfg(test)]
         self.midway.reach();
         self.peer_rate.set_params(cfg.rate_per_peer, cfg.burst_per_peer, cfg.max_tracked);
@@ -361,9 +361,20 @@ impl Firewall {
     /// Logins that begin from now on decrypt with these settings
     /// ([`crate::warden::Warden::set_obfuscation`]).
     pub fn set_obfuscation(&self, obfuscation: Option<Obfuscation>) {
-        let _one_at_a_time = self.changing.lock();
+        let one_at_a_time = self.changing.lock();
+        self.replace_running(&one_at_a_time, |r| r.obfuscation = obfuscation.map(Arc::new));
+    }
+
+    /// Replaces what logins read with `change` applied to a copy of it, and
+    /// returns what ran before. Only under `changing` (the guard is the
+    /// proof): two changes at once would start from the same copy, and the
+    /// later store would undo the earlier one.
+    fn replace_running(&self, _one_at_a_time: &MutexGuard<'_, ()>, change: impl FnOnce(&mut Running)) -> Arc<Running> {
         let old = self.running.load_full();
-        self.running.store(Arc::new(Running { obfuscation: obfuscation.map(Arc::new), ..Running::clone(&old) }));
+        let mut new = Running::clone(&old);
+        change(&mut new);
+        self.running.store(Arc::new(new));
+        old
     }
 
     /// The decision clock, for `stats` (active bans "now"): written only when
@@ -396,7 +407,7 @@ impl Firewall {
         now: Millis,
         prepare: &dyn Fn(&Policy),
     ) -> Result<LoadReport, LoadError> {
-        let _one_at_a_time = self.changing.lock();
+        let one_at_a_time = self.changing.lock();
         let result = (|| {
             let policy = match policy_path {
                 Some(p) => Policy::load(p).map_err(LoadError::Policy)?,
@@ -414,7 +425,7 @@ impl Firewall {
             Ok((policy, passwords)) => {
                 let has_file = passwords.is_some();
                 prepare(&policy);
-                Ok(self.swap(policy, passwords.unwrap_or_default(), has_file, now))
+                Ok(self.swap(&one_at_a_time, policy, passwords.unwrap_or_default(), has_file, now))
             }
             Err(e) => {
                 // Logged once, by the caller (vmq_warden_config), which knows
@@ -437,13 +448,13 @@ impl Firewall {
 
     /// [`Firewall::install`], calling `prepare` with the policy before it runs.
     pub(crate) fn install_with(&self, policy: Policy, passwords: PasswordFile, prepare: &dyn Fn(&Policy)) -> LoadReport {
-        let _one_at_a_time = self.changing.lock();
+        let one_at_a_time = self.changing.lock();
         prepare(&policy);
         let has_file = !passwords.is_empty();
-        self.swap(policy, passwords, has_file, self.last_now.load(Ordering::Relaxed))
+        self.swap(&one_at_a_time, policy, passwords, has_file, self.last_now.load(Ordering::Relaxed))
     }
 
-    fn swap(&self, policy: Policy, passwords: PasswordFile, has_password_file: bool, now: Millis) -> LoadReport {
+    fn swap(&self, one_at_a_time: &MutexGuard<'_, ()>, policy: Policy, passwords: PasswordFile, has_password_file: bool, now: Millis) -> LoadReport {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         let report = LoadReport {
             warnings: passwords.warnings().iter().map(ToString::to_string).collect(),
@@ -454,9 +465,10 @@ impl Firewall {
             generation,
         };
         let mut snap = LoadedPolicy::new(policy, passwords, has_password_file, generation, self.decoy_hasher.clone());
-        let old = self.running.load_full();
-        snap.note_changes_since(&old.snap, now);
-        self.running.store(Arc::new(Running { snap: Arc::new(snap), ..Running::clone(&old) }));
+        let old = self.replace_running(one_at_a_time, |r| {
+            snap.note_changes_since(&r.snap, now);
+            r.snap = Arc::new(snap);
+        });
         old.cache.clear();
         self.stats.bump(S_RELOADS_OK);
         report

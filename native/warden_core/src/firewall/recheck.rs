@@ -86,7 +86,8 @@ mod tests {
 
     /// Reloads at `now` (what `load` does with files).
     fn reload(f: &Firewall, policy: &str, passwords: &str, now: Millis) {
-        let _ = f.swap(Policy::parse(policy, "test.toml").unwrap(), PasswordFile::parse(passwords, "passwd"), !passwords.is_empty(), now);
+        let one_at_a_time = f.changing.lock();
+        let _ = f.swap(&one_at_a_time, Policy::parse(policy, "test.toml").unwrap(), PasswordFile::parse(passwords, "passwd"), !passwords.is_empty(), now);
     }
 
     /// A reload that changes alice's stored hash refuses her sessions that
