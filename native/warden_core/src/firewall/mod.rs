@@ -499,7 +499,7 @@ impl Firewall {
         let running = self.running.load();
         match self.screen(&running.cfg, &running.snap, &req, sessions, now, true) {
             Screen::Done(d) => Step::Done(self.finish(&req, d), req),
-            Screen::Password(check) => Step::NeedPassword(Box::new(PendingAuth { req, check, running })),
+            Screen::Password(check) => Step::NeedPassword(PendingAuth { req, check, running }),
         }
     }
 

@@ -138,9 +138,11 @@ pub enum Step {
     /// The decision, and the request given back (the caller registers an
     /// accepted client from it without having kept a copy).
     Done(Decision, AuthRequest),
-    /// Boxed once here: it waits between the NIF calls of one login and
-    /// changes hands several times (over 500 bytes).
-    NeedPassword(Box<PendingAuth>),
+    /// Not boxed: most logins decide in this same call, and a box would be
+    /// a malloc and a free on memory out of the CPU caches in each of them
+    /// (tests/allocations.rs). A login kept for a later step is boxed then
+    /// (warden/pending.rs).
+    NeedPassword(PendingAuth),
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use crate::types::{Millis, ProcId};
 /// connection process it is for, and, for the slow step, the password the
 /// normal step decoded (wiped on drop).
 pub struct AuthContext {
-    pub pending: Box<PendingAuth>,
+    pub pending: PendingAuth,
     pub conn: ProcId,
     pub password: Option<Zeroizing<Vec<u8>>>,
 }
@@ -34,7 +34,8 @@ const MAX_PER_SHARD: usize = 8192;
 pub(crate) const TTL_MS: Millis = 30_000;
 
 struct Entry {
-    ctx: AuthContext,
+    /// Boxed only here, when a login waits for its next step.
+    ctx: Box<AuthContext>,
     created: Millis,
 }
 
@@ -71,7 +72,7 @@ impl PendingAuths {
                 return false;
             }
         }
-        shard.insert(token, Entry { ctx, created: now });
+        shard.insert(token, Entry { ctx: Box::new(ctx), created: now });
         true
     }
 
@@ -79,7 +80,7 @@ impl PendingAuths {
     pub fn take(&self, token: u64, caller: ProcId) -> Option<AuthContext> {
         let mut shard = self.shard(token).lock();
         match shard.get(&token) {
-            Some(e) if e.ctx.conn == caller => shard.remove(&token).map(|e| e.ctx),
+            Some(e) if e.ctx.conn == caller => shard.remove(&token).map(|e| *e.ctx),
             _ => None,
         }
     }
