@@ -64,9 +64,13 @@ struct Client {
     name: String,
 }
 
+/// The request without its client id and username: the measured auth
+/// copies them in from bytes, as the NIF's decoder does inside the hook.
 fn client(i: usize) -> Client {
-    let request = request(i);
-    Client { i, key: request.key.clone(), request, name: user(i % USERS) }
+    let mut request = request(i);
+    let key = std::mem::replace(&mut request.key, SubscriberKey::new(&b""[..], &b""[..]));
+    request.username = None;
+    Client { i, key, request, name: user(i % USERS) }
 }
 
 fn connect(w: &Warden, i: usize, hooks: usize) {
@@ -85,6 +89,7 @@ fn connect_cold(w: &Warden, c: Client, hooks: usize, junk: &mut [u8]) {
     let (conn, queue) = (ProcId(i as u64), ProcId(1 << 40 | i as u64));
     empty();
     if hooks >= 1 {
+        let r = AuthRequest { key: SubscriberKey::new(&b""[..], &key.client_id[..]), username: Some(name.as_bytes().into()), ..r };
         let step = w.auth_begin(r, conn, Password::Encrypted(ENCRYPTED), 5_000_000).unwrap();
         assert!(matches!(step, AuthStep::Decided(warden_core::firewall::Decision::Accept(_), _)), "{step:?}");
     }
