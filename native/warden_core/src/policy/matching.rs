@@ -12,6 +12,7 @@ use regex_automata::nfa::thompson;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input};
 
+use super::simple_pattern::SimplePattern;
 use super::*;
 
 /// Which listener(s) an entry applies to. Every field given must match; an
@@ -288,15 +289,22 @@ const PATTERN_DFA_LIMIT: usize = 32 * 1024;
 /// and state tables; the full DFA is one table of a few cache lines. Both
 /// come from the same engine with the same syntax settings (`regex::bytes`:
 /// Unicode on, values need not be UTF-8), so they answer alike.
+///
+/// A pattern that is a sequence of classes (`[a-z][a-z0-9_.-]*`) is matched
+/// by [`SimplePattern`] instead, without an automaton.
 #[derive(Clone, Debug)]
 pub struct Pattern {
     pub(super) re: Regex,
+    simple: Option<SimplePattern>,
     dfa: Option<Arc<dense::DFA<Vec<u32>>>>,
 }
 
 impl Pattern {
-    /// `re` is the anchored pattern; its DFA is built from the same source.
+    /// `re` is the anchored pattern; its matcher is built from the same source.
     pub(super) fn new(re: Regex) -> Pattern {
+        if let Some(simple) = SimplePattern::of(re.as_str(), REGEX_NEST_LIMIT) {
+            return Pattern { re, simple: Some(simple), dfa: None };
+        }
         let dfa = dense::Builder::new()
             .syntax(syntax::Config::new().utf8(false).nest_limit(REGEX_NEST_LIMIT))
             .thompson(thompson::Config::new().utf8(false).nfa_size_limit(Some(REGEX_SIZE_LIMIT)))
@@ -309,7 +317,7 @@ impl Pattern {
             .build(re.as_str())
             .ok()
             .map(Arc::new);
-        Pattern { re, dfa }
+        Pattern { re, simple: None, dfa }
     }
 
     /// `Some(matched)`, or `None` for a value longer than [`MAX_MATCH_INPUT`],
@@ -321,6 +329,9 @@ impl Pattern {
     }
 
     fn is_match_unbounded(&self, value: &[u8]) -> bool {
+        if let Some(simple) = &self.simple {
+            return simple.matches(value);
+        }
         let by_dfa = self.dfa.as_ref().and_then(|dfa| {
             // Errs only on a byte the DFA gave up on: the regex then decides.
             dfa.try_search_fwd(&Input::new(value).anchored(Anchored::Yes).earliest(true)).ok()
@@ -334,6 +345,11 @@ impl Pattern {
     #[cfg(test)]
     pub(crate) fn has_dfa(&self) -> bool {
         self.dfa.is_some()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn is_simple(&self) -> bool {
+        self.simple.is_some()
     }
 
     /// For checks the value must pass: a value longer than

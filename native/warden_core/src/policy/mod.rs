@@ -418,6 +418,7 @@ impl Policy {
 mod compile;
 mod matching;
 mod modifiers;
+mod simple_pattern;
 
 pub use matching::*;
 pub use modifiers::*;
