@@ -46,7 +46,7 @@ enum Times {
 /// A pattern of this shape, expanded to positions (`x{2,4}` is `x x x? x?`,
 /// `x+` is `x x*`), matched as a set of states in one word: state i is
 /// "the first i positions are done".
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct SimplePattern {
     /// Position i's ASCII characters (bit `b`: byte `b`), in one array read
     /// in order.
