@@ -39,7 +39,7 @@ enum Times {
     Once,
     /// Once or not at all.
     Optional,
-    /// Any number of times, none included.
+    /// Any number of times, none too.
     Any,
 }
 
@@ -119,7 +119,7 @@ impl SimplePattern {
             if states == self.tail_states && self.tail_class >> b & 1 == 1 {
                 continue;
             }
-            let accepting = self.ascii.iter().enumerate().fold(0u64, |m, (i, class)| m | ((class >> b & 1) as u64) << i);
+            let accepting = self.accepting_ascii(b);
             states = self.step(states, accepting);
             if states == 0 {
                 return false;
@@ -134,7 +134,7 @@ impl SimplePattern {
         let Ok(text) = std::str::from_utf8(rest) else { return false };
         for c in text.chars() {
             let accepting = match u8::try_from(c) {
-                Ok(b) if b < 0x80 => self.ascii.iter().enumerate().fold(0u64, |m, (i, class)| m | ((class >> b & 1) as u64) << i),
+                Ok(b) if b < 0x80 => self.accepting_ascii(b),
                 _ => self.non_ascii,
             };
             states = self.step(states, accepting);
@@ -143,6 +143,11 @@ impl SimplePattern {
             }
         }
         self.is_done(states)
+    }
+
+    /// The positions whose class takes the ASCII byte `b`.
+    fn accepting_ascii(&self, b: u8) -> u64 {
+        self.ascii.iter().enumerate().fold(0u64, |m, (i, class)| m | ((class >> b & 1) as u64) << i)
     }
 
     fn is_done(&self, states: u64) -> bool {
