@@ -9,7 +9,7 @@ use warden_core::firewall::{AuthRequest, FirewallConfig, UnknownUser};
 use warden_core::obfuscation::{Cipher, KdfHash, Obfuscation};
 use warden_core::policy::Policy;
 use warden_core::registry::{ConnectInfo, RegistryConfig};
-use warden_core::types::{ProcId, Protocol, SubscriberKey};
+use warden_core::types::{Key, ProcId, Protocol, SubscriberKey};
 use warden_core::warden::{AuthStep, Password, QueueEvent, Warden};
 
 mod bench_setup;
@@ -59,13 +59,13 @@ fn measured_connect(w: &Warden, c: Client, hooks: usize, junk: &mut [u8]) {
 
 struct Client {
     i: usize,
-    request: AuthRequest,
+    request: AuthRequest<'static>,
     key: SubscriberKey,
     name: String,
 }
 
 /// The request without its client id and username: the measured auth
-/// copies them in from bytes, as the NIF's decoder does inside the hook.
+/// borrows them, as the NIF's decoder borrows the broker's binaries.
 fn client(i: usize) -> Client {
     let mut request = request(i);
     let key = std::mem::replace(&mut request.key, SubscriberKey::new(&b""[..], &b""[..]));
@@ -89,7 +89,7 @@ fn connect_cold(w: &Warden, c: Client, hooks: usize, junk: &mut [u8]) {
     let (conn, queue) = (ProcId(i as u64), ProcId(1 << 40 | i as u64));
     empty();
     if hooks >= 1 {
-        let r = AuthRequest { key: SubscriberKey::new(&b""[..], &key.client_id[..]), username: Some(name.as_bytes().into()), ..r };
+        let r = AuthRequest { key: Key::borrowed(&b""[..], &key.client_id), username: Some(name.as_bytes().into()), ..r };
         let step = w.auth_begin(r, conn, Password::Encrypted(ENCRYPTED), 5_000_000).unwrap();
         assert!(matches!(step, AuthStep::Decided(warden_core::firewall::Decision::Accept(_), _)), "{step:?}");
     }

@@ -2,6 +2,7 @@
 //! passes to hooks (docs/VERNEMQ.md, "Hooks and arguments") after the Erlang
 //! side has normalised it, and the refusal codes it understands.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -19,20 +20,40 @@ pub struct ProcId(pub u64);
 
 /// `{Mountpoint, ClientId}`. Both are kept as raw bytes: VerneMQ does not
 /// guarantee UTF-8 client ids, and a registry must not reject what the broker
-/// accepted.
+/// accepted. A connect's request borrows them from the broker's terms for
+/// the call (`Key<'a>`); everything kept owns them ([`SubscriberKey`]).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SubscriberKey {
-    pub mountpoint: Box<[u8]>,
-    pub client_id: Box<[u8]>,
+pub struct Key<'a> {
+    pub mountpoint: Cow<'a, [u8]>,
+    pub client_id: Cow<'a, [u8]>,
 }
+
+/// A key that owns its bytes.
+pub type SubscriberKey = Key<'static>;
 
 impl SubscriberKey {
     pub fn new(mountpoint: impl Into<Box<[u8]>>, client_id: impl Into<Box<[u8]>>) -> Self {
-        SubscriberKey { mountpoint: mountpoint.into(), client_id: client_id.into() }
+        Key { mountpoint: Cow::Owned(mountpoint.into().into_vec()), client_id: Cow::Owned(client_id.into().into_vec()) }
     }
 }
 
-impl fmt::Debug for SubscriberKey {
+impl<'a> Key<'a> {
+    /// The key over the caller's bytes, copying nothing.
+    pub fn borrowed(mountpoint: &'a [u8], client_id: &'a [u8]) -> Key<'a> {
+        Key { mountpoint: Cow::Borrowed(mountpoint), client_id: Cow::Borrowed(client_id) }
+    }
+
+    /// The same key owning its bytes.
+    pub fn to_owned_key(&self) -> SubscriberKey {
+        Key { mountpoint: Cow::Owned(self.mountpoint.to_vec()), client_id: Cow::Owned(self.client_id.to_vec()) }
+    }
+
+    pub fn into_owned_key(self) -> SubscriberKey {
+        Key { mountpoint: Cow::Owned(self.mountpoint.into_owned()), client_id: Cow::Owned(self.client_id.into_owned()) }
+    }
+}
+
+impl fmt::Debug for Key<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,

@@ -44,11 +44,11 @@ impl tracing::Subscriber for Capture {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
-fn req(peer: &str, client_id: &str, user: &str) -> AuthRequest {
+fn req(peer: &str, client_id: &str, user: &str) -> AuthRequest<'static> {
     AuthRequest {
         key: SubscriberKey::new(&b""[..], client_id.as_bytes()),
         peer: Some(Peer { ip: peer.parse().unwrap(), port: 40000 }),
-        username: Some(user.as_bytes().to_vec()),
+        username: Some(user.as_bytes().to_vec().into()),
         has_password: true,
         clean_session: true,
         protocol: Protocol::Mqtt3,

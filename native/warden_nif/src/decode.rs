@@ -4,6 +4,7 @@
 //! value that does not fit is `badarg` (the hook wrappers answer that with
 //! the failure decision), never a panic, never some other valid value.
 
+use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -11,7 +12,7 @@ use rustler::{Atom, Binary, Decoder, Error, LocalPid, NifResult, Term, TermType}
 use warden_core::firewall::{AuthRequest, Listener};
 use warden_core::obfuscation::MAX_ENCRYPTED;
 use warden_core::registry::KeyRef;
-use warden_core::types::{Peer, ProcId, Protocol, SubscriberKey};
+use warden_core::types::{Key, Peer, ProcId, Protocol};
 use warden_core::warden::Password;
 
 use crate::atoms;
@@ -105,8 +106,13 @@ impl<'a> SubscriberId<'a> {
         KeyRef { mountpoint: self.mountpoint.as_slice(), client_id: self.client_id }
     }
 
-    pub fn to_key(&self) -> SubscriberKey {
-        SubscriberKey::new(self.mountpoint.as_slice(), self.client_id)
+    /// The key over the term's bytes (a charlist mountpoint's own UTF-8).
+    pub fn into_key(self) -> Key<'a> {
+        let mountpoint = match self.mountpoint {
+            MountpointBytes::Borrowed(b) => Cow::Borrowed(b),
+            MountpointBytes::Owned(v) => Cow::Owned(v),
+        };
+        Key { mountpoint, client_id: Cow::Borrowed(self.client_id) }
     }
 }
 
@@ -313,17 +319,17 @@ impl<'a> Decoder<'a> for AuthArgs<'a> {
 
 impl<'a> AuthArgs<'a> {
     /// The request, and the password to check if the decision needs one.
-    pub fn into_request(self) -> (AuthRequest, Password<'a>) {
+    pub fn into_request(self) -> (AuthRequest<'a>, Password<'a>) {
         let password = self.password.0;
         let request = AuthRequest {
-            key: self.subscriber_id.to_key(),
+            key: self.subscriber_id.into_key(),
             peer: self.peer.0,
-            username: self.username.0.map(<[u8]>::to_vec),
+            username: self.username.0.map(Cow::Borrowed),
             has_password: !matches!(password, Password::Absent),
             clean_session: self.clean.0,
             protocol: self.protocol.0,
             listener: Some(self.meta.listener),
-            client_cert: self.meta.client_cert.map(<[u8]>::to_vec),
+            client_cert: self.meta.client_cert.map(Cow::Borrowed),
             client_max_packet_size: self.properties.max_packet_size,
             client_session_expiry: Some(self.properties.session_expiry),
         };

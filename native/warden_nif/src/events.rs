@@ -156,7 +156,7 @@ fn recheck_session<'a>(
         key: SubscriberKey::new(mountpoint.0, client_id.0),
         peer: ip.0.map(|ip| Peer { ip, port: port.0.unwrap_or(0) }),
         has_password: user.0.is_some(),
-        username: user.0.map(<[u8]>::to_vec),
+        username: user.0.map(std::borrow::Cow::Borrowed),
         clean_session: false,
         protocol: protocol.0,
         listener: None,

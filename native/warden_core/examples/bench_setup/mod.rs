@@ -19,11 +19,11 @@ pub fn user(i: usize) -> String {
 }
 
 /// Client `i`: user `i % USERS`, a client id its glob admits, an allowed peer.
-pub fn request(i: usize) -> AuthRequest {
+pub fn request(i: usize) -> AuthRequest<'static> {
     AuthRequest {
         key: SubscriberKey::new(&b""[..], format!("{}:dev-{i}", user(i % USERS)).into_bytes()),
         peer: Some(Peer { ip: format!("10.1.{}.{}", (i / 256) % 256, i % 256).parse::<IpAddr>().unwrap(), port: 40000 }),
-        username: Some(user(i % USERS).into_bytes()),
+        username: Some(user(i % USERS).into_bytes().into()),
         has_password: true,
         clean_session: true,
         protocol: Protocol::Mqtt3,

@@ -163,12 +163,12 @@ impl Event {
                     clean_session: mods.clean_session.unwrap_or(req.clean_session),
                     protocol: req.protocol,
                 };
-                let key = mods.subscriber_id.clone().unwrap_or_else(|| req.key.clone());
+                let key = mods.subscriber_id.clone().unwrap_or_else(|| req.key.to_owned_key());
                 (EventKind::Accepted, key, username, detail)
             }
             Decision::Refuse(r) => {
                 let detail = Detail::Refused { code: r.code, rule: r.reason.as_str().into(), protocol: req.protocol };
-                (EventKind::Refused, req.key.clone(), req.username.as_deref(), detail)
+                (EventKind::Refused, req.key.to_owned_key(), req.username.as_deref(), detail)
             }
         };
         Some(Event { kind, key, session, at: now, peer: req.peer, username: username.map(Box::from), detail })

@@ -191,11 +191,11 @@ fn discarded_abandoned_and_kicked() {
     assert!(r.recent_endings(10).iter().filter(|e| e.reason != crate::registry::EndReason::Kicked).all(|e| e.kicked_by.is_none()));
 }
 
-fn request(username: &str) -> AuthRequest {
+fn request(username: &str) -> AuthRequest<'static> {
     AuthRequest {
         key: SubscriberKey::new(Vec::new(), b"dev\"1\n".to_vec()),
         peer: peer(),
-        username: Some(username.as_bytes().to_vec()),
+        username: Some(username.as_bytes().to_vec().into()),
         has_password: true,
         clean_session: true,
         protocol: Protocol::Mqtt5,
@@ -230,7 +230,7 @@ fn accepted_and_refused_as_json() {
 #[test]
 fn a_certificate_identity_is_named_as_such() {
     let mut req = request("ignored");
-    req.client_cert = Some(vec![1, 2, 3]);
+    req.client_cert = Some(vec![1, 2, 3].into());
     let mods = Modifiers { username: Some(b"CN=dev".to_vec()), ..Default::default() };
     let e = Event::of_decision(&req, &Decision::Accept(mods.into()), Some(1), 1).unwrap();
     assert!(matches!(e.detail, Detail::Accepted { identity: IdentitySource::Certificate, .. }));

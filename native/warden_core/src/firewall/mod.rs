@@ -29,14 +29,16 @@ use crate::striped::StripedCounters;
 use crate::policy::{in_networks, CertField, Policy, PolicyError, Settings, User};
 use screen::Screen;
 pub use crate::policy::{ModValue, Modifiers, Mods};
-use crate::types::{Millis, Peer, Protocol, SubscriberKey};
+use crate::types::{Millis, Peer, Protocol};
+#[cfg(test)]
+use crate::types::{Key, SubscriberKey};
 use once_cell::sync::Lazy;
 
 /// What is held between `begin` and the password calls: the request, moved
 /// in by `begin` (no copy of the client's key, username or certificate),
 /// the check `screen` decided on, and the policy snapshot it decided with.
-pub struct PendingAuth {
-    req: AuthRequest,
+pub struct PendingAuth<'a> {
+    req: AuthRequest<'a>,
     check: PasswordCheck,
     /// What was running when `begin` loaded it: an `arc_swap` guard, so
     /// that a login decided in its first call writes no reference count
@@ -77,14 +79,19 @@ struct PasswordCheck {
 /// A user the policy does not name: no networks, limits or modifiers.
 static NO_SETTINGS: Lazy<Settings> = Lazy::new(Settings::default);
 
-impl PendingAuth {
+impl<'a> PendingAuth<'a> {
+    /// The same pending auth owning its request's bytes.
+    pub fn into_owned(self) -> PendingAuth<'static> {
+        PendingAuth { req: self.req.into_owned(), check: self.check, running: self.running }
+    }
+
     /// The policy's settings of the login's user in its snapshot, looked up
     /// again rather than copied into every login.
     fn settings(&self) -> &Settings {
         self.running.snap.policy.user(self.username()).map_or(&NO_SETTINGS, |u| &u.settings)
     }
 
-    pub fn request(&self) -> &AuthRequest {
+    pub fn request(&self) -> &AuthRequest<'a> {
         &self.req
     }
 
@@ -106,7 +113,7 @@ impl PendingAuth {
     }
 }
 
-impl fmt::Debug for PendingAuth {
+impl fmt::Debug for PendingAuth<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PendingAuth")
             .field("key", &self.req.key)
@@ -276,9 +283,9 @@ pub struct Firewall {
     // reads write no cache line shared by the schedulers, a RwLock's do.
     running: ArcSwap<Running>,
     peer_rate: RateLimiter<IpNet>,
-    user_rate: RateLimiter<Vec<u8>>,
+    user_rate: RateLimiter<[u8]>,
     peer_bans: BanTable<IpNet>,
-    user_bans: BanTable<Vec<u8>>,
+    user_bans: BanTable<[u8]>,
     stats: StripedCounters<N_STATS>,
     generation: AtomicU64,
     last_now: AtomicU64,
@@ -494,7 +501,7 @@ impl Firewall {
     // -- decision ----------------------------------------------------------
 
     /// First call of a decision: everything that needs no password.
-    pub fn begin(&self, req: AuthRequest, sessions: &dyn LiveSessions, now: Millis) -> Step {
+    pub fn begin<'a>(&self, req: AuthRequest<'a>, sessions: &dyn LiveSessions, now: Millis) -> Step<'a> {
         self.note_now(now);
         let running = self.running.load();
         match self.screen(&running.cfg, &running.snap, &req, sessions, now, true) {

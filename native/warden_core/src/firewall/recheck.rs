@@ -45,11 +45,11 @@ mod tests {
         fw
     }
 
-    fn live(ip: &str, user: Option<&str>) -> AuthRequest {
+    fn live(ip: &str, user: Option<&str>) -> AuthRequest<'static> {
         AuthRequest {
             key: SubscriberKey::new(&b""[..], &b"c1"[..]),
             peer: Some(Peer { ip: ip.parse().unwrap(), port: 40000 }),
-            username: user.map(|u| u.as_bytes().to_vec()),
+            username: user.map(|u| u.as_bytes().to_vec().into()),
             has_password: user.is_some(),
             clean_session: true,
             protocol: Protocol::Mqtt3,

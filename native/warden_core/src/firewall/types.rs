@@ -2,12 +2,14 @@
 //! decision and refusal codes, the registry's view it asks (`LiveSessions`),
 //! the steps of a login, and the ban list's types.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
 use super::*;
 pub use crate::types::{Listener, RefusalCode};
+use crate::types::Key;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UnknownUser {
@@ -72,23 +74,46 @@ impl Default for FirewallConfig {
     }
 }
 
+/// A connect as auth_on_register sees it. The NIF's decoder borrows the
+/// client id, username and certificate from the broker's terms for the
+/// call (a copy would be a malloc and a free on cold memory in every
+/// connect, tests/allocations.rs); a login kept for a later step owns them
+/// ([`AuthRequest::into_owned`]).
 #[derive(Clone, Debug)]
-pub struct AuthRequest {
-    pub key: SubscriberKey,
+pub struct AuthRequest<'a> {
+    pub key: Key<'a>,
     pub peer: Option<Peer>,
     /// `None` for an anonymous client (`undefined`).
-    pub username: Option<Vec<u8>>,
+    pub username: Option<Cow<'a, [u8]>>,
     pub has_password: bool,
     pub clean_session: bool,
     pub protocol: Protocol,
     pub listener: Option<Listener>,
     /// DER of the client certificate, when the listener forwards it.
-    pub client_cert: Option<Vec<u8>>,
+    pub client_cert: Option<Cow<'a, [u8]>>,
     /// The Maximum Packet Size an MQTT 5 client sent in its CONNECT.
     pub client_max_packet_size: Option<u32>,
     /// The Session Expiry Interval an MQTT 5 client asked for in its
     /// CONNECT (0 when it sent none); `None` without CONNECT properties.
     pub client_session_expiry: Option<u32>,
+}
+
+impl AuthRequest<'_> {
+    /// The same request owning its bytes, to be kept past the call.
+    pub fn into_owned(self) -> AuthRequest<'static> {
+        AuthRequest {
+            key: self.key.into_owned_key(),
+            username: self.username.map(|u| Cow::Owned(u.into_owned())),
+            client_cert: self.client_cert.map(|c| Cow::Owned(c.into_owned())),
+            peer: self.peer,
+            has_password: self.has_password,
+            clean_session: self.clean_session,
+            protocol: self.protocol,
+            listener: self.listener,
+            client_max_packet_size: self.client_max_packet_size,
+            client_session_expiry: self.client_session_expiry,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,14 +136,14 @@ pub trait LiveSessions {
     /// Whether `key` is one of the live sessions counted for `username`: a
     /// reconnect of that client id takes its own session over, so it does not
     /// add one. Default: unknown (false).
-    fn has_live_session(&self, _username: &[u8], _key: &SubscriberKey) -> bool {
+    fn has_live_session(&self, _username: &[u8], _key: &Key<'_>) -> bool {
         false
     }
     /// The user whose session (online or offline) `key` is, when that is a
     /// named user other than `identity`; `None` for no session, an
     /// anonymous one or `identity`'s own. Compared in place: only a
     /// refusal copies the name. Default: none.
-    fn other_owner(&self, _key: &SubscriberKey, _identity: Option<&[u8]>) -> Option<Vec<u8>> {
+    fn other_owner(&self, _key: &Key<'_>, _identity: Option<&[u8]>) -> Option<Vec<u8>> {
         None
     }
 }
@@ -134,15 +159,15 @@ impl LiveSessions for NoSessions {
 
 // The Done variant is moved once, straight to the caller.
 #[allow(clippy::large_enum_variant)]
-pub enum Step {
+pub enum Step<'a> {
     /// The decision, and the request given back (the caller registers an
     /// accepted client from it without having kept a copy).
-    Done(Decision, AuthRequest),
+    Done(Decision, AuthRequest<'a>),
     /// Not boxed: most logins decide in this same call, and a box would be
     /// a malloc and a free on memory out of the CPU caches in each of them
     /// (tests/allocations.rs). A login kept for a later step is boxed then
     /// (warden/pending.rs).
-    NeedPassword(PendingAuth),
+    NeedPassword(PendingAuth<'a>),
 }
 
 #[derive(Debug, PartialEq, Eq)]

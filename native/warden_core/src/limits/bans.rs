@@ -15,7 +15,7 @@ pub trait BanKey: Hash {
     fn shown(&self) -> Self::Shown;
 }
 
-impl BanKey for Vec<u8> {
+impl BanKey for [u8] {
     type Shown = Vec<u8>;
     fn shown(&self) -> Vec<u8> {
         self[..self.len().min(SHOWN_KEY_BYTES)].to_vec()

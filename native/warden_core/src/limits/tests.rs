@@ -241,8 +241,8 @@ fn peer_keys() {
 #[test]
 fn tables_bounded_in_bytes_under_millions_of_keys() {
     const MAX: usize = 100_000;
-    let rl: RateLimiter<Vec<u8>> = RateLimiter::new(1.0, 1, MAX);
-    let bans: BanTable<Vec<u8>> = BanTable::new(1, 60_000, 600_000, MAX);
+    let rl: RateLimiter<[u8]> = RateLimiter::new(1.0, 1, MAX);
+    let bans: BanTable<[u8]> = BanTable::new(1, 60_000, 600_000, MAX);
     let long = vec![b'x'; 65_535];
     for i in 0..1_000_000u64 {
         let key = if i % 1000 == 0 {

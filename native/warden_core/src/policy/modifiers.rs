@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use super::*;
+use crate::types::Key;
 
 /// `reg_view` values accepted in a policy (VerneMQ's built-in view).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -130,7 +131,7 @@ macro_rules! overlay_fields {
 impl Modifiers {
     /// The subscriber id the client registers with: after a mountpoint
     /// rewrite, the rewritten one. The registry keeps the session under it.
-    pub fn registered_key<'a>(&'a self, requested: &'a SubscriberKey) -> &'a SubscriberKey {
+    pub fn registered_key<'a, 'k>(&'a self, requested: &'a Key<'k>) -> &'a Key<'k> {
         self.subscriber_id.as_ref().unwrap_or(requested)
     }
 
@@ -239,10 +240,10 @@ impl ModifierSet {
     }
 
     /// The modifiers for one accepted client.
-    pub fn resolve(&self, key: &SubscriberKey) -> Modifiers {
+    pub fn resolve(&self, key: &Key<'_>) -> Modifiers {
         let mut m = self.session.clone();
         if let Some(mp) = &self.mountpoint {
-            m.subscriber_id = Some(SubscriberKey::new(mp.clone(), key.client_id.clone()));
+            m.subscriber_id = Some(SubscriberKey::new(mp.clone(), key.client_id.to_vec()));
         }
         m
     }

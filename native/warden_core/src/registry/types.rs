@@ -1,7 +1,7 @@
 //! The registry's public types: its configuration, session states and end
 //! reasons, what an event did, the views and filters of the operator API.
 
-use crate::types::{Millis, Peer, ProcId, Protocol, SubscriberKey};
+use crate::types::{Key, Millis, Peer, ProcId, Protocol, SubscriberKey};
 use crate::IpNet;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,8 +258,8 @@ pub struct KeyRef<'a> {
     pub client_id: &'a [u8],
 }
 
-impl<'a> From<&'a SubscriberKey> for KeyRef<'a> {
-    fn from(k: &'a SubscriberKey) -> KeyRef<'a> {
+impl<'a> From<&'a Key<'_>> for KeyRef<'a> {
+    fn from(k: &'a Key<'_>) -> KeyRef<'a> {
         KeyRef {
             mountpoint: &k.mountpoint,
             client_id: &k.client_id,

@@ -239,8 +239,10 @@ impl Warden {
         Ok(AuthStep::ServerBusy(req.protocol))
     }
 
-    /// Keeps the context for the next step, under its token or a new one.
-    fn keep(&self, token: Option<u64>, ctx: AuthContext, now: Millis) -> Result<u64, WardenError> {
+    /// Keeps the context for the next step, under its token or a new one,
+    /// with its own copy of the request's bytes.
+    fn keep(&self, token: Option<u64>, ctx: AuthContext<'_>, now: Millis) -> Result<u64, WardenError> {
+        let ctx = ctx.into_owned();
         let kept = match token {
             Some(t) => self.auths.put(t, ctx, now).then_some(t),
             None => self.auths.insert(ctx, now),

@@ -20,10 +20,17 @@ use crate::types::{Millis, ProcId};
 /// (the request, bound to the policy snapshot it started with), the
 /// connection process it is for, and, for the slow step, the password the
 /// normal step decoded (wiped on drop).
-pub struct AuthContext {
-    pub pending: PendingAuth,
+pub struct AuthContext<'a> {
+    pub pending: PendingAuth<'a>,
     pub conn: ProcId,
     pub password: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl AuthContext<'_> {
+    /// The context owning the request's bytes, to be kept for the next step.
+    pub fn into_owned(self) -> AuthContext<'static> {
+        AuthContext { pending: self.pending.into_owned(), conn: self.conn, password: self.password }
+    }
 }
 
 const SHARDS: usize = 16;
@@ -35,7 +42,7 @@ pub(crate) const TTL_MS: Millis = 30_000;
 
 struct Entry {
     /// Boxed only here, when a login waits for its next step.
-    ctx: Box<AuthContext>,
+    ctx: Box<AuthContext<'static>>,
     created: Millis,
 }
 
@@ -58,13 +65,13 @@ impl PendingAuths {
     }
 
     /// A new token for `ctx`, or `None` when the table is full.
-    pub fn insert(&self, ctx: AuthContext, now: Millis) -> Option<u64> {
+    pub fn insert(&self, ctx: AuthContext<'static>, now: Millis) -> Option<u64> {
         let token = self.next.fetch_add(1, Ordering::Relaxed);
         self.put(token, ctx, now).then_some(token)
     }
 
     /// Store `ctx` under `token` (also to put it back between two steps).
-    pub fn put(&self, token: u64, ctx: AuthContext, now: Millis) -> bool {
+    pub fn put(&self, token: u64, ctx: AuthContext<'static>, now: Millis) -> bool {
         let mut shard = self.shard(token).lock();
         if shard.len() >= MAX_PER_SHARD {
             shard.retain(|_, e| now.saturating_sub(e.created) < TTL_MS);
@@ -77,7 +84,7 @@ impl PendingAuths {
     }
 
     /// The context of `token`, only for the connection process that started it.
-    pub fn take(&self, token: u64, caller: ProcId) -> Option<AuthContext> {
+    pub fn take(&self, token: u64, caller: ProcId) -> Option<AuthContext<'static>> {
         let mut shard = self.shard(token).lock();
         match shard.get(&token) {
             Some(e) if e.ctx.conn == caller => shard.remove(&token).map(|e| *e.ctx),

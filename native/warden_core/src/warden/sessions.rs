@@ -3,7 +3,7 @@
 
 use crate::firewall::LiveSessions;
 use crate::registry::SessionState;
-use crate::types::SubscriberKey;
+use crate::types::Key;
 
 use super::Warden;
 
@@ -20,7 +20,7 @@ impl LiveSessions for RegistrySessions<'_> {
 
     /// A client id stays bound to its user while the broker keeps its
     /// session, online or offline.
-    fn other_owner(&self, key: &SubscriberKey, identity: Option<&[u8]>) -> Option<Vec<u8>> {
+    fn other_owner(&self, key: &Key<'_>, identity: Option<&[u8]>) -> Option<Vec<u8>> {
         self.0
             .registry
             .inspect(key, |state, user| match (state, user) {
@@ -32,7 +32,7 @@ impl LiveSessions for RegistrySessions<'_> {
 
     /// A reconnect of a client id that is online or about to be (accepted,
     /// not yet registered) replaces that session instead of adding one.
-    fn has_live_session(&self, username: &[u8], key: &SubscriberKey) -> bool {
+    fn has_live_session(&self, username: &[u8], key: &Key<'_>) -> bool {
         self.0
             .registry
             .inspect(key, |state, user| {

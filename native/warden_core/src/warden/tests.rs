@@ -1,6 +1,7 @@
 //! The facade end to end: every hook as the NIF calls it, with the
 //! example policy of docs/.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
@@ -10,7 +11,7 @@ use crate::firewall::{Listener, RefusalCode};
 use crate::obfuscation::{Cipher, KdfHash};
 use crate::policy::Policy;
 use crate::registry::SessionState;
-use crate::types::{Peer, SubscriberKey};
+use crate::types::{Key, Peer, SubscriberKey};
 
 const EXAMPLE: &str = include_str!("../../../../docs/policy.example.toml");
 const CONN: ProcId = ProcId(1);
@@ -23,11 +24,11 @@ fn warden() -> Warden {
     w
 }
 
-fn request(client_id: &str, user: Option<&str>) -> AuthRequest {
+fn request(client_id: &str, user: Option<&str>) -> AuthRequest<'static> {
     AuthRequest {
         key: SubscriberKey::new(&b""[..], client_id.as_bytes()),
         peer: Some(Peer { ip: "10.1.2.3".parse::<IpAddr>().unwrap(), port: 40000 }),
-        username: user.map(|u| u.as_bytes().to_vec()),
+        username: user.map(|u| u.as_bytes().to_vec().into()),
         has_password: user.is_some(),
         clean_session: false,
         protocol: Protocol::Mqtt5,
@@ -123,6 +124,24 @@ fn an_auth_context_belongs_to_its_process_and_is_used_once() {
 // Made with credentials_obfuscation 3.4.0 (see obfuscation.rs): "s3cret!".
 const SECRET: &[u8] = b"vmq-node-secret-0123456789abcdef";
 const ENCRYPTED: &[u8] = b"KIoUIOU7FtPqWa4UWfbz5ZD91B2UbRwwJA6D/E9PHgeodFdyWgha/Y2/s6lZS5K37r9gl81NFchvYjYcS53KgVsl4HgJjVEJAGDZaVRIv/o=";
+
+/// The NIF's request borrows the broker's binaries, which live only for
+/// the call: a login kept for its next step copies what it borrowed.
+#[test]
+fn a_kept_login_owns_what_its_request_borrowed() {
+    let w = warden();
+    let mut binaries = b"alice:c1alice".to_vec();
+    let (client_id, user) = binaries.split_at(8);
+    let req = AuthRequest { key: Key::borrowed(b"", client_id), username: Some(Cow::Borrowed(user)), ..request("", Some("")) };
+    let token = match w.auth_begin(req, CONN, Password::Encrypted(ENCRYPTED), T0).unwrap() {
+        AuthStep::NeedPlaintext(token) => token,
+        other => panic!("{other:?}"),
+    };
+    binaries.fill(b'x');
+    assert!(accepted(&w.auth_password(token, CONN, Password::Clear(b"alice-secret"), T0).unwrap()));
+    let session = w.registry.lookup(&devices_key("c1")).unwrap();
+    assert_eq!((session.state, session.username.as_deref()), (SessionState::Authenticated, Some(&b"alice"[..])));
+}
 
 #[test]
 fn an_encrypted_password_is_decrypted_here_or_handed_back_for_the_library() {

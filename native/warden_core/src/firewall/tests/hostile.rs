@@ -98,7 +98,7 @@ impl LiveSessions for Owners {
     fn live_sessions_of_user(&self, _u: &[u8]) -> usize {
         0
     }
-    fn other_owner(&self, key: &SubscriberKey, identity: Option<&[u8]>) -> Option<Vec<u8>> {
+    fn other_owner(&self, key: &Key<'_>, identity: Option<&[u8]>) -> Option<Vec<u8>> {
         self.0.get(key).cloned().flatten().filter(|owner| identity != Some(owner.as_slice()))
     }
 }
@@ -139,7 +139,7 @@ fn certificate_identities_meet_the_username_rules() {
     );
     let with_cert = |cn: &str| {
         let mut r = req("10.0.0.5", "c", None);
-        r.client_cert = Some(cert_der(cn, &[]));
+        r.client_cert = Some(cert_der(cn, &[]).into());
         decide(&fw, r, None, &NoSessions, 0)
     };
     assert_eq!(reason(&with_cert("root")), "username: this username is not allowed");

@@ -31,11 +31,11 @@ fn example_fw(cfg: FirewallConfig) -> Firewall {
     fw
 }
 
-fn req(peer: &str, client_id: &str, user: Option<&str>) -> AuthRequest {
+fn req(peer: &str, client_id: &str, user: Option<&str>) -> AuthRequest<'static> {
     AuthRequest {
         key: SubscriberKey::new(&b""[..], client_id.as_bytes()),
         peer: Some(Peer { ip: peer.parse().unwrap(), port: 40000 }),
-        username: user.map(|u| u.as_bytes().to_vec()),
+        username: user.map(|u| u.as_bytes().to_vec().into()),
         has_password: user.is_some(),
         clean_session: true,
         protocol: Protocol::Mqtt3,
@@ -46,7 +46,7 @@ fn req(peer: &str, client_id: &str, user: Option<&str>) -> AuthRequest {
     }
 }
 
-fn on(mut r: AuthRequest, port: u16, kind: &str) -> AuthRequest {
+fn on(mut r: AuthRequest<'static>, port: u16, kind: &str) -> AuthRequest<'static> {
     r.listener = Some(Listener { port: Some(port), kind: Some(kind.into()), addr: None });
     r
 }
@@ -89,7 +89,7 @@ impl LiveSessions for Sessions {
     fn live_sessions_of_user(&self, u: &[u8]) -> usize {
         self.0.get(u).copied().unwrap_or(0)
     }
-    fn has_live_session(&self, _u: &[u8], key: &SubscriberKey) -> bool {
+    fn has_live_session(&self, _u: &[u8], key: &Key<'_>) -> bool {
         self.1.as_ref() == Some(key)
     }
 }
@@ -288,7 +288,7 @@ fn certificate_identity_per_listener() {
     let fw = example_fw(FirewallConfig::default());
     let tls_cid = |cid: &str, user: Option<&str>, cert: Option<Vec<u8>>| {
         let mut r = on(req("10.0.0.5", cid, user), 8883, "ssl");
-        r.client_cert = cert;
+        r.client_cert = cert.map(Into::into);
         r
     };
     let tls = |user: Option<&str>, cert: Option<Vec<u8>>| tls_cid("sensor-7:a", user, cert);
@@ -319,7 +319,7 @@ fn certificate_identity_per_listener() {
     assert_eq!(m.max_inflight_messages, Some(10));
     // Not the certificate listener: a cert is ignored, normal credentials apply.
     let mut r = req("10.0.0.5", "alice:1", Some("alice"));
-    r.client_cert = Some(cert_der("sensor-7", &[]));
+    r.client_cert = Some(cert_der("sensor-7", &[]).into());
     assert!(matches!(decide(&fw, r, Some("alice-secret"), &NoSessions, 0), Decision::Accept(_)));
 }
 
@@ -331,20 +331,20 @@ fn certificate_identity_from_san_and_require_known() {
         PasswordFile::default(),
     );
     let mut r = req("10.0.0.5", "c", None);
-    r.client_cert = Some(cert_der("ignored", &["dev1.example.com"]));
+    r.client_cert = Some(cert_der("ignored", &["dev1.example.com"]).into());
     let m = mods(decide(&fw, r.clone(), None, &NoSessions, 0));
     assert_eq!(m.username.as_deref(), Some(&b"dev1.example.com"[..]));
     let busy = Sessions(HashMap::from([(b"dev1.example.com".to_vec(), 1)]), None);
     assert_eq!(code(&decide(&fw, r.clone(), None, &busy, 0)), Some(RefusalCode::QuotaExceeded));
-    r.client_cert = Some(cert_der("x", &["dev2.example.com"]));
+    r.client_cert = Some(cert_der("x", &["dev2.example.com"]).into());
     assert_eq!(
         reason(&decide(&fw, r.clone(), None, &NoSessions, 0)),
         "cert_identity: certificate identity \"dev2.example.com\" is not a known user"
     );
     // a long one is cut as every name in a reason
-    r.client_cert = Some(cert_der("x", &[&format!("{}.example.com", "d".repeat(300))]));
+    r.client_cert = Some(cert_der("x", &[&format!("{}.example.com", "d".repeat(300))]).into());
     assert!(reason(&decide(&fw, r.clone(), None, &NoSessions, 0)).ends_with("ddd...\" is not a known user"));
-    r.client_cert = Some(cert_der("x", &[]));
+    r.client_cert = Some(cert_der("x", &[]).into());
     assert_eq!(reason(&decide(&fw, r.clone(), None, &NoSessions, 0)), "cert_identity: client certificate has no subjectAltName");
     assert_eq!(cert_identity_name(&cert_der("cn-here", &[]), CertField::Cn).unwrap(), b"cn-here");
 }
