@@ -250,8 +250,9 @@ pub struct RegistryStats {
     pub shards: u64,
 }
 
-/// A borrowed `SubscriberKey`: events on keys that already exist and
-/// lookups need no copy of the key bytes. `&SubscriberKey` converts into it.
+/// A key's bytes borrowed, `Copy`: events on keys that already exist and
+/// lookups need no copy of the key bytes. Any `&Key` (a request's, a
+/// `SubscriberKey`) converts into it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyRef<'a> {
     pub mountpoint: &'a [u8],
