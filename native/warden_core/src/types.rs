@@ -32,8 +32,8 @@ pub struct Key<'a> {
 pub type SubscriberKey = Key<'static>;
 
 impl SubscriberKey {
-    pub fn new(mountpoint: impl Into<Box<[u8]>>, client_id: impl Into<Box<[u8]>>) -> Self {
-        Key { mountpoint: Cow::Owned(mountpoint.into().into_vec()), client_id: Cow::Owned(client_id.into().into_vec()) }
+    pub fn new(mountpoint: impl Into<Vec<u8>>, client_id: impl Into<Vec<u8>>) -> Self {
+        Key { mountpoint: Cow::Owned(mountpoint.into()), client_id: Cow::Owned(client_id.into()) }
     }
 }
 
@@ -43,13 +43,14 @@ impl<'a> Key<'a> {
         Key { mountpoint: Cow::Borrowed(mountpoint), client_id: Cow::Borrowed(client_id) }
     }
 
-    /// The same key owning its bytes.
-    pub fn to_owned_key(&self) -> SubscriberKey {
-        Key { mountpoint: Cow::Owned(self.mountpoint.to_vec()), client_id: Cow::Owned(self.client_id.to_vec()) }
-    }
-
+    /// The same key owning its bytes (bytes it owns already are moved).
     pub fn into_owned_key(self) -> SubscriberKey {
         Key { mountpoint: Cow::Owned(self.mountpoint.into_owned()), client_id: Cow::Owned(self.client_id.into_owned()) }
+    }
+
+    /// An owned copy of the key.
+    pub fn to_owned_key(&self) -> SubscriberKey {
+        self.clone().into_owned_key()
     }
 }
 

@@ -75,23 +75,9 @@ impl<'a> Decoder<'a> for Username<'a> {
 /// `{Mountpoint, ClientId}`: the mountpoint a charlist (VerneMQ's type,
 /// usually "") or a binary, the client id a binary.
 pub struct SubscriberId<'a> {
-    pub mountpoint: MountpointBytes<'a>,
+    /// A binary mountpoint is borrowed; a charlist one is encoded as UTF-8.
+    pub mountpoint: Cow<'a, [u8]>,
     pub client_id: &'a [u8],
-}
-
-/// A binary mountpoint is borrowed; a charlist one is encoded as UTF-8.
-pub enum MountpointBytes<'a> {
-    Borrowed(&'a [u8]),
-    Owned(Vec<u8>),
-}
-
-impl MountpointBytes<'_> {
-    pub fn as_slice(&self) -> &[u8] {
-        match self {
-            MountpointBytes::Borrowed(b) => b,
-            MountpointBytes::Owned(v) => v,
-        }
-    }
 }
 
 impl<'a> Decoder<'a> for SubscriberId<'a> {
@@ -103,16 +89,12 @@ impl<'a> Decoder<'a> for SubscriberId<'a> {
 
 impl<'a> SubscriberId<'a> {
     pub fn key_ref(&self) -> KeyRef<'_> {
-        KeyRef { mountpoint: self.mountpoint.as_slice(), client_id: self.client_id }
+        KeyRef { mountpoint: &self.mountpoint, client_id: self.client_id }
     }
 
     /// The key over the term's bytes (a charlist mountpoint's own UTF-8).
     pub fn into_key(self) -> Key<'a> {
-        let mountpoint = match self.mountpoint {
-            MountpointBytes::Borrowed(b) => Cow::Borrowed(b),
-            MountpointBytes::Owned(v) => Cow::Owned(v),
-        };
-        Key { mountpoint, client_id: Cow::Borrowed(self.client_id) }
+        Key { mountpoint: self.mountpoint, client_id: Cow::Borrowed(self.client_id) }
     }
 }
 
@@ -122,15 +104,15 @@ impl<'a> SubscriberId<'a> {
 /// "" is asked for first: `list_length` builds an error value even when
 /// it succeeds, and dropping it was a call into cold code on every hook
 /// (about 1% of the library's time in a node).
-fn mountpoint(term: Term<'_>) -> NifResult<MountpointBytes<'_>> {
+fn mountpoint(term: Term<'_>) -> NifResult<Cow<'_, [u8]>> {
     if term.is_empty_list() {
-        return Ok(MountpointBytes::Borrowed(&[]));
+        return Ok(Cow::Borrowed(&[]));
     }
     let Ok(len) = term.list_length() else {
-        return Field::decode(term).map(|f| MountpointBytes::Borrowed(f.0));
+        return Field::decode(term).map(|f| Cow::Borrowed(f.0));
     };
     if len == 0 {
-        return Ok(MountpointBytes::Borrowed(&[]));
+        return Ok(Cow::Borrowed(&[]));
     }
     if len > MAX_MOUNTPOINT_CHARS {
         return Err(Error::BadArg);
@@ -139,7 +121,7 @@ fn mountpoint(term: Term<'_>) -> NifResult<MountpointBytes<'_>> {
     for c in term.into_list_iterator()? {
         s.push(char::from_u32(c.decode::<u32>()?).ok_or(Error::BadArg)?);
     }
-    Ok(MountpointBytes::Owned(s.into_bytes()))
+    Ok(Cow::Owned(s.into_bytes()))
 }
 
 /// An IP address tuple, or `None` for anything else (an address the broker

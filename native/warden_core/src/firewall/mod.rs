@@ -30,8 +30,6 @@ use crate::policy::{in_networks, CertField, Policy, PolicyError, Settings, User}
 use screen::Screen;
 pub use crate::policy::{ModValue, Modifiers, Mods};
 use crate::types::{Millis, Peer, Protocol};
-#[cfg(test)]
-use crate::types::{Key, SubscriberKey};
 use once_cell::sync::Lazy;
 
 /// What is held between `begin` and the password calls: the request, moved

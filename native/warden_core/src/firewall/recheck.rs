@@ -38,6 +38,7 @@ impl Firewall {
 mod tests {
     use super::*;
     use crate::credentials::PasswordFile;
+    use crate::types::SubscriberKey;
 
     fn fw(policy: &str, cfg: FirewallConfig) -> Firewall {
         let fw = Firewall::new(cfg);

@@ -101,8 +101,8 @@ impl SimplePattern {
             tail_class: 0,
         };
         p.start = p.closure(1);
-        let rest_skippable = |k: usize| positions[k + 1..].iter().all(|(_, t)| *t != Times::Once);
-        if let Some(k) = positions.iter().rposition(|(_, t)| *t == Times::Any).filter(|&k| rest_skippable(k)) {
+        // From inside the last repetition, every later position passed over.
+        if let Some(k) = positions.iter().rposition(|(_, t)| *t == Times::Any).filter(|&k| p.is_done(p.closure(1 << k))) {
             p.tail_states = p.closure(1 << k);
             p.tail_class = positions[k].0.ascii;
         }

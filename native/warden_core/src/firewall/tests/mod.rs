@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicUsize;
 
 use super::*;
 use crate::policy::RegView;
+use crate::types::{Key, SubscriberKey};
 
 const EXAMPLE: &str = include_str!("../../../../../docs/policy.example.toml");
 /// Password file line for "backend" / "backend-pw".
