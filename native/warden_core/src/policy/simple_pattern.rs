@@ -102,9 +102,12 @@ impl SimplePattern {
         };
         p.start = p.closure(1);
         // From inside the last repetition, every later position passed over.
-        if let Some(k) = positions.iter().rposition(|(_, t)| *t == Times::Any).filter(|&k| p.is_done(p.closure(1 << k))) {
-            p.tail_states = p.closure(1 << k);
-            p.tail_class = positions[k].0.ascii;
+        if let Some(k) = positions.iter().rposition(|(_, t)| *t == Times::Any) {
+            let inside = p.closure(1 << k);
+            if p.is_done(inside) {
+                p.tail_states = inside;
+                p.tail_class = positions[k].0.ascii;
+            }
         }
         Some(p)
     }
