@@ -326,6 +326,15 @@ impl PasswordHash {
         }
     }
 
+    /// Whether checking this hash costs less than asking the verification
+    /// cache: a `$6$` hash is one SHA-512 of password and salt, where the
+    /// cache's lookup is a keyed SHA-256 of the credentials, a lock and a
+    /// map probe (twice when it misses), and remembering the result the
+    /// same again. Such hashes are verified every time and never cached.
+    pub fn cheaper_than_cache(&self) -> bool {
+        matches!(&*self.kind, Kind::Sha512Salted { .. })
+    }
+
     /// A non-secret identifier of this hash, stable within the process: the
     /// same stored string gives the same value, a changed one (new password,
     /// new salt, new parameters) almost surely a different one. A keyed hash

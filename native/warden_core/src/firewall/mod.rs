@@ -65,6 +65,9 @@ struct PasswordCheck {
     hash: PasswordHash,
     fingerprint: u64,
     slow: bool,
+    /// The verification cache is asked and told (not for a hash that is
+    /// cheaper to check than the cache: [`PasswordHash::cheaper_than_cache`]).
+    cached: bool,
     /// `unknown_user = deny`: `hash` is a decoy (see [`Decoys`]); the
     /// check runs like a known user's and then refuses.
     decoy: bool,
@@ -518,6 +521,10 @@ impl Firewall {
         };
         let cache = &pending.running.cache;
         let (fp, slow) = (pending.check.fingerprint, pending.check.slow || self.forced_slow());
+        // A hash checked on a dirty scheduler is always worth caching.
+        if !pending.check.cached && !slow {
+            return PasswordStep::Done(self.verify_now(pending, pw, None, sessions, now));
+        }
         match cache.check(pending.username(), pw, fp, now) {
             Some(ok) => {
                 self.stats.bump(S_CACHE_HITS);
@@ -528,7 +535,7 @@ impl Firewall {
                 if slow {
                     PasswordStep::NeedSlowHash
                 } else {
-                    PasswordStep::Done(self.verify_now(pending, pw, cache, sessions, now))
+                    PasswordStep::Done(self.verify_now(pending, pw, Some(cache), sessions, now))
                 }
             }
         }
@@ -548,7 +555,7 @@ impl Firewall {
             return self.after_verify(pending, ok, sessions, now);
         }
         self.stats.bump(S_SLOW_VERIFICATIONS);
-        self.verify_now(pending, pw, cache, sessions, now)
+        self.verify_now(pending, pw, Some(cache), sessions, now)
     }
 
     #[cfg(test)]
@@ -561,7 +568,8 @@ impl Firewall {
         false
     }
 
-    fn verify_now(&self, pending: &PendingAuth, pw: &[u8], cache: &AuthCache, sessions: &dyn LiveSessions, now: Millis) -> Decision {
+    /// Verifies the password, and tells `cache` the result.
+    fn verify_now(&self, pending: &PendingAuth, pw: &[u8], cache: Option<&AuthCache>, sessions: &dyn LiveSessions, now: Millis) -> Decision {
         let t0 = Instant::now();
         let check = &pending.check;
         let ok = check.hash.verify(pw) && !check.decoy;
@@ -569,7 +577,9 @@ impl Firewall {
         let micros = u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX);
         self.stats.add(S_VERIFY_MICROS, micros);
         self.stats.bump(S_VERIFY_COUNT);
-        cache.remember(pending.username(), pw, fp, ok, now);
+        if let Some(cache) = cache {
+            cache.remember(pending.username(), pw, fp, ok, now);
+        }
         self.after_verify(pending, ok, sessions, now)
     }
 

@@ -233,6 +233,7 @@ fn credentials(cfg: &FirewallConfig, snap: &LoadedPolicy, req: &AuthRequest, ses
         Screen::Password(PasswordCheck {
             fingerprint: hash.fingerprint(),
             slow: hash.is_slow(),
+            cached: !hash.cheaper_than_cache(),
             hash,
             decoy,
             ban_users: cfg.ban_users,

@@ -530,6 +530,8 @@ fn a_login_counts_toward_bans_by_the_settings_its_screening_read() {
 fn cached_failures_still_count_toward_bans() {
     let cfg = FirewallConfig { ban_threshold: 2, ..Default::default() };
     let fw = example_fw(cfg);
+    // alice's `$6$` hash stands in for a slow one: only those are cached
+    fw.force_slow.store(true, Ordering::Relaxed);
     let go = |now| decide(&fw, req("10.0.0.1", "alice:1", Some("alice")), Some("bad"), &NoSessions, now);
     go(0);
     go(1); // answered from the failure cache
@@ -583,9 +585,38 @@ fn fast_hash_is_verified_in_with_password() {
     let fw = example_fw(FirewallConfig::default());
     let Step::NeedPassword(p) = fw.begin(req("10.0.0.5", "alice:1", Some("alice")), &NoSessions, 0) else { panic!() };
     assert!(matches!(fw.with_password(&p, Some(b"alice-secret"), &NoSessions, 0), PasswordStep::Done(Decision::Accept(_))));
-    assert_eq!(fw.stats().cache_misses, 1);
+    assert_eq!(fw.stats().verify_count, 1);
     assert_eq!(p.username(), b"alice");
     assert_eq!(p.request().key.client_id.as_ref(), b"alice:1");
+}
+
+/// A `$6$` hash costs less to check than the cache costs to ask: every
+/// login verifies it, right or wrong, and the cache stays empty.
+#[test]
+fn a_sha512_hash_is_verified_every_time_and_never_cached() {
+    let fw = example_fw(FirewallConfig::default());
+    for (now, pw) in [(0, "alice-secret"), (1, "alice-secret"), (2, "bad"), (3, "bad")] {
+        let d = decide(&fw, req("10.0.0.5", "alice:1", Some("alice")), Some(pw), &NoSessions, now);
+        assert_eq!(code(&d).is_none(), pw == "alice-secret", "{pw}: {d:?}");
+    }
+    let s = fw.stats();
+    assert_eq!((s.verify_count, s.cache_hits, s.cache_misses), (4, 0, 0));
+    assert_eq!(fw.running.load().cache.len(), 0);
+}
+
+/// A hash that costs more than the cache's lookup is cached even when it
+/// runs on the normal scheduler (PBKDF2 of up to 1,000 iterations).
+#[test]
+fn a_fast_pbkdf2_hash_is_cached() {
+    let line = crate::credentials::hash_password(crate::credentials::HashScheme::Pbkdf2 { iterations: 100 }, b"backend-pw").unwrap();
+    let fw = Firewall::new(FirewallConfig::default());
+    fw.install(policy(EXAMPLE), PasswordFile::parse(&format!("backend:{line}\n"), "passwd"));
+    for now in 0..3 {
+        let d = decide(&fw, req("192.168.1.9", "backend:1", Some("backend")), Some("backend-pw"), &NoSessions, now);
+        assert!(code(&d).is_none(), "{d:?}");
+    }
+    let s = fw.stats();
+    assert_eq!((s.slow_verifications, s.verify_count, s.cache_hits, s.cache_misses), (0, 1, 2, 1));
 }
 
 // -- snapshots and reloads ----------------------------------------------------------
