@@ -330,7 +330,9 @@ impl PasswordHash {
     /// cache: a `$6$` hash is one SHA-512 of password and salt, where the
     /// cache's lookup is a keyed SHA-256 of the credentials, a lock and a
     /// map probe (twice when it misses), and remembering the result the
-    /// same again. Such hashes are verified every time and never cached.
+    /// same again. Such hashes are verified every time and never cached
+    /// (docs/BENCHMARKS.md, "Measured design choices": what it saves when
+    /// the cache would miss, and costs when it would hit).
     pub fn cheaper_than_cache(&self) -> bool {
         matches!(&*self.kind, Kind::Sha512Salted { .. })
     }
