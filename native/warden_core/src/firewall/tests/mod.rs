@@ -604,6 +604,18 @@ fn a_sha512_hash_is_verified_every_time_and_never_cached() {
     assert_eq!(fw.running.load().cache.len(), 0);
 }
 
+/// The verification time sums what the checks took, not each check
+/// rounded down to whole microseconds: a `$6$` check takes well under one.
+#[test]
+fn the_verification_time_adds_up_checks_shorter_than_a_microsecond() {
+    let fw = example_fw(FirewallConfig::default());
+    for _ in 0..2_000 {
+        fw.count_verification(std::time::Duration::from_nanos(450));
+    }
+    let s = fw.stats();
+    assert_eq!((s.verify_count, s.verify_micros_total), (2_000, 900));
+}
+
 /// A hash that costs more than the cache's lookup is cached even when it
 /// runs on the normal scheduler (PBKDF2 of up to 1,000 iterations).
 #[test]
