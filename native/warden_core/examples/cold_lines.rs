@@ -32,7 +32,7 @@ fn main() {
     let w = Warden::new(RegistryConfig::default(), FirewallConfig { unknown_user: UnknownUser::Deny, ..FirewallConfig::default() });
     w.install(Policy::parse(POLICY, "policy.toml").unwrap(), PasswordFile::parse(&passwd, "passwd"));
     w.set_obfuscation(Obfuscation::new(Cipher::Aes128Cbc, KdfHash::Sha256, 1, SECRET));
-    // Every user's verification cached, 20,000 sessions online and the
+    // Every user logged in once (a `$6$` check each: none cached), 20,000 sessions online and the
     // ring of recent endings full, as on a node that has run for a while.
     // The endings' client ids have the measured ones' length, so a
     // disconnect reuses a ring entry's buffer as it does on such a node.
