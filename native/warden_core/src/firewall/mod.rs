@@ -576,7 +576,7 @@ impl Firewall {
         self.stats.bump(S_VERIFY_COUNT);
     }
 
-    /// Verifies the password, and tells `cache` the result.
+    /// Verifies the password, and tells `cache`, if any, the result.
     fn verify_now(&self, pending: &PendingAuth, pw: &[u8], cache: Option<&AuthCache>, sessions: &dyn LiveSessions, now: Millis) -> Decision {
         let t0 = Instant::now();
         let check = &pending.check;

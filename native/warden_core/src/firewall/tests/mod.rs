@@ -530,7 +530,7 @@ fn a_login_counts_toward_bans_by_the_settings_its_screening_read() {
 fn cached_failures_still_count_toward_bans() {
     let cfg = FirewallConfig { ban_threshold: 2, ..Default::default() };
     let fw = example_fw(cfg);
-    // alice's `$6$` hash stands in for a slow one: only those are cached
+    // alice's `$6$` hash stands in for a slow one (a `$6$` one is never cached)
     fw.force_slow.store(true, Ordering::Relaxed);
     let go = |now| decide(&fw, req("10.0.0.1", "alice:1", Some("alice")), Some("bad"), &NoSessions, now);
     go(0);
