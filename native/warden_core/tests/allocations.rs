@@ -1,7 +1,7 @@
 //! How many heap allocations each hook of a connect makes, counted by a
 //! global allocator: in a broker each one is a malloc and a free on memory
 //! the broker's own work has pushed out of the CPU caches, so the budget
-//! below is held as a test (docs/BENCHMARKS.md, "What is left").
+//! below is held as a test (docs/BENCHMARKS.md, "Cache lines per hook").
 //!
 //! Its own test binary: the counting allocator is global. Counts are per
 //! thread, so the test harness's other threads do not disturb them.
