@@ -519,13 +519,13 @@ impl Firewall {
             Some(pw) => pw,
             None => return PasswordStep::Done(self.finish(&pending.req, self.failed(pending, now, "no password given"))),
         };
-        let cache = &pending.running.cache;
-        let (fp, slow) = (pending.check.fingerprint, pending.check.slow || self.forced_slow());
+        let slow = pending.check.slow || self.forced_slow();
         // A hash checked on a dirty scheduler is always worth caching.
         if !pending.check.cached && !slow {
             return PasswordStep::Done(self.verify_now(pending, pw, None, sessions, now));
         }
-        match cache.check(pending.username(), pw, fp, now) {
+        let cache = &pending.running.cache;
+        match cache.check(pending.username(), pw, pending.check.fingerprint, now) {
             Some(ok) => {
                 self.stats.bump(S_CACHE_HITS);
                 PasswordStep::Done(self.after_verify(pending, ok, sessions, now))
@@ -581,10 +581,9 @@ impl Firewall {
         let t0 = Instant::now();
         let check = &pending.check;
         let ok = check.hash.verify(pw) && !check.decoy;
-        let fp = check.fingerprint;
         self.count_verification(t0.elapsed());
         if let Some(cache) = cache {
-            cache.remember(pending.username(), pw, fp, ok, now);
+            cache.remember(pending.username(), pw, check.fingerprint, ok, now);
         }
         self.after_verify(pending, ok, sessions, now)
     }
