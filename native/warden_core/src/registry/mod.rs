@@ -40,6 +40,10 @@ use hashbrown::HashTable;
 use parking_lot::Mutex;
 
 use crate::events::{EventKind, EventQueue};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
 use crate::types::{Millis, ProcId};
 
 use events::Emit;
@@ -686,13 +690,8 @@ fn matches(f: &Filter, r: &Record, st: &Store) -> bool {
         }
     }
     if let Some(net) = &f.network {
-        match r.filter_peer(st) {
-            Some(p) => {
-                if !net.contains(&p.ip) && !net.contains(&p.ip.to_canonical()) {
-                    return false;
-                }
-            }
-            None => return false,
+        if !r.filter_peer_in(st, net) {
+            return false;
         }
     }
     if let Some(u) = &f.username {
@@ -701,4 +700,10 @@ fn matches(f: &Filter, r: &Record, st: &Store) -> bool {
         }
     }
     true
+}
+
+/// The list's peer filter: an IPv4-mapped IPv6 peer is also in an IPv4
+/// network (`Record::peer_in` does the same on a record's bytes).
+fn ip_in_net(net: &IpNet, ip: IpAddr) -> bool {
+    net.contains(&ip) || net.contains(&ip.to_canonical())
 }

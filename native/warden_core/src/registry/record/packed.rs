@@ -4,6 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use ipnet::IpNet;
+
 use super::*;
 
 /// Times are stored in 48 bits (milliseconds up to the year 10889; larger
@@ -22,6 +24,9 @@ impl Millis48 {
         u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], 0, 0])
     }
 }
+
+/// The first 12 bytes of an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`).
+const V4_MAPPED: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
 // Bits of `Record::bits`. The session bits describe the current session.
 pub(super) const HAS_CUR: u16 = 1;
@@ -117,6 +122,25 @@ impl Record {
             ip,
             port: self.port,
         })
+    }
+    /// Whether the current session's peer is in `net`, read from the
+    /// record's bytes: the session list compares every record, and building
+    /// an `IpAddr` for `IpNet::contains` cost more than reading the record.
+    /// Matches as [`super::super::ip_in_net`] does.
+    pub(super) fn peer_in(&self, net: &IpNet) -> bool {
+        match net {
+            IpNet::V4(n) => {
+                let v4 = if self.has(PEER_V4) {
+                    [self.ip[0], self.ip[1], self.ip[2], self.ip[3]]
+                } else if self.has(PEER_V6) && self.ip[..12] == V4_MAPPED {
+                    [self.ip[12], self.ip[13], self.ip[14], self.ip[15]]
+                } else {
+                    return false;
+                };
+                u32::from_be_bytes(v4) & u32::from(n.netmask()) == u32::from(n.network())
+            }
+            IpNet::V6(n) => self.has(PEER_V6) && u128::from_be_bytes(self.ip) & u128::from(n.netmask()) == u128::from(n.network()),
+        }
     }
     pub(super) fn set_peer(&mut self, p: Option<Peer>) {
         self.bits &= !(PEER_V4 | PEER_V6);

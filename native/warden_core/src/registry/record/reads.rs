@@ -1,6 +1,8 @@
 //! What is read from a record without changing it: the operator API's
 //! session view and the fields the listing filter looks at.
 
+use ipnet::IpNet;
+
 use super::*;
 
 impl Record {
@@ -49,11 +51,11 @@ impl Record {
     // The fields the list filter looks at, without building a view. Apart,
     // so that a network filter reads no bytes outside the record.
 
-    pub fn filter_peer(&self, st: &Store) -> Option<Peer> {
+    pub fn filter_peer_in(&self, st: &Store, net: &IpNet) -> bool {
         if self.has_cur() {
-            self.peer()
+            self.peer_in(net)
         } else {
-            self.pending(st).and_then(|p| p.peer)
+            self.pending(st).and_then(|p| p.peer).is_some_and(|p| super::super::ip_in_net(net, p.ip))
         }
     }
 

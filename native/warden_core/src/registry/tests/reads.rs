@@ -543,3 +543,70 @@ fn endings_in_the_history_with_events_off() {
     assert_eq!((r.stats().ended, r.stats().taken_over), (3, 1));
     assert!(r.lookup(&k).is_some_and(|v| v.generation == g3));
 }
+
+/// The list's peer filter against `IpNet::contains` on the peer and on its
+/// canonical form (an IPv4-mapped IPv6 peer in an IPv4 network), over
+/// random IPv4, IPv6 and IPv4-mapped peers, online and pending, and random
+/// networks around them of every prefix length.
+#[test]
+fn the_peer_filter_matches_as_ipnet_does() {
+    let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let r = reg();
+    let mut peers = Vec::new();
+    for i in 0..300 {
+        // Few distinct prefixes, so that random networks hold some peers.
+        let v4 = Ipv4Addr::from([10, (next() % 3) as u8, (next() % 4) as u8, next() as u8]);
+        let ip = match i % 3 {
+            0 => IpAddr::V4(v4),
+            1 => IpAddr::V6(v4.to_ipv6_mapped()),
+            _ => IpAddr::V6(Ipv6Addr::from(0x2001_0db8_u128 << 96 | u128::from(next() % 4) << 64 | u128::from(next() % 8))),
+        };
+        let id = format!("c{i}");
+        let info = ConnectInfo { peer: Some(Peer { ip, port: 1 }), username: Some(b"u"), clean_session: true, protocol: Protocol::Mqtt3 };
+        r.auth_accepted(&key(&id), ProcId(1000 + i), info, 0);
+        if i % 5 != 0 {
+            // Online; every fifth stays a pending connect.
+            r.woke_up(&key(&id), ProcId(5000 + i), 0);
+            r.registered(&key(&id), ProcId(1000 + i), info, 0);
+        }
+        peers.push((id, ip));
+    }
+    let (mut some, mut none) = (0, 0);
+    for _ in 0..400 {
+        let around = match next() % 4 {
+            // Now and then a network far from every peer.
+            0 => IpAddr::V4(Ipv4Addr::from(next() as u32 | 0x8000_0000)),
+            1.. => peers[next() as usize % peers.len()].1,
+        };
+        // An IPv4 network, an IPv4-mapped IPv6 one, or an IPv6 one.
+        let net = match (around.to_canonical(), next() % 2) {
+            (IpAddr::V4(a), 0) => IpNet::new(IpAddr::V4(a), (next() % 33) as u8),
+            (IpAddr::V4(a), _) => IpNet::new(IpAddr::V6(a.to_ipv6_mapped()), (next() % 129) as u8),
+            (v6, _) => IpNet::new(v6, (next() % 129) as u8),
+        }
+        .unwrap()
+        .trunc();
+        let mut want: Vec<String> = peers
+            .iter()
+            .filter(|(_, ip)| net.contains(ip) || net.contains(&ip.to_canonical()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        want.sort();
+        let mut got: Vec<String> = r
+            .list(&Filter { network: Some(net), ..Default::default() }, usize::MAX)
+            .into_iter()
+            .map(|v| String::from_utf8(v.key.client_id.to_vec()).unwrap())
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "{net}");
+        if want.is_empty() { none += 1 } else if want.len() < peers.len() { some += 1 }
+    }
+    // The networks cut through the peers, not around them.
+    assert!(some > 100 && none > 20, "{some} {none}");
+}
