@@ -36,7 +36,6 @@ mod tests;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use ahash::RandomState;
-use hashbrown::HashTable;
 use parking_lot::Mutex;
 
 use crate::events::{EventKind, EventQueue};
@@ -104,7 +103,7 @@ impl Registry {
         let shards = (0..n)
             .map(|_| Shard {
                 inner: Mutex::new(ShardInner {
-                    index: HashTable::new(),
+                    index: Index::default(),
                     slab: Slab::new(),
                     st: Store::new(),
                     next_gen: 0,

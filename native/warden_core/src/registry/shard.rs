@@ -27,9 +27,9 @@ pub(super) const N_COUNTERS: usize = 11;
 
 /// Memory layout: the records are dense in `slab` (chunks of a fixed size,
 /// no per-entry slack); `index` maps the keyed hash of a key to its slot
-/// (8 bytes per bucket), so the table's load-factor slack costs little.
+/// (8 bytes per bucket), so the tables' load-factor slack costs little.
 pub(super) struct ShardInner {
-    pub(super) index: HashTable<IndexEntry>,
+    pub(super) index: Index,
     pub(super) slab: Slab<Record>,
     /// The records' key bytes and pending connects (pool.rs).
     pub(super) st: Store,
@@ -83,6 +83,44 @@ pub(super) struct IndexEntry {
     pub(super) hash: u32,
 }
 
+/// Tables of a shard's index; a key's table is chosen by the top bits of
+/// its 32-bit hash. A table grows by moving every bucket at once, inside the
+/// hook that fills it, under the shard's lock: with one table per shard, the
+/// growths at about 460,000 and 920,000 sessions took 150-680 µs of CPU
+/// each (page faults of the new table included), a sixth of the 1 ms a
+/// normal scheduler may be held, and more on a busy host. Sixteen tables
+/// grow a sixteenth of the keys at a time, at different moments.
+const INDEX_TABLES: usize = 16;
+
+/// Each table starts with room for this many keys (about 300 bytes; 300 KiB
+/// for the default 64 shards): tiny tables would grow, and allocate inside a
+/// hook, every few connects of a small node.
+const INDEX_TABLE_START: usize = 28;
+
+pub(super) struct Index([HashTable<IndexEntry>; INDEX_TABLES]);
+
+impl Default for Index {
+    fn default() -> Index {
+        Index(std::array::from_fn(|_| HashTable::with_capacity(INDEX_TABLE_START)))
+    }
+}
+
+impl Index {
+    fn table(&self, h32: u32) -> &HashTable<IndexEntry> {
+        &self.0[(h32 >> (32 - INDEX_TABLES.trailing_zeros())) as usize]
+    }
+
+    fn table_mut(&mut self, h32: u32) -> &mut HashTable<IndexEntry> {
+        &mut self.0[(h32 >> (32 - INDEX_TABLES.trailing_zeros())) as usize]
+    }
+
+    /// The most keys one growth moves now: the largest table's length.
+    #[cfg(test)]
+    pub(super) fn largest_table(&self) -> usize {
+        self.0.iter().map(HashTable::len).max().unwrap_or(0)
+    }
+}
+
 /// The table's hash from the 32 bits a bucket keeps: multiplied by an odd
 /// constant, so that its top 7 bits (hashbrown's control byte) depend on all
 /// 32 and its low bits (the bucket) stay as random as the key hash's.
@@ -94,6 +132,7 @@ impl ShardInner {
     pub(super) fn find(&self, h: u64, key: KeyRef<'_>) -> Option<u32> {
         let h32 = h as u32;
         self.index
+            .table(h32)
             .find(table_hash(h32), |e| e.hash == h32 && self.slab.get(e.slot).key_eq(&self.st, key.mountpoint, key.client_id))
             .map(|e| e.slot)
     }
@@ -101,26 +140,26 @@ impl ShardInner {
     pub(super) fn insert(&mut self, rec: Record) {
         let hash = rec.index_hash();
         let slot = self.slab.push(rec);
-        self.index.insert_unique(table_hash(hash), IndexEntry { slot, hash }, |e| table_hash(e.hash));
+        self.index.table_mut(hash).insert_unique(table_hash(hash), IndexEntry { slot, hash }, |e| table_hash(e.hash));
     }
 
     /// Remove the record in slot `i`; the last record moves into the slot.
     pub(super) fn remove(&mut self, i: u32) {
         let h32 = self.slab.get(i).index_hash();
-        if let Ok(e) = self.index.find_entry(table_hash(h32), |e| e.slot == i) {
+        if let Ok(e) = self.index.table_mut(h32).find_entry(table_hash(h32), |e| e.slot == i) {
             e.remove();
         }
         self.slab.get_mut(i).release(&mut self.st);
         if let Some(moved_from) = self.slab.swap_remove(i) {
             let mh = self.slab.get(i).index_hash();
-            if let Some(e) = self.index.find_mut(table_hash(mh), |e| e.slot == moved_from) {
+            if let Some(e) = self.index.table_mut(mh).find_mut(table_hash(mh), |e| e.slot == moved_from) {
                 e.slot = i;
             }
         }
     }
 
     pub(super) fn clear(&mut self) {
-        self.index = HashTable::new();
+        self.index = Index::default();
         self.slab.clear();
         self.st = Store::new();
     }

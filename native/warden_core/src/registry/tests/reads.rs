@@ -309,6 +309,25 @@ fn record_is_compact() {
     assert!(size <= 96, "Record grew to {size} bytes");
 }
 
+/// A shard's index grows a part at a time (shard.rs, `INDEX_TABLES`): the
+/// most keys one growth can move, inside the hook whose insert triggers it,
+/// is a small share of the shard's keys, and every key is still found.
+#[test]
+fn an_index_growth_moves_a_part_of_the_shard() {
+    let r = Registry::new(RegistryConfig {
+        shards: 1,
+        history_size: 10,
+        pending_ttl_ms: 1000,
+    });
+    let n = 40_000;
+    for i in 0..n {
+        connect(&r, &key(&format!("c{i}")), ProcId(i), ProcId(n + i), true, 0);
+    }
+    let largest = r.shards[0].inner.lock().index.largest_table();
+    assert!(largest * 8 < n as usize, "one table holds {largest} of {n} keys");
+    assert!((0..n).all(|i| r.lookup(&key(&format!("c{i}"))).is_some()));
+}
+
 /// Key, username and pending connect live in the shard's store (pool.rs):
 /// every value read back is the one written, through username changes,
 /// long client ids and usernames, mountpoints and abandoned connects, and
