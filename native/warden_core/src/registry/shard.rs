@@ -87,23 +87,15 @@ pub(super) struct IndexEntry {
 /// its 32-bit hash. A table grows by moving every bucket at once, inside the
 /// hook that fills it, under the shard's lock: with one table per shard, the
 /// growths at about 460,000 and 920,000 sessions took 150-680 µs of CPU
-/// each (page faults of the new table included), a sixth of the 1 ms a
-/// normal scheduler may be held, and more on a busy host. Sixteen tables
-/// grow a sixteenth of the keys at a time, at different moments.
-const INDEX_TABLES: usize = 16;
+/// each (page faults of the new table included), and more on a busy host.
+/// Eight tables grow an eighth of the keys at a time, at different moments.
+/// More tables, or tables that start larger, cost a small node a cache
+/// line a lookup: a table of up to 3 keys has its buckets and control
+/// bytes in one line (docs/BENCHMARKS.md, "Stalls").
+const INDEX_TABLES: usize = 8;
 
-/// Each table starts with room for this many keys (about 300 bytes; 300 KiB
-/// for the default 64 shards): tiny tables would grow, and allocate inside a
-/// hook, every few connects of a small node.
-const INDEX_TABLE_START: usize = 28;
-
+#[derive(Default)]
 pub(super) struct Index([HashTable<IndexEntry>; INDEX_TABLES]);
-
-impl Default for Index {
-    fn default() -> Index {
-        Index(std::array::from_fn(|_| HashTable::with_capacity(INDEX_TABLE_START)))
-    }
-}
 
 impl Index {
     fn table(&self, h32: u32) -> &HashTable<IndexEntry> {
