@@ -39,10 +39,6 @@ use ahash::RandomState;
 use parking_lot::Mutex;
 
 use crate::events::{EventKind, EventQueue};
-use std::net::IpAddr;
-
-use ipnet::IpNet;
-
 use crate::types::{Millis, ProcId};
 
 use events::Emit;
@@ -699,10 +695,4 @@ fn matches(f: &Filter, r: &Record, st: &Store) -> bool {
         }
     }
     true
-}
-
-/// The list's peer filter: an IPv4-mapped IPv6 peer is also in an IPv4
-/// network (`Record::peer_in` does the same on a record's bytes).
-fn ip_in_net(net: &IpNet, ip: IpAddr) -> bool {
-    net.contains(&ip) || net.contains(&ip.to_canonical())
 }

@@ -183,7 +183,8 @@ pub struct Filter {
     pub username: Option<Vec<u8>>,
     pub mountpoint: Option<Vec<u8>>,
     pub client_id_prefix: Option<Vec<u8>>,
-    /// Matches the peer address (IPv4-mapped IPv6 peers also match IPv4 nets).
+    /// Matches the peer address as the policy's network rules do: an IPv4
+    /// address in either spelling, IPv4 or IPv4-mapped IPv6.
     pub network: Option<IpNet>,
 }
 

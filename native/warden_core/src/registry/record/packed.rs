@@ -126,12 +126,15 @@ impl Record {
     /// Whether the current session's peer is in `net`, read from the
     /// record's bytes: the session list compares every record, and building
     /// an `IpAddr` for `IpNet::contains` cost more than reading the record.
-    /// Matches as [`super::super::ip_in_net`] does.
+    /// Matches as `policy::in_networks` does: an IPv4 address is in a
+    /// network written in either spelling, IPv4 or IPv4-mapped IPv6.
     pub(super) fn peer_in(&self, net: &IpNet) -> bool {
+        let mapped = |v4: [u8; 4]| u128::from_be_bytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3]]);
+        let v4 = [self.ip[0], self.ip[1], self.ip[2], self.ip[3]];
         match net {
             IpNet::V4(n) => {
                 let v4 = if self.has(PEER_V4) {
-                    [self.ip[0], self.ip[1], self.ip[2], self.ip[3]]
+                    v4
                 } else if self.has(PEER_V6) && self.ip[..12] == V4_MAPPED {
                     [self.ip[12], self.ip[13], self.ip[14], self.ip[15]]
                 } else {
@@ -139,7 +142,16 @@ impl Record {
                 };
                 u32::from_be_bytes(v4) & u32::from(n.netmask()) == u32::from(n.network())
             }
-            IpNet::V6(n) => self.has(PEER_V6) && u128::from_be_bytes(self.ip) & u128::from(n.netmask()) == u128::from(n.network()),
+            IpNet::V6(n) => {
+                let ip = if self.has(PEER_V6) {
+                    u128::from_be_bytes(self.ip)
+                } else if self.has(PEER_V4) {
+                    mapped(v4)
+                } else {
+                    return false;
+                };
+                ip & u128::from(n.netmask()) == u128::from(n.network())
+            }
         }
     }
     pub(super) fn set_peer(&mut self, p: Option<Peer>) {

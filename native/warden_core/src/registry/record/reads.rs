@@ -55,7 +55,7 @@ impl Record {
         if self.has_cur() {
             self.peer_in(net)
         } else {
-            self.pending(st).and_then(|p| p.peer).is_some_and(|p| super::super::ip_in_net(net, p.ip))
+            self.pending(st).and_then(|p| p.peer).is_some_and(|p| crate::policy::in_networks(std::slice::from_ref(net), p.ip))
         }
     }
 
