@@ -88,11 +88,13 @@ pub(super) struct IndexEntry {
 /// hook that fills it, under the shard's lock: with one table per shard, the
 /// growths at about 460,000 and 920,000 sessions took 150-680 µs of CPU
 /// each (page faults of the new table included), and more on a busy host.
-/// Eight tables grow an eighth of the keys at a time, at different moments.
-/// More tables, or tables that start larger, cost a small node a cache
-/// line a lookup: a table of up to 3 keys has its buckets and control
-/// bytes in one line (docs/BENCHMARKS.md, "Stalls").
-const INDEX_TABLES: usize = 8;
+/// Four tables grow a quarter of the keys at a time, at different moments.
+/// More tables cost a small node: tables that start larger put a lookup's
+/// control bytes and bucket on two cache lines, and with 8 tables of a few
+/// keys each, churned by connects and disconnects, 4 of 15 runs of the
+/// allocations test counted a growth (an allocation) in 5 or more of 1,000
+/// auths (docs/BENCHMARKS.md, "Stalls").
+const INDEX_TABLES: usize = 4;
 
 #[derive(Default)]
 pub(super) struct Index([HashTable<IndexEntry>; INDEX_TABLES]);

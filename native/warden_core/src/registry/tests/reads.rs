@@ -342,7 +342,7 @@ fn an_index_growth_moves_a_part_of_the_shard() {
         connect(&r, &key(&format!("c{i}")), ProcId(i), ProcId(n + i), true, 0);
     }
     let largest = r.shards[0].inner.lock().index.largest_table();
-    assert!(largest * 6 < n as usize, "one table holds {largest} of {n} keys");
+    assert!(largest * 3 < n as usize, "one table holds {largest} of {n} keys");
     assert!((0..n).all(|i| r.lookup(&key(&format!("c{i}"))).is_some()));
 }
 
