@@ -2,7 +2,7 @@
 //! regexes and rule conditions. None looks at more than `MAX_MATCH_INPUT`
 //! bytes of client input.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -80,12 +80,43 @@ pub(super) fn any_listener(list: &[ListenerMatch], listener: Option<&Listener>) 
 /// written as IPv4 (`10.0.0.0/8`) matches an IPv4-mapped IPv6 peer, and one
 /// written as IPv4-mapped IPv6 (`::ffff:10.0.0.0/104`) matches an IPv4 peer.
 pub fn in_networks(nets: &[IpNet], ip: IpAddr) -> bool {
-    let ip = ip.to_canonical();
-    let mapped = match ip {
-        IpAddr::V4(v4) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
-        IpAddr::V6(_) => None,
-    };
-    nets.iter().any(|n| n.contains(&ip) || mapped.is_some_and(|m| n.contains(&m)))
+    let ip = Spellings::of(ip);
+    nets.iter().any(|n| ip.in_net(n))
+}
+
+/// An address in both its spellings, each compared with the networks of
+/// its family by value: the session list matches every record's peer, and
+/// an `IpAddr` handed to `IpNet::contains` by reference cost about 19 ns a
+/// record there (docs/BENCHMARKS.md, "Results").
+#[derive(Clone, Copy)]
+pub struct Spellings {
+    v4: Option<Ipv4Addr>,
+    v6: Ipv6Addr,
+}
+
+impl Spellings {
+    pub fn of(ip: IpAddr) -> Spellings {
+        match ip {
+            IpAddr::V4(a) => Spellings::v4(a),
+            IpAddr::V6(a) => Spellings::v6(a),
+        }
+    }
+
+    pub fn v4(a: Ipv4Addr) -> Spellings {
+        Spellings { v4: Some(a), v6: a.to_ipv6_mapped() }
+    }
+
+    /// An IPv4-mapped address (`::ffff:a.b.c.d`) is its IPv4 address too.
+    pub fn v6(a: Ipv6Addr) -> Spellings {
+        Spellings { v4: a.to_ipv4_mapped(), v6: a }
+    }
+
+    pub fn in_net(self, net: &IpNet) -> bool {
+        match net {
+            IpNet::V4(n) => self.v4.is_some_and(|a| n.contains(&a)),
+            IpNet::V6(n) => n.contains(&self.v6),
+        }
+    }
 }
 
 /// Shell-like matching over bytes: `*` any run, `?` one byte, `{username}`

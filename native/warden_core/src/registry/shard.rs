@@ -100,12 +100,17 @@ const INDEX_TABLES: usize = 4;
 pub(super) struct Index([HashTable<IndexEntry>; INDEX_TABLES]);
 
 impl Index {
+    /// The table of a key: the top bits of its 32-bit hash.
+    fn of(h32: u32) -> usize {
+        (h32 >> (32 - INDEX_TABLES.trailing_zeros())) as usize
+    }
+
     fn table(&self, h32: u32) -> &HashTable<IndexEntry> {
-        &self.0[(h32 >> (32 - INDEX_TABLES.trailing_zeros())) as usize]
+        &self.0[Self::of(h32)]
     }
 
     fn table_mut(&mut self, h32: u32) -> &mut HashTable<IndexEntry> {
-        &mut self.0[(h32 >> (32 - INDEX_TABLES.trailing_zeros())) as usize]
+        &mut self.0[Self::of(h32)]
     }
 
     /// The most keys one growth moves now: the largest table's length.

@@ -4,9 +4,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::IpNet;
-
 use super::*;
+use crate::policy::Spellings;
 
 /// Times are stored in 48 bits (milliseconds up to the year 10889; larger
 /// values saturate), which keeps the record at 96 bytes.
@@ -120,36 +119,16 @@ impl Record {
             port: self.port,
         })
     }
-    /// Whether the current session's peer is in `net`, the address taken
-    /// from the record's bytes by its family: the session list compares
-    /// every record, and an `IpAddr` built and passed to `IpNet::contains`
-    /// by reference cost more than reading the record (about 19 ns a record
-    /// at 1,000,000 sessions).
-    /// Matches as `policy::in_networks` does: an IPv4 address is in a
-    /// network written in either spelling, IPv4 or IPv4-mapped IPv6.
-    pub(super) fn peer_in(&self, net: &IpNet) -> bool {
-        let v4 = || Ipv4Addr::new(self.ip[0], self.ip[1], self.ip[2], self.ip[3]);
-        match net {
-            IpNet::V4(n) => {
-                let ip = if self.has(PEER_V4) {
-                    v4()
-                } else if let Some(mapped) = self.has(PEER_V6).then(|| Ipv6Addr::from(self.ip).to_ipv4_mapped()).flatten() {
-                    mapped
-                } else {
-                    return false;
-                };
-                n.contains(&ip)
-            }
-            IpNet::V6(n) => {
-                let ip = if self.has(PEER_V6) {
-                    Ipv6Addr::from(self.ip)
-                } else if self.has(PEER_V4) {
-                    v4().to_ipv6_mapped()
-                } else {
-                    return false;
-                };
-                n.contains(&ip)
-            }
+    /// The current session's peer for a network match, from the record's
+    /// bytes without building an `IpAddr` (the session list reads every
+    /// record's).
+    pub(super) fn peer_spellings(&self) -> Option<Spellings> {
+        if self.has(PEER_V4) {
+            Some(Spellings::v4(Ipv4Addr::new(self.ip[0], self.ip[1], self.ip[2], self.ip[3])))
+        } else if self.has(PEER_V6) {
+            Some(Spellings::v6(Ipv6Addr::from(self.ip)))
+        } else {
+            None
         }
     }
     pub(super) fn set_peer(&mut self, p: Option<Peer>) {

@@ -4,6 +4,7 @@
 use ipnet::IpNet;
 
 use super::*;
+use crate::policy::Spellings;
 
 impl Record {
     pub fn view(&self, st: &Store) -> Option<SessionView> {
@@ -51,12 +52,10 @@ impl Record {
     // The fields the list filter looks at, without building a view. Apart,
     // so that a network filter reads no bytes outside the record.
 
+    /// Whether the peer is in `net`, as the policy's network rules match it.
     pub fn filter_peer_in(&self, st: &Store, net: &IpNet) -> bool {
-        if self.has_cur() {
-            self.peer_in(net)
-        } else {
-            self.pending(st).and_then(|p| p.peer).is_some_and(|p| crate::policy::in_networks(std::slice::from_ref(net), p.ip))
-        }
+        let peer = if self.has_cur() { self.peer_spellings() } else { self.pending(st).and_then(|p| p.peer).map(|p| Spellings::of(p.ip)) };
+        peer.is_some_and(|p| p.in_net(net))
     }
 
     pub fn filter_user<'s>(&self, st: &'s Store) -> Option<&'s [u8]> {
