@@ -8,10 +8,16 @@
          cluster_sessions/1, cluster_counts/0, cluster_stats/0,
          recent_endings/1, reload/0, bans/0, clear_bans/1,
          kick/1, kick/2, events/0]).
+%% Exported for tests.
+-export([list_chunks/2]).
 
 -type subscriber_id() :: {string() | binary(), binary()}.
 
 -define(FILTER_KEYS, [state, username, mountpoint, client_id, peer, limit]).
+%% A listing's heap is sized for at most this many rows, of about this many
+%% words each with their map (list_chunks/2).
+-define(PRESIZED_ROWS, 10000).
+-define(ROW_WORDS, 60).
 -type session() :: #{atom() => term()}.
 -type kick_selector() :: {subscriber_id, subscriber_id()} | {username, binary()}
                        | {peer, string() | binary()} | {client_id_prefix, binary()} | map().
@@ -41,7 +47,7 @@ sessions(Filter) when is_map(Filter) ->
                     opt(client_id, Filter), opt(peer, Filter)},
             case maps:get(limit, Filter, 1000) of
                 Limit when is_integer(Limit), Limit >= 0 ->
-                    call(fun() -> list_chunks(Spec, start, Limit, #{}, []) end);
+                    call(fun() -> list_chunks(fun(Cursor, Left) -> vmq_warden_nif:list_chunk(Spec, Cursor, Left) end, Limit) end);
                 Bad ->
                     {error, {bad_limit, Bad}}
             end;
@@ -52,28 +58,72 @@ sessions(Filter) when is_map(Filter) ->
 sessions(_) ->
     {error, badarg}.
 
-%% The NIF returns the list in pieces of a fraction of a millisecond each, so
-%% that no scheduler is held for long; a record moved inside the registry
-%% between two pieces can come twice, hence the keys already taken (`Seen').
-list_chunks(Spec, Cursor, Limit, Seen, Acc) ->
-    case vmq_warden_nif:list_chunk(Spec, Cursor, Limit) of
+%% @doc The rows of one listing, as maps, fetched with `Fetch(Cursor,
+%% Left)' (the NIF's list_chunk/3 for sessions/1): at most `Limit' of them,
+%% in the order fetched. Exported for tests, which script the pieces.
+%%
+%% The NIF returns the list in pieces of a fraction of a millisecond each,
+%% so that no scheduler is held for long; a record moved inside the
+%% registry between two pieces can come twice, so a repeat is dropped (the
+%% first row kept) and not counted toward the limit. Repeats are rare, so
+%% they are looked for once the rows are in, by sorting their keys, rather
+%% than with a map of the keys grown (and left as garbage) at every row.
+%%
+%% The rows land on this process's heap piece by piece, and growing the
+%% heap one garbage collection at a time copied them again and again: the
+%% heap is sized once for the rows the limit allows, up to ?PRESIZED_ROWS,
+%% unless a max_heap_size set on the process leaves no room for that
+%% (docs/BENCHMARKS.md, "Measured design choices").
+-spec list_chunks(fun((term(), non_neg_integer()) -> term()), non_neg_integer()) ->
+          [session()] | term().
+list_chunks(Fetch, Limit) ->
+    Words = min(Limit, ?PRESIZED_ROWS) * ?ROW_WORDS,
+    case process_info(self(), max_heap_size) of
+        {max_heap_size, #{size := Max}} when Max =/= 0, Max < 4 * Words ->
+            list_chunks(Fetch, start, Limit, [], 0);
+        _ ->
+            Old = process_flag(min_heap_size, Words),
+            try
+                list_chunks(Fetch, start, Limit, [], 0)
+            after
+                process_flag(min_heap_size, Old)
+            end
+    end.
+
+%% `Chunks': the pieces so far, newest first; `Got': their rows.
+list_chunks(Fetch, Cursor, Limit, Chunks, Got) ->
+    case Fetch(Cursor, Limit - Got) of
         {Rows, Next} when is_list(Rows) ->
-            {Seen1, Acc1, Left} = take_new(Rows, Seen, Acc, Limit),
-            case Next =:= done orelse Left =:= 0 of
-                true -> lists:reverse(Acc1);
-                false -> list_chunks(Spec, Next, Left, Seen1, Acc1)
+            Chunks1 = [Rows | Chunks],
+            Got1 = Got + length(Rows),
+            case Next =:= done orelse Got1 >= Limit of
+                true -> without_repeats(Fetch, Next, Limit, lists:append(lists:reverse(Chunks1)));
+                false -> list_chunks(Fetch, Next, Limit, Chunks1, Got1)
             end;
         Error ->
             Error
     end.
 
-take_new([], Seen, Acc, Left) ->
-    {Seen, Acc, Left};
-take_new([Row | Rows], Seen, Acc, Left) ->
-    Key = {element(1, Row), element(2, Row)},
+%% With repeats dropped the limit may not be reached yet: fetch on.
+without_repeats(Fetch, Next, Limit, Rows) ->
+    Keys = [{element(1, R), element(2, R)} || R <- Rows],
+    case length(lists:usort(Keys)) =:= length(Keys) of
+        true ->
+            [session(R) || R <- Rows];
+        false ->
+            Unique = first_of_each(Rows, Keys, #{}),
+            case Next of
+                done -> [session(R) || R <- Unique];
+                _ -> list_chunks(Fetch, Next, Limit, [Unique], length(Unique))
+            end
+    end.
+
+first_of_each([], [], _Seen) ->
+    [];
+first_of_each([Row | Rows], [Key | Keys], Seen) ->
     case Seen of
-        #{Key := _} -> take_new(Rows, Seen, Acc, Left);
-        #{} -> take_new(Rows, Seen#{Key => []}, [session(Row) | Acc], Left - 1)
+        #{Key := _} -> first_of_each(Rows, Keys, Seen);
+        #{} -> [Row | first_of_each(Rows, Keys, Seen#{Key => []})]
     end.
 
 opt(Key, Filter) ->

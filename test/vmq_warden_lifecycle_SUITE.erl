@@ -38,6 +38,7 @@ all() ->
      operator_api,
      sessions_listed_in_chunks,
      sessions_removed_between_chunks,
+     sessions_drop_repeats_and_keep_the_limit,
      metrics_from_real_hooks].
 
 init_per_suite(Config) ->
@@ -462,6 +463,51 @@ sessions_removed_between_chunks(_Config) ->
     ?assertEqual(lists:sort(Listed2 ++ Keep), lists:usort(Listed2 ++ Rest)),
     ?assertEqual(lists:sort(Listed2 ++ Keep),
                  lists:sort(client_ids(vmq_warden:sessions(#{limit => 100000})))).
+
+%% A record moved between two NIF calls of a listing comes again
+%% (sessions_removed_between_chunks): the listing keeps its first row,
+%% keeps the order of the rest, and counts the limit without the repeats.
+%% The chunks are scripted here, two rows a call at most, so that each
+%% case is certain to meet its repeats.
+sessions_drop_repeats_and_keep_the_limit(_Config) ->
+    Row = fun(Mp, Id) -> {Mp, Id, online, 1, undefined, undefined, undefined, true, 3,
+                          0, 0, 0, 1, undefined} end,
+    [A, B, C, D] = [Row("", Id) || Id <- [<<"a">>, <<"b">>, <<"c">>, <<"d">>]],
+    OtherA = Row("m", <<"a">>),
+    Stream = [A, B, A, C, OtherA, B, D],
+    Fetch = fun(Cursor, Left) ->
+                    At = case Cursor of start -> 0; N -> N end,
+                    Rows = lists:sublist(lists:nthtail(At, Stream), min(Left, 2)),
+                    Next = At + length(Rows),
+                    {Rows, case Next >= length(Stream) of true -> done; false -> Next end}
+            end,
+    Ids = fun(L) -> [{Mp, Id} || #{mountpoint := Mp, client_id := Id} <- L] end,
+    All = [{"", <<"a">>}, {"", <<"b">>}, {"", <<"c">>}, {"m", <<"a">>}, {"", <<"d">>}],
+    ?assertEqual(All, Ids(vmq_warden:list_chunks(Fetch, 100))),
+    [?assertEqual(lists:sublist(All, Limit), Ids(vmq_warden:list_chunks(Fetch, Limit)))
+     || Limit <- lists:seq(0, 6)],
+    %% every row a map, as sessions/1 returns it
+    [#{node := Node, state := online} | _] = vmq_warden:list_chunks(Fetch, 1),
+    ?assertEqual(node(), Node),
+    %% an error of the NIF is the answer
+    ?assertEqual({error, boom}, vmq_warden:list_chunks(fun(_, _) -> {error, boom} end, 5)),
+    %% The heap is sized for the listing only: the caller's setting comes
+    %% back, and a process whose max_heap_size leaves no room for the
+    %% sizing is not killed by it.
+    {min_heap_size, MinBefore} = process_info(self(), min_heap_size),
+    _ = vmq_warden:list_chunks(Fetch, 10000),
+    ?assertEqual({min_heap_size, MinBefore}, process_info(self(), min_heap_size)),
+    {Pid, Ref} = spawn_monitor(
+                   fun() ->
+                           process_flag(max_heap_size, #{size => 100000, kill => true,
+                                                         error_logger => false}),
+                           L = vmq_warden:list_chunks(Fetch, 10000),
+                           erlang:garbage_collect(),
+                           exit({listed, length(L)})
+                   end),
+    receive {'DOWN', Ref, process, Pid, Why} -> ?assertEqual({listed, 5}, Why)
+    after 5000 -> error(no_answer)
+    end.
 
 rest_of_listing(done) -> [];
 rest_of_listing(Cursor) ->
