@@ -8,7 +8,7 @@
          cluster_sessions/1, cluster_counts/0, cluster_stats/0,
          recent_endings/1, reload/0, bans/0, clear_bans/1,
          kick/1, kick/2, events/0]).
-%% Exported for tests.
+%% Exported for tests, which script the NIF's pieces.
 -export([list_chunks/2]).
 
 -type subscriber_id() :: {string() | binary(), binary()}.
@@ -47,7 +47,8 @@ sessions(Filter) when is_map(Filter) ->
                     opt(client_id, Filter), opt(peer, Filter)},
             case maps:get(limit, Filter, 1000) of
                 Limit when is_integer(Limit), Limit >= 0 ->
-                    call(fun() -> list_chunks(fun(Cursor, Left) -> vmq_warden_nif:list_chunk(Spec, Cursor, Left) end, Limit) end);
+                    Fetch = fun(Cursor, Left) -> vmq_warden_nif:list_chunk(Spec, Cursor, Left) end,
+                    call(fun() -> list_chunks(Fetch, Limit) end);
                 Bad ->
                     {error, {bad_limit, Bad}}
             end;
@@ -60,7 +61,7 @@ sessions(_) ->
 
 %% @doc The rows of one listing, as maps, fetched with `Fetch(Cursor,
 %% Left)' (the NIF's list_chunk/3 for sessions/1): at most `Limit' of them,
-%% in the order fetched. Exported for tests, which script the pieces.
+%% in the order fetched.
 %%
 %% The NIF returns the list in pieces of a fraction of a millisecond each,
 %% so that no scheduler is held for long; a record moved inside the
